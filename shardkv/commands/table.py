@@ -1,0 +1,140 @@
+"""The one command table: name, arity, flags, key positions, where it runs, how it merges.
+
+Dispatch, arity errors, routing by key, the OOM gate, COMMAND / COMMAND INFO / DOCS / GETKEYS and
+(later) cluster routing all read this table; there is no second list of commands.
+
+Where a command runs (`Command.where`):
+  KEYED       on the shard that owns its keys; a multi-key command whose keys span shards is
+              split per shard (same handler, fewer keys) and its replies merged (`merge`).
+  CONNECTION  in the router, with the connection's state (PING, HELLO, SELECT, CLIENT ...).
+  SERVER      in the router, with the worker's view of the whole server (INFO, DBSIZE, CONFIG ...).
+  SHARD, WORKER  internal parts of server commands, sent to every shard / worker; named `__...`,
+              never callable by clients and not listed by COMMAND.
+"""
+
+from __future__ import annotations
+
+import enum
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any, TypeVar
+
+from shardkv import errors
+
+
+class Where(enum.Enum):
+    KEYED = "keyed"
+    CONNECTION = "connection"
+    SERVER = "server"
+    SHARD = "shard"  # internal: run on each shard it is sent to (FLUSHALL's parts)
+    WORKER = "worker"  # internal: run on each worker it is sent to (CLIENT LIST's parts)
+
+
+class Merge(enum.Enum):
+    NONE = "none"  # every key must be on one shard (single-key commands)
+    SUM = "sum"  # integer replies added up (DEL, EXISTS, UNLINK, TOUCH)
+    VALUES = "values"  # array replies put back in key order (MGET)
+    OK = "ok"  # every part answers +OK (MSET)
+
+
+Handler = Callable[[Any, list[bytes]], Any]  # returns bytes, or a Pending reply
+H = TypeVar("H", bound=Handler)
+
+
+@dataclass(frozen=True, slots=True)
+class Command:
+    name: str
+    arity: int  # Redis convention: n = exactly n arguments with the name, -n = at least n
+    flags: tuple[str, ...]
+    first_key: int
+    last_key: int
+    key_step: int
+    where: Where
+    merge: Merge
+    group: str
+    summary: str
+    handler: Handler
+    subcommands: tuple[str, ...] = ()
+    sizes: Callable[[list[bytes]], list[int]] | None = None  # record bytes a write will need
+
+    @property
+    def internal(self) -> bool:
+        return self.where in (Where.SHARD, Where.WORKER)
+
+    @property
+    def is_write(self) -> bool:
+        return "write" in self.flags
+
+    @property
+    def denies_oom(self) -> bool:
+        return "denyoom" in self.flags
+
+    def key_indexes(self, argc: int) -> range:
+        """Positions of the keys in an argv of argc items (argv[0] is the name)."""
+        if self.first_key == 0:
+            return range(0)
+        last = self.last_key if self.last_key >= 0 else argc + self.last_key
+        return range(self.first_key, min(last, argc - 1) + 1, self.key_step)
+
+    def arity_ok(self, argc: int) -> bool:
+        if self.last_key == -1 and self.key_step > 1 and (argc - self.first_key) % self.key_step:
+            return False  # MSET k v k: keys and values must pair up
+        return argc == self.arity if self.arity > 0 else argc >= -self.arity
+
+
+COMMANDS: dict[bytes, Command] = {}
+
+
+def command(
+    name: str,
+    arity: int,
+    flags: str,
+    *,
+    keys: tuple[int, int, int] = (0, 0, 0),
+    where: Where = Where.KEYED,
+    merge: Merge = Merge.NONE,
+    group: str,
+    summary: str,
+    subcommands: tuple[str, ...] = (),
+    sizes: Callable[[list[bytes]], list[int]] | None = None,
+) -> Callable[[H], H]:
+    def register(handler: H) -> H:
+        key = name.lower().encode()
+        assert key not in COMMANDS, f"command {name} registered twice"
+        assert (keys[0] > 0) == (where is Where.KEYED), f"{name}: keyed commands and only they have keys"
+        COMMANDS[key] = Command(
+            name=name.lower(), arity=arity, flags=tuple(flags.split()), first_key=keys[0],
+            last_key=keys[1], key_step=keys[2], where=where, merge=merge, group=group,
+            summary=summary, handler=handler, subcommands=subcommands, sizes=sizes,
+        )
+        return handler
+
+    return register
+
+
+def lookup(name: bytes) -> Command | None:
+    cmd = COMMANDS.get(name)
+    if cmd is None:
+        cmd = COMMANDS.get(name.lower())
+    return cmd
+
+
+def check_arity(cmd: Command, argc: int) -> None:
+    if not cmd.arity_ok(argc):
+        raise errors.CommandError(errors.wrong_arity(cmd.name))
+
+
+def load_all() -> None:
+    """Import every command family so that each registers its commands."""
+    from shardkv.commands import connection, keyspace, server, strings  # noqa: F401
+
+
+def public_commands() -> list[Command]:
+    load_all()
+    return sorted((c for c in COMMANDS.values() if not c.internal), key=lambda c: c.name)
+
+
+def command_index() -> dict[str, int]:
+    """A stable position per command (commandstats rows in the stats segment)."""
+    load_all()
+    return {name: i for i, name in enumerate(sorted(c.name for c in COMMANDS.values()))}

@@ -1,0 +1,317 @@
+"""The one `Limits` object that sizes every allocation, and the footprint it implies.
+
+Limits come from (in order, later wins) the defaults, a redis.conf-style file given as the first
+argument, and `--name value` / `--name=value` flags.  They are checked together at boot: an
+inconsistent set is refused with a one-line reason before anything is allocated.  `Footprint`
+turns a `Limits` into the exact byte counts the supervisor allocates, so the boot table, the
+`/dev/shm` check, `--print-footprint` and the deploy manifests all come from one computation.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+import re
+from dataclasses import dataclass
+
+PAGE_BYTES = 64 * 1024  # allocator page: the unit a shard heap is carved into
+SEGMENT_HEADER_BYTES = 8192  # shard segment header (counters, allocator roots)
+PAGE_ENTRY_BYTES = 32  # allocator page table entry (8 x u32)
+HEAP_BYTES_PER_BUCKET = 256  # one index bucket (8 bytes) per this many heap bytes
+RING_HEADER_BYTES = 128  # head and tail on separate cache lines
+DATABASES_MAX = 256  # the shard header has room for this many per-db key counters
+SHARDS_MAX = 256
+SHARD_BYTES_MIN = 4 * 1024 * 1024
+
+
+class LimitsError(ValueError):
+    """An operator error in the limits: printed as one line, exit code 1."""
+
+
+@dataclass(frozen=True, slots=True)
+class Limits:
+    port: int = 6379
+    bind: str = "127.0.0.1"
+    shards: int = 0  # 0 = one per CPU, resolved in `resolved()`
+    maxmemory: int = 256 * 1024 * 1024  # bytes of shard segments, all shards together
+    maxclients: int = 1024
+    databases: int = 16
+    key_bytes_max: int = 64 * 1024
+    value_bytes_max: int = 8 * 1024 * 1024  # CONFIG proto-max-bulk-len
+    args_max: int = 65536  # arguments in one command
+    query_buffer_bytes_max: int = 16 * 1024 * 1024  # CONFIG client-query-buffer-limit
+    connection_buffer_bytes: int = 16 * 1024  # preallocated receive buffer per connection slot
+    large_requests_max: int = 2  # per worker: requests bigger than a connection buffer at once
+    ring_bytes: int = 1024 * 1024  # each one-way ring between two workers
+    expire_keys_per_tick_max: int = 200
+    requirepass: str = ""
+    name: str = "shardkv"  # prefix of the /dev/shm segment names
+
+    def resolved(self) -> Limits:
+        shards = self.shards or (os.cpu_count() or 1)
+        return dataclasses.replace(self, shards=shards)
+
+    def check(self) -> None:
+        """Raise LimitsError with a one-line reason if the limits cannot work together."""
+        if not 0 < self.port < 65536:
+            raise LimitsError(f"port {self.port} is not in 1..65535")
+        if not 1 <= self.shards <= SHARDS_MAX:
+            raise LimitsError(f"shards {self.shards} is not in 1..{SHARDS_MAX}")
+        if not 1 <= self.databases <= DATABASES_MAX:
+            raise LimitsError(f"databases {self.databases} is not in 1..{DATABASES_MAX}")
+        if self.maxclients < self.shards:
+            raise LimitsError(f"maxclients {self.maxclients} is below shards {self.shards}")
+        shard_bytes = self.maxmemory // self.shards
+        if shard_bytes < SHARD_BYTES_MIN:
+            raise LimitsError(
+                f"maxmemory {self.maxmemory} gives {shard_bytes} bytes per shard; "
+                f"each of the {self.shards} shards needs at least {SHARD_BYTES_MIN}"
+            )
+        heap = Footprint(self).heap_bytes_per_shard
+        if self.value_bytes_max + self.key_bytes_max > heap // 2:
+            raise LimitsError(
+                f"value-bytes-max {self.value_bytes_max} + key-bytes-max {self.key_bytes_max} "
+                f"exceed half of a shard's heap ({heap} bytes): raise maxmemory or lower them"
+            )
+        if self.key_bytes_max < 1 or self.value_bytes_max < 1:
+            raise LimitsError("key-bytes-max and value-bytes-max must be positive")
+        need = self.value_bytes_max + self.key_bytes_max + 1024
+        if self.query_buffer_bytes_max < need:
+            raise LimitsError(
+                f"client-query-buffer-limit {self.query_buffer_bytes_max} is below "
+                f"value-bytes-max + key-bytes-max + 1024 = {need}"
+            )
+        if self.connection_buffer_bytes < 1024:
+            raise LimitsError("connection-buffer-bytes must be at least 1024")
+        if self.args_max < 3:
+            raise LimitsError("args-max must be at least 3")
+        if self.ring_bytes < 64 * 1024 or self.ring_bytes & (self.ring_bytes - 1):
+            raise LimitsError(f"ring-bytes {self.ring_bytes} must be a power of two >= 65536")
+        if self.large_requests_max < 1:
+            raise LimitsError("large-requests-max must be at least 1")
+
+    @property
+    def clients_per_worker_max(self) -> int:
+        return -(-self.maxclients // self.shards)
+
+
+@dataclass(frozen=True, slots=True)
+class Footprint:
+    """Byte counts of everything allocated at boot, derived from Limits alone."""
+
+    limits: Limits
+
+    @property
+    def shard_segment_bytes(self) -> int:
+        return (self.limits.maxmemory // self.limits.shards) // PAGE_BYTES * PAGE_BYTES
+
+    @property
+    def buckets_per_shard(self) -> int:
+        want = max(1024, self.shard_segment_bytes // HEAP_BYTES_PER_BUCKET)
+        return 1 << (want.bit_length() - 1)  # a power of two, at most `want`
+
+    @property
+    def pages_per_shard(self) -> int:
+        room = self.shard_segment_bytes - SEGMENT_HEADER_BYTES - 8 * self.buckets_per_shard
+        return room // (PAGE_BYTES + PAGE_ENTRY_BYTES + 1)
+
+    @property
+    def heap_bytes_per_shard(self) -> int:
+        return self.pages_per_shard * PAGE_BYTES
+
+    @property
+    def index_bytes_per_shard(self) -> int:
+        return 8 * self.buckets_per_shard
+
+    @property
+    def allocator_bytes_per_shard(self) -> int:
+        return SEGMENT_HEADER_BYTES + self.pages_per_shard * (PAGE_ENTRY_BYTES + 1)
+
+    @property
+    def rings_count(self) -> int:
+        # Two rings (requests, replies) for each ordered pair of distinct workers.
+        return 2 * self.limits.shards * (self.limits.shards - 1)
+
+    @property
+    def rings_segment_bytes(self) -> int:
+        return self.rings_count * (RING_HEADER_BYTES + self.limits.ring_bytes)
+
+    @property
+    def connection_bytes_per_worker(self) -> int:
+        return self.limits.clients_per_worker_max * self.limits.connection_buffer_bytes
+
+    @property
+    def arena_bytes_per_worker(self) -> int:
+        return self.limits.large_requests_max * self.limits.query_buffer_bytes_max
+
+    @property
+    def shm_bytes(self) -> int:
+        """What must fit in /dev/shm: every shard segment and the rings."""
+        return self.limits.shards * self.shard_segment_bytes + self.rings_segment_bytes
+
+    @property
+    def worker_bytes(self) -> int:
+        return self.connection_bytes_per_worker + self.arena_bytes_per_worker
+
+    @property
+    def total_bytes(self) -> int:
+        return self.shm_bytes + self.limits.shards * self.worker_bytes
+
+    def table(self) -> str:
+        lim = self.limits
+        s = lim.shards
+        rows = [
+            ("shard index", f"{s} x {self.buckets_per_shard} buckets", s * self.index_bytes_per_shard),
+            ("shard heap", f"{s} x {self.pages_per_shard} pages of {PAGE_BYTES}", s * self.heap_bytes_per_shard),
+            ("shard header + page table", f"{s} x {self.allocator_bytes_per_shard}",
+             s * self.allocator_bytes_per_shard),
+            ("rings", f"{self.rings_count} x {lim.ring_bytes}", self.rings_segment_bytes),
+            ("connection buffers", f"{s} x {lim.clients_per_worker_max} x {lim.connection_buffer_bytes}",
+             s * self.connection_bytes_per_worker),
+            ("parse arenas", f"{s} x {lim.large_requests_max} x {lim.query_buffer_bytes_max}",
+             s * self.arena_bytes_per_worker),
+        ]
+        width = max(len(r[0]) for r in rows)
+        lines = [f"{'part':<{width}}  {'bytes':>12}  layout"]
+        for name, layout, nbytes in rows:
+            lines.append(f"{name:<{width}}  {nbytes:>12}  {layout}")
+        lines.append(f"{'total':<{width}}  {self.total_bytes:>12}  ({human_bytes(self.total_bytes)}; "
+                     f"/dev/shm {human_bytes(self.shm_bytes)})")
+        return "\n".join(lines)
+
+
+def human_bytes(n: int) -> str:
+    for unit in ("B", "KiB", "MiB", "GiB", "TiB"):
+        if n < 1024 or unit == "TiB":
+            return f"{n:.1f}{unit}" if unit != "B" else f"{n}B"
+        n /= 1024  # type: ignore[assignment]
+    raise AssertionError("unreachable")
+
+
+# ------------------------------------------------------------------------- parsing
+
+_UNITS = {"": 1, "b": 1, "k": 1000, "kb": 1024, "m": 1000**2, "mb": 1024**2, "g": 1000**3, "gb": 1024**3}
+
+
+def parse_memory(text: str) -> int:
+    """Redis memory notation (`100mb`, `1gb`, `4096`) or a percentage of available memory."""
+    t = text.strip().lower()
+    if t.endswith("%"):
+        try:
+            pct = float(t[:-1])
+        except ValueError:
+            raise LimitsError(f"cannot read memory amount {text!r}") from None
+        if not 0 < pct <= 100:
+            raise LimitsError(f"memory percentage {text!r} is not in (0, 100]")
+        return int(available_memory_bytes() * pct / 100)
+    m = re.fullmatch(r"(\d+)([a-z]*)", t)
+    if not m or m.group(2) not in _UNITS:
+        raise LimitsError(f"cannot read memory amount {text!r}")
+    return int(m.group(1)) * _UNITS[m.group(2)]
+
+
+def available_memory_bytes() -> int:
+    """The cgroup memory limit if one is set, else the machine's memory."""
+    for path in ("/sys/fs/cgroup/memory.max", "/sys/fs/cgroup/memory/memory.limit_in_bytes"):
+        try:
+            with open(path) as f:
+                raw = f.read().strip()
+        except OSError:
+            continue
+        if raw.isdigit() and int(raw) < 1 << 60:
+            return int(raw)
+    return os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES")
+
+
+def _int(text: str) -> int:
+    try:
+        return int(text)
+    except ValueError:
+        raise LimitsError(f"{text!r} is not an integer") from None
+
+
+# Option name -> (Limits field, converter).  Redis's own names where Redis has the setting.
+OPTIONS: dict[str, tuple[str, object]] = {
+    "port": ("port", _int),
+    "bind": ("bind", str),
+    "shards": ("shards", _int),
+    "maxmemory": ("maxmemory", parse_memory),
+    "maxclients": ("maxclients", _int),
+    "databases": ("databases", _int),
+    "key-bytes-max": ("key_bytes_max", parse_memory),
+    "proto-max-bulk-len": ("value_bytes_max", parse_memory),
+    "value-bytes-max": ("value_bytes_max", parse_memory),
+    "args-max": ("args_max", _int),
+    "client-query-buffer-limit": ("query_buffer_bytes_max", parse_memory),
+    "connection-buffer-bytes": ("connection_buffer_bytes", parse_memory),
+    "large-requests-max": ("large_requests_max", _int),
+    "ring-bytes": ("ring_bytes", parse_memory),
+    "expire-keys-per-tick-max": ("expire_keys_per_tick_max", _int),
+    "requirepass": ("requirepass", str),
+    "name": ("name", str),
+}
+
+
+@dataclass(frozen=True, slots=True)
+class BootOptions:
+    limits: Limits
+    print_footprint: bool = False
+
+
+def parse_args(argv: list[str]) -> BootOptions:
+    """Redis-style command line: [config-file] [--name value | --name=value | --flag]..."""
+    settings: dict[str, str] = {}
+    print_footprint = False
+    args = list(argv)
+    if args and not args[0].startswith("--"):
+        settings.update(read_config_file(args.pop(0)))
+    i = 0
+    while i < len(args):
+        arg = args[i]
+        if not arg.startswith("--"):
+            raise LimitsError(f"unexpected argument {arg!r}")
+        name = arg[2:]
+        if name == "print-footprint":
+            print_footprint = True
+            i += 1
+            continue
+        if "=" in name:
+            name, value = name.split("=", 1)
+            i += 1
+        else:
+            if i + 1 >= len(args):
+                raise LimitsError(f"option --{name} needs a value")
+            value = args[i + 1]
+            i += 2
+        settings[name.lower()] = value
+    return BootOptions(limits=limits_from(settings), print_footprint=print_footprint)
+
+
+def read_config_file(path: str) -> dict[str, str]:
+    settings: dict[str, str] = {}
+    try:
+        with open(path) as f:
+            lines = f.readlines()
+    except OSError as exc:
+        raise LimitsError(f"cannot read config file {path!r}: {exc.strerror}") from None
+    for lineno, line in enumerate(lines, 1):
+        line = line.strip()
+        if not line or line.startswith("#"):
+            continue
+        parts = line.split(None, 1)
+        if len(parts) != 2:
+            raise LimitsError(f"{path}:{lineno}: expected 'name value'")
+        settings[parts[0].lower()] = parts[1].strip().strip('"')
+    return settings
+
+
+def limits_from(settings: dict[str, str]) -> Limits:
+    values: dict[str, object] = {}
+    for name, raw in settings.items():
+        if name not in OPTIONS:
+            raise LimitsError(f"unknown option {name!r}")
+        field, convert = OPTIONS[name]
+        values[field] = convert(raw)  # type: ignore[operator]
+    limits = Limits(**values).resolved()  # type: ignore[arg-type]
+    limits.check()
+    return limits

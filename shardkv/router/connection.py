@@ -1,0 +1,209 @@
+"""One client connection: read into a preallocated slot, frame, route, write replies in order.
+
+Reading uses `asyncio.BufferedProtocol` straight into the connection's slot buffer (allocated at
+boot).  A command larger than the slot moves to one of the worker's parse arenas (also allocated
+at boot) while it is assembled; when none is free, reading pauses until one is.  All replies
+produced by one read event go out in one `transport.write`; replies that other shards supply
+(`Pending`) keep their place in the queue, so a pipeline's replies come back in request order.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections import deque
+from typing import TYPE_CHECKING
+
+from shardkv import errors, protocol
+from shardkv.router.dispatch import Pending
+
+if TYPE_CHECKING:
+    from shardkv.worker.process import Worker
+
+
+class Connection(asyncio.BufferedProtocol):
+    def __init__(self, worker: Worker) -> None:
+        self.worker = worker
+        self.router = worker.router
+        self.transport: asyncio.Transport | None = None
+        self.slot: bytearray | None = None
+        self.buf = bytearray(0)
+        self.end = 0
+        self.arena: bytearray | None = None
+        self.replies: deque[bytes | Pending] = deque()
+        self.barrier: Pending | None = None  # a transaction this connection waits for
+        self.closing = False  # close once the queued replies are written
+        self.id = 0
+        self.db = 0
+        self.proto = 2
+        self.name = b""
+        self.lib_name = b""
+        self.lib_ver = b""
+        self.authenticated = not worker.limits.requirepass
+        self.created = time.monotonic()
+        self.last_active = self.created
+        self.last_command = b"NULL"
+        self.addr = ""
+        self.laddr = ""
+
+    # ------------------------------------------------------------------ asyncio callbacks
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        self.transport = transport  # type: ignore[assignment]
+        self.addr = _address(transport.get_extra_info("peername"))
+        self.laddr = _address(transport.get_extra_info("sockname"))
+        slot = self.worker.accept(self)
+        if slot is None:
+            transport.write(protocol.error(errors.MAX_CLIENTS))  # type: ignore[attr-defined]
+            transport.close()
+            self.transport = None
+            return
+        self.slot = self.buf = slot
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        if self.slot is not None:
+            self.worker.release(self)
+        self.transport = None
+        self.replies.clear()
+
+    def get_buffer(self, sizehint: int) -> memoryview:
+        if self.end >= len(self.buf):  # only while closing: nothing more is read
+            return memoryview(bytearray(1024))
+        return memoryview(self.buf)[self.end :]
+
+    def buffer_updated(self, nbytes: int) -> None:
+        if self.closing:
+            return
+        self.end += nbytes
+        self.worker.net_input += nbytes
+        self.process()
+
+    def eof_received(self) -> bool | None:
+        return None
+
+    # ------------------------------------------------------------------ commands
+
+    def process(self) -> None:
+        """Run every complete command in the buffer, unless waiting for a transaction or a lock."""
+        if self.transport is None or self.closing or self.barrier is not None:
+            return
+        worker = self.worker
+        if worker.shard_locked:
+            worker.paused.add(self)
+            return
+        lim = worker.limits
+        parsed = protocol.parse_requests(self.buf, self.end, lim.args_max, lim.value_bytes_max)
+        consumed = parsed.consumed
+        error = parsed.error
+        execute = self.router.execute
+        self.last_active = time.monotonic()
+        for argv, start, end in parsed.requests:
+            raw = bytes(self.buf[start:end]) if self.buf[start] == 42 else None
+            reply = execute(self, argv, raw)
+            self.replies.append(reply)
+            if isinstance(reply, Pending) and reply.barrier and reply.value is None:
+                self.barrier = reply
+            if self.barrier is not None or self.closing or worker.shard_locked:
+                consumed, error = end, None
+                if worker.shard_locked and self.barrier is None:
+                    worker.paused.add(self)
+                break
+        self.last_command = parsed.requests[-1][0][0].lower() if parsed.requests else self.last_command
+        if error is not None:
+            self.replies.append(protocol.error(f"ERR Protocol error: {error.why}"))
+            self.closing = True
+        self._shift(consumed)
+        if not self.closing and not self._room_for(parsed.needed):
+            return
+        self.flush()
+
+    def _shift(self, consumed: int) -> None:
+        if consumed:
+            left = self.end - consumed
+            if left:
+                self.buf[0:left] = self.buf[consumed : self.end]
+            self.end = left
+        if self.arena is not None and self.slot is not None and self.end <= len(self.slot):
+            self.slot[0 : self.end] = self.arena[0 : self.end]
+            self.buf = self.slot
+            self.worker.give_arena(self.arena)
+            self.arena = None
+
+    def _room_for(self, needed: int) -> bool:
+        """Make sure the next read has room; False if the connection was closed or paused."""
+        if self.end < len(self.buf) and needed <= len(self.buf):
+            return True
+        if self.arena is not None or needed > self.worker.limits.query_buffer_bytes_max:
+            self.close_now()  # over client-query-buffer-limit: Redis closes without a reply
+            return False
+        arena = self.worker.take_arena(self)
+        if arena is None:
+            assert self.transport is not None
+            self.transport.pause_reading()  # resumed by give_arena
+            return False
+        arena[0 : self.end] = self.buf[0 : self.end]
+        self.arena = self.buf = arena
+        return True
+
+    def arena_available(self) -> None:
+        """Called by the worker when a parse arena this connection waited for is free."""
+        if self.transport is None:
+            return
+        if self._room_for(len(self.buf) + 1):
+            self.transport.resume_reading()
+
+    def resume(self) -> None:
+        """The shard lock was released or a transaction finished: go on with buffered input."""
+        self.process()
+        self.flush()
+
+    def reply_ready(self, pending: Pending) -> None:
+        if pending is self.barrier:
+            self.barrier = None
+            self.worker.loop.call_soon(self.resume)
+        self.worker.mark_dirty(self)
+
+    def flush(self) -> None:
+        replies = self.replies
+        if self.transport is None:
+            return
+        out = []
+        while replies:
+            head = replies[0]
+            if isinstance(head, bytes):
+                out.append(head)
+            elif head.value is not None:
+                out.append(head.value)
+            else:
+                break
+            replies.popleft()
+        if out:
+            data = out[0] if len(out) == 1 else b"".join(out)
+            self.worker.net_output += len(data)
+            self.transport.write(data)
+        if self.closing and not replies:
+            self.transport.close()
+
+    def close_now(self) -> None:
+        if self.transport is not None:
+            self.transport.abort()
+
+    def client_info(self) -> str:
+        now = time.monotonic()
+        flags = "N"
+        return (
+            f"id={self.id} addr={self.addr} laddr={self.laddr} fd=-1 name={self.name.decode(errors='replace')} "
+            f"age={int(now - self.created)} idle={int(now - self.last_active)} flags={flags} db={self.db} "
+            f"sub=0 psub=0 ssub=0 multi=-1 qbuf={self.end} qbuf-free={len(self.buf) - self.end} "
+            f"argv-mem=0 multi-mem=0 rbs={len(self.buf)} rbp={len(self.buf)} obl=0 oll={len(self.replies)} "
+            f"omem=0 tot-mem={len(self.buf)} events=r cmd={self.last_command.decode(errors='replace')} "
+            f"user=default redir=-1 resp={self.proto} lib-name={self.lib_name.decode(errors='replace')} "
+            f"lib-ver={self.lib_ver.decode(errors='replace')}"
+        )
+
+
+def _address(info: object) -> str:
+    if isinstance(info, tuple) and len(info) >= 2:
+        host = str(info[0])
+        return f"[{host}]:{info[1]}" if ":" in host else f"{host}:{info[1]}"
+    return str(info or "")

@@ -1,0 +1,297 @@
+"""The router: from a parsed command to its reply, wherever its keys live.
+
+A command is looked up in the one table, checked (arity, AUTH, key sizes), and then:
+  * keys all on this worker's shard  -> run in place;
+  * keys all on one other shard      -> forwarded raw over the ring, the reply comes back later;
+  * keys on several shards           -> a transaction (`run_transaction`): lock the shards in
+    ascending order, then apply every part, then unlock, so no client sees half of it;
+  * connection / server commands     -> run here with the connection's or the server's state.
+Replies that come later are `Pending` objects the connection keeps in request order.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import binascii
+import time
+from typing import TYPE_CHECKING
+
+from shardkv import errors, protocol
+from shardkv.commands.args import ShardCtx
+from shardkv.commands.table import Command, Merge, Where, lookup
+from shardkv.errors import CommandError
+from shardkv.protocol import ReplyError, read_reply
+from shardkv.worker.peers import K_APPLY, K_LOCK, K_REQ, K_UNLOCK, Callback, PeerReset
+
+if TYPE_CHECKING:
+    from shardkv.router.connection import Connection
+    from shardkv.worker.process import Worker
+
+SLOTS = 16384
+NO_AUTH_COMMANDS = frozenset({b"auth", b"hello", b"quit", b"reset"})
+
+
+class Pending:
+    """A reply that another shard (or a transaction) will supply; kept in request order."""
+
+    __slots__ = ("value", "conn", "barrier")
+
+    def __init__(self, conn: Connection | None, barrier: bool = False) -> None:
+        self.value: bytes | None = None
+        self.conn = conn
+        self.barrier = barrier
+
+    def resolve(self, value: bytes) -> None:
+        self.value = value
+        if self.conn is not None:
+            self.conn.reply_ready(self)
+
+
+def key_slot(key: bytes) -> int:
+    """Redis Cluster hash slot: CRC16-XMODEM of the key, or of its non-empty {hash tag}."""
+    start = key.find(b"{")
+    if start >= 0:
+        end = key.find(b"}", start + 1)
+        if end > start + 1:
+            key = key[start + 1 : end]
+    return binascii.crc_hqx(key, 0) & (SLOTS - 1)
+
+
+def slot_owners(shards: int) -> list[int]:
+    """The fixed slot -> shard map: contiguous ranges, as cluster nodes would own them."""
+    return [slot * shards // SLOTS for slot in range(SLOTS)]
+
+
+def merge_replies(cmd: Command, argv: list[bytes], parts: dict[int, list[int]], replies: dict[int, bytes],
+                  proto: int) -> bytes:
+    """Combine the replies of a command split over shards (parts: shard -> key positions)."""
+    decoded = {}
+    for shard, reply in replies.items():
+        if reply.startswith(b"-"):
+            return reply
+        decoded[shard] = read_reply(reply)[0]
+    if cmd.merge is Merge.SUM:
+        return protocol.integer(sum(decoded.values()))  # type: ignore[arg-type]
+    if cmd.merge is Merge.OK:
+        return protocol.OK
+    if cmd.merge is Merge.VALUES:
+        values: list[bytes | None] = [None] * (len(argv) - 1)
+        for shard, positions in parts.items():
+            items = decoded[shard]
+            assert isinstance(items, list)
+            for pos, item in zip(positions, items, strict=True):
+                values[pos - 1] = item
+        null = protocol.null(proto)
+        return protocol.array([protocol.bulk(v) if v is not None else null for v in values])
+    raise AssertionError(f"{cmd.name} cannot be split over shards")
+
+
+class Router:
+    def __init__(self, worker: Worker) -> None:
+        self.worker = worker
+        self.me = worker.id
+        self.owners = slot_owners(worker.workers)
+        self.limits = worker.limits
+        self.ctx = ShardCtx(worker.store, 0, 2, 0, worker.limits)
+        self.txn_lock = asyncio.Lock()
+
+    def shard_of(self, key: bytes) -> int:
+        return self.owners[key_slot(key)]
+
+    # ------------------------------------------------------------------ entry point
+
+    def execute(self, conn: Connection, argv: list[bytes], raw: bytes | None) -> bytes | Pending:
+        cmd = lookup(argv[0])
+        if cmd is None or cmd.where is Where.SHARD or cmd.where is Where.WORKER:
+            return protocol.error(errors.unknown_command(argv[0], argv[1:]))
+        if not cmd.arity_ok(len(argv)):
+            return protocol.error(errors.wrong_arity(cmd.name))
+        if not conn.authenticated and cmd.name.encode() not in NO_AUTH_COMMANDS:
+            return protocol.error(errors.NOAUTH)
+        if cmd.where is not Where.KEYED:
+            return self.run_here(cmd, conn, argv)
+        positions = cmd.key_indexes(len(argv))
+        key_max = self.limits.key_bytes_max
+        first = self.shard_of(argv[positions[0]])
+        single = True
+        for i in positions:
+            if len(argv[i]) > key_max:
+                return protocol.error(errors.KEY_TOO_LONG)
+            if single and self.shard_of(argv[i]) != first:
+                single = False
+        if single:
+            if first == self.me:
+                return self.run_keyed(cmd, argv, conn.db, conn.proto)
+            body = bytes((conn.proto, conn.db)) + (raw if raw is not None else protocol.encode_command(argv))
+            pending = Pending(conn)
+            self.worker.peers.request(first, K_REQ, body, lambda reply: pending.resolve(
+                reply if reply is not None else protocol.error(errors.SHARD_RESTARTED)))
+            return pending
+        if cmd.merge is Merge.NONE:
+            return protocol.error("CROSSSLOT Keys in request don't hash to the same slot")
+        return self.start_transaction(conn, cmd, argv)
+
+    def run_here(self, cmd: Command, conn: Connection, argv: list[bytes]) -> bytes | Pending:
+        t0 = time.perf_counter_ns()
+        try:
+            reply: bytes | Pending = cmd.handler(conn, argv)
+        except CommandError as exc:
+            reply = protocol.error(exc.text)
+        self.worker.count_command(cmd, time.perf_counter_ns() - t0, isinstance(reply, bytes) and reply[:1] == b"-")
+        return reply
+
+    def run_keyed(self, cmd: Command, argv: list[bytes], db: int, proto: int,
+                  blocks: list[int] | None = None) -> bytes:
+        """Run a keyed (or shard) command on this worker's own shard."""
+        ctx = self.ctx
+        ctx.db = db
+        ctx.proto = proto
+        ctx.now_ms = int(time.time() * 1000)
+        ctx.blocks = blocks
+        t0 = time.perf_counter_ns()
+        try:
+            reply: bytes = cmd.handler(ctx, argv)
+        except CommandError as exc:
+            reply = protocol.error(exc.text)
+        self.worker.count_command(cmd, time.perf_counter_ns() - t0, reply[:1] == b"-")
+        return reply
+
+    def run_raw(self, body: bytes, blocks: list[int] | None = None) -> bytes:
+        """Run a command forwarded by another worker: body = proto, db, the command as RESP."""
+        proto, db = body[0], body[1]
+        argv = parse_forwarded(body)
+        cmd = lookup(argv[0])
+        assert cmd is not None and cmd.where in (Where.KEYED, Where.SHARD, Where.WORKER), argv[0]
+        if cmd.where is Where.WORKER:
+            try:
+                reply: bytes = cmd.handler(self.worker, argv)
+                return reply
+            except CommandError as exc:
+                return protocol.error(exc.text)
+        return self.run_keyed(cmd, argv, db, proto, blocks)
+
+    # ------------------------------------------------------------------ transactions
+
+    def split(self, cmd: Command, argv: list[bytes]) -> tuple[dict[int, list[bytes]], dict[int, list[int]]]:
+        """Per shard: the command with only that shard's keys, and where those keys were."""
+        step = max(cmd.key_step, 1)
+        parts: dict[int, list[bytes]] = {}
+        positions: dict[int, list[int]] = {}
+        for i in cmd.key_indexes(len(argv)):
+            shard = self.shard_of(argv[i])
+            part = parts.setdefault(shard, [argv[0]])
+            part.extend(argv[i : i + step])
+            positions.setdefault(shard, []).append(i)
+        return parts, positions
+
+    def start_transaction(self, conn: Connection, cmd: Command, argv: list[bytes]) -> Pending:
+        parts, positions = self.split(cmd, argv)
+        pending = Pending(conn, barrier=True)
+
+        async def run() -> None:
+            replies = await self.run_transaction(parts, conn.db, conn.proto)
+            if isinstance(replies, bytes):
+                pending.resolve(replies)
+            else:
+                pending.resolve(merge_replies(cmd, argv, positions, replies, conn.proto))
+
+        self.worker.spawn(run())
+        return pending
+
+    async def run_transaction(self, parts: dict[int, list[bytes]], db: int, proto: int) -> dict[int, bytes] | bytes:
+        """Lock every shard of `parts` in ascending order, apply each part, unlock.
+
+        Returns the reply of each shard's part, or one error reply if it could not run."""
+        async with self.txn_lock:  # one transaction at a time per coordinating worker
+            worker = self.worker
+            locked: list[int] = []
+            local_blocks: list[int] | None = None
+            bodies = {s: bytes((proto, db)) + protocol.encode_command(a) for s, a in parts.items()}
+            replies: dict[int, bytes] = {}
+            try:
+                for shard in sorted(parts):
+                    if shard == self.me:
+                        await worker.lock_own(self.me)
+                        locked.append(shard)
+                        cmd = lookup(parts[shard][0])
+                        assert cmd is not None
+                        local_blocks = worker.reserve_for(cmd, parts[shard])
+                    else:
+                        answer = await self.ask(shard, K_LOCK, bodies[shard])
+                        locked.append(shard)
+                        if answer:
+                            return answer  # an error (OOM) from the prepare step
+                futures = {s: self.worker.loop.create_future() for s in parts if s != self.me}
+                for s, fut in futures.items():
+                    self.worker.peers.request(s, K_APPLY, bodies[s], _settle(fut))
+                if self.me in parts:
+                    cmd = lookup(parts[self.me][0])
+                    assert cmd is not None
+                    replies[self.me] = self.run_keyed(cmd, parts[self.me], db, proto, local_blocks)
+                    local_blocks = None
+                for s, fut in futures.items():
+                    replies[s] = await fut
+                return replies
+            except PeerReset:
+                return protocol.error(errors.SHARD_RESTARTED)
+            except CommandError as exc:
+                return protocol.error(exc.text)
+            finally:
+                for shard in locked:
+                    if shard == self.me:
+                        worker.unlock_own(local_blocks)
+                    else:
+                        worker.peers.send(shard, K_UNLOCK, 0, b"")
+
+    async def ask(self, shard: int, kind: int, body: bytes) -> bytes:
+        fut: asyncio.Future[bytes] = self.worker.loop.create_future()
+        self.worker.peers.request(shard, kind, body, _settle(fut))
+        return await fut
+
+    async def fan_out(self, argv: list[bytes], db: int = 0, proto: int = 2) -> list[bytes]:
+        """Run a WORKER or SHARD command on every worker; replies in worker order."""
+        body = bytes((proto, db)) + protocol.encode_command(argv)
+        futures = []
+        for w in range(self.worker.workers):
+            if w == self.me:
+                fut: asyncio.Future[bytes] = self.worker.loop.create_future()
+                fut.set_result(self.run_raw(body))
+            else:
+                fut = self.worker.loop.create_future()
+                self.worker.peers.request(w, K_REQ, body, _settle(fut))
+            futures.append(fut)
+        out = []
+        for fut in futures:
+            try:
+                out.append(await fut)
+            except PeerReset:
+                out.append(protocol.error(errors.SHARD_RESTARTED))
+        return out
+
+
+def parse_forwarded(body: bytes) -> list[bytes]:
+    """argv of a forwarded command (body = proto, db, the command as RESP)."""
+    parsed = protocol.parse_requests(body[2:], len(body) - 2, 1 << 30, 1 << 40, 1)
+    assert parsed.requests and parsed.error is None, "a peer sent a malformed command"
+    return parsed.requests[0][0]
+
+
+def _settle(fut: asyncio.Future[bytes]) -> Callback:
+    def done(reply: bytes | None) -> None:
+        if fut.done():
+            return
+        if reply is None:
+            fut.set_exception(PeerReset())
+        else:
+            fut.set_result(reply)
+    return done
+
+
+def first_error(replies: list[bytes]) -> bytes | None:
+    for r in replies:
+        if r.startswith(b"-"):
+            return r
+    return None
+
+
+__all__ = ["Pending", "ReplyError", "Router", "first_error", "key_slot", "slot_owners"]

@@ -1,0 +1,588 @@
+"""One shard's keyspace, laid out inside its shared-memory segment; no sockets, no processes.
+
+Layout of a segment (all offsets in bytes, all words little-endian u64 unless said):
+
+    header   8192 B   magic, geometry, counters, allocator roots (see H_* below)
+    buckets  8 B each a power-of-two array of chain heads ("links")
+    pages    32 B each allocator page table: 8 x u32 per heap page
+    pagemap  1 B each 0 = page free, 1 = page in use (searched with mmap.find)
+    heap     64 KiB pages holding records
+
+A link is one u64: `fingerprint << 40 | offset >> 3` (0 = end of chain); the fingerprint is
+24 bits of the key hash, so walking a chain rarely touches a record that is not the key.
+A record is 8-byte aligned:
+
+    +0  next link      +8  expire at, ms since epoch (0 = never)
+    +16 info: key length (32 bits) | type << 32 | db << 40      +24 value bytes
+    +32 key, then the value (a string is kept RESP-encoded: `$<n>\\r\\n<bytes>\\r\\n`)
+
+Crash consistency: a worker can die between any two statements.  Every change to the index is
+one aligned 8-byte store of a link, made after the record it points to is complete (insert,
+replace) or after its successor is known (delete).  Allocator state is *derived*: on attach, a
+restarted worker walks the index and rebuilds the page table and free lists from the records it
+finds, so a record allocated but never published, or unlinked but never freed, is reclaimed.
+
+Allocator: records up to PAGE_BYTES/4 come from size-class slabs (one class per page, a free list
+per page, pages with free blocks on a per-class list, an empty page goes back to the pool); larger
+records take a run of whole pages.  "Full" means no block of the needed class and no free page
+(run) is left: the write fails with OOM before anything changes.
+"""
+
+from __future__ import annotations
+
+import mmap
+import zlib
+from collections.abc import Iterator
+
+from shardkv.errors import OOM, CommandError
+from shardkv.limits import DATABASES_MAX, PAGE_BYTES, PAGE_ENTRY_BYTES, SEGMENT_HEADER_BYTES, Footprint
+
+MAGIC = 0x5348_4B56_0001  # "SHKV" v1
+VERSION = 1
+RECORD_HEADER_BYTES = 32
+SMALL_RECORD_BYTES_MAX = PAGE_BYTES // 4
+
+# Header words.
+H_MAGIC, H_VERSION, H_BUCKETS, H_PAGES, H_BUCKETS_OFF, H_PAGES_OFF, H_MAP_OFF, H_HEAP_OFF = range(8)
+H_USED_BYTES = 8  # bytes of heap blocks handed out
+H_EXPIRED = 9  # keys removed because their time passed
+H_GENERATION = 10  # incremented each time a worker attaches
+H_PAGES_USED = 11
+H_PARTIAL = 16  # per size class: 1 + index of a page with free blocks, 0 = none
+H_KEYS = 64  # per db: number of keys
+H_EXPIRES = H_KEYS + DATABASES_MAX  # per db: number of keys with an expire time
+
+# Page table entry fields (u32).
+P_CLASS, P_LIVE, P_FREE, P_BUMP, P_PREV, P_NEXT, P_RUN = range(7)
+PAGE_FREE, PAGE_RUN_HEAD, PAGE_RUN_TAIL = 0, 254, 255
+
+TYPE_NONE, TYPE_STRING, TYPE_LIST, TYPE_SET, TYPE_ZSET, TYPE_HASH, TYPE_STREAM = range(7)
+TYPE_NAMES = {TYPE_STRING: b"string", TYPE_LIST: b"list", TYPE_SET: b"set", TYPE_ZSET: b"zset",
+              TYPE_HASH: b"hash", TYPE_STREAM: b"stream"}
+
+OFF_MASK = (1 << 40) - 1
+KLEN_MASK = (1 << 32) - 1
+
+
+def _size_classes() -> list[int]:
+    sizes = list(range(32, 129, 16))
+    step = 32
+    while sizes[-1] < SMALL_RECORD_BYTES_MAX:
+        for _ in range(4):
+            sizes.append(sizes[-1] + step)
+        step *= 2
+    assert sizes[-1] == SMALL_RECORD_BYTES_MAX
+    return sizes
+
+
+CLASS_BYTES = [0] + _size_classes()  # class 0 is "not a slab"
+CLASSES = len(CLASS_BYTES) - 1
+assert H_PARTIAL + CLASSES < H_KEYS and (H_EXPIRES + DATABASES_MAX) * 8 <= SEGMENT_HEADER_BYTES
+# class of a size, by (size + 15) // 16
+_CLASS_OF = [0] * (SMALL_RECORD_BYTES_MAX // 16 + 1)
+for _i in range(len(_CLASS_OF)):
+    _CLASS_OF[_i] = next(c for c in range(1, CLASSES + 1) if CLASS_BYTES[c] >= _i * 16)
+
+
+def record_bytes(klen: int, vlen: int) -> int:
+    return (RECORD_HEADER_BYTES + klen + vlen + 7) & ~7
+
+
+def key_hash(db: int, key: bytes) -> int:
+    return zlib.crc32(key, db)
+
+
+def resp_bulk(value: bytes) -> bytes:
+    return b"$%d\r\n%s\r\n" % (len(value), value)
+
+
+class Store:
+    """Operations on one shard segment.  Only the owning worker calls the mutating methods."""
+
+    def __init__(self, mm: mmap.mmap, footprint: Footprint, *, format_segment: bool) -> None:
+        self.mm = mm
+        self.view = memoryview(mm)
+        self.q = self.view.cast("Q")
+        self.u32 = self.view.cast("I")
+        if format_segment:
+            self._format(footprint)
+        q = self.q
+        assert q[H_MAGIC] == MAGIC and q[H_VERSION] == VERSION, "not a shardkv segment"
+        self.buckets = q[H_BUCKETS]
+        self.mask = self.buckets - 1
+        self.pages = q[H_PAGES]
+        self.bucket_word = q[H_BUCKETS_OFF] >> 3
+        self.page_u32 = q[H_PAGES_OFF] >> 2
+        self.map_off = q[H_MAP_OFF]
+        self.heap_off = q[H_HEAP_OFF]
+        self.page_hint = 0
+
+    def close(self) -> None:
+        self.u32.release()
+        self.q.release()
+        self.view.release()
+
+    # ------------------------------------------------------------------ geometry
+
+    def _format(self, fp: Footprint) -> None:
+        q = self.q
+        buckets_off = SEGMENT_HEADER_BYTES
+        pages_off = buckets_off + 8 * fp.buckets_per_shard
+        map_off = pages_off + PAGE_ENTRY_BYTES * fp.pages_per_shard
+        heap_off = (map_off + fp.pages_per_shard + PAGE_BYTES - 1) // PAGE_BYTES * PAGE_BYTES
+        # The heap starts page-aligned; that costs up to one page of the heap.
+        pages = min(fp.pages_per_shard, (fp.shard_segment_bytes - heap_off) // PAGE_BYTES)
+        self.mm[0:heap_off] = bytes(heap_off)
+        q[H_BUCKETS] = fp.buckets_per_shard
+        q[H_PAGES] = pages
+        q[H_BUCKETS_OFF] = buckets_off
+        q[H_PAGES_OFF] = pages_off
+        q[H_MAP_OFF] = map_off
+        q[H_HEAP_OFF] = heap_off
+        q[H_VERSION] = VERSION
+        q[H_MAGIC] = MAGIC
+
+    @property
+    def heap_bytes(self) -> int:
+        return self.pages * PAGE_BYTES
+
+    @property
+    def used_bytes(self) -> int:
+        return self.q[H_USED_BYTES]
+
+    def keys_in(self, db: int) -> int:
+        return self.q[H_KEYS + db]
+
+    def expires_in(self, db: int) -> int:
+        return self.q[H_EXPIRES + db]
+
+    @property
+    def expired_keys(self) -> int:
+        return self.q[H_EXPIRED]
+
+    # ------------------------------------------------------------------ lookups
+
+    def find(self, db: int, key: bytes, now_ms: int) -> tuple[int, int, int]:
+        """(record offset or 0, word index of the link to it, word index of its bucket).
+
+        A key whose time has passed is deleted here, as Redis does on access."""
+        h = zlib.crc32(key, db)
+        bucket = self.bucket_word + (h & self.mask)
+        fp = h >> 8
+        q = self.q
+        link = bucket
+        w = q[bucket]
+        klen = len(key)
+        while w:
+            off = (w & OFF_MASK) << 3
+            if w >> 40 == fp:
+                info = q[(off >> 3) + 2]
+                if (info & KLEN_MASK) == klen and (info >> 40) & 0xFF == db and \
+                        self.mm[off + 32 : off + 32 + klen] == key:
+                    exp = q[(off >> 3) + 1]
+                    if exp and exp <= now_ms:
+                        self._unlink(link, off, db)
+                        q[H_EXPIRED] += 1
+                        return 0, 0, bucket
+                    return off, link, bucket
+            link = off >> 3
+            w = q[link]
+        return 0, 0, bucket
+
+    def lookup(self, db: int, key: bytes, now_ms: int) -> int:
+        return self.find(db, key, now_ms)[0]
+
+    def type_of(self, off: int) -> int:
+        return (self.q[(off >> 3) + 2] >> 32) & 0xFF
+
+    def expire_of(self, off: int) -> int:
+        return self.q[(off >> 3) + 1]
+
+    def key_of(self, off: int) -> bytes:
+        klen = self.q[(off >> 3) + 2] & KLEN_MASK
+        return self.mm[off + 32 : off + 32 + klen]
+
+    def value_span(self, off: int) -> tuple[int, int]:
+        w = off >> 3
+        start = off + 32 + (self.q[w + 2] & KLEN_MASK)
+        return start, start + self.q[w + 3]
+
+    def string_resp(self, off: int) -> bytes:
+        """The stored value as a RESP bulk string, ready to send."""
+        a, b = self.value_span(off)
+        return self.mm[a:b]
+
+    def string_value(self, off: int) -> bytes:
+        a, b = self.value_span(off)
+        nl = self.mm.find(b"\r\n", a, b)
+        return self.mm[nl + 2 : b - 2]
+
+    def string_length(self, off: int) -> int:
+        a, b = self.value_span(off)
+        nl = self.mm.find(b"\r\n", a, b)
+        return b - 2 - (nl + 2)
+
+    # ------------------------------------------------------------------ changes
+
+    def reserve(self, sizes: list[int]) -> list[int]:
+        """Allocate blocks for records of these sizes, all or none (OOM): a multi-key write
+        reserves first, so it is applied whole or not at all."""
+        blocks: list[int] = []
+        try:
+            for size in sizes:
+                blocks.append(self._alloc(size))
+        except CommandError:
+            for off in blocks:
+                self._free(off)
+            raise
+        return blocks
+
+    def release(self, blocks: list[int]) -> None:
+        for off in blocks:
+            self._free(off)
+
+    def put(self, db: int, key: bytes, kind: int, value: bytes, expire_ms: int,
+            found: tuple[int, int, int], block: int = 0) -> int:
+        """Write a new record for key and publish it in place of found[0] (or as a new key).
+
+        `block` is a block reserved for exactly this record; without one, a block is allocated
+        here, and OOM is raised before anything changes if it does not fit."""
+        off_old, link, bucket = found
+        off = block or self._alloc(record_bytes(len(key), len(value)))
+        q = self.q
+        w = off >> 3
+        q[w + 1] = expire_ms
+        q[w + 2] = len(key) | kind << 32 | db << 40
+        q[w + 3] = len(value)
+        kstart = off + 32
+        self.mm[kstart : kstart + len(key)] = key
+        self.mm[kstart + len(key) : kstart + len(key) + len(value)] = value
+        fp = zlib.crc32(key, db) >> 8
+        new_link = fp << 40 | w
+        if off_old:
+            old_exp = q[(off_old >> 3) + 1]
+            q[w] = q[off_old >> 3]
+            q[link] = new_link  # publish: the one store that makes the write visible
+            self._free(off_old)
+            if bool(old_exp) != bool(expire_ms):
+                q[H_EXPIRES + db] += 1 if expire_ms else -1
+        else:
+            q[w] = q[bucket]
+            q[bucket] = new_link  # publish
+            q[H_KEYS + db] += 1
+            if expire_ms:
+                q[H_EXPIRES + db] += 1
+        return off
+
+    def set_expire(self, off: int, db: int, expire_ms: int) -> None:
+        q = self.q
+        old = q[(off >> 3) + 1]
+        q[(off >> 3) + 1] = expire_ms  # one aligned store
+        if bool(old) != bool(expire_ms):
+            q[H_EXPIRES + db] += 1 if expire_ms else -1
+
+    def delete(self, db: int, key: bytes, now_ms: int) -> bool:
+        off, link, _ = self.find(db, key, now_ms)
+        if not off:
+            return False
+        self._unlink(link, off, db)
+        return True
+
+    def _unlink(self, link: int, off: int, db: int) -> None:
+        q = self.q
+        q[link] = q[off >> 3]  # publish the removal
+        q[H_KEYS + db] -= 1
+        if q[(off >> 3) + 1]:
+            q[H_EXPIRES + db] -= 1
+        self._free(off)
+
+    def flush(self, db: int | None) -> None:
+        """Remove every key of db (None: of every db)."""
+        q = self.q
+        if db is None:
+            start = self.bucket_word
+            self.view[start * 8 : (start + self.buckets) * 8] = bytes(self.buckets * 8)
+            for i in range(DATABASES_MAX):
+                q[H_KEYS + i] = 0
+                q[H_EXPIRES + i] = 0
+            self._reset_allocator()
+            return
+        for b in range(self.buckets):
+            link = self.bucket_word + b
+            w = q[link]
+            while w:
+                off = (w & OFF_MASK) << 3
+                if (q[(off >> 3) + 2] >> 40) & 0xFF == db:
+                    self._unlink(link, off, db)
+                else:
+                    link = off >> 3
+                w = q[link]
+
+    # ------------------------------------------------------------------ walking
+
+    def bucket_keys(self, bucket: int, db: int, now_ms: int) -> list[bytes]:
+        """Live keys of db in one bucket (SCAN's unit of work; buckets never move)."""
+        q = self.q
+        out = []
+        w = q[self.bucket_word + bucket]
+        while w:
+            off = (w & OFF_MASK) << 3
+            rw = off >> 3
+            if (q[rw + 2] >> 40) & 0xFF == db and not (q[rw + 1] and q[rw + 1] <= now_ms):
+                out.append(self.key_of(off))
+            w = q[rw]
+        return out
+
+    def records(self) -> Iterator[tuple[int, int]]:
+        """(bucket, record offset) of every record, expired or not."""
+        q = self.q
+        for b in range(self.buckets):
+            w = q[self.bucket_word + b]
+            while w:
+                off = (w & OFF_MASK) << 3
+                yield b, off
+                w = q[off >> 3]
+
+    def record_size(self, off: int) -> int:
+        w = off >> 3
+        return record_bytes(self.q[w + 2] & KLEN_MASK, self.q[w + 3])
+
+    def expire_some(self, cursor: int, buckets_max: int, now_ms: int) -> tuple[int, int]:
+        """Active expiry: look at up to buckets_max buckets from cursor; (next cursor, removed)."""
+        q = self.q
+        removed = 0
+        for i in range(buckets_max):
+            b = (cursor + i) & self.mask
+            link = self.bucket_word + b
+            w = q[link]
+            while w:
+                off = (w & OFF_MASK) << 3
+                exp = q[(off >> 3) + 1]
+                if exp and exp <= now_ms:
+                    self._unlink(link, off, (q[(off >> 3) + 2] >> 40) & 0xFF)
+                    q[H_EXPIRED] += 1
+                    removed += 1
+                else:
+                    link = off >> 3
+                w = q[link]
+        return (cursor + buckets_max) & self.mask, removed
+
+    # ------------------------------------------------------------------ allocator
+
+    def _page_field(self, page: int, field: int) -> int:
+        return self.u32[self.page_u32 + page * 8 + field]
+
+    def _alloc(self, size: int) -> int:
+        if size > SMALL_RECORD_BYTES_MAX:
+            return self._alloc_run(-(-size // PAGE_BYTES))
+        cls = _CLASS_OF[(size + 15) >> 4]
+        u = self.u32
+        q = self.q
+        page = q[H_PARTIAL + cls] - 1
+        if page < 0:
+            page = self._take_pages(1)
+            e = self.page_u32 + page * 8
+            u[e + P_CLASS] = cls
+            u[e + P_LIVE] = u[e + P_FREE] = u[e + P_BUMP] = 0
+            self._push_partial(cls, page)
+        e = self.page_u32 + page * 8
+        bsize = CLASS_BYTES[cls]
+        base = self.heap_off + page * PAGE_BYTES
+        if u[e + P_FREE]:
+            idx = u[e + P_FREE] - 1
+            off = base + idx * bsize
+            u[e + P_FREE] = q[off >> 3]
+        else:
+            idx = u[e + P_BUMP]
+            u[e + P_BUMP] = idx + 1
+            off = base + idx * bsize
+        u[e + P_LIVE] += 1
+        if u[e + P_LIVE] == PAGE_BYTES // bsize:
+            self._pop_partial(cls, page)
+        q[H_USED_BYTES] += bsize
+        return off
+
+    def _free(self, off: int) -> None:
+        u = self.u32
+        q = self.q
+        page = (off - self.heap_off) // PAGE_BYTES
+        e = self.page_u32 + page * 8
+        cls = u[e + P_CLASS]
+        if cls == PAGE_RUN_HEAD:
+            run = u[e + P_RUN]
+            self._release_pages(page, run)
+            q[H_USED_BYTES] -= run * PAGE_BYTES
+            return
+        assert 0 < cls <= CLASSES, f"free of {off} in page {page} of class {cls}"
+        bsize = CLASS_BYTES[cls]
+        idx = (off - self.heap_off - page * PAGE_BYTES) // bsize
+        was_full = u[e + P_LIVE] == PAGE_BYTES // bsize
+        q[off >> 3] = u[e + P_FREE]
+        u[e + P_FREE] = idx + 1
+        u[e + P_LIVE] -= 1
+        q[H_USED_BYTES] -= bsize
+        if u[e + P_LIVE] == 0:
+            if not was_full:
+                self._pop_partial(cls, page)
+            self._release_pages(page, 1)
+        elif was_full:
+            self._push_partial(cls, page)
+
+    def _push_partial(self, cls: int, page: int) -> None:
+        u = self.u32
+        e = self.page_u32 + page * 8
+        head = self.q[H_PARTIAL + cls]
+        u[e + P_PREV] = 0
+        u[e + P_NEXT] = head
+        if head:
+            u[self.page_u32 + (head - 1) * 8 + P_PREV] = page + 1
+        self.q[H_PARTIAL + cls] = page + 1
+
+    def _pop_partial(self, cls: int, page: int) -> None:
+        u = self.u32
+        e = self.page_u32 + page * 8
+        prev, nxt = u[e + P_PREV], u[e + P_NEXT]
+        if prev:
+            u[self.page_u32 + (prev - 1) * 8 + P_NEXT] = nxt
+        else:
+            self.q[H_PARTIAL + cls] = nxt
+        if nxt:
+            u[self.page_u32 + (nxt - 1) * 8 + P_PREV] = prev
+        u[e + P_PREV] = u[e + P_NEXT] = 0
+
+    def _take_pages(self, n: int) -> int:
+        """Find n consecutive free pages and mark them used; OOM if there are none."""
+        start, end = self.map_off, self.map_off + self.pages
+        want = b"\x00" * n
+        hint = start + self.page_hint if n == 1 else start
+        at = self.mm.find(want, hint, end)
+        if at < 0 and hint != start:
+            at = self.mm.find(want, start, end)
+        if at < 0:
+            raise CommandError(OOM)
+        self.mm[at : at + n] = b"\x01" * n
+        page = at - start
+        self.page_hint = page
+        self.q[H_PAGES_USED] += n
+        return page
+
+    def _release_pages(self, page: int, n: int) -> None:
+        self.mm[self.map_off + page : self.map_off + page + n] = b"\x00" * n
+        for p in range(page, page + n):
+            self.u32[self.page_u32 + p * 8 + P_CLASS] = PAGE_FREE
+        self.q[H_PAGES_USED] -= n
+        if page < self.page_hint:
+            self.page_hint = page
+
+    def _alloc_run(self, n: int) -> int:
+        page = self._take_pages(n)
+        u = self.u32
+        e = self.page_u32 + page * 8
+        u[e + P_CLASS] = PAGE_RUN_HEAD
+        u[e + P_RUN] = n
+        for p in range(page + 1, page + n):
+            u[self.page_u32 + p * 8 + P_CLASS] = PAGE_RUN_TAIL
+        self.q[H_USED_BYTES] += n * PAGE_BYTES
+        return self.heap_off + page * PAGE_BYTES
+
+    def _reset_allocator(self) -> None:
+        pages_off = self.page_u32 * 4
+        self.view[pages_off : pages_off + self.pages * PAGE_ENTRY_BYTES] = bytes(self.pages * PAGE_ENTRY_BYTES)
+        self.mm[self.map_off : self.map_off + self.pages] = bytes(self.pages)
+        q = self.q
+        for c in range(1, CLASSES + 1):
+            q[H_PARTIAL + c] = 0
+        q[H_USED_BYTES] = 0
+        q[H_PAGES_USED] = 0
+        self.page_hint = 0
+
+    def rebuild(self) -> int:
+        """Derive allocator state and counters from the index (after a worker restart).
+
+        Returns the number of records found.  Blocks that were allocated but never published,
+        or unlinked but never freed, become free again."""
+        self._reset_allocator()
+        q, u = self.q, self.u32
+        for i in range(DATABASES_MAX):
+            q[H_KEYS + i] = 0
+            q[H_EXPIRES + i] = 0
+        # Pass 1: mark pages and count live blocks; remember the highest live block per page.
+        live_bits = bytearray(self.heap_bytes // 16 // 8 + 1)
+        found = 0
+        for _, off in self.records():
+            found += 1
+            w = off >> 3
+            db = (q[w + 2] >> 40) & 0xFF
+            q[H_KEYS + db] += 1
+            if q[w + 1]:
+                q[H_EXPIRES + db] += 1
+            size = self.record_size(off)
+            page = (off - self.heap_off) // PAGE_BYTES
+            e = self.page_u32 + page * 8
+            if size > SMALL_RECORD_BYTES_MAX:
+                n = -(-size // PAGE_BYTES)
+                self.mm[self.map_off + page : self.map_off + page + n] = b"\x01" * n
+                u[e + P_CLASS] = PAGE_RUN_HEAD
+                u[e + P_RUN] = n
+                for p in range(page + 1, page + n):
+                    u[self.page_u32 + p * 8 + P_CLASS] = PAGE_RUN_TAIL
+                q[H_USED_BYTES] += n * PAGE_BYTES
+                q[H_PAGES_USED] += n
+                continue
+            cls = _CLASS_OF[(size + 15) >> 4]
+            if u[e + P_CLASS] == PAGE_FREE:
+                self.mm[self.map_off + page] = 1
+                u[e + P_CLASS] = cls
+                q[H_PAGES_USED] += 1
+            assert u[e + P_CLASS] == cls, f"record at {off} of class {cls} in a page of class {u[e + P_CLASS]}"
+            bsize = CLASS_BYTES[cls]
+            idx = (off - self.heap_off - page * PAGE_BYTES) // bsize
+            u[e + P_LIVE] += 1
+            u[e + P_BUMP] = max(u[e + P_BUMP], idx + 1)
+            bit = (off - self.heap_off) >> 4
+            live_bits[bit >> 3] |= 1 << (bit & 7)
+            q[H_USED_BYTES] += bsize
+        # Pass 2: free lists of the holes below each slab page's highest live block.
+        for page in range(self.pages):
+            e = self.page_u32 + page * 8
+            cls = u[e + P_CLASS]
+            if not 0 < cls <= CLASSES:
+                continue
+            bsize = CLASS_BYTES[cls]
+            base = self.heap_off + page * PAGE_BYTES
+            head = 0
+            for idx in range(u[e + P_BUMP] - 1, -1, -1):
+                bit = (base + idx * bsize - self.heap_off) >> 4
+                if not live_bits[bit >> 3] & (1 << (bit & 7)):
+                    q[(base + idx * bsize) >> 3] = head
+                    head = idx + 1
+            u[e + P_FREE] = head
+            if u[e + P_LIVE] < PAGE_BYTES // bsize:
+                self._push_partial(cls, page)
+        return found
+
+    def check(self) -> None:
+        """Walk the whole structure and assert its invariants (tests, after crashes)."""
+        q, u = self.q, self.u32
+        keys = [0] * DATABASES_MAX
+        used = 0
+        for b, off in self.records():
+            w = off >> 3
+            assert self.heap_off <= off < self.heap_off + self.heap_bytes, f"record {off} outside heap"
+            key = self.key_of(off)
+            db = (q[w + 2] >> 40) & 0xFF
+            assert zlib.crc32(key, db) & self.mask == b, f"key {key!r} in the wrong bucket"
+            keys[db] += 1
+            page = (off - self.heap_off) // PAGE_BYTES
+            cls = u[self.page_u32 + page * 8 + P_CLASS]
+            assert cls != PAGE_FREE and cls != PAGE_RUN_TAIL, f"record {off} in a free page"
+            used += CLASS_BYTES[cls] if cls <= CLASSES else u[self.page_u32 + page * 8 + P_RUN] * PAGE_BYTES
+            if self.type_of(off) == TYPE_STRING:
+                a, z = self.value_span(off)
+                v = self.mm[a:z]
+                assert v.startswith(b"$") and v.endswith(b"\r\n"), f"torn string at {off}"
+                n = int(v[1 : v.index(b"\r\n")])
+                assert len(v) == n + len(str(n)) + 5, f"torn string at {off}"
+        for db in range(DATABASES_MAX):
+            assert q[H_KEYS + db] == keys[db], f"db {db} counts {q[H_KEYS + db]} keys, index has {keys[db]}"
+        assert q[H_USED_BYTES] == used, f"used bytes {q[H_USED_BYTES]} != {used}"

@@ -1,0 +1,374 @@
+"""A worker process: its event loop, the shard it owns, the rings it drains, its lifecycle.
+
+Started by the supervisor with `python -m shardkv.worker <boot json>`.  It attaches the segments
+the supervisor made (its own shard read-write; the other shards only for their header counters),
+rebuilds its allocator from the index if this is a restart, binds the port with SO_REUSEPORT and
+serves.  Connection slots and parse arenas are allocated (and their pages touched) here, at boot.
+
+The shard lock: a transaction coordinated by any worker locks each involved shard.  While this
+worker's shard is locked by worker X, it takes requests only from X's ring (replies from every
+peer still flow) and holds back its own connections' commands; while locked by itself, it takes no
+peer requests.  Locks are always taken in ascending shard order, so no cycle can form.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import os
+import resource
+import signal
+import socket
+import sys
+import time
+import traceback
+from collections.abc import Coroutine
+from dataclasses import dataclass
+from typing import Any
+
+import uvloop
+
+from shardkv import protocol, segments
+from shardkv.commands.table import Command, command_index, load_all, lookup
+from shardkv.limits import Footprint, Limits
+from shardkv.router.connection import Connection
+from shardkv.router.dispatch import Router, parse_forwarded
+from shardkv.stats import (
+    W_COMMAND_STATS,
+    W_COMMANDS,
+    W_CONNECTED,
+    W_CONNECTIONS_RECEIVED,
+    W_CPU_SYS_US,
+    W_CPU_USER_US,
+    W_GENERATION,
+    W_NET_INPUT,
+    W_NET_OUTPUT,
+    W_PID,
+    W_READY,
+    W_REJECTED,
+    Stats,
+)
+from shardkv.store import H_GENERATION, Store
+from shardkv.worker.peers import K_APPLY, K_LOCK, K_LOCKED, K_REP, K_REQ, K_RESET, K_UNLOCK, Peers
+
+NO_LOCK = -1
+EXPIRE_PERIOD_S = 0.1
+STATS_PERIOD_S = 0.5
+PAGE = 4096
+
+
+@dataclass(frozen=True, slots=True)
+class Boot:
+    """What the supervisor tells a worker: who it is and where everything lives."""
+
+    worker: int
+    limits: Limits
+    shard_names: list[str]
+    ring_name: str
+    stats_name: str
+    doorbells: list[int]
+    supervisor_pid: int
+
+    def to_json(self) -> str:
+        from dataclasses import asdict
+        return json.dumps(asdict(self))
+
+    @staticmethod
+    def from_json(text: str) -> Boot:
+        raw = json.loads(text)
+        raw["limits"] = Limits(**raw["limits"])
+        return Boot(**raw)
+
+
+def touched(size: int) -> bytearray:
+    """A buffer whose pages are all committed now, not on first use."""
+    buf = bytearray(size)
+    for i in range(0, size, PAGE):
+        buf[i] = 1
+    return buf
+
+
+class Worker:
+    def __init__(self, boot: Boot) -> None:
+        load_all()
+        self.boot = boot
+        self.id = boot.worker
+        self.limits = boot.limits
+        self.workers = boot.limits.shards
+        self.footprint = Footprint(boot.limits)
+        self.loop = uvloop.new_event_loop()
+        asyncio.set_event_loop(self.loop)
+        self.maps = [segments.attach(name) for name in boot.shard_names]
+        self.stores = [Store(mm, self.footprint, format_segment=False) for mm in self.maps]
+        self.store = self.stores[self.id]
+        self.stats_mm = segments.attach(boot.stats_name)
+        self.command_index = command_index()
+        self.stats = Stats(self.stats_mm, self.workers, len(self.command_index))
+        self.ring_mm = segments.attach(boot.ring_name) if self.workers > 1 else None
+        self.peers = Peers(self.id, self.workers, self.ring_mm, self.limits.ring_bytes, boot.doorbells, self.loop)
+        self.router = Router(self)
+        self.lock_owner = NO_LOCK
+        self.lock_waiters: list[asyncio.Future[None]] = []
+        self.reserved: list[int] = []  # blocks prepared for the lock holder's write
+        self.paused: set[Connection] = set()
+        self.dirty: set[Connection] = set()
+        self.connections: set[Connection] = set()
+        self.slots = [touched(self.limits.connection_buffer_bytes) for _ in range(self.limits.clients_per_worker_max)]
+        self.arenas = [touched(self.limits.query_buffer_bytes_max) for _ in range(self.limits.large_requests_max)]
+        self.arena_waiters: list[Connection] = []
+        self.next_client_id = 1
+        self.net_input = 0
+        self.net_output = 0
+        self.expire_cursor = 0
+        self.tasks: set[asyncio.Task[Any]] = set()
+        self.servers: list[asyncio.AbstractServer] = []
+        self.stopping = False
+
+    # ------------------------------------------------------------------ lifecycle
+
+    def start(self) -> None:
+        generation = self.store.q[H_GENERATION]
+        if generation:
+            found = self.store.rebuild()
+            print(f"worker {self.id}: restarted, shard has {found} keys", file=sys.stderr, flush=True)
+            self.peers.reset_inbound()
+            self.peers.announce_restart()
+        self.store.q[H_GENERATION] = generation + 1
+        self.stats.set(self.id, W_PID, os.getpid())
+        self.stats.set(self.id, W_GENERATION, generation + 1)
+        self.stats.set(self.id, W_CONNECTED, 0)
+        # Client ids are unique across workers: worker id in the low bits.
+        self.next_client_id = 1
+        for host in self.limits.bind.split():
+            host = host.lstrip("-")
+            family = socket.AF_INET6 if ":" in host else socket.AF_INET
+            sock = socket.socket(family, socket.SOCK_STREAM)
+            sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+            sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT, 1)
+            if family == socket.AF_INET6:
+                sock.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_V6ONLY, 1)
+            sock.bind((host, self.limits.port))
+            sock.listen(511)
+            sock.setblocking(False)
+            server = self.loop.run_until_complete(
+                self.loop.create_server(lambda: Connection(self), sock=sock))
+            self.servers.append(server)
+        if self.workers > 1:
+            self.loop.add_reader(self.boot.doorbells[self.id], self.on_doorbell)
+        self.loop.add_signal_handler(signal.SIGTERM, self.stop)
+        self.loop.add_signal_handler(signal.SIGINT, self.stop)
+        self.loop.call_later(EXPIRE_PERIOD_S, self.expire_tick)
+        self.loop.call_later(STATS_PERIOD_S, self.stats_tick)
+        self.stats.set(self.id, W_READY, 1)
+        if self.workers > 1:
+            self.drain()
+
+    def run(self) -> None:
+        self.start()
+        self.loop.run_forever()
+
+    def stop(self) -> None:
+        """Stop accepting, let queued replies go out, then leave the loop."""
+        if self.stopping:
+            return
+        self.stopping = True
+        for server in self.servers:
+            server.close()
+        for conn in list(self.connections):
+            conn.flush()
+            if conn.transport is not None:
+                conn.transport.close()
+        self.loop.call_later(0.2, self.loop.stop)
+
+    def spawn(self, coro: Coroutine[Any, Any, None]) -> None:
+        task = self.loop.create_task(coro)
+        self.tasks.add(task)
+        task.add_done_callback(self.tasks.discard)
+
+    # ------------------------------------------------------------------ connections
+
+    def accept(self, conn: Connection) -> bytearray | None:
+        self.stats.add(self.id, W_CONNECTIONS_RECEIVED)
+        if self.stopping or not self.slots or self.stats.total(W_CONNECTED) >= self.limits.maxclients:
+            self.stats.add(self.id, W_REJECTED)
+            return None
+        conn.id = self.next_client_id * self.workers + self.id
+        self.next_client_id += 1
+        self.connections.add(conn)
+        self.stats.add(self.id, W_CONNECTED)
+        return self.slots.pop()
+
+    def release(self, conn: Connection) -> None:
+        assert conn.slot is not None
+        self.connections.discard(conn)
+        self.paused.discard(conn)
+        self.dirty.discard(conn)
+        if conn in self.arena_waiters:
+            self.arena_waiters.remove(conn)
+        self.stats.add(self.id, W_CONNECTED, -1)
+        if conn.arena is not None:
+            self.give_arena(conn.arena)
+            conn.arena = None
+        self.slots.append(conn.slot)
+        conn.slot = None
+
+    def take_arena(self, conn: Connection) -> bytearray | None:
+        if self.arenas:
+            return self.arenas.pop()
+        self.arena_waiters.append(conn)
+        return None
+
+    def give_arena(self, arena: bytearray) -> None:
+        self.arenas.append(arena)
+        if self.arena_waiters:
+            self.arena_waiters.pop(0).arena_available()
+
+    def count_command(self, cmd: Command, elapsed_ns: int, failed: bool) -> None:
+        base = self.stats.base(self.id) + W_COMMAND_STATS + 3 * self.command_index[cmd.name]
+        q = self.stats.q
+        q[base] += 1
+        q[base + 1] += elapsed_ns // 1000
+        if failed:
+            q[base + 2] += 1
+
+    def mark_dirty(self, conn: Connection) -> None:
+        """conn has replies ready to write: write them once, at the end of this tick."""
+        if not self.dirty:
+            self.loop.call_soon(self.flush_dirty)
+        self.dirty.add(conn)
+
+    def flush_dirty(self) -> None:
+        dirty, self.dirty = self.dirty, set()
+        for conn in dirty:
+            conn.flush()
+
+    # ------------------------------------------------------------------ shard lock
+
+    @property
+    def shard_locked(self) -> bool:
+        return self.lock_owner != NO_LOCK
+
+    async def lock_own(self, holder: int) -> None:
+        while self.lock_owner != NO_LOCK:
+            fut: asyncio.Future[None] = self.loop.create_future()
+            self.lock_waiters.append(fut)
+            await fut
+        self.lock_owner = holder
+
+    def unlock_own(self, leftover: list[int] | None) -> None:
+        if leftover:
+            self.store.release(leftover)
+        self.lock_owner = NO_LOCK
+        waiters, self.lock_waiters = self.lock_waiters, []
+        for fut in waiters:
+            if not fut.done():
+                fut.set_result(None)
+        paused, self.paused = self.paused, set()
+        for conn in paused:
+            self.loop.call_soon(conn.resume)
+        self.loop.call_soon(self.drain)
+
+    def reserve_for(self, cmd: Command, argv: list[bytes]) -> list[int] | None:
+        """Prepare a transaction's write on this shard: take its blocks now (OOM if none)."""
+        if cmd.sizes is None:
+            return None
+        return self.store.reserve(cmd.sizes(argv))
+
+    # ------------------------------------------------------------------ rings
+
+    def on_doorbell(self) -> None:
+        try:
+            os.eventfd_read(self.boot.doorbells[self.id])
+        except BlockingIOError:
+            pass
+        self.drain()
+
+    def drain(self) -> None:
+        peers = self.peers
+        for src in peers.others:
+            for kind, rid, body in peers.take(src, replies=True):
+                if kind == K_RESET:
+                    peers.peer_restarted(src)
+                    if self.lock_owner == src:
+                        self.unlock_own(self.reserved)
+                        self.reserved = []
+                else:
+                    peers.answered(src, rid, body)
+        for src in peers.others:
+            if self.lock_owner != NO_LOCK and self.lock_owner != src:
+                continue
+            for kind, rid, body in peers.take(src, replies=False):
+                try:
+                    self.serve(src, kind, rid, body)
+                except Exception:  # a bug: say so loudly, but never leave the peer waiting
+                    traceback.print_exc()  # noqa
+                    if kind != K_UNLOCK:
+                        peers.send(src, K_LOCKED if kind == K_LOCK else K_REP, rid,
+                                   protocol.error("ERR internal error in shardkv (see the server log)"))
+        if any(peers.pending_input(s, True) for s in peers.others) or any(
+                peers.pending_input(s, False) for s in peers.others
+                if self.lock_owner == NO_LOCK or self.lock_owner == s):
+            self.loop.call_soon(self.drain)
+
+    def serve(self, src: int, kind: int, rid: int, body: bytes) -> None:
+        peers = self.peers
+        if kind == K_REQ:
+            peers.send(src, K_REP, rid, self.router.run_raw(body))
+        elif kind == K_LOCK:
+            assert self.lock_owner == NO_LOCK, f"LOCK from {src} while held by {self.lock_owner}"
+            self.lock_owner = src
+            answer = b""
+            argv = parse_forwarded(body)
+            cmd = lookup(argv[0])
+            assert cmd is not None
+            try:
+                self.reserved = self.reserve_for(cmd, argv) or []
+            except Exception as exc:  # CommandError(OOM)
+                answer = protocol.error(getattr(exc, "text", str(exc)))
+            peers.send(src, K_LOCKED, rid, answer)
+        elif kind == K_APPLY:
+            assert self.lock_owner == src
+            blocks, self.reserved = self.reserved, []
+            peers.send(src, K_REP, rid, self.router.run_raw(body, blocks))
+        elif kind == K_UNLOCK:
+            assert self.lock_owner == src, f"UNLOCK from {src} while held by {self.lock_owner}"
+            leftover, self.reserved = self.reserved, []
+            self.unlock_own(leftover)
+        else:
+            raise AssertionError(f"unknown request kind {kind} from {src}")
+
+    # ------------------------------------------------------------------ timers
+
+    def expire_tick(self) -> None:
+        if not self.shard_locked:
+            self.expire_cursor, _ = self.store.expire_some(
+                self.expire_cursor, self.limits.expire_keys_per_tick_max, int(time.time() * 1000))
+        self.loop.call_later(EXPIRE_PERIOD_S, self.expire_tick)
+
+    def stats_tick(self) -> None:
+        self.publish_stats()
+        self.loop.call_later(STATS_PERIOD_S, self.stats_tick)
+
+    def publish_stats(self) -> None:
+        usage = resource.getrusage(resource.RUSAGE_SELF)
+        s, me = self.stats, self.id
+        s.set(me, W_CPU_SYS_US, int(usage.ru_stime * 1e6))
+        s.set(me, W_CPU_USER_US, int(usage.ru_utime * 1e6))
+        s.add(me, W_NET_INPUT, self.net_input)
+        s.add(me, W_NET_OUTPUT, self.net_output)
+        self.net_input = self.net_output = 0
+        total = sum(s.q[s.base(me) + W_COMMAND_STATS + 3 * i] for i in range(len(self.command_index)))
+        s.set(me, W_COMMANDS, total)
+
+
+def main() -> None:
+    boot = Boot.from_json(sys.argv[1])
+    worker = Worker(boot)
+    try:
+        worker.run()
+    finally:
+        worker.stats.set(worker.id, W_READY, 0)
+    sys.exit(0)
+
+
+_ = (K_REP, K_LOCKED)
