@@ -92,7 +92,9 @@ class Limits:
 
     @property
     def clients_per_worker_max(self) -> int:
-        return -(-self.maxclients // self.shards)
+        """Connection slots per worker: twice a fair share, since SO_REUSEPORT spreads connections
+        by hash, not evenly; `maxclients` itself is enforced server-wide."""
+        return min(self.maxclients, 2 * -(-self.maxclients // self.shards))
 
 
 @dataclass(frozen=True, slots=True)

@@ -65,8 +65,12 @@ def start_server(*args: str, wait: bool = True) -> Server:
             if proc.poll() is not None:
                 raise RuntimeError(f"server exited with {proc.returncode}")
             try:
-                if srv.client().ping():
-                    break
+                c = srv.client()
+                try:
+                    if c.ping():
+                        break
+                finally:
+                    c.close()
             except redis.ConnectionError:
                 pass
             if time.monotonic() > deadline:
@@ -87,7 +91,7 @@ def raw_roundtrip(sock: socket.socket, data: bytes, expect_bytes: int | None = N
             if not chunk:
                 break
             out += chunk
-    except TimeoutError:
+    except (TimeoutError, ConnectionResetError):
         pass
     return out
 

@@ -33,6 +33,7 @@ class Connection(asyncio.BufferedProtocol):
         self.replies: deque[bytes | Pending] = deque()
         self.barrier: Pending | None = None  # a transaction this connection waits for
         self.closing = False  # close once the queued replies are written
+        self.reading_paused = False  # the buffer is full and cannot be drained yet
         self.id = 0
         self.db = 0
         self.proto = 2
@@ -67,8 +68,9 @@ class Connection(asyncio.BufferedProtocol):
         self.replies.clear()
 
     def get_buffer(self, sizehint: int) -> memoryview:
-        if self.end >= len(self.buf):  # only while closing: nothing more is read
-            return memoryview(bytearray(1024))
+        if self.end >= len(self.buf):
+            assert self.closing, "reading must pause when the buffer is full"
+            return memoryview(bytearray(1024))  # discarded: nothing more is read after QUIT
         return memoryview(self.buf)[self.end :]
 
     def buffer_updated(self, nbytes: int) -> None:
@@ -85,11 +87,15 @@ class Connection(asyncio.BufferedProtocol):
 
     def process(self) -> None:
         """Run every complete command in the buffer, unless waiting for a transaction or a lock."""
-        if self.transport is None or self.closing or self.barrier is not None:
+        if self.transport is None or self.closing:
             return
         worker = self.worker
+        if self.barrier is not None:
+            self._update_reading()
+            return
         if worker.shard_locked:
             worker.paused.add(self)
+            self._update_reading()
             return
         lim = worker.limits
         parsed = protocol.parse_requests(self.buf, self.end, lim.args_max, lim.value_bytes_max)
@@ -115,7 +121,20 @@ class Connection(asyncio.BufferedProtocol):
         self._shift(consumed)
         if not self.closing and not self._room_for(parsed.needed):
             return
+        self._update_reading()
         self.flush()
+
+    def _update_reading(self) -> None:
+        """Backpressure: stop reading while the buffer is full of commands that must wait."""
+        if self.transport is None or self.closing:
+            return
+        full = self.end >= len(self.buf)
+        if full and not self.reading_paused:
+            self.transport.pause_reading()
+            self.reading_paused = True
+        elif not full and self.reading_paused:
+            self.transport.resume_reading()
+            self.reading_paused = False
 
     def _shift(self, consumed: int) -> None:
         if consumed:
@@ -133,13 +152,17 @@ class Connection(asyncio.BufferedProtocol):
         """Make sure the next read has room; False if the connection was closed or paused."""
         if self.end < len(self.buf) and needed <= len(self.buf):
             return True
+        if self.barrier is not None or self.worker.shard_locked:
+            return True  # full of commands that wait: _update_reading pauses until they run
         if self.arena is not None or needed > self.worker.limits.query_buffer_bytes_max:
             self.close_now()  # over client-query-buffer-limit: Redis closes without a reply
             return False
         arena = self.worker.take_arena(self)
         if arena is None:
             assert self.transport is not None
-            self.transport.pause_reading()  # resumed by give_arena
+            if not self.reading_paused:
+                self.transport.pause_reading()  # resumed by arena_available
+                self.reading_paused = True
             return False
         arena[0 : self.end] = self.buf[0 : self.end]
         self.arena = self.buf = arena
@@ -150,7 +173,7 @@ class Connection(asyncio.BufferedProtocol):
         if self.transport is None:
             return
         if self._room_for(len(self.buf) + 1):
-            self.transport.resume_reading()
+            self._update_reading()
 
     def resume(self) -> None:
         """The shard lock was released or a transaction finished: go on with buffered input."""
