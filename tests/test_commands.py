@@ -6,6 +6,7 @@ import time
 
 import pytest
 import redis
+
 from conftest import Server, call, raw_roundtrip
 
 
