@@ -32,7 +32,8 @@ class Server:
     log: list[str] = field(default_factory=list)
 
     def client(self, **kw: object) -> redis.Redis:
-        return redis.Redis(host="127.0.0.1", port=self.port, socket_timeout=10, **kw)  # type: ignore[arg-type]
+        kw.setdefault("socket_timeout", 10)
+        return redis.Redis(host="127.0.0.1", port=self.port, **kw)  # type: ignore[arg-type]
 
     def raw(self) -> socket.socket:
         s = socket.create_connection(("127.0.0.1", self.port), timeout=10)

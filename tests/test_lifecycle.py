@@ -1,0 +1,222 @@
+"""Full memory, killed workers, and shutdown: the server stays correct and leaves nothing behind."""
+
+from __future__ import annotations
+
+import os
+import random
+import signal
+import threading
+import time
+
+import pytest
+import redis
+
+from conftest import Server, start_server
+from shardkv import segments
+from shardkv.limits import Footprint, Limits
+from shardkv.router.dispatch import key_slot, slot_owners
+from shardkv.store import Store
+
+# redis-py turns the "-OOM " prefix into the exception's class
+OOM = "command not allowed when used memory > 'maxmemory'."
+
+
+def rss_anon_kib(pid: int) -> int:
+    with open(f"/proc/{pid}/status") as f:
+        for line in f:
+            if line.startswith("RssAnon:"):
+                return int(line.split()[1])
+    raise AssertionError("no RssAnon")
+
+
+def wait_ready(srv: Server, timeout_s: float = 10) -> float:
+    """Seconds until every worker answers again (a fresh connection reaches a random one)."""
+    t0 = time.monotonic()
+    while time.monotonic() - t0 < timeout_s:
+        try:
+            c = srv.client(socket_timeout=1)
+            c.ping()
+            c.close()
+            info_ready = len(srv.worker_pids()) == int(srv.args[srv.args.index("--shards") + 1])
+            if info_ready:
+                return time.monotonic() - t0
+        except redis.RedisError:
+            pass
+        time.sleep(0.02)
+    raise AssertionError("server did not come back")
+
+
+def test_fill_to_oom_then_free_and_reuse() -> None:
+    srv = start_server("--shards", "2", "--maxmemory", "16mb", "--proto-max-bulk-len", "1mb",
+                       "--client-query-buffer-limit", "2mb", "--maxclients", "16")
+    try:
+        r = srv.client()
+        pids = srv.worker_pids()
+        idle = {pid: rss_anon_kib(pid) for pid in pids}
+        value = b"v" * 1000
+        written = 0
+        oom_seen = 0
+        i = 0
+        while oom_seen < 400:
+            pipe = r.pipeline(transaction=False)
+            for j in range(100):
+                pipe.set(f"fill:{i + j}", value)
+            for j, res in enumerate(pipe.execute(raise_on_error=False)):
+                if isinstance(res, redis.ResponseError):
+                    assert isinstance(res, redis.exceptions.OutOfMemoryError) and str(res) == OOM
+                    oom_seen += 1
+                else:
+                    assert res is True
+                    written += 1
+            i += 100
+        assert written > 10000  # about 15 MiB of 1 KiB records in 16 MiB
+        full = {pid: rss_anon_kib(pid) for pid in pids}
+        for pid in pids:
+            assert full[pid] - idle[pid] < 10 * 1024, (idle, full)  # the data is not in the workers
+        # Reads keep working; an MSET that does not fit changes nothing.
+        assert r.get("fill:0") == value
+        big = {f"new:{k}": value * 100 for k in range(20)}
+        with pytest.raises(redis.exceptions.OutOfMemoryError) as e:
+            r.mset(big)
+        assert str(e.value) == OOM
+        assert r.exists(*big) == 0
+        # DEL frees space that new writes reuse.
+        assert r.delete(*[f"fill:{k}" for k in range(2000)]) > 1000
+        for k in range(500):
+            assert r.set(f"again:{k}", value) is True
+        before = r.dbsize()
+        r.flushall()
+        assert r.dbsize() == 0 and before > 0
+        for k in range(written // 2):
+            r.set(f"refill:{k}", value)
+        assert r.dbsize() == written // 2
+    finally:
+        assert srv.stop() == 0
+
+
+def shard_keys(shard: int, n: int, shards: int = 2, prefix: str = "k") -> list[str]:
+    owners = slot_owners(shards)
+    out, i = [], 0
+    while len(out) < n:
+        k = f"{prefix}{i}"
+        if owners[key_slot(k.encode())] == shard:
+            out.append(k)
+        i += 1
+    return out
+
+
+def test_sigkill_worker_under_load_loses_no_acknowledged_write() -> None:
+    srv = start_server("--shards", "2", "--maxmemory", "64mb", "--maxclients", "64")
+    try:
+        acked: dict[str, str] = {}
+        lock = threading.Lock()
+        stop = threading.Event()
+
+        def writer(wid: int) -> None:
+            r = srv.client(socket_timeout=5)
+            i = 0
+            while not stop.is_set():
+                k, v = f"w{wid}:{i}", f"{wid}-{i}"
+                try:
+                    if r.set(k, v):
+                        with lock:
+                            acked[k] = v
+                except redis.RedisError:
+                    time.sleep(0.01)  # the worker holding this connection (or the key) died
+                i += 1
+
+        threads = [threading.Thread(target=writer, args=(w,)) for w in range(4)]
+        for t in threads:
+            t.start()
+        time.sleep(1.0)
+        victims = srv.worker_pids()
+        for victim in victims:  # each worker in turn
+            os.kill(victim, signal.SIGKILL)
+            back_s = wait_ready(srv)
+            assert back_s < 2.0, back_s
+            time.sleep(0.5)
+        stop.set()
+        for t in threads:
+            t.join(30)
+        assert len(acked) > 500
+        r = srv.client()
+        keys = list(acked)
+        for start in range(0, len(keys), 500):
+            chunk = keys[start : start + 500]
+            assert r.mget(chunk) == [acked[k].encode() for k in chunk]
+        assert set(srv.worker_pids()).isdisjoint(victims)
+        assert r.info("server")["worker_restarts"] == 2
+    finally:
+        assert srv.stop() == 0
+
+
+def test_kill_loop_leaves_every_shard_consistent() -> None:
+    srv = start_server("--shards", "2", "--maxmemory", "48mb", "--maxclients", "64")
+    lim = Limits(port=srv.port, shards=2, maxmemory=48 * 1024 * 1024, maxclients=64, name=srv.name)
+    try:
+        stop = threading.Event()
+
+        def churn(seed: int) -> None:
+            rng = random.Random(seed)
+            r = srv.client(socket_timeout=5)
+            while not stop.is_set():
+                try:
+                    op = rng.random()
+                    k = f"c{rng.randrange(3000)}"
+                    if op < 0.5:
+                        r.set(k, "x" * rng.randrange(1, 3000))
+                    elif op < 0.7:
+                        r.delete(k, f"c{rng.randrange(3000)}")
+                    elif op < 0.9:
+                        r.mset({f"c{rng.randrange(3000)}": "y" * rng.randrange(1, 40000) for _ in range(4)})
+                    else:
+                        r.expire(k, 1000)
+                except redis.RedisError:
+                    time.sleep(0.005)
+
+        threads = [threading.Thread(target=churn, args=(s,)) for s in range(4)]
+        for t in threads:
+            t.start()
+        rng = random.Random(1)
+        for _ in range(12):
+            time.sleep(rng.uniform(0.05, 0.4))
+            os.kill(rng.choice(srv.worker_pids()), signal.SIGKILL)
+            wait_ready(srv)
+        stop.set()
+        for t in threads:
+            t.join(30)
+        time.sleep(0.3)
+        fp = Footprint(lim)
+        for shard in range(2):
+            mm = segments.attach(segments.segment_name(srv.name, srv.port, f"shard{shard}"))
+            store = Store(mm, fp, format_segment=False)
+            store.check()  # every record whole, counters and allocator agree with the index
+            store.close()
+            mm.close()
+        r = srv.client()
+        assert r.dbsize() > 0
+        r.set("after", "ok")
+        assert r.get("after") == b"ok"
+    finally:
+        assert srv.stop() == 0
+
+
+@pytest.mark.parametrize("how", ["sigterm", "shutdown"])
+def test_stop_exits_zero_and_unlinks_every_segment(how: str) -> None:
+    srv = start_server("--shards", "2", "--maxmemory", "16mb", "--proto-max-bulk-len", "1mb",
+                       "--client-query-buffer-limit", "2mb")
+    prefix = f"{srv.name}-{srv.port}-"
+    assert len([f for f in os.listdir("/dev/shm") if f.startswith(prefix)]) == 4  # 2 shards, rings, stats
+    r = srv.client()
+    r.mset({f"k{i}": i for i in range(100)})
+    t0 = time.monotonic()
+    if how == "sigterm":
+        srv.proc.send_signal(signal.SIGTERM)
+    else:
+        try:
+            r.shutdown()
+        except redis.ConnectionError:
+            pass
+    assert srv.proc.wait(10) == 0
+    assert time.monotonic() - t0 < 5
+    assert [f for f in os.listdir("/dev/shm") if f.startswith(prefix)] == []
