@@ -61,7 +61,7 @@ def test_fill_to_oom_then_free_and_reuse() -> None:
             pipe = r.pipeline(transaction=False)
             for j in range(100):
                 pipe.set(f"fill:{i + j}", value)
-            for j, res in enumerate(pipe.execute(raise_on_error=False)):
+            for res in pipe.execute(raise_on_error=False):
                 if isinstance(res, redis.ResponseError):
                     assert isinstance(res, redis.exceptions.OutOfMemoryError) and str(res) == OOM
                     oom_seen += 1
