@@ -1,0 +1,210 @@
+"""Socket-free layers: RESP framing, the shard store, the rings, the limits."""
+
+from __future__ import annotations
+
+import mmap
+import random
+
+import pytest
+
+from shardkv import protocol
+from shardkv.errors import CommandError
+from shardkv.limits import Footprint, Limits, LimitsError, parse_args, parse_memory
+from shardkv.ring import Ring, ring_index
+from shardkv.store import TYPE_STRING, Store, resp_bulk
+
+# ------------------------------------------------------------------ protocol
+
+PIPELINE = (b"*3\r\n$3\r\nSET\r\n$1\r\nk\r\n$5\r\nhello\r\n"
+            b"PING\r\n"
+            b"*2\r\n$3\r\nGET\r\n$1\r\nk\r\n"
+            b"*1\r\n$4\r\nPING\r\n")
+ARGVS = [[b"SET", b"k", b"hello"], [b"PING"], [b"GET", b"k"], [b"PING"]]
+
+
+def parse_all(data: bytes) -> list[list[bytes]]:
+    res = protocol.parse_requests(data, len(data), 100, 1 << 20)
+    assert res.error is None and res.consumed == len(data)
+    return [argv for argv, _, _ in res.requests]
+
+
+def test_parse_pipeline_with_inline_and_multibulk() -> None:
+    assert parse_all(PIPELINE) == ARGVS
+
+
+def test_parse_split_at_every_byte_boundary() -> None:
+    """Feeding the stream in two parts, cut anywhere, yields the same commands."""
+    for cut in range(len(PIPELINE) + 1):
+        first = protocol.parse_requests(PIPELINE, cut, 100, 1 << 20)
+        assert first.error is None
+        rest = PIPELINE[first.consumed :]
+        got = [a for a, _, _ in first.requests] + parse_all(rest)
+        assert got == ARGVS, cut
+
+
+def test_parse_reports_bytes_needed_for_a_large_bulk() -> None:
+    data = b"*3\r\n$3\r\nSET\r\n$1\r\nk\r\n$100000\r\nabc"
+    res = protocol.parse_requests(data, len(data), 100, 1 << 20)
+    assert res.requests == [] and res.consumed == 0
+    assert res.needed == len(b"*3\r\n$3\r\nSET\r\n$1\r\nk\r\n$100000\r\n") + 100000 + 2
+
+
+@pytest.mark.parametrize("line, argv", [
+    (b"set a b", [b"set", b"a", b"b"]),
+    (b'set "a b" c', [b"set", b"a b", b"c"]),
+    (b"set 'a \\' b' c", [b"set", b"a ' b", b"c"]),
+    (b'set "\\x41\\n" c', [b"set", b"A\n", b"c"]),
+    (b"  ping  \r", [b"ping"]),
+])
+def test_inline_splitting(line: bytes, argv: list[bytes]) -> None:
+    assert protocol.split_inline(line) == argv
+
+
+def test_encoders_resp2_and_resp3() -> None:
+    assert protocol.null(2) == b"$-1\r\n" and protocol.null(3) == b"_\r\n"
+    assert protocol.map_reply(2, [(b":1\r\n", b":2\r\n")]) == b"*2\r\n:1\r\n:2\r\n"
+    assert protocol.map_reply(3, [(b":1\r\n", b":2\r\n")]) == b"%1\r\n:1\r\n:2\r\n"
+    assert protocol.double(3, 1.5) == b",1.5\r\n" and protocol.double(2, 3.0) == b"$1\r\n3\r\n"
+    assert protocol.read_reply(b"*2\r\n$1\r\na\r\n_\r\n") == ([b"a", None], 14)
+
+
+# ------------------------------------------------------------------ store
+
+
+@pytest.fixture
+def store() -> Store:
+    lim = Limits(shards=1, maxmemory=16 * 1024 * 1024).resolved()
+    return Store(mmap.mmap(-1, Footprint(lim).shard_segment_bytes), Footprint(lim), format_segment=True)
+
+
+def put(s: Store, key: bytes, value: bytes, db: int = 0, expire_ms: int = 0) -> None:
+    s.put(db, key, TYPE_STRING, resp_bulk(value), expire_ms, s.find(db, key, 1000))
+
+
+def test_store_put_get_replace_delete(store: Store) -> None:
+    put(store, b"a", b"1")
+    put(store, b"a", b"22")
+    put(store, b"a", b"x", db=3)
+    assert store.string_value(store.lookup(0, b"a", 1000)) == b"22"
+    assert store.string_resp(store.lookup(3, b"a", 1000)) == b"$1\r\nx\r\n"
+    assert store.keys_in(0) == 1 and store.keys_in(3) == 1
+    assert store.delete(0, b"a", 1000) and not store.delete(0, b"a", 1000)
+    assert store.lookup(3, b"a", 1000)
+    store.check()
+
+
+def test_store_expiry_on_access_and_active(store: Store) -> None:
+    put(store, b"t", b"v", expire_ms=1500)
+    assert store.lookup(0, b"t", 1000)
+    assert store.lookup(0, b"t", 2000) == 0 and store.expired_keys == 1
+    for i in range(100):
+        put(store, b"e%d" % i, b"v", expire_ms=1500)
+    removed = 0
+    cursor = 0
+    for _ in range(store.buckets // 1000 + 1):
+        cursor, n = store.expire_some(cursor, 1000, 2000)
+        removed += n
+    assert removed == 100 and store.keys_in(0) == 0
+    store.check()
+
+
+def test_store_oom_is_all_or_nothing_and_space_is_reused(store: Store) -> None:
+    n = 0
+    with pytest.raises(CommandError):
+        while True:
+            put(store, b"k%d" % n, b"v" * 500)
+            n += 1
+    store.check()
+    with pytest.raises(CommandError):
+        store.reserve([600] * 100)
+    assert store.keys_in(0) == n
+    used = store.used_bytes
+    for i in range(0, n, 2):
+        store.delete(0, b"k%d" % i, 0)
+    assert store.used_bytes < used
+    for i in range(0, n, 2):
+        put(store, b"k%d" % i, b"w" * 500)  # fits again
+    store.check()
+
+
+def test_store_large_values_use_page_runs(store: Store) -> None:
+    big = bytes(random.Random(1).randbytes(300_000))
+    put(store, b"big", big)
+    assert store.string_value(store.lookup(0, b"big", 0)) == big
+    store.delete(0, b"big", 0)
+    assert store.used_bytes == 0
+    store.check()
+
+
+def test_store_rebuild_reclaims_unpublished_blocks(store: Store) -> None:
+    for i in range(1000):
+        put(store, b"k%d" % i, b"v" * (i % 300))
+    store.reserve([100, 200, 70000])  # allocated, never published: as if the worker died here
+    used_before = store.used_bytes
+    assert store.rebuild() == 1000
+    assert store.used_bytes < used_before
+    store.check()
+    for i in range(1000):
+        assert store.string_value(store.lookup(0, b"k%d" % i, 0)) == b"v" * (i % 300)
+
+
+# ------------------------------------------------------------------ rings
+
+
+def test_ring_fifo_wraps_and_fragments() -> None:
+    cap = 64 * 1024
+    mm = mmap.mmap(-1, 2 * (128 + cap))
+    ring = Ring(mm, ring_index(0, 1, 2, False), cap)
+    rng = random.Random(3)
+    sent: list[bytes] = []
+    got: list[bytes] = []
+    pending: list[tuple[bytes, int]] = []
+    for i in range(2000):
+        msg = rng.randbytes(rng.choice([1, 7, 100, 5000, 40000]))
+        pending.append((msg, 0))
+        sent.append(msg)
+        while pending:
+            m, off = pending[0]
+            off = ring.push_message(m, off)
+            if off < len(m):
+                pending[0] = (m, off)
+                break
+            pending.pop(0)
+        if i % 3 == 0:
+            got.extend(ring.pop_all(1000))
+    while pending or ring.has_data():
+        got.extend(ring.pop_all(1000))
+        while pending:
+            m, off = pending[0]
+            off = ring.push_message(m, off)
+            if off < len(m):
+                pending[0] = (m, off)
+                break
+            pending.pop(0)
+    got.extend(ring.pop_all(1000))
+    assert got == sent
+
+
+def test_ring_indexes_are_distinct() -> None:
+    n = 4
+    seen = {ring_index(s, d, n, rep) for s in range(n) for d in range(n) if s != d for rep in (False, True)}
+    assert seen == set(range(2 * n * (n - 1)))
+
+
+# ------------------------------------------------------------------ limits
+
+
+def test_memory_units() -> None:
+    assert parse_memory("1kb") == 1024 and parse_memory("1k") == 1000 and parse_memory("2gb") == 2 << 30
+    assert 0 < parse_memory("10%")
+    with pytest.raises(LimitsError):
+        parse_memory("-1mb")
+
+
+def test_footprint_fits_maxmemory() -> None:
+    lim = parse_args(["--shards", "3", "--maxmemory", "300mb"]).limits
+    fp = Footprint(lim)
+    per_shard = fp.index_bytes_per_shard + fp.heap_bytes_per_shard + fp.allocator_bytes_per_shard
+    assert per_shard <= fp.shard_segment_bytes
+    assert lim.shards * fp.shard_segment_bytes <= lim.maxmemory
+    assert fp.total_bytes == fp.shm_bytes + 3 * fp.worker_bytes
