@@ -22,6 +22,8 @@ RING_HEADER_BYTES = 128  # head and tail on separate cache lines
 DATABASES_MAX = 256  # the shard header has room for this many per-db key counters
 SHARDS_MAX = 256
 SHARD_BYTES_MIN = 4 * 1024 * 1024
+MIB = 1024 * 1024
+PROCESS_OVERHEAD_MIB = 48  # CPython + uvloop + our modules, measured RSS of an idle worker, rounded up
 
 
 class LimitsError(ValueError):
@@ -158,6 +160,16 @@ class Footprint:
     @property
     def total_bytes(self) -> int:
         return self.shm_bytes + self.limits.shards * self.worker_bytes
+
+    @property
+    def pod_shm_limit_mib(self) -> int:
+        """/dev/shm (an emptyDir of medium Memory) for a pod: the segments, plus 1 MiB for stats."""
+        return -(-self.shm_bytes // MIB) + 1
+
+    @property
+    def pod_memory_limit_mib(self) -> int:
+        """A pod's memory limit: the whole footprint plus the interpreter of each process."""
+        return -(-self.total_bytes // MIB) + PROCESS_OVERHEAD_MIB * (self.limits.shards + 1)
 
     def table(self) -> str:
         lim = self.limits

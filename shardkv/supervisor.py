@@ -145,6 +145,8 @@ def main() -> None:
         print(f"shm_bytes={footprint.shm_bytes}")
         print(f"worker_bytes={footprint.worker_bytes}")
         print(f"total_bytes={footprint.total_bytes}")
+        print(f"pod_shm_limit={footprint.pod_shm_limit_mib}Mi")
+        print(f"pod_memory_limit={footprint.pod_memory_limit_mib}Mi")
         return
     sup = Supervisor(limits)
 
