@@ -159,28 +159,26 @@ def test_ring_fifo_wraps_and_fragments() -> None:
     sent: list[bytes] = []
     got: list[bytes] = []
     pending: list[tuple[bytes, int]] = []
+
+    def push_what_fits() -> None:
+        while pending:
+            m, off = pending[0]
+            off = ring.push_message(m, off)
+            if off < len(m):
+                pending[0] = (m, off)
+                return
+            pending.pop(0)
+
     for i in range(2000):
         msg = rng.randbytes(rng.choice([1, 7, 100, 5000, 40000]))
         pending.append((msg, 0))
         sent.append(msg)
-        while pending:
-            m, off = pending[0]
-            off = ring.push_message(m, off)
-            if off < len(m):
-                pending[0] = (m, off)
-                break
-            pending.pop(0)
+        push_what_fits()
         if i % 3 == 0:
             got.extend(ring.pop_all(1000))
     while pending or ring.has_data():
         got.extend(ring.pop_all(1000))
-        while pending:
-            m, off = pending[0]
-            off = ring.push_message(m, off)
-            if off < len(m):
-                pending[0] = (m, off)
-                break
-            pending.pop(0)
+        push_what_fits()
     got.extend(ring.pop_all(1000))
     assert got == sent
 

@@ -383,20 +383,10 @@ def dbsize(conn: Connection, argv: list[bytes]) -> bytes:
 def flush_generic(conn: Connection, argv: list[bytes], every_db: bool) -> Pending:
     if len(argv) > 2 or (len(argv) == 2 and argv[1].upper() not in (b"ASYNC", b"SYNC")):
         raise CommandError(errors.SYNTAX)
-    router = conn.router
     part = [b"__flush", b"all" if every_db else b"db"]
     parts = {s: list(part) for s in range(conn.worker.workers)}
-    pending = Pending(conn, barrier=True)
-
-    async def run() -> None:
-        replies = await router.run_transaction(parts, conn.db, conn.proto)
-        if isinstance(replies, bytes):
-            pending.resolve(replies)
-        else:
-            pending.resolve(next((r for r in replies.values() if r.startswith(b"-")), protocol.OK))
-
-    conn.worker.spawn(run())
-    return pending
+    return conn.router.transaction_reply(
+        conn, parts, lambda replies: next((r for r in replies.values() if r.startswith(b"-")), protocol.OK))
 
 
 @command("flushdb", -1, "write", where=SERVER, group="server", summary="Remove all keys of the selected database")

@@ -14,6 +14,7 @@ from __future__ import annotations
 import asyncio
 import binascii
 import time
+from collections.abc import Callable
 from typing import TYPE_CHECKING
 
 from shardkv import errors, protocol
@@ -186,14 +187,17 @@ class Router:
 
     def start_transaction(self, conn: Connection, cmd: Command, argv: list[bytes]) -> Pending:
         parts, positions = self.split(cmd, argv)
+        return self.transaction_reply(conn, parts, lambda replies: merge_replies(
+            cmd, argv, positions, replies, conn.proto))
+
+    def transaction_reply(self, conn: Connection, parts: dict[int, list[bytes]],
+                          merge: Callable[[dict[int, bytes]], bytes]) -> Pending:
+        """Run parts as one transaction; the connection's reply is merge(replies of the parts)."""
         pending = Pending(conn, barrier=True)
 
         async def run() -> None:
             replies = await self.run_transaction(parts, conn.db, conn.proto)
-            if isinstance(replies, bytes):
-                pending.resolve(replies)
-            else:
-                pending.resolve(merge_replies(cmd, argv, positions, replies, conn.proto))
+            pending.resolve(replies if isinstance(replies, bytes) else merge(replies))
 
         self.worker.spawn(run())
         return pending
