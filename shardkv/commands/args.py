@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import math
 import re
+from collections.abc import Callable
 from dataclasses import dataclass
 
 from shardkv.errors import NOT_FLOAT, NOT_INTEGER, CommandError
@@ -62,3 +63,102 @@ def parse_float(raw: bytes) -> float:
 
 def upper(raw: bytes) -> bytes:
     return raw.upper()
+
+
+def glob_matcher(pattern: bytes) -> Callable[[bytes], bool]:
+    """A matcher for Redis's glob (stringmatch): * ? [abc] [^a] [a-z] and backslash escapes.
+
+    Compiled to a regex when it has at most one '*'; with more, a regex can backtrack
+    exponentially ("a*a*a*...b"), so those use a star-backtracking matcher that is O(n * m)."""
+    if pattern.count(b"*") <= 1:
+        regex = _glob_regex(pattern)
+        return lambda key: regex.match(key) is not None
+    tokens = [_glob_regex(t) if t != b"*" else None for t in _glob_tokens(pattern)]
+
+    def match(key: bytes) -> bool:
+        ti = ki = 0
+        star_ti, star_ki = -1, 0
+        n = len(key)
+        while ki < n:
+            if ti < len(tokens) and tokens[ti] is None:  # '*': remember where to come back to
+                star_ti, star_ki = ti, ki
+                ti += 1
+                continue
+            tok = tokens[ti] if ti < len(tokens) else None
+            if tok is not None and tok.match(key, ki, ki + 1):
+                ti += 1
+                ki += 1
+            elif star_ti >= 0:
+                ti = star_ti + 1
+                star_ki += 1
+                ki = star_ki
+            else:
+                return False
+        return all(t is None for t in tokens[ti:])
+
+    return match
+
+
+def _glob_tokens(pattern: bytes) -> list[bytes]:
+    """Split a glob into one-byte units: '*', '?', a [class], an escaped or plain byte."""
+    out: list[bytes] = []
+    i, n = 0, len(pattern)
+    while i < n:
+        c = pattern[i]
+        if c == 92 and i + 1 < n:
+            out.append(pattern[i : i + 2])
+            i += 2
+        elif c == 91:
+            j = i + 1
+            while j < n and pattern[j] != 93:
+                j += 2 if pattern[j] == 92 else 1
+            out.append(pattern[i : j + 1])
+            i = j + 1
+        elif c == 42:
+            if not out or out[-1] != b"*":
+                out.append(b"*")
+            i += 1
+        else:
+            out.append(pattern[i : i + 1])
+            i += 1
+    return out
+
+
+def _glob_regex(pattern: bytes) -> re.Pattern[bytes]:
+    out = bytearray()
+    i, n = 0, len(pattern)
+    while i < n:
+        c = pattern[i]
+        if c == 42:  # *
+            out += b".*"
+        elif c == 63:  # ?
+            out += b"."
+        elif c == 92 and i + 1 < n:  # \x
+            i += 1
+            out += re.escape(pattern[i : i + 1])
+        elif c == 91:  # [
+            j = i + 1
+            negate = j < n and pattern[j] == 94
+            if negate:
+                j += 1
+            items = bytearray()
+            while j < n and pattern[j] != 93:
+                if pattern[j] == 92 and j + 1 < n:
+                    j += 1
+                    items += re.escape(pattern[j : j + 1])
+                elif j + 2 < n and pattern[j + 1] == 45 and pattern[j + 2] != 93:  # a-z
+                    lo, hi = sorted((pattern[j], pattern[j + 2]))
+                    items += re.escape(bytes([lo])) + b"-" + re.escape(bytes([hi]))
+                    j += 2
+                else:
+                    items += re.escape(pattern[j : j + 1])
+                j += 1
+            if items:
+                out += b"[" + (b"^" if negate else b"") + bytes(items) + b"]"
+            else:
+                out += b"." if negate else b"(?!)"  # [^] matches any byte, [] none
+            i = j
+        else:
+            out += re.escape(pattern[i : i + 1])
+        i += 1
+    return re.compile(bytes(out) + rb"\Z", re.S)

@@ -1,12 +1,15 @@
-"""Generic keyspace commands: DEL, EXISTS, TYPE, EXPIRE and TTL families."""
+"""Generic keyspace commands: DEL, EXISTS, TYPE, RENAME, COPY, MOVE, OBJECT, the EXPIRE and TTL
+families, and the per-shard parts of KEYS, SCAN and RANDOMKEY (the router visits every shard)."""
 
 from __future__ import annotations
 
+import random
+
 from shardkv import errors, protocol
-from shardkv.commands.args import INT64_MAX, INT64_MIN, ShardCtx, parse_int
-from shardkv.commands.table import Merge, command
+from shardkv.commands.args import INT64_MAX, INT64_MIN, ShardCtx, glob_matcher, maybe_int, parse_int
+from shardkv.commands.table import Merge, Where, command
 from shardkv.errors import CommandError
-from shardkv.store import TYPE_NAMES
+from shardkv.store import TYPE_NAMES, TYPE_STRING
 
 
 @command("del", -2, "write", keys=(1, -1, 1), merge=Merge.SUM, group="generic", summary="Delete keys")
@@ -139,3 +142,196 @@ def persist(ctx: ShardCtx, argv: list[bytes]) -> bytes:
         return protocol.ZERO
     ctx.store.set_expire(off, ctx.db, 0)
     return protocol.ONE
+
+
+def _rename(ctx: ShardCtx, argv: list[bytes], nx: bool) -> bytes:
+    store = ctx.store
+    src = store.find(ctx.db, argv[1], ctx.now_ms)
+    if not src[0]:
+        raise CommandError(errors.NO_SUCH_KEY)
+    if argv[1] == argv[2]:
+        return protocol.ZERO if nx else protocol.OK
+    dst = store.find(ctx.db, argv[2], ctx.now_ms)
+    if nx and dst[0]:
+        return protocol.ZERO
+    off = src[0]
+    a, b = store.value_span(off)
+    store.put(ctx.db, argv[2], store.type_of(off), store.mm[a:b], store.expire_of(off), dst)
+    store.delete(ctx.db, argv[1], ctx.now_ms)
+    return protocol.ONE if nx else protocol.OK
+
+
+@command("rename", 3, "write", keys=(1, 2, 1), group="generic", summary="Rename a key")
+def rename(ctx: ShardCtx, argv: list[bytes]) -> bytes:
+    return _rename(ctx, argv, nx=False)
+
+
+@command("renamenx", 3, "write fast", keys=(1, 2, 1), group="generic",
+         summary="Rename a key, only if the new key does not exist")
+def renamenx(ctx: ShardCtx, argv: list[bytes]) -> bytes:
+    return _rename(ctx, argv, nx=True)
+
+
+def _copy_to(ctx: ShardCtx, off: int, key: bytes, db: int, replace: bool) -> bool:
+    store = ctx.store
+    dst = store.find(db, key, ctx.now_ms)
+    if dst[0] and not replace:
+        return False
+    a, b = store.value_span(off)
+    store.put(db, key, store.type_of(off), store.mm[a:b], store.expire_of(off), dst)
+    return True
+
+
+@command("copy", -3, "write denyoom", keys=(1, 2, 1), group="generic", summary="Copy a key")
+def copy(ctx: ShardCtx, argv: list[bytes]) -> bytes:
+    db = ctx.db
+    replace = False
+    i = 3
+    while i < len(argv):
+        opt = argv[i].upper()
+        if opt == b"REPLACE":
+            replace = True
+        elif opt == b"DB" and i + 1 < len(argv):
+            db = parse_int(argv[i + 1])
+            if not 0 <= db < ctx.limits.databases:
+                raise CommandError(errors.DB_INDEX)
+            i += 1
+        else:
+            raise CommandError(errors.SYNTAX)
+        i += 1
+    if db == ctx.db and argv[1] == argv[2]:
+        raise CommandError("ERR source and destination objects are the same")
+    off = ctx.store.lookup(ctx.db, argv[1], ctx.now_ms)
+    if not off:
+        return protocol.ZERO
+    return protocol.ONE if _copy_to(ctx, off, argv[2], db, replace) else protocol.ZERO
+
+
+@command("move", 3, "write fast", keys=(1, 1, 1), group="generic", summary="Move a key to another database")
+def move(ctx: ShardCtx, argv: list[bytes]) -> bytes:
+    db = parse_int(argv[2])
+    if not 0 <= db < ctx.limits.databases:
+        raise CommandError(errors.DB_INDEX)
+    if db == ctx.db:
+        raise CommandError("ERR source and destination objects are the same")
+    off = ctx.store.lookup(ctx.db, argv[1], ctx.now_ms)
+    if not off or not _copy_to(ctx, off, argv[1], db, replace=False):
+        return protocol.ZERO
+    ctx.store.delete(ctx.db, argv[1], ctx.now_ms)
+    return protocol.ONE
+
+
+def _expiretime(ctx: ShardCtx, key: bytes, unit_ms: int) -> bytes:
+    off = ctx.store.lookup(ctx.db, key, ctx.now_ms)
+    if not off:
+        return protocol.integer(-2)
+    exp = ctx.store.expire_of(off)
+    return protocol.integer(exp // unit_ms if exp else -1)
+
+
+@command("expiretime", 2, "readonly fast", keys=(1, 1, 1), group="generic",
+         summary="Get the expiration Unix timestamp of a key")
+def expiretime(ctx: ShardCtx, argv: list[bytes]) -> bytes:
+    return _expiretime(ctx, argv[1], 1000)
+
+
+@command("pexpiretime", 2, "readonly fast", keys=(1, 1, 1), group="generic",
+         summary="Get the expiration Unix timestamp of a key in milliseconds")
+def pexpiretime(ctx: ShardCtx, argv: list[bytes]) -> bytes:
+    return _expiretime(ctx, argv[1], 1)
+
+
+OBJECT_HELP = [
+    "OBJECT <subcommand> [<arg> [value] [opt] ...]. Subcommands are:",
+    "ENCODING <key>", "    Return the kind of internal representation used in order to store the value",
+    "    associated with a <key>.",
+    "FREQ <key>", "    Return the access frequency index of the <key>. The returned integer is",
+    "    proportional to the logarithm of the recent access frequency of the key.",
+    "IDLETIME <key>", "    Return the idle time of the <key>, that is the approximated number of",
+    "    seconds elapsed since the last access to the key.",
+    "REFCOUNT <key>", "    Return the number of references of the value associated with the specified",
+    "    <key>.",
+    "HELP", "    Print this help.",
+]
+
+
+@command("object", -2, "readonly", keys=(2, 2, 1), group="generic",
+         summary="Inspect the internals of Redis objects", subcommands=("encoding", "freq", "idletime", "refcount"))
+def object_(ctx: ShardCtx, argv: list[bytes]) -> bytes:
+    sub = argv[1].lower()
+    if sub == b"help" and len(argv) == 2:
+        return protocol.array([protocol.simple(line) for line in OBJECT_HELP])
+    if sub not in (b"encoding", b"freq", b"idletime", b"refcount"):
+        raise CommandError(errors.unknown_subcommand(argv[1], "object"))
+    if len(argv) != 3:
+        raise CommandError(errors.wrong_arity(f"object|{sub.decode()}"))
+    off = ctx.store.lookup(ctx.db, argv[2], ctx.now_ms)
+    if not off:
+        return protocol.null(ctx.proto)
+    if sub == b"encoding":
+        return protocol.bulk(encoding_name(ctx, off))
+    if sub == b"freq":
+        raise CommandError("ERR An LFU maxmemory policy is not selected, access frequency not tracked. Please note "
+                           "that when switching between policies at runtime LRU and LFU data will take some time "
+                           "to adjust.")
+    return protocol.integer(1 if sub == b"refcount" else 0)
+
+
+def encoding_name(ctx: ShardCtx, off: int) -> bytes:
+    """What Redis would report for this value (the real layout is the shard record, see README)."""
+    kind = ctx.store.type_of(off)
+    if kind == TYPE_STRING:
+        value = ctx.store.string_value(off)
+        if len(value) <= 20 and maybe_int(value) is not None:
+            return b"int"
+        return b"embstr" if len(value) <= 44 else b"raw"
+    return b"raw"
+
+
+# ---------------------------------------------------------------------- whole keyspace
+
+
+@command("__keys", 2, "readonly", where=Where.SHARD, group="internal", summary="KEYS on one shard")
+def shard_keys(ctx: ShardCtx, argv: list[bytes]) -> bytes:
+    match = glob_matcher(argv[1])
+    every = argv[1] == b"*"
+    keys: list[bytes] = []
+    for b in range(ctx.store.buckets):
+        keys.extend(k for k in ctx.store.bucket_keys(b, ctx.db, ctx.now_ms) if every or match(k))
+    return protocol.bulk_array(keys)
+
+
+@command("__scan", -3, "readonly", where=Where.SHARD, group="internal", summary="SCAN of one shard")
+def shard_scan(ctx: ShardCtx, argv: list[bytes]) -> bytes:
+    """argv: bucket count [MATCH pattern] [TYPE type] -> [next bucket or 0, keys]."""
+    store = ctx.store
+    bucket, count = int(argv[1]), int(argv[2])
+    match = glob_matcher(argv[argv.index(b"MATCH") + 1]) if b"MATCH" in argv else None
+    kind = argv[argv.index(b"TYPE") + 1].lower() if b"TYPE" in argv else None
+    keys: list[bytes] = []
+    visited = 0
+    while bucket < store.buckets and (len(keys) < count or visited < count):
+        keys.extend(store.bucket_keys(bucket, ctx.db, ctx.now_ms))
+        bucket += 1
+        visited += 1
+        if visited >= count * 10 + 100:  # a bound on one call's work in a sparse table
+            break
+    if match is not None:
+        keys = [k for k in keys if match(k)]
+    if kind is not None:
+        keys = [k for k in keys if TYPE_NAMES.get(store.type_of(store.lookup(ctx.db, k, ctx.now_ms)), b"") == kind]
+    next_bucket = bucket if bucket < store.buckets else 0
+    return protocol.array([protocol.bulk(b"%d" % next_bucket), protocol.bulk_array(keys)])
+
+
+@command("__randomkey", 1, "readonly", where=Where.SHARD, group="internal", summary="RANDOMKEY of one shard")
+def shard_randomkey(ctx: ShardCtx, argv: list[bytes]) -> bytes:
+    store = ctx.store
+    if not store.keys_in(ctx.db):
+        return protocol.null(ctx.proto)
+    start = random.randrange(store.buckets)
+    for i in range(store.buckets):
+        keys = store.bucket_keys((start + i) % store.buckets, ctx.db, ctx.now_ms)
+        if keys:
+            return protocol.bulk(random.choice(keys))
+    return protocol.null(ctx.proto)

@@ -10,15 +10,17 @@ from __future__ import annotations
 import fnmatch
 import os
 import platform
+import random
 import signal
 import time
 from typing import TYPE_CHECKING
 
 from shardkv import errors, protocol
-from shardkv.commands.args import ShardCtx
+from shardkv.commands.args import ShardCtx, parse_int
 from shardkv.commands.table import COMMANDS, Command, Where, command, lookup, public_commands
 from shardkv.errors import CommandError
 from shardkv.limits import Footprint
+from shardkv.protocol import read_reply
 from shardkv.router.dispatch import Pending
 from shardkv.stats import (
     G_STARTED_MS,
@@ -424,3 +426,85 @@ def shutdown(conn: Connection, argv: list[bytes]) -> bytes | Pending:
 
 
 _ = COMMANDS
+
+
+# ---------------------------------------------------------------------- every shard's keys
+
+
+@command("keys", 2, "readonly", where=SERVER, group="generic", summary="Find all keys matching the given pattern")
+def keys(conn: Connection, argv: list[bytes]) -> Pending:
+    async def run() -> bytes:
+        replies = await conn.router.fan_out([b"__keys", argv[1]], conn.db, conn.proto)
+        found: list[bytes] = []
+        for reply in replies:
+            if reply.startswith(b"-"):
+                return reply
+            items = read_reply(reply)[0]
+            assert isinstance(items, list)
+            found.extend(items)
+        return protocol.bulk_array(found)
+
+    return conn.router.reply_later(conn, run())
+
+
+@command("scan", -2, "readonly", where=SERVER, group="generic", summary="Incrementally iterate the keys space")
+def scan(conn: Connection, argv: list[bytes]) -> Pending:
+    """The cursor is bucket * shards + shard: one call walks buckets of one shard, then the next."""
+    try:
+        cursor = int(argv[1])
+        if cursor < 0 or cursor >= 1 << 64 or not argv[1].isdigit():
+            raise ValueError
+    except ValueError:
+        raise CommandError("ERR invalid cursor") from None
+    count = 10
+    extra: list[bytes] = []
+    i = 2
+    while i < len(argv):
+        opt = argv[i].upper()
+        if opt == b"COUNT" and i + 1 < len(argv):
+            count = parse_int(argv[i + 1])
+            if count < 1:
+                raise CommandError(errors.SYNTAX)
+        elif opt in (b"MATCH", b"TYPE") and i + 1 < len(argv):
+            extra += [opt, argv[i + 1]]
+        else:
+            raise CommandError(errors.SYNTAX)
+        i += 2
+    shards = conn.worker.workers
+    shard, bucket = cursor % shards, cursor // shards
+
+    async def run() -> bytes:
+        reply = await conn.router.call_shard(shard, [b"__scan", b"%d" % bucket, b"%d" % count, *extra],
+                                             conn.db, conn.proto)
+        if reply.startswith(b"-"):
+            return reply
+        parts = read_reply(reply)[0]
+        assert isinstance(parts, list)
+        next_bucket = int(parts[0])
+        if next_bucket:
+            cursor_out = next_bucket * shards + shard
+        else:
+            cursor_out = shard + 1 if shard + 1 < shards else 0
+        return protocol.array([protocol.bulk(b"%d" % cursor_out), protocol.bulk_array(parts[1])])
+
+    return conn.router.reply_later(conn, run())
+
+
+@command("randomkey", 1, "readonly", where=SERVER, group="generic", summary="Return a random key from the keyspace")
+def randomkey(conn: Connection, argv: list[bytes]) -> Pending:
+    stores = conn.worker.stores
+
+    async def run() -> bytes:
+        weights = [s.keys_in(conn.db) for s in stores]
+        order = [i for i in range(len(stores)) if weights[i]]
+        if order:
+            first = random.choices(order, weights=[weights[i] for i in order])[0]
+            order.remove(first)
+            order.insert(0, first)
+        for shard in order:
+            reply = await conn.router.call_shard(shard, [b"__randomkey"], conn.db, conn.proto)
+            if reply.startswith(b"$") and reply != b"$-1\r\n":
+                return reply
+        return protocol.null(conn.proto)
+
+    return conn.router.reply_later(conn, run())

@@ -5,8 +5,11 @@ A string is stored RESP-encoded, so GET answers with one slice of the segment.
 
 from __future__ import annotations
 
+import decimal
+import math
+
 from shardkv import errors, protocol
-from shardkv.commands.args import INT64_MAX, INT64_MIN, ShardCtx, maybe_int, parse_int
+from shardkv.commands.args import INT64_MAX, INT64_MIN, ShardCtx, maybe_int, parse_float, parse_int
 from shardkv.commands.table import Merge, command
 from shardkv.errors import CommandError
 from shardkv.store import TYPE_STRING, record_bytes, resp_bulk
@@ -161,3 +164,270 @@ def decrby(ctx: ShardCtx, argv: list[bytes]) -> bytes:
     if delta == INT64_MIN:
         raise CommandError("ERR decrement would overflow")
     return incr_by(ctx, argv[1], -delta)
+
+
+def _put_string(ctx: ShardCtx, key: bytes, value: bytes, expire_ms: int,
+                found: tuple[int, int, int]) -> None:
+    if len(value) > ctx.limits.value_bytes_max:
+        raise CommandError(errors.STRING_TOO_LONG)
+    ctx.store.put(ctx.db, key, TYPE_STRING, resp_bulk(value), expire_ms, found)
+
+
+def _find_string(ctx: ShardCtx, key: bytes) -> tuple[tuple[int, int, int], bytes | None]:
+    """(find result, current value or None); WRONGTYPE for another type."""
+    found = ctx.store.find(ctx.db, key, ctx.now_ms)
+    off = found[0]
+    if not off:
+        return found, None
+    if ctx.store.type_of(off) != TYPE_STRING:
+        raise CommandError(errors.WRONGTYPE)
+    return found, ctx.store.string_value(off)
+
+
+@command("setnx", 3, "write denyoom fast", keys=(1, 1, 1), group="string",
+         summary="Set the value of a key, only if the key does not exist")
+def setnx(ctx: ShardCtx, argv: list[bytes]) -> bytes:
+    found = ctx.store.find(ctx.db, argv[1], ctx.now_ms)
+    if found[0]:
+        return protocol.ZERO
+    _put_string(ctx, argv[1], argv[2], 0, found)
+    return protocol.ONE
+
+
+def _setex(ctx: ShardCtx, argv: list[bytes], unit: bytes) -> bytes:
+    expire_ms = expire_at_ms(ctx, unit, argv[2], argv[0].decode(errors="replace").lower())
+    _put_string(ctx, argv[1], argv[3], expire_ms, ctx.store.find(ctx.db, argv[1], ctx.now_ms))
+    return protocol.OK
+
+
+@command("setex", 4, "write denyoom", keys=(1, 1, 1), group="string",
+         summary="Set the value and expiration of a key")
+def setex(ctx: ShardCtx, argv: list[bytes]) -> bytes:
+    return _setex(ctx, argv, b"EX")
+
+
+@command("psetex", 4, "write denyoom", keys=(1, 1, 1), group="string",
+         summary="Set the value and expiration in milliseconds of a key")
+def psetex(ctx: ShardCtx, argv: list[bytes]) -> bytes:
+    return _setex(ctx, argv, b"PX")
+
+
+@command("getset", 3, "write denyoom fast", keys=(1, 1, 1), group="string",
+         summary="Set the string value of a key and return its old value")
+def getset(ctx: ShardCtx, argv: list[bytes]) -> bytes:
+    found, old = _find_string(ctx, argv[1])
+    _put_string(ctx, argv[1], argv[2], 0, found)
+    return protocol.bulk(old) if old is not None else protocol.null(ctx.proto)
+
+
+@command("getdel", 2, "write fast", keys=(1, 1, 1), group="string", summary="Get the value of a key and delete it")
+def getdel(ctx: ShardCtx, argv: list[bytes]) -> bytes:
+    _, old = _find_string(ctx, argv[1])
+    if old is None:
+        return protocol.null(ctx.proto)
+    ctx.store.delete(ctx.db, argv[1], ctx.now_ms)
+    return protocol.bulk(old)
+
+
+@command("getex", -2, "write fast", keys=(1, 1, 1), group="string",
+         summary="Get the value of a key and optionally set its expiration")
+def getex(ctx: ShardCtx, argv: list[bytes]) -> bytes:
+    unit = b""
+    raw = b""
+    persist = False
+    i = 2
+    while i < len(argv):
+        opt = argv[i].upper()
+        if opt in (b"EX", b"PX", b"EXAT", b"PXAT") and not unit and not persist and i + 1 < len(argv):
+            unit, raw = opt, argv[i + 1]
+            i += 2
+        elif opt == b"PERSIST" and not unit and not persist:
+            persist = True
+            i += 1
+        else:
+            raise CommandError(errors.SYNTAX)
+    expire_ms = expire_at_ms(ctx, unit, raw, "getex") if unit else 0
+    found, value = _find_string(ctx, argv[1])
+    if value is None:
+        return protocol.null(ctx.proto)
+    if unit:
+        ctx.store.set_expire(found[0], ctx.db, expire_ms)
+    elif persist:
+        ctx.store.set_expire(found[0], ctx.db, 0)
+    return protocol.bulk(value)
+
+
+@command("msetnx", -3, "write denyoom", keys=(1, -1, 2), group="string", sizes=mset_sizes,
+         summary="Set multiple keys to multiple values, only if none of the keys exist")
+def msetnx(ctx: ShardCtx, argv: list[bytes]) -> bytes:
+    store = ctx.store
+    if any(store.lookup(ctx.db, k, ctx.now_ms) for k in argv[1::2]):
+        return protocol.ZERO
+    mset(ctx, argv)
+    return protocol.ONE
+
+
+@command("append", 3, "write denyoom fast", keys=(1, 1, 1), group="string",
+         summary="Append a value to a key")
+def append(ctx: ShardCtx, argv: list[bytes]) -> bytes:
+    found, old = _find_string(ctx, argv[1])
+    value = (old or b"") + argv[2]
+    _put_string(ctx, argv[1], value, ctx.store.expire_of(found[0]) if found[0] else 0, found)
+    return protocol.integer(len(value))
+
+
+@command("strlen", 2, "readonly fast", keys=(1, 1, 1), group="string",
+         summary="Get the length of the value stored in a key")
+def strlen(ctx: ShardCtx, argv: list[bytes]) -> bytes:
+    off = _string_off(ctx, argv[1])
+    return protocol.integer(ctx.store.string_length(off) if off else 0)
+
+
+@command("setrange", 4, "write denyoom", keys=(1, 1, 1), group="string",
+         summary="Overwrite part of a string at key starting at the specified offset")
+def setrange(ctx: ShardCtx, argv: list[bytes]) -> bytes:
+    offset = parse_int(argv[2])
+    if offset < 0:
+        raise CommandError("ERR offset is out of range")
+    patch = argv[3]
+    found, old = _find_string(ctx, argv[1])
+    current = old or b""
+    if not patch:
+        return protocol.integer(len(current))
+    if offset + len(patch) > ctx.limits.value_bytes_max:
+        raise CommandError(errors.STRING_TOO_LONG)
+    if len(current) < offset:
+        current += bytes(offset - len(current))
+    value = current[:offset] + patch + current[offset + len(patch):]
+    _put_string(ctx, argv[1], value, ctx.store.expire_of(found[0]) if found[0] else 0, found)
+    return protocol.integer(len(value))
+
+
+def _getrange(ctx: ShardCtx, argv: list[bytes]) -> bytes:
+    start, end = parse_int(argv[2]), parse_int(argv[3])
+    off = _string_off(ctx, argv[1])
+    value = ctx.store.string_value(off) if off else b""
+    n = len(value)
+    if start < 0 and end < 0 and start > end:
+        return protocol.bulk(b"")
+    if start < 0:
+        start = max(n + start, 0)
+    if end < 0:
+        end = max(n + end, 0)
+    end = min(end, n - 1)
+    if start > end or n == 0:
+        return protocol.bulk(b"")
+    return protocol.bulk(value[start : end + 1])
+
+
+@command("getrange", 4, "readonly", keys=(1, 1, 1), group="string", summary="Get a substring of a string")
+def getrange(ctx: ShardCtx, argv: list[bytes]) -> bytes:
+    return _getrange(ctx, argv)
+
+
+@command("substr", 4, "readonly", keys=(1, 1, 1), group="string", summary="Get a substring of a string")
+def substr(ctx: ShardCtx, argv: list[bytes]) -> bytes:
+    return _getrange(ctx, argv)
+
+
+@command("incrbyfloat", 3, "write denyoom fast", keys=(1, 1, 1), group="string",
+         summary="Increment the float value of a key by the given amount")
+def incrbyfloat(ctx: ShardCtx, argv: list[bytes]) -> bytes:
+    delta = parse_float(argv[2])
+    found, old = _find_string(ctx, argv[1])
+    current = 0.0
+    if old is not None:
+        try:
+            current = parse_float(old)
+        except CommandError:
+            raise CommandError(errors.NOT_FLOAT) from None
+    result = current + delta
+    if math.isnan(result) or math.isinf(result):
+        raise CommandError("ERR increment would produce NaN or Infinity")
+    text = format_float_human(result)
+    _put_string(ctx, argv[1], text, ctx.store.expire_of(found[0]) if found[0] else 0, found)
+    return protocol.bulk(text)
+
+
+def format_float_human(value: float) -> bytes:
+    """Like Redis's LD_STR_HUMAN: plain decimal, no exponent, no trailing zeros."""
+    text = format(decimal.Decimal(repr(value)), "f")
+    if "." in text:
+        text = text.rstrip("0").rstrip(".")
+    return (text if text != "-0" else "0").encode()
+
+
+@command("lcs", -3, "readonly", keys=(1, 2, 1), group="string", summary="Find the longest common substring")
+def lcs(ctx: ShardCtx, argv: list[bytes]) -> bytes:
+    get_len = get_idx = with_len = False
+    min_len = 0
+    i = 3
+    while i < len(argv):
+        opt = argv[i].upper()
+        if opt == b"LEN":
+            get_len = True
+        elif opt == b"IDX":
+            get_idx = True
+        elif opt == b"WITHMATCHLEN":
+            with_len = True
+        elif opt == b"MINMATCHLEN" and i + 1 < len(argv):
+            min_len = max(parse_int(argv[i + 1]), 0)
+            i += 1
+        else:
+            raise CommandError(errors.SYNTAX)
+        i += 1
+    if get_len and get_idx:
+        raise CommandError("ERR If you want both the length and indexes, please just use IDX.")
+    offs = [ctx.store.lookup(ctx.db, k, ctx.now_ms) for k in argv[1:3]]
+    if any(o and ctx.store.type_of(o) != TYPE_STRING for o in offs):
+        raise CommandError("ERR The specified keys must contain string values")
+    a, b = (ctx.store.string_value(o) if o else b"" for o in offs)
+    return lcs_reply(ctx.proto, a, b, get_len, get_idx, with_len, min_len)
+
+
+def lcs_reply(proto: int, a: bytes, b: bytes, get_len: bool, get_idx: bool, with_len: bool, min_len: int) -> bytes:
+    n, m = len(a), len(b)
+    dp = [[0] * (m + 1) for _ in range(n + 1)]
+    for i in range(1, n + 1):
+        ai = a[i - 1]
+        row, prev = dp[i], dp[i - 1]
+        for j in range(1, m + 1):
+            row[j] = prev[j - 1] + 1 if ai == b[j - 1] else max(prev[j], row[j - 1])
+    length = dp[n][m]
+    if get_len:
+        return protocol.integer(length)
+    # Walk back from the end, collecting the common subsequence and its runs.
+    out = bytearray(length)
+    matches: list[tuple[tuple[int, int], tuple[int, int]]] = []
+    i, j, k = n, m, length
+    run: list[int] | None = None  # [a_start, a_end, b_start, b_end]
+    while i > 0 and j > 0:
+        if a[i - 1] == b[j - 1]:
+            k -= 1
+            out[k] = a[i - 1]
+            if run is not None and run[0] == i and run[2] == j:
+                run[0] -= 1
+                run[2] -= 1
+            else:
+                if run is not None and run[1] - run[0] + 1 >= min_len:
+                    matches.append(((run[0], run[1]), (run[2], run[3])))
+                run = [i - 1, i - 1, j - 1, j - 1]
+            i -= 1
+            j -= 1
+        elif dp[i - 1][j] > dp[i][j - 1]:
+            i -= 1
+        else:
+            j -= 1
+    if run is not None and run[1] - run[0] + 1 >= min_len:
+        matches.append(((run[0], run[1]), (run[2], run[3])))
+    if not get_idx:
+        return protocol.bulk(bytes(out))
+    items = []
+    for (a0, a1), (b0, b1) in matches:
+        parts = [protocol.array([protocol.integer(a0), protocol.integer(a1)]),
+                 protocol.array([protocol.integer(b0), protocol.integer(b1)])]
+        if with_len:
+            parts.append(protocol.integer(a1 - a0 + 1))
+        items.append(protocol.array(parts))
+    return protocol.map_reply(proto, [(protocol.bulk(b"matches"), protocol.array(items)),
+                                      (protocol.bulk(b"len"), protocol.integer(length))])

@@ -14,8 +14,8 @@ from __future__ import annotations
 import asyncio
 import binascii
 import time
-from collections.abc import Callable
-from typing import TYPE_CHECKING
+from collections.abc import Callable, Coroutine
+from typing import TYPE_CHECKING, Any
 
 from shardkv import errors, protocol
 from shardkv.commands.args import ShardCtx
@@ -251,6 +251,26 @@ class Router:
         fut: asyncio.Future[bytes] = self.worker.loop.create_future()
         self.worker.peers.request(shard, kind, body, _settle(fut))
         return await fut
+
+    async def call_shard(self, shard: int, argv: list[bytes], db: int, proto: int) -> bytes:
+        """Run a SHARD or WORKER command on one shard and return its reply."""
+        body = bytes((proto, db)) + protocol.encode_command(argv)
+        if shard == self.me:
+            return self.run_raw(body)
+        try:
+            return await self.ask(shard, K_REQ, body)
+        except PeerReset:
+            return protocol.error(errors.SHARD_RESTARTED)
+
+    def reply_later(self, conn: Connection, coro: Coroutine[Any, Any, bytes]) -> Pending:
+        """The connection's reply is what coro returns (a server command that asks shards)."""
+        pending = Pending(conn)
+
+        async def run() -> None:
+            pending.resolve(await coro)
+
+        self.worker.spawn(run())
+        return pending
 
     async def fan_out(self, argv: list[bytes], db: int = 0, proto: int = 2) -> list[bytes]:
         """Run a WORKER or SHARD command on every worker; replies in worker order."""

@@ -346,6 +346,10 @@ class Worker:
         self.loop.call_later(EXPIRE_PERIOD_S, self.expire_tick)
 
     def stats_tick(self) -> None:
+        if os.getppid() != self.boot.supervisor_pid:  # the supervisor is gone: so are the segments' owner
+            print(f"worker {self.id}: supervisor exited; stopping", file=sys.stderr, flush=True)
+            self.stop()
+            return
         self.publish_stats()
         self.loop.call_later(STATS_PERIOD_S, self.stats_tick)
 
