@@ -48,6 +48,7 @@ H_USED_BYTES = 8  # bytes of heap blocks handed out
 H_EXPIRED = 9  # keys removed because their time passed
 H_GENERATION = 10  # incremented each time a worker attaches
 H_PAGES_USED = 11
+H_DIRTY = 12  # changes since start (INFO rdb_changes_since_last_save)
 H_PARTIAL = 16  # per size class: 1 + index of a page with free blocks, 0 = none
 H_KEYS = 64  # per db: number of keys
 H_EXPIRES = H_KEYS + DATABASES_MAX  # per db: number of keys with an expire time
@@ -157,6 +158,10 @@ class Store:
         return self.q[H_EXPIRES + db]
 
     @property
+    def dirty(self) -> int:
+        return self.q[H_DIRTY]
+
+    @property
     def expired_keys(self) -> int:
         return self.q[H_EXPIRED]
 
@@ -259,6 +264,7 @@ class Store:
         self.mm[kstart + len(key) : kstart + len(key) + len(value)] = value
         fp = zlib.crc32(key, db) >> 8
         new_link = fp << 40 | w
+        q[H_DIRTY] += 1
         if off_old:
             old_exp = q[(off_old >> 3) + 1]
             q[w] = q[off_old >> 3]
@@ -278,6 +284,7 @@ class Store:
         q = self.q
         old = q[(off >> 3) + 1]
         q[(off >> 3) + 1] = expire_ms  # one aligned store
+        q[H_DIRTY] += 1
         if bool(old) != bool(expire_ms):
             q[H_EXPIRES + db] += 1 if expire_ms else -1
 
@@ -291,6 +298,7 @@ class Store:
     def _unlink(self, link: int, off: int, db: int) -> None:
         q = self.q
         q[link] = q[off >> 3]  # publish the removal
+        q[H_DIRTY] += 1
         q[H_KEYS + db] -= 1
         if q[(off >> 3) + 1]:
             q[H_EXPIRES + db] -= 1
@@ -300,6 +308,7 @@ class Store:
         """Remove every key of db (None: of every db)."""
         q = self.q
         if db is None:
+            q[H_DIRTY] += sum(q[H_KEYS + i] for i in range(DATABASES_MAX))
             start = self.bucket_word
             self.view[start * 8 : (start + self.buckets) * 8] = bytes(self.buckets * 8)
             for i in range(DATABASES_MAX):
@@ -347,13 +356,22 @@ class Store:
         w = off >> 3
         return record_bytes(self.q[w + 2] & KLEN_MASK, self.q[w + 3])
 
-    def expire_some(self, cursor: int, buckets_max: int, now_ms: int) -> tuple[int, int]:
-        """Active expiry: look at up to buckets_max buckets from cursor; (next cursor, removed)."""
+    def has_expires(self) -> bool:
+        q = self.q
+        return any(q[H_EXPIRES + db] for db in range(DATABASES_MAX))
+
+    def expire_some(self, cursor: int, buckets_max: int, removed_max: int, now_ms: int) -> tuple[int, int]:
+        """Active expiry: sweep up to buckets_max buckets from cursor, removing at most removed_max
+        keys whose time has passed; returns (next cursor, removed)."""
         q = self.q
         removed = 0
-        for i in range(buckets_max):
-            b = (cursor + i) & self.mask
-            link = self.bucket_word + b
+        end = min(cursor + buckets_max, self.buckets)
+        base = self.bucket_word
+        busy = [b for b, w in enumerate(q[base + cursor : base + end], cursor) if w]  # C-speed skip of empties
+        for b in busy:
+            if removed >= removed_max:
+                return b, removed
+            link = base + b
             w = q[link]
             while w:
                 off = (w & OFF_MASK) << 3
@@ -365,7 +383,7 @@ class Store:
                 else:
                     link = off >> 3
                 w = q[link]
-        return (cursor + buckets_max) & self.mask, removed
+        return end & self.mask, removed
 
     # ------------------------------------------------------------------ allocator
 

@@ -126,3 +126,24 @@ def call(r: redis.Redis, *args: object) -> object:
         return conn.read_response()
     finally:
         r.connection_pool.release(conn)
+
+
+def request(sock: socket.socket, data: bytes, timeout_s: float = 10) -> bytes:
+    """Send one command and return exactly one whole RESP reply (however it is split)."""
+    from shardkv.protocol import read_reply
+
+    sock.sendall(data)
+    sock.settimeout(timeout_s)
+    buf = b""
+    while True:
+        try:
+            _, end = read_reply(buf)
+            if end == len(buf):
+                return buf
+            assert end > len(buf), "more than one reply"
+        except (IndexError, ValueError):
+            pass
+        chunk = sock.recv(65536)
+        if not chunk:
+            return buf
+        buf += chunk

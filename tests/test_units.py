@@ -101,8 +101,9 @@ def test_store_expiry_on_access_and_active(store: Store) -> None:
         put(store, b"e%d" % i, b"v", expire_ms=1500)
     removed = 0
     cursor = 0
-    for _ in range(store.buckets // 1000 + 1):
-        cursor, n = store.expire_some(cursor, 1000, 2000)
+    for _ in range(10 * (store.buckets // 1000 + 1)):
+        cursor, n = store.expire_some(cursor, 1000, 30, 2000)
+        assert n <= 30
         removed += n
     assert removed == 100 and store.keys_in(0) == 0
     store.check()

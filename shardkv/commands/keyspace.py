@@ -6,9 +6,11 @@ from __future__ import annotations
 import random
 
 from shardkv import errors, protocol
+from shardkv.commands.across import CrossShard, is_error, pack_blob, unpack_blob
 from shardkv.commands.args import INT64_MAX, INT64_MIN, ShardCtx, glob_matcher, maybe_int, parse_int
 from shardkv.commands.table import Merge, Where, command
 from shardkv.errors import CommandError
+from shardkv.protocol import read_reply
 from shardkv.store import TYPE_NAMES, TYPE_STRING
 
 
@@ -64,7 +66,7 @@ def expire_generic(ctx: ShardCtx, argv: list[bytes], unit_ms: int, absolute: boo
     if gt and lt:
         raise CommandError("ERR GT and LT options at the same time are not compatible")
     if unit_ms == 1000:
-        if not INT64_MIN // 1000 <= n <= INT64_MAX // 1000:
+        if not -(-INT64_MIN // 1000) <= n <= INT64_MAX // 1000:  # C's truncating division, as Redis
             raise CommandError(errors.INVALID_EXPIRE.format(cmd))
         n *= 1000
     if not absolute:
@@ -161,13 +163,14 @@ def _rename(ctx: ShardCtx, argv: list[bytes], nx: bool) -> bytes:
     return protocol.ONE if nx else protocol.OK
 
 
-@command("rename", 3, "write", keys=(1, 2, 1), group="generic", summary="Rename a key")
+@command("rename", 3, "write", keys=(1, 2, 1), group="generic", summary="Rename a key",
+         across=lambda tx, argv: rename_across(tx, argv))
 def rename(ctx: ShardCtx, argv: list[bytes]) -> bytes:
     return _rename(ctx, argv, nx=False)
 
 
 @command("renamenx", 3, "write fast", keys=(1, 2, 1), group="generic",
-         summary="Rename a key, only if the new key does not exist")
+         summary="Rename a key, only if the new key does not exist", across=lambda tx, argv: rename_across(tx, argv))
 def renamenx(ctx: ShardCtx, argv: list[bytes]) -> bytes:
     return _rename(ctx, argv, nx=True)
 
@@ -182,25 +185,38 @@ def _copy_to(ctx: ShardCtx, off: int, key: bytes, db: int, replace: bool) -> boo
     return True
 
 
-@command("copy", -3, "write denyoom", keys=(1, 2, 1), group="generic", summary="Copy a key")
-def copy(ctx: ShardCtx, argv: list[bytes]) -> bytes:
-    db = ctx.db
+def _copy_options(argv: list[bytes], current_db: int, databases: int) -> tuple[int, bool] | bytes:
+    """(target db, REPLACE) of a COPY, or its error reply."""
+    db = current_db
     replace = False
     i = 3
-    while i < len(argv):
-        opt = argv[i].upper()
-        if opt == b"REPLACE":
-            replace = True
-        elif opt == b"DB" and i + 1 < len(argv):
-            db = parse_int(argv[i + 1])
-            if not 0 <= db < ctx.limits.databases:
-                raise CommandError(errors.DB_INDEX)
+    try:
+        while i < len(argv):
+            opt = argv[i].upper()
+            if opt == b"REPLACE":
+                replace = True
+            elif opt == b"DB" and i + 1 < len(argv):
+                db = parse_int(argv[i + 1])
+                if not 0 <= db < databases:
+                    raise CommandError(errors.DB_INDEX)
+                i += 1
+            else:
+                raise CommandError(errors.SYNTAX)
             i += 1
-        else:
-            raise CommandError(errors.SYNTAX)
-        i += 1
-    if db == ctx.db and argv[1] == argv[2]:
-        raise CommandError("ERR source and destination objects are the same")
+        if db == current_db and argv[1] == argv[2]:
+            raise CommandError("ERR source and destination objects are the same")
+    except CommandError as exc:
+        return protocol.error(exc.text)
+    return db, replace
+
+
+@command("copy", -3, "write denyoom", keys=(1, 2, 1), group="generic", summary="Copy a key",
+         across=lambda tx, argv: copy_across(tx, argv))
+def copy(ctx: ShardCtx, argv: list[bytes]) -> bytes:
+    opts = _copy_options(argv, ctx.db, ctx.limits.databases)
+    if isinstance(opts, bytes):
+        return opts
+    db, replace = opts
     off = ctx.store.lookup(ctx.db, argv[1], ctx.now_ms)
     if not off:
         return protocol.ZERO
@@ -335,3 +351,59 @@ def shard_randomkey(ctx: ShardCtx, argv: list[bytes]) -> bytes:
         if keys:
             return protocol.bulk(random.choice(keys))
     return protocol.null(ctx.proto)
+
+
+# ---------------------------------------------------------------------- keys moving between shards
+
+
+@command("__dump", 2, "readonly", where=Where.SHARD, group="internal", summary="A key's record as a blob")
+def shard_dump(ctx: ShardCtx, argv: list[bytes]) -> bytes:
+    store = ctx.store
+    off = store.lookup(ctx.db, argv[1], ctx.now_ms)
+    if not off:
+        return protocol.null(ctx.proto)
+    a, b = store.value_span(off)
+    return protocol.bulk(pack_blob(store.type_of(off), store.expire_of(off), store.mm[a:b]))
+
+
+@command("__restore", -3, "write denyoom", where=Where.SHARD, group="internal",
+         summary="Write a blob from __dump under a key: __restore key blob [REPLACE] [DB n]")
+def shard_restore(ctx: ShardCtx, argv: list[bytes]) -> bytes:
+    kind, expire_ms, value = unpack_blob(argv[2])
+    db = int(argv[argv.index(b"DB") + 1]) if b"DB" in argv[3:] else ctx.db
+    found = ctx.store.find(db, argv[1], ctx.now_ms)
+    if found[0] and b"REPLACE" not in argv[3:]:
+        return protocol.ZERO
+    ctx.store.put(db, argv[1], kind, value, expire_ms, found)
+    return protocol.ONE
+
+
+async def rename_across(tx: CrossShard, argv: list[bytes]) -> bytes:
+    """RENAME / RENAMENX with the two keys on different shards."""
+    nx = argv[0].lower() == b"renamenx"
+    src, dst = tx.shard_of(argv[1]), tx.shard_of(argv[2])
+    blob = read_reply(await tx.apply(src, [b"__dump", argv[1]]))[0]
+    if blob is None:
+        return protocol.error(errors.NO_SUCH_KEY)
+    assert isinstance(blob, bytes)
+    if nx and read_reply(await tx.apply(dst, [b"exists", argv[2]]))[0]:
+        return protocol.ZERO
+    written = await tx.apply(dst, [b"__restore", argv[2], blob, b"REPLACE"])
+    if is_error(written):
+        return written
+    await tx.apply(src, [b"del", argv[1]])
+    return protocol.ONE if nx else protocol.OK
+
+
+async def copy_across(tx: CrossShard, argv: list[bytes]) -> bytes:
+    """COPY with source and destination on different shards (options checked as COPY does)."""
+    opts = _copy_options(argv, tx.db, tx.databases)
+    if isinstance(opts, bytes):
+        return opts
+    db, replace = opts
+    blob = read_reply(await tx.apply(tx.shard_of(argv[1]), [b"__dump", argv[1]]))[0]
+    if blob is None:
+        return protocol.ZERO
+    assert isinstance(blob, bytes)
+    extra = [b"REPLACE"] if replace else []
+    return await tx.apply(tx.shard_of(argv[2]), [b"__restore", argv[2], blob, *extra, b"DB", b"%d" % db])

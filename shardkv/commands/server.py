@@ -277,7 +277,8 @@ def info_text(conn: Connection, sections: list[str]) -> str:
             ])
         elif name == "persistence":
             section("Persistence", [
-                ("loading", 0), ("async_loading", 0), ("rdb_changes_since_last_save", 0),
+                ("loading", 0), ("async_loading", 0),
+                ("rdb_changes_since_last_save", sum(s.dirty for s in worker.stores)),
                 ("rdb_bgsave_in_progress", 0), ("rdb_last_save_time", started // 1000),
                 ("rdb_last_bgsave_status", "ok"), ("aof_enabled", 0), ("aof_rewrite_in_progress", 0),
                 ("aof_last_write_status", "ok"),

@@ -9,9 +9,11 @@ import decimal
 import math
 
 from shardkv import errors, protocol
+from shardkv.commands.across import CrossShard, is_error
 from shardkv.commands.args import INT64_MAX, INT64_MIN, ShardCtx, maybe_int, parse_float, parse_int
 from shardkv.commands.table import Merge, command
 from shardkv.errors import CommandError
+from shardkv.protocol import ReplyError, read_reply
 from shardkv.store import TYPE_STRING, record_bytes, resp_bulk
 
 
@@ -257,8 +259,24 @@ def getex(ctx: ShardCtx, argv: list[bytes]) -> bytes:
     return protocol.bulk(value)
 
 
+async def msetnx_across(tx: CrossShard, argv: list[bytes]) -> bytes:
+    """MSETNX over several shards: every shard is locked, so check all, then write all."""
+    by_shard: dict[int, list[bytes]] = {}
+    for k, v in zip(argv[1::2], argv[2::2], strict=True):
+        by_shard.setdefault(tx.shard_of(k), []).extend((k, v))
+    for shard, pairs in by_shard.items():
+        if read_reply(await tx.apply(shard, [b"exists", *pairs[0::2]]))[0]:
+            return protocol.ZERO
+    for shard, pairs in by_shard.items():
+        reply = await tx.apply(shard, [b"msetnx", *pairs])
+        if is_error(reply):
+            return reply
+    return protocol.ONE
+
+
 @command("msetnx", -3, "write denyoom", keys=(1, -1, 2), group="string", sizes=mset_sizes,
-         summary="Set multiple keys to multiple values, only if none of the keys exist")
+         summary="Set multiple keys to multiple values, only if none of the keys exist",
+         across=lambda tx, argv: msetnx_across(tx, argv))
 def msetnx(ctx: ShardCtx, argv: list[bytes]) -> bytes:
     store = ctx.store
     if any(store.lookup(ctx.db, k, ctx.now_ms) for k in argv[1::2]):
@@ -357,8 +375,7 @@ def format_float_human(value: float) -> bytes:
     return (text if text != "-0" else "0").encode()
 
 
-@command("lcs", -3, "readonly", keys=(1, 2, 1), group="string", summary="Find the longest common substring")
-def lcs(ctx: ShardCtx, argv: list[bytes]) -> bytes:
+def _lcs_options(argv: list[bytes]) -> tuple[bool, bool, bool, int]:
     get_len = get_idx = with_len = False
     min_len = 0
     i = 3
@@ -378,11 +395,35 @@ def lcs(ctx: ShardCtx, argv: list[bytes]) -> bytes:
         i += 1
     if get_len and get_idx:
         raise CommandError("ERR If you want both the length and indexes, please just use IDX.")
+    return get_len, get_idx, with_len, min_len
+
+
+LCS_NOT_STRINGS = "ERR The specified keys must contain string values"
+
+
+async def lcs_across(tx: CrossShard, argv: list[bytes]) -> bytes:
+    try:
+        opts = _lcs_options(argv)
+    except CommandError as exc:
+        return protocol.error(exc.text)
+    values = []
+    for key in argv[1:3]:
+        v = await tx.value(key)
+        if isinstance(v, ReplyError):
+            return protocol.error(LCS_NOT_STRINGS)
+        values.append(v if isinstance(v, bytes) else b"")
+    return lcs_reply(tx.proto, values[0], values[1], *opts)
+
+
+@command("lcs", -3, "readonly", keys=(1, 2, 1), group="string", summary="Find the longest common substring",
+         across=lambda tx, argv: lcs_across(tx, argv))
+def lcs(ctx: ShardCtx, argv: list[bytes]) -> bytes:
+    opts = _lcs_options(argv)
     offs = [ctx.store.lookup(ctx.db, k, ctx.now_ms) for k in argv[1:3]]
     if any(o and ctx.store.type_of(o) != TYPE_STRING for o in offs):
-        raise CommandError("ERR The specified keys must contain string values")
+        raise CommandError(LCS_NOT_STRINGS)
     a, b = (ctx.store.string_value(o) if o else b"" for o in offs)
-    return lcs_reply(ctx.proto, a, b, get_len, get_idx, with_len, min_len)
+    return lcs_reply(ctx.proto, a, b, *opts)
 
 
 def lcs_reply(proto: int, a: bytes, b: bytes, get_len: bool, get_idx: bool, with_len: bool, min_len: int) -> bytes:

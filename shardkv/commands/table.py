@@ -31,7 +31,7 @@ class Where(enum.Enum):
 
 
 class Merge(enum.Enum):
-    NONE = "none"  # every key must be on one shard (single-key commands)
+    NONE = "none"  # one shard, or, with `across`, a command-specific transaction body
     SUM = "sum"  # integer replies added up (DEL, EXISTS, UNLINK, TOUCH)
     VALUES = "values"  # array replies put back in key order (MGET)
     OK = "ok"  # every part answers +OK (MSET)
@@ -56,6 +56,7 @@ class Command:
     handler: Handler
     subcommands: tuple[str, ...] = ()
     sizes: Callable[[list[bytes]], list[int]] | None = None  # record bytes a write will need
+    across: Callable[[Any, list[bytes]], Any] | None = None  # async (CrossShard, argv) -> reply
 
     @property
     def internal(self) -> bool:
@@ -97,6 +98,7 @@ def command(
     summary: str,
     subcommands: tuple[str, ...] = (),
     sizes: Callable[[list[bytes]], list[int]] | None = None,
+    across: Callable[[Any, list[bytes]], Any] | None = None,
 ) -> Callable[[H], H]:
     def register(handler: H) -> H:
         key = name.lower().encode()
@@ -105,7 +107,7 @@ def command(
         COMMANDS[key] = Command(
             name=name.lower(), arity=arity, flags=tuple(flags.split()), first_key=keys[0],
             last_key=keys[1], key_step=keys[2], where=where, merge=merge, group=group,
-            summary=summary, handler=handler, subcommands=subcommands, sizes=sizes,
+            summary=summary, handler=handler, subcommands=subcommands, sizes=sizes, across=across,
         )
         return handler
 
@@ -126,7 +128,7 @@ def check_arity(cmd: Command, argc: int) -> None:
 
 def load_all() -> None:
     """Import every command family so that each registers its commands."""
-    from shardkv.commands import connection, keyspace, server, strings  # noqa: F401
+    from shardkv.commands import bits, connection, keyspace, server, strings  # noqa: F401
 
 
 def public_commands() -> list[Command]:

@@ -14,10 +14,11 @@ from __future__ import annotations
 import asyncio
 import binascii
 import time
-from collections.abc import Callable, Coroutine
+from collections.abc import Awaitable, Callable, Coroutine
 from typing import TYPE_CHECKING, Any
 
 from shardkv import errors, protocol
+from shardkv.commands.across import CrossShard
 from shardkv.commands.args import ShardCtx
 from shardkv.commands.table import Command, Merge, Where, lookup
 from shardkv.errors import CommandError
@@ -128,7 +129,7 @@ class Router:
             self.worker.peers.request(first, K_REQ, body, lambda reply: pending.resolve(
                 reply if reply is not None else protocol.error(errors.SHARD_RESTARTED)))
             return pending
-        if cmd.merge is Merge.NONE:
+        if cmd.merge is Merge.NONE and cmd.across is None:
             return protocol.error("CROSSSLOT Keys in request don't hash to the same slot")
         return self.start_transaction(conn, cmd, argv)
 
@@ -187,6 +188,20 @@ class Router:
 
     def start_transaction(self, conn: Connection, cmd: Command, argv: list[bytes]) -> Pending:
         parts, positions = self.split(cmd, argv)
+        if cmd.across is not None:
+            across = cmd.across
+            pending = Pending(conn, barrier=True)
+
+            async def run() -> None:
+                async def body(tx: CrossShard) -> bytes:
+                    reply: bytes = await across(tx, argv)
+                    return reply
+                reply = await self.run_transaction(parts, conn.db, conn.proto, body)
+                assert isinstance(reply, bytes)
+                pending.resolve(reply)
+
+            self.worker.spawn(run())
+            return pending
         return self.transaction_reply(conn, parts, lambda replies: merge_replies(
             cmd, argv, positions, replies, conn.proto))
 
@@ -202,10 +217,12 @@ class Router:
         self.worker.spawn(run())
         return pending
 
-    async def run_transaction(self, parts: dict[int, list[bytes]], db: int, proto: int) -> dict[int, bytes] | bytes:
-        """Lock every shard of `parts` in ascending order, apply each part, unlock.
-
-        Returns the reply of each shard's part, or one error reply if it could not run."""
+    async def run_transaction(self, parts: dict[int, list[bytes]], db: int, proto: int,
+                              body: Callable[[CrossShard], Awaitable[bytes]] | None = None
+                              ) -> dict[int, bytes] | bytes:
+        """Lock every shard of `parts` in ascending order (each prepares its part: memory for a
+        write is reserved then), apply each part -- or run `body`, which applies what it wants --
+        and unlock.  Returns the reply of each part, body's reply, or one error reply."""
         async with self.txn_lock:  # one transaction at a time per coordinating worker
             worker = self.worker
             locked: list[int] = []
@@ -225,6 +242,23 @@ class Router:
                         locked.append(shard)
                         if answer:
                             return answer  # an error (OOM) from the prepare step
+                if body is not None:
+                    blocks_box = [local_blocks]
+
+                    async def apply(shard: int, argv: list[bytes]) -> bytes:
+                        if shard != self.me:
+                            return await self.ask(shard, K_APPLY, bytes((proto, db)) + protocol.encode_command(argv))
+                        cmd = lookup(argv[0])
+                        assert cmd is not None
+                        blocks = blocks_box[0] if cmd.sizes is not None else None
+                        if blocks is not None:
+                            blocks_box[0] = None
+                        return self.run_keyed(cmd, argv, db, proto, blocks)
+
+                    try:
+                        return await body(CrossShard(apply, self.shard_of, db, proto, self.limits.databases))
+                    finally:
+                        local_blocks = blocks_box[0]
                 futures = {s: self.worker.loop.create_future() for s in parts if s != self.me}
                 for s, fut in futures.items():
                     self.worker.peers.request(s, K_APPLY, bodies[s], _settle(fut))

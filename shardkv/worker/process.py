@@ -328,7 +328,10 @@ class Worker:
             peers.send(src, K_LOCKED, rid, answer)
         elif kind == K_APPLY:
             assert self.lock_owner == src
-            blocks, self.reserved = self.reserved, []
+            cmd = lookup(parse_forwarded(body)[0])
+            blocks = None
+            if cmd is not None and cmd.sizes is not None:  # the write that reserved them
+                blocks, self.reserved = self.reserved, []
             peers.send(src, K_REP, rid, self.router.run_raw(body, blocks))
         elif kind == K_UNLOCK:
             assert self.lock_owner == src, f"UNLOCK from {src} while held by {self.lock_owner}"
@@ -340,9 +343,12 @@ class Worker:
     # ------------------------------------------------------------------ timers
 
     def expire_tick(self) -> None:
-        if not self.shard_locked:
+        """Every 100 ms sweep a tenth of the buckets (so a key's time is enforced within about a
+        second even if nobody reads it), removing at most expire-keys-per-tick-max keys."""
+        if not self.shard_locked and self.store.has_expires():
             self.expire_cursor, _ = self.store.expire_some(
-                self.expire_cursor, self.limits.expire_keys_per_tick_max, int(time.time() * 1000))
+                self.expire_cursor, max(1024, self.store.buckets // 10), self.limits.expire_keys_per_tick_max,
+                int(time.time() * 1000))
         self.loop.call_later(EXPIRE_PERIOD_S, self.expire_tick)
 
     def stats_tick(self) -> None:
