@@ -324,7 +324,7 @@ def _bitfield(ctx: ShardCtx, argv: list[bytes], read_only: bool) -> bytes:
         _write_field(buf, op, fitted)
         changed = True
         replies.append(protocol.integer(current if op.kind == b"SET" else fitted))
-    if changed:
+    if changed and (old is None or bytes(buf) != old):  # an unchanged value is no write (dirty)
         _store(ctx, argv[1], bytes(buf), found)
     return protocol.array(replies)
 
