@@ -10,6 +10,21 @@ import mmap
 
 GLOBAL_WORDS = 64
 G_SUPERVISOR_PID, G_STARTED_MS, G_SHUTDOWN = range(3)
+G_TUNABLES = 16  # runtime parameters (CONFIG SET), one word each, shared by every worker
+
+# name -> (slot, default); the *-ziplist-* names are Redis's aliases.  They only change which
+# encoding OBJECT ENCODING reports: the storage layout does not depend on them.
+TUNABLES: dict[str, tuple[int, int]] = {
+    "hash-max-listpack-entries": (0, 128), "hash-max-listpack-value": (1, 64),
+    "set-max-intset-entries": (2, 512), "list-max-listpack-size": (3, -2),
+    "zset-max-listpack-entries": (4, 128), "zset-max-listpack-value": (5, 64),
+    "list-compress-depth": (6, 0),
+}
+TUNABLE_ALIASES = {"hash-max-ziplist-entries": "hash-max-listpack-entries",
+                   "hash-max-ziplist-value": "hash-max-listpack-value",
+                   "zset-max-ziplist-entries": "zset-max-listpack-entries",
+                   "zset-max-ziplist-value": "zset-max-listpack-value",
+                   "list-max-ziplist-size": "list-max-listpack-size"}
 
 # Per-worker fields.
 (W_PID, W_GENERATION, W_CONNECTED, W_CONNECTIONS_RECEIVED, W_REJECTED, W_COMMANDS, W_HITS,
@@ -55,6 +70,19 @@ class Stats:
 
     def global_set(self, field: int, value: int) -> None:
         self.q[field] = value
+
+    def tunable(self, name: str) -> int:
+        slot, _ = TUNABLES[TUNABLE_ALIASES.get(name, name)]
+        raw = self.q[G_TUNABLES + slot]
+        return raw - (1 << 64) if raw >> 63 else raw
+
+    def set_tunable(self, name: str, value: int) -> None:
+        slot, _ = TUNABLES[TUNABLE_ALIASES.get(name, name)]
+        self.q[G_TUNABLES + slot] = value & ((1 << 64) - 1)
+
+    def reset_tunables(self) -> None:
+        for name, (_, default) in TUNABLES.items():
+            self.set_tunable(name, default)
 
     def reset(self, worker: int) -> None:
         """CONFIG RESETSTAT: the cumulative counters of one worker's row."""

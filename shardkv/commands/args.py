@@ -9,6 +9,7 @@ from dataclasses import dataclass
 
 from shardkv.errors import NOT_FLOAT, NOT_INTEGER, CommandError
 from shardkv.limits import Limits
+from shardkv.stats import Stats
 from shardkv.store import Store
 
 INT64_MIN = -(1 << 63)
@@ -25,6 +26,7 @@ class ShardCtx:
     proto: int
     now_ms: int
     limits: Limits
+    stats: Stats  # the shared counters and runtime parameters (CONFIG SET)
     blocks: list[int] | None = None  # blocks reserved for this write by a transaction's prepare
 
 

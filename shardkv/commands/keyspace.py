@@ -8,10 +8,12 @@ import random
 from shardkv import errors, protocol
 from shardkv.commands.across import CrossShard, is_error, pack_blob, unpack_blob
 from shardkv.commands.args import INT64_MAX, INT64_MIN, ShardCtx, glob_matcher, maybe_int, parse_int
+from shardkv.commands.collections import unpack
+from shardkv.commands.sets import set_encoding
 from shardkv.commands.table import Merge, Where, command
 from shardkv.errors import CommandError
 from shardkv.protocol import read_reply
-from shardkv.store import TYPE_NAMES, TYPE_STRING
+from shardkv.store import TYPE_HASH, TYPE_LIST, TYPE_NAMES, TYPE_SET, TYPE_STRING
 
 
 @command("del", -2, "write", keys=(1, -1, 1), merge=Merge.SUM, group="generic", summary="Delete keys")
@@ -301,6 +303,16 @@ def encoding_name(ctx: ShardCtx, off: int) -> bytes:
         if len(value) <= 20 and maybe_int(value) is not None:
             return b"int"
         return b"embstr" if len(value) <= 44 else b"raw"
+    a, b = ctx.store.value_span(off)
+    items = unpack(ctx.store.mm[a:b])
+    if kind == TYPE_SET:
+        return set_encoding(ctx, items)
+    if kind == TYPE_HASH:
+        small = len(items) // 2 <= ctx.stats.tunable("hash-max-listpack-entries")
+        short = all(len(x) <= ctx.stats.tunable("hash-max-listpack-value") for x in items)
+        return b"listpack" if small and short else b"hashtable"
+    if kind == TYPE_LIST:
+        return b"quicklist"
     return b"raw"
 
 

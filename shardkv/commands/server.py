@@ -25,6 +25,8 @@ from shardkv.router.dispatch import Pending
 from shardkv.stats import (
     G_STARTED_MS,
     G_SUPERVISOR_PID,
+    TUNABLE_ALIASES,
+    TUNABLES,
     W_BLOCKED,
     W_COMMAND_STATS,
     W_COMMANDS,
@@ -122,7 +124,7 @@ def command_(conn: Connection, argv: list[bytes]) -> bytes:
             raise CommandError("ERR Invalid command specified")
         if not cmd.arity_ok(len(argv) - 2):
             raise CommandError("ERR Invalid number of arguments specified for command")
-        positions = cmd.key_indexes(len(argv) - 2)
+        positions = cmd.key_indexes(argv[2:])
         if not positions:
             raise CommandError("ERR The command has no key arguments")
         return protocol.bulk_array([argv[2 + i] for i in positions])
@@ -174,7 +176,22 @@ def config_values(conn: Connection) -> dict[str, str]:
         "args-max": str(lim.args_max), "requirepass": lim.requirepass, "save": "", "appendonly": "no",
         "timeout": "0", "tcp-keepalive": "0", "io-threads": "1", "cluster-enabled": "no",
         "daemonize": "no", "dir": os.getcwd(), "dbfilename": "dump.rdb", "loglevel": "notice",
+        **{name: str(conn.worker.stats.tunable(name)) for name in TUNABLES},
     }
+
+
+def _config_set_value(conn: Connection, name: str, raw: bytes, fixed: dict[str, str]) -> None:
+    """Apply one CONFIG SET pair: runtime parameters change, boot-fixed ones must not."""
+    if name in TUNABLES or name in TUNABLE_ALIASES:
+        try:
+            value = int(raw)
+        except ValueError:
+            raise CommandError(f"ERR CONFIG SET failed (possibly related to argument '{name}') - "
+                               f"argument couldn't be parsed into an integer") from None
+        conn.worker.stats.set_tunable(name, value)
+    elif raw.decode(errors="replace") != fixed[name]:
+        raise CommandError(f"ERR CONFIG SET failed (possibly related to argument '{name}') - "
+                           "can't set immutable config")
 
 
 @command("config", -2, "admin noscript loading stale", where=SERVER, group="server",
@@ -195,13 +212,10 @@ def config(conn: Connection, argv: list[bytes]) -> bytes:
         values = config_values(conn)
         for i in range(2, len(argv), 2):
             name = argv[i].decode(errors="replace").lower()
-            if name not in values:
+            if name not in values and name not in TUNABLE_ALIASES:
                 raise CommandError(f"ERR Unknown option or number of arguments for CONFIG SET - '{name}'")
         for i in range(2, len(argv), 2):
-            name = argv[i].decode(errors="replace").lower()
-            if argv[i + 1].decode(errors="replace") != values[name]:
-                raise CommandError(f"ERR CONFIG SET failed (possibly related to argument '{name}') - "
-                                   "can't set immutable config")
+            _config_set_value(conn, argv[i].decode(errors="replace").lower(), argv[i + 1], values)
         return protocol.OK
     if sub == b"resetstat" and len(argv) == 2:
         stats = conn.worker.stats

@@ -57,6 +57,7 @@ class Command:
     subcommands: tuple[str, ...] = ()
     sizes: Callable[[list[bytes]], list[int]] | None = None  # record bytes a write will need
     across: Callable[[Any, list[bytes]], Any] | None = None  # async (CrossShard, argv) -> reply
+    find_keys: Callable[[list[bytes]], list[int]] | None = None  # key positions of movable-key commands
 
     @property
     def internal(self) -> bool:
@@ -70,10 +71,13 @@ class Command:
     def denies_oom(self) -> bool:
         return "denyoom" in self.flags
 
-    def key_indexes(self, argc: int) -> range:
-        """Positions of the keys in an argv of argc items (argv[0] is the name)."""
+    def key_indexes(self, argv: list[bytes]) -> list[int] | range:
+        """Positions of the keys in argv (argv[0] is the name)."""
+        if self.find_keys is not None:
+            return self.find_keys(argv)
         if self.first_key == 0:
             return range(0)
+        argc = len(argv)
         last = self.last_key if self.last_key >= 0 else argc + self.last_key
         return range(self.first_key, min(last, argc - 1) + 1, self.key_step)
 
@@ -99,6 +103,7 @@ def command(
     subcommands: tuple[str, ...] = (),
     sizes: Callable[[list[bytes]], list[int]] | None = None,
     across: Callable[[Any, list[bytes]], Any] | None = None,
+    find_keys: Callable[[list[bytes]], list[int]] | None = None,
 ) -> Callable[[H], H]:
     def register(handler: H) -> H:
         key = name.lower().encode()
@@ -108,6 +113,7 @@ def command(
             name=name.lower(), arity=arity, flags=tuple(flags.split()), first_key=keys[0],
             last_key=keys[1], key_step=keys[2], where=where, merge=merge, group=group,
             summary=summary, handler=handler, subcommands=subcommands, sizes=sizes, across=across,
+            find_keys=find_keys,
         )
         return handler
 
@@ -128,7 +134,7 @@ def check_arity(cmd: Command, argc: int) -> None:
 
 def load_all() -> None:
     """Import every command family so that each registers its commands."""
-    from shardkv.commands import bits, connection, keyspace, server, strings  # noqa: F401
+    from shardkv.commands import bits, connection, keyspace, server, sets, strings  # noqa: F401
 
 
 def public_commands() -> list[Command]:

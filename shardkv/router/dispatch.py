@@ -94,7 +94,7 @@ class Router:
         self.me = worker.id
         self.owners = slot_owners(worker.workers)
         self.limits = worker.limits
-        self.ctx = ShardCtx(worker.store, 0, 2, 0, worker.limits)
+        self.ctx = ShardCtx(worker.store, 0, 2, 0, worker.limits, worker.stats)
         self.txn_lock = asyncio.Lock()
 
     def shard_of(self, key: bytes) -> int:
@@ -112,7 +112,9 @@ class Router:
             return protocol.error(errors.NOAUTH)
         if cmd.where is not Where.KEYED:
             return self.run_here(cmd, conn, argv)
-        positions = cmd.key_indexes(len(argv))
+        positions = cmd.key_indexes(argv)
+        if not positions:  # a movable-keys command with a bad key count: its handler says so
+            return self.run_keyed(cmd, argv, conn.db, conn.proto)
         key_max = self.limits.key_bytes_max
         first = self.shard_of(argv[positions[0]])
         single = True
@@ -179,7 +181,7 @@ class Router:
         step = max(cmd.key_step, 1)
         parts: dict[int, list[bytes]] = {}
         positions: dict[int, list[int]] = {}
-        for i in cmd.key_indexes(len(argv)):
+        for i in cmd.key_indexes(argv):
             shard = self.shard_of(argv[i])
             part = parts.setdefault(shard, [argv[0]])
             part.extend(argv[i : i + step])

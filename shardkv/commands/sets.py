@@ -1,0 +1,299 @@
+"""Set commands.  Members are kept packed (see collections.py); algebra across shards reads each
+set from its shard under the transaction's locks (`across` bodies)."""
+
+from __future__ import annotations
+
+import random
+
+from shardkv import errors, protocol
+from shardkv.commands.across import CrossShard, is_error
+from shardkv.commands.args import ShardCtx, glob_matcher, maybe_int, parse_int
+from shardkv.commands.collections import load, save
+from shardkv.commands.table import Where, command
+from shardkv.errors import CommandError
+from shardkv.protocol import read_reply
+from shardkv.store import TYPE_SET
+
+
+def _members(ctx: ShardCtx, key: bytes) -> list[bytes]:
+    return load(ctx, key, TYPE_SET)[1] or []
+
+
+def set_encoding(ctx: ShardCtx, members: list[bytes]) -> bytes:
+    """What Redis 7.0 would report: intset for few integers, else hashtable."""
+    small = len(members) <= ctx.stats.tunable("set-max-intset-entries")
+    return b"intset" if small and all(maybe_int(m) is not None for m in members) else b"hashtable"
+
+
+@command("sadd", -3, "write denyoom fast", keys=(1, 1, 1), group="set", summary="Add members to a set")
+def sadd(ctx: ShardCtx, argv: list[bytes]) -> bytes:
+    found, members = load(ctx, argv[1], TYPE_SET)
+    current = members or []
+    present = set(current)
+    added = 0
+    for m in argv[2:]:
+        if m not in present:
+            present.add(m)
+            current.append(m)
+            added += 1
+    if added:
+        save(ctx, argv[1], TYPE_SET, current, found)
+    return protocol.integer(added)
+
+
+@command("srem", -3, "write fast", keys=(1, 1, 1), group="set", summary="Remove members from a set")
+def srem(ctx: ShardCtx, argv: list[bytes]) -> bytes:
+    found, members = load(ctx, argv[1], TYPE_SET)
+    if not members:
+        return protocol.ZERO
+    gone = set(argv[2:])
+    kept = [m for m in members if m not in gone]
+    removed = len(members) - len(kept)
+    if removed:
+        save(ctx, argv[1], TYPE_SET, kept, found)
+    return protocol.integer(removed)
+
+
+@command("scard", 2, "readonly fast", keys=(1, 1, 1), group="set", summary="Number of members in a set")
+def scard(ctx: ShardCtx, argv: list[bytes]) -> bytes:
+    return protocol.integer(len(_members(ctx, argv[1])))
+
+
+@command("sismember", 3, "readonly fast", keys=(1, 1, 1), group="set", summary="Is member in the set")
+def sismember(ctx: ShardCtx, argv: list[bytes]) -> bytes:
+    return protocol.ONE if argv[2] in _members(ctx, argv[1]) else protocol.ZERO
+
+
+@command("smismember", -3, "readonly fast", keys=(1, 1, 1), group="set", summary="Are members in the set")
+def smismember(ctx: ShardCtx, argv: list[bytes]) -> bytes:
+    present = set(_members(ctx, argv[1]))
+    return protocol.array([protocol.ONE if m in present else protocol.ZERO for m in argv[2:]])
+
+
+def set_reply(proto: int, members: list[bytes]) -> bytes:
+    return protocol.set_reply(proto, [protocol.bulk(m) for m in members])
+
+
+@command("smembers", 2, "readonly", keys=(1, 1, 1), group="set", summary="All the members of a set")
+def smembers(ctx: ShardCtx, argv: list[bytes]) -> bytes:
+    return set_reply(ctx.proto, _members(ctx, argv[1]))
+
+
+@command("srandmember", -2, "readonly", keys=(1, 1, 1), group="set", summary="Random members of a set")
+def srandmember(ctx: ShardCtx, argv: list[bytes]) -> bytes:
+    if len(argv) > 3:
+        raise CommandError(errors.SYNTAX)
+    count = parse_int(argv[2]) if len(argv) == 3 else None
+    if count is not None and count < -(1 << 62):
+        raise CommandError("ERR value is out of range")
+    members = _members(ctx, argv[1])
+    if count is None:
+        return protocol.bulk(random.choice(members)) if members else protocol.null(ctx.proto)
+    if count >= 0:
+        picked = random.sample(members, min(count, len(members)))
+    else:
+        picked = [random.choice(members) for _ in range(-count)] if members else []
+    return protocol.array([protocol.bulk(m) for m in picked])
+
+
+@command("spop", -2, "write fast", keys=(1, 1, 1), group="set", summary="Remove and return random members")
+def spop(ctx: ShardCtx, argv: list[bytes]) -> bytes:
+    if len(argv) > 3:
+        raise CommandError(errors.SYNTAX)
+    count = None
+    if len(argv) == 3:
+        count = parse_int(argv[2], "ERR value is out of range, must be positive")
+        if count < 0:
+            raise CommandError("ERR value is out of range, must be positive")
+    found, members = load(ctx, argv[1], TYPE_SET)
+    if not members:
+        return protocol.null(ctx.proto) if count is None else protocol.EMPTY_ARRAY
+    n = 1 if count is None else min(count, len(members))
+    picked = random.sample(members, n)
+    gone = set(picked)
+    save(ctx, argv[1], TYPE_SET, [m for m in members if m not in gone], found)
+    if count is None:
+        return protocol.bulk(picked[0])
+    return set_reply(ctx.proto, picked)
+
+
+@command("smove", 4, "write fast", keys=(1, 2, 1), group="set", summary="Move a member from one set to another",
+         across=lambda tx, argv: smove_across(tx, argv))
+def smove(ctx: ShardCtx, argv: list[bytes]) -> bytes:
+    src_found, src = load(ctx, argv[1], TYPE_SET)
+    dst_found, dst = load(ctx, argv[2], TYPE_SET)
+    if not src or argv[3] not in src:
+        return protocol.ZERO
+    if argv[1] == argv[2]:
+        return protocol.ONE
+    save(ctx, argv[1], TYPE_SET, [m for m in src if m != argv[3]], src_found)
+    dst_members = dst or []
+    if argv[3] not in dst_members:
+        dst_found = ctx.store.find(ctx.db, argv[2], ctx.now_ms)  # the source write may have moved records
+        save(ctx, argv[2], TYPE_SET, dst_members + [argv[3]], dst_found)
+    return protocol.ONE
+
+
+async def smove_across(tx: CrossShard, argv: list[bytes]) -> bytes:
+    src_shard, dst_shard = tx.shard_of(argv[1]), tx.shard_of(argv[2])
+    dst_type = read_reply(await tx.apply(dst_shard, [b"type", argv[2]]))[0]
+    if dst_type not in (b"set", b"none"):
+        return protocol.error(errors.WRONGTYPE)
+    removed = await tx.apply(src_shard, [b"srem", argv[1], argv[3]])
+    if is_error(removed) or removed == protocol.ZERO:
+        return removed
+    await tx.apply(dst_shard, [b"sadd", argv[2], argv[3]])
+    return protocol.ONE
+
+
+# ---------------------------------------------------------------------- algebra
+
+
+def algebra(op: str, sets: list[list[bytes]]) -> list[bytes]:
+    """Members of the intersection / union / difference, in the first set's order where it has one."""
+    if op == "inter":
+        if not sets or any(not s for s in sets):
+            return []
+        rest = [set(s) for s in sets[1:]]
+        return [m for m in sets[0] if all(m in r for r in rest)]
+    if op == "union":
+        seen: dict[bytes, None] = {}
+        for s in sets:
+            for m in s:
+                seen.setdefault(m)
+        return list(seen)
+    others = set().union(*sets[1:]) if len(sets) > 1 else set()
+    return [m for m in (sets[0] if sets else []) if m not in others]
+
+
+def _gather_local(ctx: ShardCtx, keys: list[bytes]) -> list[list[bytes]]:
+    return [_members(ctx, k) for k in keys]
+
+
+async def _gather(tx: CrossShard, keys: list[bytes]) -> list[list[bytes]] | bytes:
+    out = []
+    for key in keys:
+        reply = await tx.apply(tx.shard_of(key), [b"smembers", key])
+        if is_error(reply):
+            return reply
+        members = read_reply(reply)[0]
+        assert isinstance(members, list)
+        out.append(members)
+    return out
+
+
+def _algebra_command(op: str, store: bool) -> None:
+    name = f"s{op}{'store' if store else ''}"
+    first = 2 if store else 1
+
+    def handler(ctx: ShardCtx, argv: list[bytes]) -> bytes:
+        result = algebra(op, _gather_local(ctx, argv[first:]))
+        if not store:
+            return set_reply(ctx.proto, result)
+        save(ctx, argv[1], TYPE_SET, result, ctx.store.find(ctx.db, argv[1], ctx.now_ms))
+        return protocol.integer(len(result))
+
+    async def across(tx: CrossShard, argv: list[bytes]) -> bytes:
+        sets = await _gather(tx, argv[first:])
+        if isinstance(sets, bytes):
+            return sets
+        result = algebra(op, sets)
+        if not store:
+            return set_reply(tx.proto, result)
+        reply = await tx.apply(tx.shard_of(argv[1]), [b"__sreplace", argv[1], *result])
+        return reply if is_error(reply) else protocol.integer(len(result))
+
+    verb = {"inter": "Intersect", "union": "Add", "diff": "Subtract"}[op]
+    command(name, -3 if store else -2, "write denyoom" if store else "readonly", keys=(1, -1, 1), group="set",
+            summary=f"{verb} multiple sets" + (" and store the result in a key" if store else ""),
+            across=across)(handler)
+
+
+for _op in ("inter", "union", "diff"):
+    _algebra_command(_op, store=False)
+    _algebra_command(_op, store=True)
+
+
+@command("__sreplace", -2, "write denyoom", where=Where.SHARD, group="internal",
+         summary="Replace a key with a set of these members (the STORE step of set algebra)")
+def shard_sreplace(ctx: ShardCtx, argv: list[bytes]) -> bytes:
+    found = ctx.store.find(ctx.db, argv[1], ctx.now_ms)
+    if found[0]:
+        ctx.store.delete(ctx.db, argv[1], ctx.now_ms)
+        found = ctx.store.find(ctx.db, argv[1], ctx.now_ms)
+    save(ctx, argv[1], TYPE_SET, argv[2:], found)
+    return protocol.OK
+
+
+def _sintercard_keys(argv: list[bytes]) -> list[int]:
+    n = maybe_int(argv[1]) if len(argv) > 1 else None
+    if n is None or n <= 0:
+        return []
+    return list(range(2, min(2 + n, len(argv))))
+
+
+def _sintercard_args(argv: list[bytes]) -> tuple[list[bytes], int]:
+    n = parse_int(argv[1], "ERR numkeys should be greater than 0")
+    if n <= 0:
+        raise CommandError("ERR numkeys should be greater than 0")
+    if n > len(argv) - 2:
+        raise CommandError("ERR Number of keys can't be greater than number of args")
+    limit = 0
+    rest = argv[2 + n :]
+    if rest:
+        if len(rest) != 2 or rest[0].upper() != b"LIMIT":
+            raise CommandError(errors.SYNTAX)
+        limit = parse_int(rest[1], "ERR LIMIT can't be negative")
+        if limit < 0:
+            raise CommandError("ERR LIMIT can't be negative")
+    return argv[2 : 2 + n], limit
+
+
+def _card(result: list[bytes], limit: int) -> bytes:
+    return protocol.integer(min(len(result), limit) if limit else len(result))
+
+
+async def sintercard_across(tx: CrossShard, argv: list[bytes]) -> bytes:
+    try:
+        keys, limit = _sintercard_args(argv)
+    except CommandError as exc:
+        return protocol.error(exc.text)
+    sets = await _gather(tx, keys)
+    return sets if isinstance(sets, bytes) else _card(algebra("inter", sets), limit)
+
+
+@command("sintercard", -3, "readonly", keys=(2, -1, 1), group="set", find_keys=_sintercard_keys,
+         summary="Cardinality of the intersection of sets", across=lambda tx, argv: sintercard_across(tx, argv))
+def sintercard(ctx: ShardCtx, argv: list[bytes]) -> bytes:
+    keys, limit = _sintercard_args(argv)
+    return _card(algebra("inter", _gather_local(ctx, keys)), limit)
+
+
+def scan_args(argv: list[bytes], first: int) -> tuple[object, int]:
+    """MATCH matcher (or None) and COUNT of an SSCAN/HSCAN/ZSCAN, with Redis's errors."""
+    raw = argv[first]
+    if not raw.isdigit():
+        raise CommandError("ERR invalid cursor")
+    match = None
+    i = first + 1
+    while i < len(argv):
+        opt = argv[i].upper()
+        if opt == b"MATCH" and i + 1 < len(argv):
+            match = glob_matcher(argv[i + 1])
+        elif opt == b"COUNT" and i + 1 < len(argv):
+            if parse_int(argv[i + 1]) < 1:
+                raise CommandError(errors.SYNTAX)
+        else:
+            raise CommandError(errors.SYNTAX)
+        i += 2
+    return match, int(raw)
+
+
+@command("sscan", -3, "readonly", keys=(1, 1, 1), group="set", summary="Incrementally iterate set members")
+def sscan(ctx: ShardCtx, argv: list[bytes]) -> bytes:
+    match, _ = scan_args(argv, 2)
+    members = _members(ctx, argv[1])
+    if match is not None:
+        members = [m for m in members if match(m)]  # type: ignore[operator]
+    # A packed set is returned whole, with cursor 0, as Redis does for its small encodings.
+    return protocol.array([protocol.bulk(b"0"), protocol.bulk_array(members)])

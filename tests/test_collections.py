@@ -1,0 +1,60 @@
+"""Sets, hashes and lists over TCP, with keys on both shards for the multi-key commands."""
+
+from __future__ import annotations
+
+import pytest
+import redis
+
+from conftest import Server
+from shardkv.router.dispatch import key_slot, slot_owners
+
+
+def on_shard(shard: int, prefix: str) -> str:
+    return next(f"{prefix}{i}" for i in range(1000) if slot_owners(2)[key_slot(f"{prefix}{i}".encode())] == shard)
+
+
+def test_set_basics(server: Server) -> None:
+    r = server.client()
+    assert r.sadd("s", "a", "b", "c", "a") == 3
+    assert r.scard("s") == 3
+    assert r.sismember("s", "a") and not r.sismember("s", "z")
+    assert r.smismember("s", ["a", "z"]) == [1, 0]
+    assert r.srem("s", "a", "z") == 1
+    assert r.smembers("s") == {b"b", b"c"}
+    assert r.spop("s") in (b"b", b"c")
+    assert r.scard("s") == 1
+    r.spop("s")
+    assert r.exists("s") == 0  # an emptied set is gone
+    r.set("str", "x")
+    with pytest.raises(redis.ResponseError) as e:
+        r.sadd("str", "a")
+    assert str(e.value) == "WRONGTYPE Operation against a key holding the wrong kind of value"
+    assert r.type("str") == b"string"
+    r.sadd("n", 1, 2, 3)
+    assert r.object("encoding", "n") == b"intset"
+    r.sadd("n", "x")
+    assert r.object("encoding", "n") == b"hashtable"
+    assert set(r.srandmember("n", 10)) == {b"1", b"2", b"3", b"x"}
+    assert len(r.srandmember("n", -10)) == 10
+
+
+def test_set_algebra_across_shards(server2: Server) -> None:
+    r = server2.client()
+    r.flushall()
+    a, b, dest = on_shard(0, "sa"), on_shard(1, "sb"), on_shard(1, "sd")
+    r.sadd(a, 1, 2, 3, 4)
+    r.sadd(b, 3, 4, 5)
+    assert r.sinter(a, b) == {b"3", b"4"}
+    assert r.sunion(a, b) == {b"1", b"2", b"3", b"4", b"5"}
+    assert r.sdiff(a, b) == {b"1", b"2"}
+    assert r.sinterstore(dest, a, b) == 2 and r.smembers(dest) == {b"3", b"4"}
+    assert r.sdiffstore(dest, b, a) == 1 and r.smembers(dest) == {b"5"}
+    assert r.sunionstore(dest, "nosuch") == 0 and r.exists(dest) == 0
+    assert r.sintercard(2, [a, b]) == 2 and r.sintercard(2, [a, b], limit=1) == 1
+    assert r.smove(a, b, 1) is True and r.sismember(b, 1) and not r.sismember(a, 1)
+    r.set(dest, "x")
+    with pytest.raises(redis.ResponseError):
+        r.sinter(a, dest)
+    with pytest.raises(redis.ResponseError):
+        r.smove(a, dest, 2)
+    assert r.sismember(a, 2)  # a refused move changes nothing
