@@ -58,3 +58,28 @@ def test_set_algebra_across_shards(server2: Server) -> None:
     with pytest.raises(redis.ResponseError):
         r.smove(a, dest, 2)
     assert r.sismember(a, 2)  # a refused move changes nothing
+
+
+def test_hash_basics(server: Server) -> None:
+    r = server.client()
+    assert r.hset("h", mapping={"a": "1", "b": "2"}) == 2
+    assert r.hset("h", "a", "3") == 0
+    assert r.hget("h", "a") == b"3" and r.hget("h", "z") is None
+    assert r.hmget("h", ["a", "z", "b"]) == [b"3", None, b"2"]
+    assert r.hlen("h") == 2 and r.hstrlen("h", "a") == 1 and r.hexists("h", "b")
+    assert r.hsetnx("h", "a", "9") == 0 and r.hsetnx("h", "c", "9") == 1
+    assert r.hkeys("h") == [b"a", b"b", b"c"] and r.hvals("h") == [b"3", b"2", b"9"]
+    assert r.hgetall("h") == {b"a": b"3", b"b": b"2", b"c": b"9"}
+    assert r.hincrby("h", "a", 10) == 13
+    assert r.hincrbyfloat("h", "f", "1.5") == 1.5
+    with pytest.raises(redis.ResponseError) as e:
+        r.hincrby("h", "f", 1)
+    assert str(e.value) == "hash value is not an integer"
+    assert r.hdel("h", "a", "b", "zz") == 2
+    assert r.object("encoding", "h") == b"listpack"
+    r.hset("h", "long", "x" * 100)
+    assert r.object("encoding", "h") == b"hashtable"
+    assert r.hdel("h", "c", "f", "long") == 3 and r.exists("h") == 0
+    with pytest.raises(redis.ResponseError) as e:
+        r.execute_command("HSET", "h", "a")
+    assert str(e.value) == "wrong number of arguments for 'hset' command"

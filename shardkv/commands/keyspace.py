@@ -419,3 +419,21 @@ async def copy_across(tx: CrossShard, argv: list[bytes]) -> bytes:
     assert isinstance(blob, bytes)
     extra = [b"REPLACE"] if replace else []
     return await tx.apply(tx.shard_of(argv[2]), [b"__restore", argv[2], blob, *extra, b"DB", b"%d" % db])
+
+
+@command("memory", -2, "readonly", keys=(2, 2, 1), group="server", summary="Memory usage of a key",
+         subcommands=("usage", "help"))
+def memory(ctx: ShardCtx, argv: list[bytes]) -> bytes:
+    sub = argv[1].lower()
+    if sub == b"help" and len(argv) == 2:
+        return protocol.array([protocol.simple(line) for line in (
+            "MEMORY <subcommand> [<arg> [value] [opt] ...]. Subcommands are:",
+            "USAGE <key> [SAMPLES <count>]",
+            "    Return memory in bytes used by <key> and its value (its record in the shard).",
+            "HELP", "    Print this help.")])
+    if sub != b"usage":
+        raise CommandError(errors.unknown_subcommand(argv[1], "memory"))
+    if len(argv) not in (3, 5) or (len(argv) == 5 and argv[3].upper() != b"SAMPLES"):
+        raise CommandError(errors.SYNTAX)
+    off = ctx.store.lookup(ctx.db, argv[2], ctx.now_ms)
+    return protocol.integer(ctx.store.record_size(off)) if off else protocol.null(ctx.proto)

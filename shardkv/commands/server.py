@@ -176,7 +176,7 @@ def config_values(conn: Connection) -> dict[str, str]:
         "args-max": str(lim.args_max), "requirepass": lim.requirepass, "save": "", "appendonly": "no",
         "timeout": "0", "tcp-keepalive": "0", "io-threads": "1", "cluster-enabled": "no",
         "daemonize": "no", "dir": os.getcwd(), "dbfilename": "dump.rdb", "loglevel": "notice",
-        **{name: str(conn.worker.stats.tunable(name)) for name in TUNABLES},
+        **{name: str(conn.worker.stats.tunable(name)) for name in (*TUNABLES, *TUNABLE_ALIASES)},
     }
 
 
