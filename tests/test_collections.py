@@ -83,3 +83,42 @@ def test_hash_basics(server: Server) -> None:
     with pytest.raises(redis.ResponseError) as e:
         r.execute_command("HSET", "h", "a")
     assert str(e.value) == "wrong number of arguments for 'hset' command"
+
+
+def test_list_basics(server: Server) -> None:
+    r = server.client()
+    assert r.rpush("l", "a", "b", "c") == 3
+    assert r.lpush("l", "z") == 4
+    assert r.lrange("l", 0, -1) == [b"z", b"a", b"b", b"c"]
+    assert r.lrange("l", -2, 100) == [b"b", b"c"] and r.lrange("l", 5, 10) == []
+    assert r.lindex("l", -1) == b"c" and r.lindex("l", 10) is None
+    assert r.lset("l", 1, "A") is True
+    with pytest.raises(redis.ResponseError) as e:
+        r.lset("l", 10, "x")
+    assert str(e.value) == "index out of range"
+    assert r.linsert("l", "before", "b", "ab") == 5 and r.linsert("l", "after", "nope", "x") == -1
+    assert r.lpos("l", "b") == 3 and r.lpos("l", "nope") is None
+    r.rpush("l", "b")
+    assert r.lpos("l", "b", count=0) == [3, 5] and r.lpos("l", "b", rank=-1) == 5
+    assert r.lrem("l", -1, "b") == 1
+    assert r.ltrim("l", 1, -1) is True and r.lrange("l", 0, -1) == [b"A", b"ab", b"b", b"c"]
+    assert r.lpop("l") == b"A" and r.rpop("l", 2) == [b"c", b"b"] and r.llen("l") == 1
+    assert r.lpushx("nolist", "x") == 0 and r.exists("nolist") == 0
+    assert r.rpop("l") == b"ab" and r.exists("l") == 0
+    assert r.lpop("l") is None
+
+
+def test_list_moves_across_shards(server2: Server) -> None:
+    r = server2.client()
+    r.flushall()
+    a, b = on_shard(0, "la"), on_shard(1, "lb")
+    r.rpush(a, 1, 2, 3)
+    assert r.lmove(a, b, "LEFT", "RIGHT") == b"1"
+    assert r.rpoplpush(a, b) == b"3"
+    assert r.lrange(a, 0, -1) == [b"2"] and r.lrange(b, 0, -1) == [b"3", b"1"]
+    assert r.lmpop(2, "nosuch", b, direction="LEFT", count=5) == [b.encode(), [b"3", b"1"]]
+    assert r.exists(b) == 0
+    r.set(b, "x")
+    with pytest.raises(redis.ResponseError):
+        r.lmove(a, b, "LEFT", "LEFT")
+    assert r.lrange(a, 0, -1) == [b"2"]  # a refused move changes nothing

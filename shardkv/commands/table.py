@@ -134,7 +134,7 @@ def check_arity(cmd: Command, argc: int) -> None:
 
 def load_all() -> None:
     """Import every command family so that each registers its commands."""
-    from shardkv.commands import bits, connection, hashes, keyspace, server, sets, strings  # noqa: F401
+    from shardkv.commands import bits, connection, hashes, keyspace, lists, server, sets, strings  # noqa: F401
 
 
 def public_commands() -> list[Command]:

@@ -1,0 +1,342 @@
+"""List commands (the blocking forms come with their own change).  Elements are kept packed (see
+collections.py); a Python list is built for the duration of one command."""
+
+from __future__ import annotations
+
+from shardkv import errors, protocol
+from shardkv.commands.across import CrossShard, is_error
+from shardkv.commands.args import ShardCtx, maybe_int, parse_int
+from shardkv.commands.collections import Found, load, save
+from shardkv.commands.table import command
+from shardkv.errors import CommandError
+from shardkv.protocol import read_reply
+from shardkv.store import TYPE_LIST
+
+POSITIVE = "ERR value is out of range, must be positive"
+
+
+def _load(ctx: ShardCtx, key: bytes) -> tuple[Found, list[bytes] | None]:
+    return load(ctx, key, TYPE_LIST)
+
+
+def _push(ctx: ShardCtx, argv: list[bytes], left: bool, only_existing: bool) -> bytes:
+    found, items = _load(ctx, argv[1])
+    if items is None:
+        if only_existing:
+            return protocol.ZERO
+        items = []
+    if left:
+        items[0:0] = reversed(argv[2:])
+    else:
+        items.extend(argv[2:])
+    save(ctx, argv[1], TYPE_LIST, items, found)
+    return protocol.integer(len(items))
+
+
+@command("lpush", -3, "write denyoom fast", keys=(1, 1, 1), group="list", summary="Prepend elements to a list")
+def lpush(ctx: ShardCtx, argv: list[bytes]) -> bytes:
+    return _push(ctx, argv, left=True, only_existing=False)
+
+
+@command("rpush", -3, "write denyoom fast", keys=(1, 1, 1), group="list", summary="Append elements to a list")
+def rpush(ctx: ShardCtx, argv: list[bytes]) -> bytes:
+    return _push(ctx, argv, left=False, only_existing=False)
+
+
+@command("lpushx", -3, "write denyoom fast", keys=(1, 1, 1), group="list",
+         summary="Prepend elements to a list, only if the list exists")
+def lpushx(ctx: ShardCtx, argv: list[bytes]) -> bytes:
+    return _push(ctx, argv, left=True, only_existing=True)
+
+
+@command("rpushx", -3, "write denyoom fast", keys=(1, 1, 1), group="list",
+         summary="Append elements to a list, only if the list exists")
+def rpushx(ctx: ShardCtx, argv: list[bytes]) -> bytes:
+    return _push(ctx, argv, left=False, only_existing=True)
+
+
+def _pop(ctx: ShardCtx, argv: list[bytes], left: bool) -> bytes:
+    if len(argv) > 3:
+        raise CommandError(errors.wrong_arity(argv[0].decode(errors="replace").lower()))
+    count = None
+    if len(argv) == 3:
+        count = parse_int(argv[2], POSITIVE)
+        if count < 0:
+            raise CommandError(POSITIVE)
+    found, items = _load(ctx, argv[1])
+    if not items:
+        return protocol.null(ctx.proto) if count is None else protocol.null_array(ctx.proto)
+    n = 1 if count is None else min(count, len(items))
+    taken = items[:n] if left else items[::-1][:n]
+    rest = items[n:] if left else items[: len(items) - n]
+    if n:
+        save(ctx, argv[1], TYPE_LIST, rest, found)
+    return protocol.bulk(taken[0]) if count is None else protocol.bulk_array(taken)
+
+
+@command("lpop", -2, "write fast", keys=(1, 1, 1), group="list", summary="Remove and get the first elements")
+def lpop(ctx: ShardCtx, argv: list[bytes]) -> bytes:
+    return _pop(ctx, argv, left=True)
+
+
+@command("rpop", -2, "write fast", keys=(1, 1, 1), group="list", summary="Remove and get the last elements")
+def rpop(ctx: ShardCtx, argv: list[bytes]) -> bytes:
+    return _pop(ctx, argv, left=False)
+
+
+@command("llen", 2, "readonly fast", keys=(1, 1, 1), group="list", summary="Length of a list")
+def llen(ctx: ShardCtx, argv: list[bytes]) -> bytes:
+    return protocol.integer(len(_load(ctx, argv[1])[1] or []))
+
+
+def _span(n: int, start: int, stop: int) -> tuple[int, int]:
+    """Redis's clamping of [start, stop] over n items; empty when start > stop."""
+    if start < 0:
+        start += n
+    if stop < 0:
+        stop += n
+    start = max(start, 0)
+    stop = min(stop, n - 1)
+    return start, stop
+
+
+@command("lrange", 4, "readonly", keys=(1, 1, 1), group="list", summary="Get a range of elements")
+def lrange(ctx: ShardCtx, argv: list[bytes]) -> bytes:
+    start, stop = parse_int(argv[2]), parse_int(argv[3])
+    items = _load(ctx, argv[1])[1] or []
+    a, b = _span(len(items), start, stop)
+    return protocol.bulk_array(items[a : b + 1] if a <= b else [])
+
+
+@command("lindex", 3, "readonly", keys=(1, 1, 1), group="list", summary="Get an element by its index")
+def lindex(ctx: ShardCtx, argv: list[bytes]) -> bytes:
+    index = parse_int(argv[2])
+    items = _load(ctx, argv[1])[1] or []
+    if index < 0:
+        index += len(items)
+    return protocol.bulk(items[index]) if 0 <= index < len(items) else protocol.null(ctx.proto)
+
+
+@command("lset", 4, "write denyoom", keys=(1, 1, 1), group="list", summary="Set an element by its index")
+def lset(ctx: ShardCtx, argv: list[bytes]) -> bytes:
+    index = parse_int(argv[2])
+    found, items = _load(ctx, argv[1])
+    if items is None:
+        raise CommandError(errors.NO_SUCH_KEY)
+    if index < 0:
+        index += len(items)
+    if not 0 <= index < len(items):
+        raise CommandError("ERR index out of range")
+    items[index] = argv[3]
+    save(ctx, argv[1], TYPE_LIST, items, found)
+    return protocol.OK
+
+
+@command("linsert", 5, "write denyoom", keys=(1, 1, 1), group="list",
+         summary="Insert an element before or after another element")
+def linsert(ctx: ShardCtx, argv: list[bytes]) -> bytes:
+    where = argv[2].upper()
+    if where not in (b"BEFORE", b"AFTER"):
+        raise CommandError(errors.SYNTAX)
+    found, items = _load(ctx, argv[1])
+    if items is None:
+        return protocol.ZERO
+    try:
+        i = items.index(argv[3])
+    except ValueError:
+        return protocol.integer(-1)
+    items.insert(i if where == b"BEFORE" else i + 1, argv[4])
+    save(ctx, argv[1], TYPE_LIST, items, found)
+    return protocol.integer(len(items))
+
+
+@command("lrem", 4, "write", keys=(1, 1, 1), group="list", summary="Remove elements equal to a value")
+def lrem(ctx: ShardCtx, argv: list[bytes]) -> bytes:
+    count = parse_int(argv[2])
+    found, items = _load(ctx, argv[1])
+    if not items:
+        return protocol.ZERO
+    target = argv[3]
+    order = range(len(items)) if count >= 0 else range(len(items) - 1, -1, -1)
+    limit = abs(count) or len(items)
+    drop = set()
+    for i in order:
+        if items[i] == target:
+            drop.add(i)
+            if len(drop) == limit:
+                break
+    if drop:
+        save(ctx, argv[1], TYPE_LIST, [x for i, x in enumerate(items) if i not in drop], found)
+    return protocol.integer(len(drop))
+
+
+@command("ltrim", 4, "write", keys=(1, 1, 1), group="list", summary="Trim a list to the specified range")
+def ltrim(ctx: ShardCtx, argv: list[bytes]) -> bytes:
+    start, stop = parse_int(argv[2]), parse_int(argv[3])
+    found, items = _load(ctx, argv[1])
+    if items is None:
+        return protocol.OK
+    a, b = _span(len(items), start, stop)
+    kept = items[a : b + 1] if a <= b else []
+    if kept != items:
+        save(ctx, argv[1], TYPE_LIST, kept, found)
+    return protocol.OK
+
+
+@command("lpos", -3, "readonly", keys=(1, 1, 1), group="list", summary="Index of matching elements")
+def lpos(ctx: ShardCtx, argv: list[bytes]) -> bytes:
+    rank, count, maxlen = 1, None, 0
+    i = 3
+    while i < len(argv):
+        opt = argv[i].upper()
+        if i + 1 >= len(argv):
+            raise CommandError(errors.SYNTAX)
+        if opt == b"RANK":
+            rank = parse_int(argv[i + 1])
+            if rank == 0 or rank < -(1 << 62):
+                raise CommandError("ERR RANK can't be zero: use 1 to start from the first match, 2 from the "
+                                   "second ... or use negative to start from the end of the list")
+        elif opt == b"COUNT":
+            count = parse_int(argv[i + 1])
+            if count < 0:
+                raise CommandError("ERR COUNT can't be negative")
+        elif opt == b"MAXLEN":
+            maxlen = parse_int(argv[i + 1])
+            if maxlen < 0:
+                raise CommandError("ERR MAXLEN can't be negative")
+        else:
+            raise CommandError(errors.SYNTAX)
+        i += 2
+    items = _load(ctx, argv[1])[1] or []
+    n = len(items)
+    order = range(n) if rank > 0 else range(n - 1, -1, -1)
+    skip = abs(rank) - 1
+    want = 1 if count is None else (count or n)
+    hits: list[int] = []
+    for seen, idx in enumerate(order):
+        if maxlen and seen >= maxlen:
+            break
+        if items[idx] == argv[2]:
+            if skip:
+                skip -= 1
+                continue
+            hits.append(idx)
+            if len(hits) >= want:
+                break
+    if count is None:
+        return protocol.integer(hits[0]) if hits else protocol.null(ctx.proto)
+    return protocol.array([protocol.integer(h) for h in hits])
+
+
+def _side(raw: bytes) -> bool:
+    side = raw.upper()
+    if side not in (b"LEFT", b"RIGHT"):
+        raise CommandError(errors.SYNTAX)
+    return side == b"LEFT"
+
+
+def _lmove_local(ctx: ShardCtx, src: bytes, dst: bytes, from_left: bool, to_left: bool) -> bytes:
+    src_found, items = _load(ctx, src)
+    _, dst_items = _load(ctx, dst)  # WRONGTYPE before anything changes
+    if not items:
+        return protocol.null(ctx.proto)
+    value = items.pop(0 if from_left else -1)
+    save(ctx, src, TYPE_LIST, items, src_found)
+    dst_found, dst_items = _load(ctx, dst)
+    dst_items = dst_items or []
+    dst_items.insert(0 if to_left else len(dst_items), value)
+    save(ctx, dst, TYPE_LIST, dst_items, dst_found)
+    return protocol.bulk(value)
+
+
+async def lmove_across(tx: CrossShard, argv: list[bytes]) -> bytes:
+    is_lmove = argv[0].lower() == b"lmove"
+    try:
+        from_left, to_left = (_side(argv[3]), _side(argv[4])) if is_lmove else (False, True)
+    except CommandError as exc:
+        return protocol.error(exc.text)
+    src, dst = argv[1], argv[2]
+    dst_type = read_reply(await tx.apply(tx.shard_of(dst), [b"type", dst]))[0]
+    src_type = read_reply(await tx.apply(tx.shard_of(src), [b"type", src]))[0]
+    if src_type not in (b"list", b"none") or (src_type == b"list" and dst_type not in (b"list", b"none")):
+        return protocol.error(errors.WRONGTYPE)
+    popped = await tx.apply(tx.shard_of(src), [b"lpop" if from_left else b"rpop", src])
+    if is_error(popped) or popped in (protocol.NULL2, protocol.NULL3):
+        return popped
+    value = read_reply(popped)[0]
+    assert isinstance(value, bytes)
+    pushed = await tx.apply(tx.shard_of(dst), [b"lpush" if to_left else b"rpush", dst, value])
+    return pushed if is_error(pushed) else popped
+
+
+@command("lmove", 5, "write denyoom", keys=(1, 2, 1), group="list",
+         summary="Pop an element from a list, push it to another list and return it",
+         across=lambda tx, argv: lmove_across(tx, argv))
+def lmove(ctx: ShardCtx, argv: list[bytes]) -> bytes:
+    return _lmove_local(ctx, argv[1], argv[2], _side(argv[3]), _side(argv[4]))
+
+
+@command("rpoplpush", 3, "write denyoom", keys=(1, 2, 1), group="list",
+         summary="Remove the last element of a list, prepend it to another list and return it",
+         across=lambda tx, argv: lmove_across(tx, argv))
+def rpoplpush(ctx: ShardCtx, argv: list[bytes]) -> bytes:
+    return _lmove_local(ctx, argv[1], argv[2], from_left=False, to_left=True)
+
+
+def _lmpop_keys(argv: list[bytes]) -> list[int]:
+    n = maybe_int(argv[1]) if len(argv) > 1 else None
+    if n is None or n <= 0:
+        return []
+    return list(range(2, min(2 + n, len(argv))))
+
+
+def lmpop_args(argv: list[bytes]) -> tuple[list[bytes], bool, int]:
+    n = parse_int(argv[1], "ERR numkeys should be greater than 0")
+    if n <= 0:
+        raise CommandError("ERR numkeys should be greater than 0")
+    if len(argv) < 3 + n:
+        raise CommandError(errors.SYNTAX)
+    left = _side(argv[2 + n])
+    rest = argv[3 + n :]
+    count = 1
+    if rest:
+        if len(rest) != 2 or rest[0].upper() != b"COUNT":
+            raise CommandError(errors.SYNTAX)
+        count = parse_int(rest[1], "ERR count should be greater than 0")
+        if count <= 0:
+            raise CommandError("ERR count should be greater than 0")
+    return argv[2 : 2 + n], left, count
+
+
+def _lmpop_reply(key: bytes, popped: list[bytes]) -> bytes:
+    return protocol.array([protocol.bulk(key), protocol.bulk_array(popped)])
+
+
+@command("lmpop", -4, "write", keys=(2, -1, 1), group="list", find_keys=_lmpop_keys,
+         summary="Pop elements from the first non-empty list", across=lambda tx, argv: lmpop_across(tx, argv))
+def lmpop(ctx: ShardCtx, argv: list[bytes]) -> bytes:
+    keys, left, count = lmpop_args(argv)
+    for key in keys:
+        found, items = _load(ctx, key)
+        if items:
+            n = min(count, len(items))
+            popped = items[:n] if left else items[::-1][:n]
+            save(ctx, key, TYPE_LIST, items[n:] if left else items[: len(items) - n], found)
+            return _lmpop_reply(key, popped)
+    return protocol.null_array(ctx.proto)
+
+
+async def lmpop_across(tx: CrossShard, argv: list[bytes]) -> bytes:
+    try:
+        keys, left, count = lmpop_args(argv)
+    except CommandError as exc:
+        return protocol.error(exc.text)
+    for key in keys:
+        reply = await tx.apply(tx.shard_of(key), [b"lpop" if left else b"rpop", key, b"%d" % count])
+        if is_error(reply):
+            return reply
+        popped = read_reply(reply)[0]
+        if popped:
+            assert isinstance(popped, list)
+            return _lmpop_reply(key, popped)
+    return protocol.null_array(tx.proto)
