@@ -122,3 +122,66 @@ def test_list_moves_across_shards(server2: Server) -> None:
     with pytest.raises(redis.ResponseError):
         r.lmove(a, b, "LEFT", "LEFT")
     assert r.lrange(a, 0, -1) == [b"2"]  # a refused move changes nothing
+
+
+def test_blocking_pops(server2: Server) -> None:
+    import threading
+    import time
+
+    r = server2.client()
+    r.flushall()
+    a, b = on_shard(0, "ba"), on_shard(1, "bb")
+    r.rpush(a, "now")
+    assert r.blpop([b, a], timeout=1) == (a.encode(), b"now")  # data there: no wait
+    t0 = time.monotonic()
+    assert r.blpop([a, b], timeout=0.3) is None  # times out
+    assert time.monotonic() - t0 >= 0.25
+
+    results: list[object] = []
+
+    def waiter(tag: str) -> None:
+        results.append((tag, server2.client().blpop([a, b], timeout=5)))
+
+    first = threading.Thread(target=waiter, args=("first",))
+    first.start()
+    time.sleep(0.3)
+    second = threading.Thread(target=waiter, args=("second",))
+    second.start()
+    time.sleep(0.3)
+    assert r.info("clients")["blocked_clients"] == 2
+    r.rpush(b, "x")  # one element: the client that blocked first gets it
+    time.sleep(0.5)
+    assert results == [("first", (b.encode(), b"x"))]
+    r.rpush(a, "y", "z")  # the second client gets one, and only one
+    second.join(5)
+    first.join(5)
+    assert results[1] == ("second", (a.encode(), b"y"))
+    assert r.lrange(a, 0, -1) == [b"z"]
+    assert r.info("clients")["blocked_clients"] == 0
+
+
+def test_blocking_move_and_unblock(server2: Server) -> None:
+    import threading
+    import time
+
+    r = server2.client()
+    r.flushall()
+    a, b = on_shard(0, "ma"), on_shard(1, "mb")
+    got: list[object] = []
+    c = server2.client()
+    cid = c.client_id()
+    t = threading.Thread(target=lambda: got.append(c.blmove(a, b, 5, "LEFT", "RIGHT")))
+    t.start()
+    time.sleep(0.3)
+    r.rpush(a, "m")
+    t.join(5)
+    assert got == [b"m"] and r.lrange(b, 0, -1) == [b"m"] and r.exists(a) == 0
+    t = threading.Thread(target=lambda: got.append(c.brpop([a], timeout=0)))
+    t.start()
+    time.sleep(0.3)
+    assert r.client_unblock(cid) is True
+    t.join(5)
+    assert got[-1] is None
+    with pytest.raises(redis.ResponseError) as e:
+        r.blpop([a], timeout=-1)
+    assert str(e.value) == "timeout is negative"

@@ -137,6 +137,8 @@ CLIENT_HELP = [
     "LIST [TYPE (NORMAL|MASTER|REPLICA|PUBSUB)] [ID <id> [<id> ...]]",
     "    Return information about client connections.",
     "KILL <ip:port>", "    Kill connection made from <ip:port>.",
+    "UNBLOCK <clientid> [TIMEOUT|ERROR]",
+    "    Unblock the specified blocked client.",
     "KILL <option> <value> [<option> <value> [...]]",
     "    Kill connections. Options are: ID <client-id>, ADDR <ip:port>, LADDR <ip:port>, SKIPME (YES|NO).",
     "HELP", "    Print this help.",
@@ -144,7 +146,7 @@ CLIENT_HELP = [
 
 
 @command("client", -2, "", where=CONN, group="connection", summary="Inspect and manage client connections",
-         subcommands=("id", "getname", "setname", "setinfo", "info", "list", "kill", "help"))
+         subcommands=("id", "getname", "setname", "setinfo", "info", "list", "kill", "unblock", "help"))
 def client(conn: Connection, argv: list[bytes]) -> bytes | Pending:
     sub = argv[1].lower()
     n = len(argv)
@@ -174,9 +176,15 @@ def client(conn: Connection, argv: list[bytes]) -> bytes | Pending:
         return client_list(conn, argv)
     if sub == b"kill" and n >= 3:
         return client_kill(conn, argv)
+    if sub == b"unblock" and n in (3, 4):
+        client_id = parse_int(argv[2])
+        mode = argv[3].upper() if n == 4 else b"TIMEOUT"
+        if mode not in (b"TIMEOUT", b"ERROR"):
+            raise CommandError("ERR CLIENT UNBLOCK reason should be TIMEOUT or ERROR")
+        return fan_out_sum(conn, [b"__unblock", b"%d" % client_id, mode])
     if sub == b"help" and n == 2:
         return protocol.array([protocol.simple(line) for line in CLIENT_HELP])
-    if sub in (b"id", b"getname", b"setname", b"setinfo", b"info", b"help", b"kill"):
+    if sub in (b"id", b"getname", b"setname", b"setinfo", b"info", b"help", b"kill", b"unblock"):
         raise CommandError(errors.wrong_arity(f"client|{sub.decode()}"))
     raise CommandError(errors.unknown_subcommand(argv[1], "client"))
 
@@ -259,6 +267,11 @@ def worker_clients(worker: Worker, argv: list[bytes]) -> bytes:
     lines = [c.client_info() + "\n" for c in sorted(worker.connections, key=lambda c: c.id)
              if c.transport is not None and (not ids or c.id in ids)]
     return protocol.bulk("".join(lines).encode())
+
+
+@command("__unblock", 3, "", where=Where.WORKER, group="internal", summary="CLIENT UNBLOCK on this worker")
+def worker_unblock(worker: Worker, argv: list[bytes]) -> bytes:
+    return protocol.ONE if worker.blocking.unblock(int(argv[1]), argv[2] == b"ERROR") else protocol.ZERO
 
 
 @command("__kill", -1, "", where=Where.WORKER, group="internal", summary="Kill this worker's matching clients")

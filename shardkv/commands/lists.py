@@ -3,14 +3,20 @@ collections.py); a Python list is built for the duration of one command."""
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING
+
 from shardkv import errors, protocol
 from shardkv.commands.across import CrossShard, is_error
 from shardkv.commands.args import ShardCtx, maybe_int, parse_int
 from shardkv.commands.collections import Found, load, save
-from shardkv.commands.table import command
+from shardkv.commands.table import Where, command
 from shardkv.errors import CommandError
 from shardkv.protocol import read_reply
+from shardkv.router.blocking import BlockPlan
 from shardkv.store import TYPE_LIST
+
+if TYPE_CHECKING:
+    from shardkv.worker.process import Worker
 
 POSITIVE = "ERR value is out of range, must be positive"
 
@@ -340,3 +346,106 @@ async def lmpop_across(tx: CrossShard, argv: list[bytes]) -> bytes:
             assert isinstance(popped, list)
             return _lmpop_reply(key, popped)
     return protocol.null_array(tx.proto)
+
+
+# ---------------------------------------------------------------------- blocking forms
+# The router runs these through router/blocking.py: the non-blocking form first, then a wait
+# until a write to one of the keys (the owner shards watch them; __watch / __unwatch / __ready).
+
+
+def parse_timeout(raw: bytes) -> float:
+    try:
+        value = float(raw)
+    except ValueError:
+        raise CommandError("ERR timeout is not a float or out of range") from None
+    if value != value or value in (float("inf"), float("-inf")):
+        raise CommandError("ERR timeout is not a float or out of range")
+    if value < 0:
+        raise CommandError("ERR timeout is negative")
+    return value
+
+
+def _pair_reply(decoded: object) -> bytes | None:
+    """LMPOP's [key, [element]] as BLPOP's [key, element]."""
+    if not decoded:
+        return None
+    assert isinstance(decoded, list)
+    key, items = decoded
+    return protocol.bulk_array([key, items[0]])
+
+
+def _lmpop_shape(decoded: object) -> bytes | None:
+    if not decoded:
+        return None
+    assert isinstance(decoded, list)
+    return protocol.array([protocol.bulk(decoded[0]), protocol.bulk_array(decoded[1])])
+
+
+def _element(decoded: object) -> bytes | None:
+    return protocol.bulk(decoded) if isinstance(decoded, bytes) else None
+
+
+def _bpop_plan(argv: list[bytes], side: bytes) -> BlockPlan:
+    keys = argv[1:-1]
+    return BlockPlan([b"lmpop", b"%d" % len(keys), *keys, side, b"COUNT", b"1"], keys,
+                     parse_timeout(argv[-1]), _pair_reply)
+
+
+def _never(ctx: ShardCtx, argv: list[bytes]) -> bytes:
+    raise AssertionError("blocking commands are run by router/blocking.py")
+
+
+command("blpop", -3, "write blocking", keys=(1, -2, 1), group="list",
+        summary="Remove and get the first element of the first non-empty list, or block until one is there",
+        blocking=lambda argv: _bpop_plan(argv, b"LEFT"))(_never)
+command("brpop", -3, "write blocking", keys=(1, -2, 1), group="list",
+        summary="Remove and get the last element of the first non-empty list, or block until one is there",
+        blocking=lambda argv: _bpop_plan(argv, b"RIGHT"))(_never)
+
+
+def _blmpop_plan(argv: list[bytes]) -> BlockPlan:
+    timeout = parse_timeout(argv[1])
+    keys, left, count = lmpop_args(argv[1:])
+    return BlockPlan([b"lmpop", *argv[2:]], keys, timeout, _lmpop_shape)
+
+
+command("blmpop", -5, "write blocking", keys=(3, -1, 1), group="list",
+        find_keys=lambda argv: [i + 1 for i in _lmpop_keys(argv[1:])],
+        summary="Pop elements from the first non-empty list, or block until one is there",
+        blocking=_blmpop_plan)(_never)
+
+
+def _brpoplpush_plan(argv: list[bytes]) -> BlockPlan:
+    return BlockPlan([b"rpoplpush", argv[1], argv[2]], [argv[1]], parse_timeout(argv[3]), _element)
+
+
+def _blmove_plan(argv: list[bytes]) -> BlockPlan:
+    _side(argv[3])
+    _side(argv[4])
+    return BlockPlan([b"lmove", *argv[1:5]], [argv[1]], parse_timeout(argv[5]), _element)
+
+
+command("brpoplpush", 4, "write denyoom blocking", keys=(1, 2, 1), group="list",
+        summary="Pop from a list, push to another and return it, or block until one is there",
+        blocking=_brpoplpush_plan)(_never)
+command("blmove", 6, "write denyoom blocking", keys=(1, 2, 1), group="list",
+        summary="Pop from a list, push to another and return it, or block until one is there",
+        blocking=_blmove_plan)(_never)
+
+
+@command("__watch", 5, "", where=Where.WORKER, group="internal", summary="Watch a key for a blocked client")
+def worker_watch(worker: Worker, argv: list[bytes]) -> bytes:
+    worker.watch(int(argv[1]), argv[2], int(argv[3]), argv[4])
+    return protocol.OK
+
+
+@command("__unwatch", 4, "", where=Where.WORKER, group="internal", summary="Stop watching a key")
+def worker_unwatch(worker: Worker, argv: list[bytes]) -> bytes:
+    worker.unwatch(int(argv[1]), argv[2], argv[3])
+    return protocol.OK
+
+
+@command("__ready", 2, "", where=Where.WORKER, group="internal", summary="A watched key was written")
+def worker_ready(worker: Worker, argv: list[bytes]) -> bytes:
+    worker.blocking.wake(argv[1])
+    return protocol.OK

@@ -58,6 +58,7 @@ class Command:
     sizes: Callable[[list[bytes]], list[int]] | None = None  # record bytes a write will need
     across: Callable[[Any, list[bytes]], Any] | None = None  # async (CrossShard, argv) -> reply
     find_keys: Callable[[list[bytes]], list[int]] | None = None  # key positions of movable-key commands
+    blocking: Callable[[list[bytes]], Any] | None = None  # argv -> BlockPlan (commands/lists.py)
 
     @property
     def internal(self) -> bool:
@@ -104,6 +105,7 @@ def command(
     sizes: Callable[[list[bytes]], list[int]] | None = None,
     across: Callable[[Any, list[bytes]], Any] | None = None,
     find_keys: Callable[[list[bytes]], list[int]] | None = None,
+    blocking: Callable[[list[bytes]], Any] | None = None,
 ) -> Callable[[H], H]:
     def register(handler: H) -> H:
         key = name.lower().encode()
@@ -113,7 +115,7 @@ def command(
             name=name.lower(), arity=arity, flags=tuple(flags.split()), first_key=keys[0],
             last_key=keys[1], key_step=keys[2], where=where, merge=merge, group=group,
             summary=summary, handler=handler, subcommands=subcommands, sizes=sizes, across=across,
-            find_keys=find_keys,
+            find_keys=find_keys, blocking=blocking,
         )
         return handler
 
@@ -134,7 +136,16 @@ def check_arity(cmd: Command, argc: int) -> None:
 
 def load_all() -> None:
     """Import every command family so that each registers its commands."""
-    from shardkv.commands import bits, connection, hashes, keyspace, lists, server, sets, strings  # noqa: F401
+    from shardkv.commands import (  # noqa: F401
+        bits,
+        connection,
+        hashes,
+        keyspace,
+        lists,
+        server,
+        sets,
+        strings,
+    )
 
 
 def public_commands() -> list[Command]:

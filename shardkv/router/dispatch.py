@@ -36,15 +36,18 @@ NO_AUTH_COMMANDS = frozenset({b"auth", b"hello", b"quit", b"reset"})
 class Pending:
     """A reply that another shard (or a transaction) will supply; kept in request order."""
 
-    __slots__ = ("value", "conn", "barrier")
+    __slots__ = ("value", "conn", "barrier", "callback")
 
     def __init__(self, conn: Connection | None, barrier: bool = False) -> None:
         self.value: bytes | None = None
         self.conn = conn
         self.barrier = barrier
+        self.callback: Callable[[bytes], None] | None = None  # for replies the router itself awaits
 
     def resolve(self, value: bytes) -> None:
         self.value = value
+        if self.callback is not None:
+            self.callback(value)
         if self.conn is not None:
             self.conn.reply_ready(self)
 
@@ -112,6 +115,8 @@ class Router:
             return protocol.error(errors.NOAUTH)
         if cmd.where is not Where.KEYED:
             return self.run_here(cmd, conn, argv)
+        if cmd.blocking is not None:
+            return self.worker.blocking.start(conn, cmd, argv)
         positions = cmd.key_indexes(argv)
         if not positions:  # a movable-keys command with a bad key count: its handler says so
             return self.run_keyed(cmd, argv, conn.db, conn.proto)
@@ -157,7 +162,10 @@ class Router:
             reply: bytes = cmd.handler(ctx, argv)
         except CommandError as exc:
             reply = protocol.error(exc.text)
-        self.worker.count_command(cmd, time.perf_counter_ns() - t0, reply[:1] == b"-")
+        failed = reply[:1] == b"-"
+        self.worker.count_command(cmd, time.perf_counter_ns() - t0, failed)
+        if self.worker.waiters and cmd.is_write and not failed:
+            self.worker.wake_watchers(db, [argv[i] for i in cmd.key_indexes(argv)])
         return reply
 
     def run_raw(self, body: bytes, blocks: list[int] | None = None) -> bytes:

@@ -31,6 +31,7 @@ import uvloop
 from shardkv import protocol, segments
 from shardkv.commands.table import Command, command_index, load_all, lookup
 from shardkv.limits import Footprint, Limits
+from shardkv.router.blocking import Blocking
 from shardkv.router.connection import Connection
 from shardkv.router.dispatch import Router, parse_forwarded
 from shardkv.stats import (
@@ -107,6 +108,10 @@ class Worker:
         self.ring_mm = segments.attach(boot.ring_name) if self.workers > 1 else None
         self.peers = Peers(self.id, self.workers, self.ring_mm, self.limits.ring_bytes, boot.doorbells, self.loop)
         self.router = Router(self)
+        self.blocking = Blocking(self)
+        # Owner side of blocking commands: (db, key) -> {token: home worker}, in blocking order.
+        # Bounded by the blocked clients of all workers, hence by maxclients.
+        self.waiters: dict[tuple[int, bytes], dict[bytes, int]] = {}
         self.lock_owner = NO_LOCK
         self.lock_waiters: list[asyncio.Future[None]] = []
         self.reserved: list[int] = []  # blocks prepared for the lock holder's write
@@ -200,6 +205,7 @@ class Worker:
 
     def release(self, conn: Connection) -> None:
         assert conn.slot is not None
+        self.blocking.disconnected(conn)
         self.connections.discard(conn)
         self.paused.discard(conn)
         self.dirty.discard(conn)
@@ -273,6 +279,34 @@ class Worker:
         if cmd.sizes is None:
             return None
         return self.store.reserve(cmd.sizes(argv))
+
+    # ------------------------------------------------------------------ blocked clients (owner side)
+
+    def watch(self, db: int, key: bytes, home: int, token: bytes) -> None:
+        self.waiters.setdefault((db, key), {})[token] = home
+
+    def unwatch(self, db: int, key: bytes, token: bytes) -> None:
+        watchers = self.waiters.get((db, key))
+        if watchers is not None:
+            watchers.pop(token, None)
+            if not watchers:
+                del self.waiters[(db, key)]
+
+    def wake_watchers(self, db: int, keys: list[bytes]) -> None:
+        """A write touched these keys: tell each home with a client blocked on one of them."""
+        for key in keys:
+            for token, home in list(self.waiters.get((db, key), {}).items()):
+                if home == self.id:
+                    self.loop.call_soon(self.blocking.wake, token)
+                else:
+                    self.peers.request(home, K_REQ, bytes((2, 0)) + protocol.encode_command([b"__ready", token]),
+                                       lambda reply: None)
+
+    async def wait_unlocked(self) -> None:
+        while self.lock_owner != NO_LOCK:
+            fut: asyncio.Future[None] = self.loop.create_future()
+            self.lock_waiters.append(fut)
+            await fut
 
     # ------------------------------------------------------------------ rings
 
