@@ -185,3 +185,25 @@ def test_blocking_move_and_unblock(server2: Server) -> None:
     with pytest.raises(redis.ResponseError) as e:
         r.blpop([a], timeout=-1)
     assert str(e.value) == "timeout is negative"
+
+
+def test_sort_with_patterns_on_other_shards(server2: Server) -> None:
+    r = server2.client()
+    r.flushall()
+    r.rpush("tosort", 3, 1, 2)
+    for i, w in ((1, 30), (2, 10), (3, 20)):
+        r.set(f"weight_{i}", w)
+        r.hset(f"obj_{i}", "name", f"n{i}")
+    assert r.sort("tosort") == [b"1", b"2", b"3"]
+    assert r.sort("tosort", by="weight_*") == [b"2", b"3", b"1"]
+    assert r.sort("tosort", by="weight_*", get=["#", "obj_*->name"], desc=True) == \
+        [b"1", b"n1", b"3", b"n3", b"2", b"n2"]
+    assert r.sort("tosort", start=1, num=1) == [b"2"]
+    dest = on_shard(1 - slot_owners(2)[key_slot(b"tosort")], "sorted")
+    assert r.sort("tosort", by="weight_*", store=dest) == 3
+    assert r.lrange(dest, 0, -1) == [b"2", b"3", b"1"]
+    r.rpush("words", "b", "a")
+    with pytest.raises(redis.ResponseError) as e:
+        r.sort("words")
+    assert str(e.value) == "One or more scores can't be converted into double"
+    assert r.sort("words", alpha=True) == [b"a", b"b"]

@@ -422,6 +422,12 @@ def shard_flush(ctx: ShardCtx, argv: list[bytes]) -> bytes:
     return protocol.OK
 
 
+@command("__noop", 1, "readonly", where=Where.SHARD, group="internal",
+         summary="Nothing: the part of a transaction that only needs a shard locked")
+def shard_noop(ctx: ShardCtx, argv: list[bytes]) -> bytes:
+    return protocol.OK
+
+
 @command("time", 1, "loading stale fast", where=SERVER, group="server", summary="Return the current server time")
 def time_(conn: Connection, argv: list[bytes]) -> bytes:
     now = time.time_ns() // 1000

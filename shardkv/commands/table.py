@@ -59,6 +59,7 @@ class Command:
     across: Callable[[Any, list[bytes]], Any] | None = None  # async (CrossShard, argv) -> reply
     find_keys: Callable[[list[bytes]], list[int]] | None = None  # key positions of movable-key commands
     blocking: Callable[[list[bytes]], Any] | None = None  # argv -> BlockPlan (commands/lists.py)
+    lock_all: Callable[[list[bytes]], bool] | None = None  # this call reaches keys it does not name
 
     @property
     def internal(self) -> bool:
@@ -106,6 +107,7 @@ def command(
     across: Callable[[Any, list[bytes]], Any] | None = None,
     find_keys: Callable[[list[bytes]], list[int]] | None = None,
     blocking: Callable[[list[bytes]], Any] | None = None,
+    lock_all: Callable[[list[bytes]], bool] | None = None,
 ) -> Callable[[H], H]:
     def register(handler: H) -> H:
         key = name.lower().encode()
@@ -115,7 +117,7 @@ def command(
             name=name.lower(), arity=arity, flags=tuple(flags.split()), first_key=keys[0],
             last_key=keys[1], key_step=keys[2], where=where, merge=merge, group=group,
             summary=summary, handler=handler, subcommands=subcommands, sizes=sizes, across=across,
-            find_keys=find_keys, blocking=blocking,
+            find_keys=find_keys, blocking=blocking, lock_all=lock_all,
         )
         return handler
 
@@ -144,6 +146,7 @@ def load_all() -> None:
         lists,
         server,
         sets,
+        sort,
         strings,
     )
 

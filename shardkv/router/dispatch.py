@@ -128,6 +128,8 @@ class Router:
                 return protocol.error(errors.KEY_TOO_LONG)
             if single and self.shard_of(argv[i]) != first:
                 single = False
+        if cmd.lock_all is not None and cmd.lock_all(argv):
+            return self.start_transaction(conn, cmd, argv, every_shard=True)
         if single:
             if first == self.me:
                 return self.run_keyed(cmd, argv, conn.db, conn.proto)
@@ -196,8 +198,11 @@ class Router:
             positions.setdefault(shard, []).append(i)
         return parts, positions
 
-    def start_transaction(self, conn: Connection, cmd: Command, argv: list[bytes]) -> Pending:
+    def start_transaction(self, conn: Connection, cmd: Command, argv: list[bytes],
+                          every_shard: bool = False) -> Pending:
         parts, positions = self.split(cmd, argv)
+        if every_shard:
+            parts = {s: [b"__noop"] for s in range(self.worker.workers)}
         if cmd.across is not None:
             across = cmd.across
             pending = Pending(conn, barrier=True)
