@@ -287,20 +287,35 @@ class Worker:
 
     def unwatch(self, db: int, key: bytes, token: bytes) -> None:
         watchers = self.waiters.get((db, key))
-        if watchers is not None:
-            watchers.pop(token, None)
-            if not watchers:
-                del self.waiters[(db, key)]
+        if watchers is None:
+            return
+        was_first = next(iter(watchers)) == token
+        watchers.pop(token, None)
+        if not watchers:
+            del self.waiters[(db, key)]
+        elif was_first and self.store.lookup(db, key, int(time.time() * 1000)):
+            self._notify_first(db, key)  # what is left goes to the next in line
+
+    def drop_watchers_of(self, home: int) -> None:
+        """A worker restarted: the clients it had blocked are gone."""
+        for (db, key), watchers in list(self.waiters.items()):
+            for token in [t for t, h in watchers.items() if h == home]:
+                self.unwatch(db, key, token)
 
     def wake_watchers(self, db: int, keys: list[bytes]) -> None:
-        """A write touched these keys: tell each home with a client blocked on one of them."""
+        """A write touched these keys: tell the first client blocked on each (FIFO: the next one
+        is told when that one stops waiting)."""
         for key in keys:
-            for token, home in list(self.waiters.get((db, key), {}).items()):
-                if home == self.id:
-                    self.loop.call_soon(self.blocking.wake, token)
-                else:
-                    self.peers.request(home, K_REQ, bytes((2, 0)) + protocol.encode_command([b"__ready", token]),
-                                       lambda reply: None)
+            if (db, key) in self.waiters:
+                self._notify_first(db, key)
+
+    def _notify_first(self, db: int, key: bytes) -> None:
+        token, home = next(iter(self.waiters[(db, key)].items()))
+        if home == self.id:
+            self.loop.call_soon(self.blocking.wake, token)
+        else:
+            self.peers.request(home, K_REQ, bytes((2, 0)) + protocol.encode_command([b"__ready", token]),
+                               lambda reply: None)
 
     async def wait_unlocked(self) -> None:
         while self.lock_owner != NO_LOCK:
@@ -323,6 +338,7 @@ class Worker:
             for kind, rid, body in peers.take(src, replies=True):
                 if kind == K_RESET:
                     peers.peer_restarted(src)
+                    self.drop_watchers_of(src)
                     if self.lock_owner == src:
                         self.unlock_own(self.reserved)
                         self.reserved = []
