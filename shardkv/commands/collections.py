@@ -9,6 +9,7 @@ collections come next (see README, "Collections").
 
 from __future__ import annotations
 
+import random
 import struct
 
 from shardkv import errors
@@ -63,3 +64,20 @@ def save(ctx: ShardCtx, key: bytes, kind: int, items: list[bytes], found: Found)
             raise CommandError(errors.STRING_TOO_LONG)
     expire_ms = store.expire_of(found[0]) if found[0] else 0
     store.put(ctx.db, key, kind, pack(items), expire_ms, found)
+
+
+def replace(ctx: ShardCtx, key: bytes, kind: int, items: list[bytes]) -> None:
+    """Make key a new collection of items, whatever it held before (the STORE of SORT and set
+    algebra); empty deletes it."""
+    found = ctx.store.find(ctx.db, key, ctx.now_ms)
+    if found[0]:
+        ctx.store.delete(ctx.db, key, ctx.now_ms)  # STORE drops the old value and its time to live
+        found = ctx.store.find(ctx.db, key, ctx.now_ms)
+    save(ctx, key, kind, items, found)
+
+
+def random_pick(items: list[bytes], count: int) -> list[bytes]:
+    """SRANDMEMBER / HRANDFIELD with a count: distinct when positive, with repeats when negative."""
+    if count >= 0:
+        return random.sample(items, min(count, len(items)))
+    return [random.choice(items) for _ in range(-count)] if items else []

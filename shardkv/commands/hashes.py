@@ -8,7 +8,7 @@ import random
 
 from shardkv import errors, protocol
 from shardkv.commands.args import INT64_MAX, INT64_MIN, ShardCtx, maybe_int, parse_float, parse_int
-from shardkv.commands.collections import Found, load, save
+from shardkv.commands.collections import Found, load, random_pick, save
 from shardkv.commands.sets import scan_args
 from shardkv.commands.strings import format_float_human
 from shardkv.commands.table import command
@@ -170,10 +170,7 @@ def hrandfield(ctx: ShardCtx, argv: list[bytes]) -> bytes:
     names = list(fields)
     if count is None:
         return protocol.bulk(random.choice(names)) if names else protocol.null(ctx.proto)
-    if count >= 0:
-        picked = random.sample(names, min(count, len(names)))
-    else:
-        picked = [random.choice(names) for _ in range(-count)] if names else []
+    picked = random_pick(names, count)
     if not with_values:
         return protocol.bulk_array(picked)
     if ctx.proto == 3:

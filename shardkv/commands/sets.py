@@ -8,7 +8,7 @@ import random
 from shardkv import errors, protocol
 from shardkv.commands.across import CrossShard, is_error
 from shardkv.commands.args import ShardCtx, glob_matcher, maybe_int, parse_int
-from shardkv.commands.collections import load, save
+from shardkv.commands.collections import load, random_pick, replace, save
 from shardkv.commands.table import Where, command
 from shardkv.errors import CommandError
 from shardkv.protocol import read_reply
@@ -89,11 +89,7 @@ def srandmember(ctx: ShardCtx, argv: list[bytes]) -> bytes:
     members = _members(ctx, argv[1])
     if count is None:
         return protocol.bulk(random.choice(members)) if members else protocol.null(ctx.proto)
-    if count >= 0:
-        picked = random.sample(members, min(count, len(members)))
-    else:
-        picked = [random.choice(members) for _ in range(-count)] if members else []
-    return protocol.array([protocol.bulk(m) for m in picked])
+    return protocol.bulk_array(random_pick(members, count))
 
 
 @command("spop", -2, "write fast", keys=(1, 1, 1), group="set", summary="Remove and return random members")
@@ -190,7 +186,7 @@ def _algebra_command(op: str, store: bool) -> None:
         result = algebra(op, _gather_local(ctx, argv[first:]))
         if not store:
             return set_reply(ctx.proto, result)
-        save(ctx, argv[1], TYPE_SET, result, ctx.store.find(ctx.db, argv[1], ctx.now_ms))
+        replace(ctx, argv[1], TYPE_SET, result)
         return protocol.integer(len(result))
 
     async def across(tx: CrossShard, argv: list[bytes]) -> bytes:
@@ -217,11 +213,7 @@ for _op in ("inter", "union", "diff"):
 @command("__sreplace", -2, "write denyoom", where=Where.SHARD, group="internal",
          summary="Replace a key with a set of these members (the STORE step of set algebra)")
 def shard_sreplace(ctx: ShardCtx, argv: list[bytes]) -> bytes:
-    found = ctx.store.find(ctx.db, argv[1], ctx.now_ms)
-    if found[0]:
-        ctx.store.delete(ctx.db, argv[1], ctx.now_ms)
-        found = ctx.store.find(ctx.db, argv[1], ctx.now_ms)
-    save(ctx, argv[1], TYPE_SET, argv[2:], found)
+    replace(ctx, argv[1], TYPE_SET, argv[2:])
     return protocol.OK
 
 

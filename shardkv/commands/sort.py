@@ -14,7 +14,7 @@ from dataclasses import dataclass, field
 from shardkv import errors, protocol
 from shardkv.commands.across import CrossShard, is_error
 from shardkv.commands.args import ShardCtx, parse_float, parse_int
-from shardkv.commands.collections import save, unpack
+from shardkv.commands.collections import replace, unpack
 from shardkv.commands.table import Where, command
 from shardkv.errors import CommandError
 from shardkv.protocol import read_reply
@@ -171,11 +171,7 @@ def _sort(ctx: ShardCtx, argv: list[bytes], read_only: bool) -> bytes:
     if o.store is None:
         return _reply(ctx.proto, result)
     items = [x if x is not None else b"" for x in result]
-    dest = ctx.store.find(ctx.db, o.store, ctx.now_ms)
-    if dest[0]:
-        ctx.store.delete(ctx.db, o.store, ctx.now_ms)
-        dest = ctx.store.find(ctx.db, o.store, ctx.now_ms)
-    save(ctx, o.store, TYPE_LIST, items, dest)
+    replace(ctx, o.store, TYPE_LIST, items)
     return protocol.integer(len(items))
 
 
@@ -259,10 +255,6 @@ def shard_sortlookup(ctx: ShardCtx, argv: list[bytes]) -> bytes:
 @command("__lreplace", -2, "write denyoom", where=Where.SHARD, group="internal",
          summary="Replace a key with a list of these elements (SORT ... STORE)")
 def shard_lreplace(ctx: ShardCtx, argv: list[bytes]) -> bytes:
-    found = ctx.store.find(ctx.db, argv[1], ctx.now_ms)
-    if found[0]:
-        ctx.store.delete(ctx.db, argv[1], ctx.now_ms)
-        found = ctx.store.find(ctx.db, argv[1], ctx.now_ms)
-    save(ctx, argv[1], TYPE_LIST, argv[2:], found)
+    replace(ctx, argv[1], TYPE_LIST, argv[2:])
     return protocol.OK
 
