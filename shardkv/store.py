@@ -52,6 +52,8 @@ H_DIRTY = 12  # changes since start (INFO rdb_changes_since_last_save)
 H_PARTIAL = 16  # per size class: 1 + index of a page with free blocks, 0 = none
 H_KEYS = 64  # per db: number of keys
 H_EXPIRES = H_KEYS + DATABASES_MAX  # per db: number of keys with an expire time
+DBMAP_BYTE = (H_EXPIRES + DATABASES_MAX) * 8  # 1 byte per db: the db (as clients number it) -> stored db
+H_SWAP_JOURNAL = (DBMAP_BYTE + DATABASES_MAX) // 8  # a SWAPDB in progress, redone at restart
 
 # Page table entry fields (u32).
 P_CLASS, P_LIVE, P_FREE, P_BUMP, P_PREV, P_NEXT, P_RUN = range(7)
@@ -78,7 +80,7 @@ def _size_classes() -> list[int]:
 
 CLASS_BYTES = [0] + _size_classes()  # class 0 is "not a slab"
 CLASSES = len(CLASS_BYTES) - 1
-assert H_PARTIAL + CLASSES < H_KEYS and (H_EXPIRES + DATABASES_MAX) * 8 <= SEGMENT_HEADER_BYTES
+assert H_PARTIAL + CLASSES < H_KEYS and (H_SWAP_JOURNAL + 1) * 8 <= SEGMENT_HEADER_BYTES
 # class of a size, by (size + 15) // 16
 _CLASS_OF = [0] * (SMALL_RECORD_BYTES_MAX // 16 + 1)
 for _i in range(len(_CLASS_OF)):
@@ -117,6 +119,9 @@ class Store:
         self.map_off = q[H_MAP_OFF]
         self.heap_off = q[H_HEAP_OFF]
         self.page_hint = 0
+        # Databases as clients number them -> as stored in records; SWAPDB swaps two entries.
+        # Every public method takes the client's number; records, counters and internals the stored one.
+        self.dbmap = bytearray(self.mm[DBMAP_BYTE : DBMAP_BYTE + DATABASES_MAX])
 
     def close(self) -> None:
         self.u32.release()
@@ -140,6 +145,7 @@ class Store:
         q[H_PAGES_OFF] = pages_off
         q[H_MAP_OFF] = map_off
         q[H_HEAP_OFF] = heap_off
+        self.mm[DBMAP_BYTE : DBMAP_BYTE + DATABASES_MAX] = bytes(range(DATABASES_MAX))
         q[H_VERSION] = VERSION
         q[H_MAGIC] = MAGIC
 
@@ -152,10 +158,28 @@ class Store:
         return self.q[H_USED_BYTES]
 
     def keys_in(self, db: int) -> int:
-        return self.q[H_KEYS + db]
+        return self.q[H_KEYS + self.mm[DBMAP_BYTE + db]]  # read through: another worker may own the map
 
     def expires_in(self, db: int) -> int:
-        return self.q[H_EXPIRES + db]
+        return self.q[H_EXPIRES + self.mm[DBMAP_BYTE + db]]
+
+    def swap_dbs(self, a: int, b: int) -> None:
+        """SWAPDB on this shard: a journal word first, so a crash half-way is redone at restart."""
+        pa, pb = self.dbmap[a], self.dbmap[b]
+        self.q[H_SWAP_JOURNAL] = 1 << 63 | a | b << 8 | pa << 16 | pb << 24
+        self.mm[DBMAP_BYTE + a] = pb
+        self.mm[DBMAP_BYTE + b] = pa
+        self.q[H_SWAP_JOURNAL] = 0
+        self.dbmap[a], self.dbmap[b] = pb, pa
+
+    def _redo_swap(self) -> None:
+        j = self.q[H_SWAP_JOURNAL]
+        if j:
+            a, b, pa, pb = j & 0xFF, (j >> 8) & 0xFF, (j >> 16) & 0xFF, (j >> 24) & 0xFF
+            self.mm[DBMAP_BYTE + a] = pb
+            self.mm[DBMAP_BYTE + b] = pa
+            self.q[H_SWAP_JOURNAL] = 0
+        self.dbmap = bytearray(self.mm[DBMAP_BYTE : DBMAP_BYTE + DATABASES_MAX])
 
     @property
     def dirty(self) -> int:
@@ -171,6 +195,7 @@ class Store:
         """(record offset or 0, word index of the link to it, word index of its bucket).
 
         A key whose time has passed is deleted here, as Redis does on access."""
+        db = self.dbmap[db]
         h = zlib.crc32(key, db)
         bucket = self.bucket_word + (h & self.mask)
         fp = h >> 8
@@ -253,6 +278,7 @@ class Store:
         `block` is a block reserved for exactly this record; without one, a block is allocated
         here, and OOM is raised before anything changes if it does not fit."""
         off_old, link, bucket = found
+        db = self.dbmap[db]
         off = block or self._alloc(record_bytes(len(key), len(value)))
         q = self.q
         w = off >> 3
@@ -281,6 +307,7 @@ class Store:
         return off
 
     def set_expire(self, off: int, db: int, expire_ms: int) -> None:
+        db = self.dbmap[db]
         q = self.q
         old = q[(off >> 3) + 1]
         q[(off >> 3) + 1] = expire_ms  # one aligned store
@@ -292,7 +319,7 @@ class Store:
         off, link, _ = self.find(db, key, now_ms)
         if not off:
             return False
-        self._unlink(link, off, db)
+        self._unlink(link, off, self.dbmap[db])
         return True
 
     def _unlink(self, link: int, off: int, db: int) -> None:
@@ -316,6 +343,7 @@ class Store:
                 q[H_EXPIRES + i] = 0
             self._reset_allocator()
             return
+        db = self.dbmap[db]
         for b in range(self.buckets):
             link = self.bucket_word + b
             w = q[link]
@@ -332,6 +360,7 @@ class Store:
     def bucket_keys(self, bucket: int, db: int, now_ms: int) -> list[bytes]:
         """Live keys of db in one bucket (SCAN's unit of work; buckets never move)."""
         q = self.q
+        db = self.dbmap[db]
         out = []
         w = q[self.bucket_word + bucket]
         while w:
@@ -519,6 +548,7 @@ class Store:
 
         Returns the number of records found.  Blocks that were allocated but never published,
         or unlinked but never freed, become free again."""
+        self._redo_swap()
         self._reset_allocator()
         q, u = self.q, self.u32
         for i in range(DATABASES_MAX):

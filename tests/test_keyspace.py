@@ -162,3 +162,24 @@ def test_cross_shard_copy_and_msetnx(server2: Server) -> None:
     assert r.msetnx({a: 1, b: 2}) is True
     assert r.msetnx({a: 3, "fresh": 4}) is False
     assert r.mget(a, b, "fresh") == [b"1", b"2", None]
+
+
+def test_swapdb_swaps_on_every_shard(server2: Server) -> None:
+    r = server2.client()
+    r.flushall()
+    a, b = shard_pair()
+    r.mset({a: "in0", b: "in0"})
+    r.execute_command("SELECT", 1)
+    r.set(a, "in1", ex=100)
+    assert r.swapdb(0, 1) is True
+    assert r.mget(a, b) == [b"in0", b"in0"] and r.dbsize() == 2  # db 1 now holds what db 0 held
+    r.execute_command("SELECT", 0)
+    assert r.get(a) == b"in1" and r.get(b) is None and 0 < r.ttl(a) <= 100
+    assert r.info("keyspace")["db0"]["keys"] == 1 and r.info("keyspace")["db1"]["keys"] == 2
+    try:
+        r.swapdb(0, 16)
+    except redis.ResponseError as exc:
+        assert str(exc) == "DB index is out of range"
+    else:
+        raise AssertionError("SWAPDB 0 16 must fail")
+    r.swapdb(0, 1)

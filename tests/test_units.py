@@ -207,3 +207,18 @@ def test_footprint_fits_maxmemory() -> None:
     assert per_shard <= fp.shard_segment_bytes
     assert lim.shards * fp.shard_segment_bytes <= lim.maxmemory
     assert fp.total_bytes == fp.shm_bytes + 3 * fp.worker_bytes
+
+
+def test_swapdb_interrupted_half_way_is_redone_at_restart(store: Store) -> None:
+    from shardkv.store import DBMAP_BYTE, H_SWAP_JOURNAL
+
+    put(store, b"k", b"db0")
+    put(store, b"k", b"db1", db=1)
+    # As if the worker died after the journal and the first of the two byte writes.
+    store.q[H_SWAP_JOURNAL] = 1 << 63 | 0 | 1 << 8 | 0 << 16 | 1 << 24
+    store.mm[DBMAP_BYTE + 0] = 1
+    store.rebuild()
+    assert store.q[H_SWAP_JOURNAL] == 0
+    assert store.string_value(store.lookup(0, b"k", 0)) == b"db1"
+    assert store.string_value(store.lookup(1, b"k", 0)) == b"db0"
+    store.check()

@@ -422,6 +422,23 @@ def shard_flush(ctx: ShardCtx, argv: list[bytes]) -> bytes:
     return protocol.OK
 
 
+@command("swapdb", 3, "write fast", where=SERVER, group="server", summary="Swap two databases")
+def swapdb(conn: Connection, argv: list[bytes]) -> Pending:
+    a = parse_int(argv[1], "ERR invalid first DB index")
+    b = parse_int(argv[2], "ERR invalid second DB index")
+    if not (0 <= a < conn.worker.limits.databases and 0 <= b < conn.worker.limits.databases):
+        raise CommandError(errors.DB_INDEX)
+    parts = {s: [b"__swapdb", argv[1], argv[2]] for s in range(conn.worker.workers)}
+    return conn.router.transaction_reply(
+        conn, parts, lambda replies: next((r for r in replies.values() if r.startswith(b"-")), protocol.OK))
+
+
+@command("__swapdb", 3, "write", where=Where.SHARD, group="internal", summary="SWAPDB on one shard")
+def shard_swapdb(ctx: ShardCtx, argv: list[bytes]) -> bytes:
+    ctx.store.swap_dbs(int(argv[1]), int(argv[2]))
+    return protocol.OK
+
+
 @command("__noop", 1, "readonly", where=Where.SHARD, group="internal",
          summary="Nothing: the part of a transaction that only needs a shard locked")
 def shard_noop(ctx: ShardCtx, argv: list[bytes]) -> bytes:
