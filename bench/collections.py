@@ -1,0 +1,115 @@
+"""Per-operation cost of list, hash and set commands on small and large collections.
+
+    .venv/bin/python bench/collections.py [--elements 100000] [--ops 200]
+
+Starts redis-server (no persistence) and shardkv (--shards 1) on free ports, fills one 10-element
+and one N-element collection of each type in each server, then times each command on both sizes
+(one command per round trip, median of --ops calls) and prints the microseconds per call, the
+large/small ratio (the issue's target: at most 3x) and, for LINDEX/LSET in the middle, the ratio
+to redis-server.  Needs redis-server on PATH.
+"""
+
+from __future__ import annotations
+
+import argparse
+import shutil
+import socket
+import statistics
+import subprocess
+import sys
+import time
+from collections.abc import Callable
+
+import redis
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+def wait(r: redis.Redis) -> None:
+    for _ in range(300):
+        try:
+            r.ping()
+            return
+        except redis.ConnectionError:
+            time.sleep(0.05)
+    raise SystemExit("server did not start")
+
+
+def fill(r: redis.Redis, name: str, n: int) -> None:
+    r.delete(f"l:{name}", f"h:{name}", f"s:{name}")
+    for start in range(0, n, 10000):
+        chunk = range(start, min(n, start + 10000))
+        r.rpush(f"l:{name}", *[f"e{i}" for i in chunk])
+        r.hset(f"h:{name}", mapping={f"f{i}": f"v{i}" for i in chunk})
+        r.sadd(f"s:{name}", *[f"m{i}" for i in chunk])
+
+
+def timed(fn: Callable[[], object], ops: int) -> float:
+    samples = []
+    for _ in range(ops):
+        t0 = time.perf_counter_ns()
+        fn()
+        samples.append(time.perf_counter_ns() - t0)
+    return statistics.median(samples) / 1000
+
+
+def cases(r: redis.Redis, name: str, n: int) -> dict[str, Callable[[], object]]:
+    mid = n // 2
+    return {
+        "LPUSH+LPOP": lambda: (r.lpush(f"l:{name}", "x"), r.lpop(f"l:{name}")),
+        "RPUSH+RPOP": lambda: (r.rpush(f"l:{name}", "x"), r.rpop(f"l:{name}")),
+        "LINDEX 0": lambda: r.lindex(f"l:{name}", 0),
+        "LINDEX -1": lambda: r.lindex(f"l:{name}", -1),
+        "LINDEX middle": lambda: r.lindex(f"l:{name}", mid),
+        "LSET middle": lambda: r.lset(f"l:{name}", mid, "y"),
+        "HSET+HDEL": lambda: (r.hset(f"h:{name}", "new", "v"), r.hdel(f"h:{name}", "new")),
+        "HGET": lambda: r.hget(f"h:{name}", "f1"),
+        "SADD+SREM": lambda: (r.sadd(f"s:{name}", "new"), r.srem(f"s:{name}", "new")),
+        "SISMEMBER": lambda: r.sismember(f"s:{name}", "m1"),
+    }
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--elements", type=int, default=100000)
+    ap.add_argument("--ops", type=int, default=200)
+    opts = ap.parse_args()
+    if shutil.which("redis-server") is None:
+        raise SystemExit("redis-server is not installed (apt-get install redis-server)")
+    rport, sport = free_port(), free_port()
+    procs = [
+        subprocess.Popen(["redis-server", "--port", str(rport), "--save", "", "--appendonly", "no"],
+                         stdout=subprocess.DEVNULL),
+        subprocess.Popen([sys.executable, "-m", "shardkv", "--port", str(sport), "--shards", "1",
+                          "--maxmemory", "1gb", "--name", "skvcoll"], stdout=subprocess.DEVNULL),
+    ]
+    try:
+        servers = {"redis": redis.Redis(port=rport), "shardkv": redis.Redis(port=sport)}
+        results: dict[tuple[str, str, str], float] = {}
+        for label, r in servers.items():
+            wait(r)
+            fill(r, "small", 10)
+            fill(r, "large", opts.elements)
+            for size, n in (("small", 10), ("large", opts.elements)):
+                for case, fn in cases(r, size, n).items():
+                    results[(label, case, size)] = timed(fn, opts.ops)
+        print(f"# {time.strftime('%Y-%m-%d')}: median microseconds per call (one call per round trip), "
+              f"10 vs {opts.elements} elements, --shards 1")
+        print(f"{'command':<15} {'redis 10':>9} {'redis N':>9} {'shardkv 10':>11} {'shardkv N':>10} "
+              f"{'N/10':>6} {'vs redis':>9}")
+        for case in cases(servers["redis"], "small", 10):
+            r10, rn = results[("redis", case, "small")], results[("redis", case, "large")]
+            s10, sn = results[("shardkv", case, "small")], results[("shardkv", case, "large")]
+            print(f"{case:<15} {r10:>9.1f} {rn:>9.1f} {s10:>11.1f} {sn:>10.1f} {sn / s10:>6.1f} {sn / rn:>9.1f}")
+    finally:
+        for p in procs:
+            p.terminate()
+            p.wait(10)
+
+
+if __name__ == "__main__":
+    main()
