@@ -224,3 +224,30 @@ def test_stop_exits_zero_and_unlinks_every_segment(how: str) -> None:
     assert srv.proc.wait(10) == 0
     assert time.monotonic() - t0 < 5
     assert [f for f in os.listdir("/dev/shm") if f.startswith(prefix)] == []
+
+
+def test_collections_live_in_the_segment_not_the_workers() -> None:
+    """Fill 48 MiB of shard memory with lists, hashes and sets: worker RssAnon stays flat."""
+    srv = start_server("--shards", "2", "--maxmemory", "48mb", "--maxclients", "16")
+    try:
+        r = srv.client()
+        pids = srv.worker_pids()
+        idle = {pid: rss_anon_kib(pid) for pid in pids}
+        i = 0
+        while True:
+            pipe = r.pipeline(transaction=False)
+            for j in range(i, i + 50):
+                pipe.rpush(f"l{j}", *[b"x" * 100] * 20)
+                pipe.hset(f"h{j}", mapping={f"f{k}": b"y" * 100 for k in range(20)})
+                pipe.sadd(f"s{j}", *[f"m{k}".encode() * 10 for k in range(20)])
+            replies = pipe.execute(raise_on_error=False)
+            if any(isinstance(x, redis.exceptions.OutOfMemoryError) for x in replies):
+                break
+            i += 50
+        assert i > 1000  # tens of MiB went into the segments
+        full = {pid: rss_anon_kib(pid) for pid in pids}
+        for pid in pids:
+            assert full[pid] - idle[pid] < 10 * 1024, (idle, full)
+        assert r.llen("l0") == 20 and r.hlen("h0") == 20 and r.scard("s0") == 20
+    finally:
+        assert srv.stop() == 0
