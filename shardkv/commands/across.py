@@ -3,7 +3,8 @@
 A multi-key command whose keys live on several shards and whose parts cannot simply be merged
 (RENAME, COPY, MSETNX, BITOP, LCS) declares an `across` body in the command table.  The router
 locks every shard the keys live on (ascending order), then awaits the body, then unlocks: the
-body's reads and writes are atomic for every other client.
+body's reads and writes are atomic for every other client.  A CommandError the body raises (a
+bad argument) becomes the client's error reply, as in a handler.
 """
 
 from __future__ import annotations

@@ -168,10 +168,7 @@ def _bitop_check(argv: list[bytes]) -> bytes:
 
 async def bitop_across(tx: CrossShard, argv: list[bytes]) -> bytes:
     """BITOP with its keys on several shards: read the sources, write the result."""
-    try:
-        op = _bitop_check(argv)
-    except CommandError as exc:
-        return protocol.error(exc.text)
+    op = _bitop_check(argv)  # a CommandError here becomes the reply (router.run_transaction)
     values = []
     for key in argv[3:]:
         v = await tx.value(key)

@@ -187,38 +187,32 @@ def _copy_to(ctx: ShardCtx, off: int, key: bytes, db: int, replace: bool) -> boo
     return True
 
 
-def _copy_options(argv: list[bytes], current_db: int, databases: int) -> tuple[int, bool] | bytes:
-    """(target db, REPLACE) of a COPY, or its error reply."""
+def _copy_options(argv: list[bytes], current_db: int, databases: int) -> tuple[int, bool]:
+    """(target db, REPLACE) of a COPY."""
     db = current_db
     replace = False
     i = 3
-    try:
-        while i < len(argv):
-            opt = argv[i].upper()
-            if opt == b"REPLACE":
-                replace = True
-            elif opt == b"DB" and i + 1 < len(argv):
-                db = parse_int(argv[i + 1])
-                if not 0 <= db < databases:
-                    raise CommandError(errors.DB_INDEX)
-                i += 1
-            else:
-                raise CommandError(errors.SYNTAX)
+    while i < len(argv):
+        opt = argv[i].upper()
+        if opt == b"REPLACE":
+            replace = True
+        elif opt == b"DB" and i + 1 < len(argv):
+            db = parse_int(argv[i + 1])
+            if not 0 <= db < databases:
+                raise CommandError(errors.DB_INDEX)
             i += 1
-        if db == current_db and argv[1] == argv[2]:
-            raise CommandError("ERR source and destination objects are the same")
-    except CommandError as exc:
-        return protocol.error(exc.text)
+        else:
+            raise CommandError(errors.SYNTAX)
+        i += 1
+    if db == current_db and argv[1] == argv[2]:
+        raise CommandError("ERR source and destination objects are the same")
     return db, replace
 
 
 @command("copy", -3, "write denyoom", keys=(1, 2, 1), group="generic", summary="Copy a key",
          across=lambda tx, argv: copy_across(tx, argv))
 def copy(ctx: ShardCtx, argv: list[bytes]) -> bytes:
-    opts = _copy_options(argv, ctx.db, ctx.limits.databases)
-    if isinstance(opts, bytes):
-        return opts
-    db, replace = opts
+    db, replace = _copy_options(argv, ctx.db, ctx.limits.databases)
     off = ctx.store.lookup(ctx.db, argv[1], ctx.now_ms)
     if not off:
         return protocol.ZERO
@@ -409,10 +403,7 @@ async def rename_across(tx: CrossShard, argv: list[bytes]) -> bytes:
 
 async def copy_across(tx: CrossShard, argv: list[bytes]) -> bytes:
     """COPY with source and destination on different shards (options checked as COPY does)."""
-    opts = _copy_options(argv, tx.db, tx.databases)
-    if isinstance(opts, bytes):
-        return opts
-    db, replace = opts
+    db, replace = _copy_options(argv, tx.db, tx.databases)
     blob = read_reply(await tx.apply(tx.shard_of(argv[1]), [b"__dump", argv[1]]))[0]
     if blob is None:
         return protocol.ZERO

@@ -257,10 +257,7 @@ def _lmove_local(ctx: ShardCtx, src: bytes, dst: bytes, from_left: bool, to_left
 
 async def lmove_across(tx: CrossShard, argv: list[bytes]) -> bytes:
     is_lmove = argv[0].lower() == b"lmove"
-    try:
-        from_left, to_left = (_side(argv[3]), _side(argv[4])) if is_lmove else (False, True)
-    except CommandError as exc:
-        return protocol.error(exc.text)
+    from_left, to_left = (_side(argv[3]), _side(argv[4])) if is_lmove else (False, True)
     src, dst = argv[1], argv[2]
     dst_type = read_reply(await tx.apply(tx.shard_of(dst), [b"type", dst]))[0]
     src_type = read_reply(await tx.apply(tx.shard_of(src), [b"type", src]))[0]
@@ -333,10 +330,7 @@ def lmpop(ctx: ShardCtx, argv: list[bytes]) -> bytes:
 
 
 async def lmpop_across(tx: CrossShard, argv: list[bytes]) -> bytes:
-    try:
-        keys, left, count = lmpop_args(argv)
-    except CommandError as exc:
-        return protocol.error(exc.text)
+    keys, left, count = lmpop_args(argv)
     for key in keys:
         reply = await tx.apply(tx.shard_of(key), [b"lpop" if left else b"rpop", key, b"%d" % count])
         if is_error(reply):

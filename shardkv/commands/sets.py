@@ -246,10 +246,7 @@ def _card(result: list[bytes], limit: int) -> bytes:
 
 
 async def sintercard_across(tx: CrossShard, argv: list[bytes]) -> bytes:
-    try:
-        keys, limit = _sintercard_args(argv)
-    except CommandError as exc:
-        return protocol.error(exc.text)
+    keys, limit = _sintercard_args(argv)
     sets = await _gather(tx, keys)
     return sets if isinstance(sets, bytes) else _card(algebra("inter", sets), limit)
 

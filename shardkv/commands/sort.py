@@ -177,10 +177,7 @@ def _sort(ctx: ShardCtx, argv: list[bytes], read_only: bool) -> bytes:
 
 async def sort_across(tx: CrossShard, argv: list[bytes]) -> bytes:
     """SORT whose patterns or STORE reach other shards; every shard is locked."""
-    try:
-        o = parse_sort(argv, argv[0].lower() == b"sort_ro")
-    except CommandError as exc:
-        return protocol.error(exc.text)
+    o = parse_sort(argv, argv[0].lower() == b"sort_ro")
     source = await tx.apply(tx.shard_of(argv[1]), [b"__sortsource", argv[1]])
     if is_error(source):
         return source
@@ -203,10 +200,7 @@ async def sort_across(tx: CrossShard, argv: list[bytes]) -> bytes:
         reply = read_reply(await tx.apply(shard, [b"__sortlookup", flags, *args]))[0]
         assert isinstance(reply, list)
         values.update(zip(targets, reply, strict=True))
-    try:
-        result = sort_elements(elements, is_set, o, lambda k, f: values.get((k, f)))
-    except CommandError as exc:
-        return protocol.error(exc.text)
+    result = sort_elements(elements, is_set, o, lambda k, f: values.get((k, f)))
     if o.store is None:
         return _reply(tx.proto, result)
     items = [x if x is not None else b"" for x in result]

@@ -402,10 +402,7 @@ LCS_NOT_STRINGS = "ERR The specified keys must contain string values"
 
 
 async def lcs_across(tx: CrossShard, argv: list[bytes]) -> bytes:
-    try:
-        opts = _lcs_options(argv)
-    except CommandError as exc:
-        return protocol.error(exc.text)
+    opts = _lcs_options(argv)
     values = []
     for key in argv[1:3]:
         v = await tx.value(key)
