@@ -31,6 +31,7 @@ records take a run of whole pages.  "Full" means no block of the needed class an
 from __future__ import annotations
 
 import mmap
+import struct
 import zlib
 from collections.abc import Iterator
 
@@ -49,6 +50,7 @@ H_EXPIRED = 9  # keys removed because their time passed
 H_GENERATION = 10  # incremented each time a worker attaches
 H_PAGES_USED = 11
 H_DIRTY = 12  # changes since start (INFO rdb_changes_since_last_save)
+H_JOURNAL = 13  # offset of a batch's redo journal while the batch is being published, else 0
 H_PARTIAL = 16  # per size class: 1 + index of a page with free blocks, 0 = none
 H_KEYS = 64  # per db: number of keys
 H_EXPIRES = H_KEYS + DATABASES_MAX  # per db: number of keys with an expire time
@@ -89,6 +91,23 @@ for _i in range(len(_CLASS_OF)):
 
 def record_bytes(klen: int, vlen: int) -> int:
     return (RECORD_HEADER_BYTES + klen + vlen + 7) & ~7
+
+
+_JOURNAL_HEAD = struct.Struct("<I")
+_JOURNAL_ENTRY = struct.Struct("<BBIQ")  # is put, stored db, key length, new record offset (puts)
+
+BatchOp = tuple[int, bytes, int, bytes | None, int]  # db, key, type, value (None: delete), expire at ms
+
+
+def journal_bytes(ops: list[tuple[bytes, bool]]) -> int:
+    """Size of the redo journal of a batch: (key, is put) per operation."""
+    return _JOURNAL_HEAD.size + sum(_JOURNAL_ENTRY.size + len(key) for key, _ in ops)
+
+
+def batch_sizes(ops: list[BatchOp]) -> list[int]:
+    """The blocks write_batch needs: one per put, then the journal."""
+    puts = [record_bytes(len(key), len(value)) for _, key, _, value, _ in ops if value is not None]
+    return puts + [journal_bytes([(key, value is not None) for _, key, _, value, _ in ops])]
 
 
 def key_hash(db: int, key: bytes) -> int:
@@ -305,6 +324,101 @@ class Store:
             if expire_ms:
                 q[H_EXPIRES + db] += 1
         return off
+
+    def write_batch(self, ops: list[BatchOp], blocks: list[int] | None = None) -> None:
+        """Apply puts and deletes on several keys as one change: a crash leaves all or none.
+
+        Every new record is written first, then a redo journal naming them; storing the journal's
+        offset in the header is the commit point.  The changes are then published one by one and
+        the journal cleared; a restart that finds a journal publishes it again (`_redo`).
+        `blocks` are blocks reserved for exactly this batch (batch_sizes); else they are taken
+        here, all or none (OOM before anything changes)."""
+        if blocks is None:
+            blocks = self.reserve(batch_sizes(ops))
+        journal_off = blocks[-1]
+        mm = self.mm
+        at = journal_off + _JOURNAL_HEAD.size
+        _JOURNAL_HEAD.pack_into(mm, journal_off, len(ops))
+        record_blocks = iter(blocks[:-1])
+        for db, key, kind, value, expire_ms in ops:
+            pdb = self.dbmap[db]
+            new_off = 0
+            if value is not None:
+                new_off = next(record_blocks)
+                self._write_record(new_off, pdb, key, kind, value, expire_ms)
+            _JOURNAL_ENTRY.pack_into(mm, at, value is not None, pdb, len(key), new_off)
+            at += _JOURNAL_ENTRY.size
+            mm[at : at + len(key)] = key
+            at += len(key)
+        self.q[H_JOURNAL] = journal_off  # commit
+        self._redo(journal_off, live=True)
+        self.q[H_JOURNAL] = 0
+        self._free(journal_off)
+
+    def _write_record(self, off: int, pdb: int, key: bytes, kind: int, value: bytes, expire_ms: int) -> None:
+        q = self.q
+        w = off >> 3
+        q[w] = 0
+        q[w + 1] = expire_ms
+        q[w + 2] = len(key) | kind << 32 | pdb << 40
+        q[w + 3] = len(value)
+        kstart = off + 32
+        self.mm[kstart : kstart + len(key)] = key
+        self.mm[kstart + len(key) : kstart + len(key) + len(value)] = value
+
+    def _redo(self, journal_off: int, live: bool) -> None:
+        """Publish a committed journal's changes in order.  Idempotent: a put already published
+        is skipped.  `live`: also free replaced records and keep counters (at restart the
+        allocator and counters are rebuilt from the index afterwards instead)."""
+        q, mm = self.q, self.mm
+        (count,) = _JOURNAL_HEAD.unpack_from(mm, journal_off)
+        at = journal_off + _JOURNAL_HEAD.size
+        for _ in range(count):
+            is_put, pdb, klen, new_off = _JOURNAL_ENTRY.unpack_from(mm, at)
+            at += _JOURNAL_ENTRY.size
+            key = mm[at : at + klen]
+            at += klen
+            off_old, link, bucket = self._find_stored(pdb, key)
+            if is_put:
+                if off_old == new_off:
+                    continue
+                w = new_off >> 3
+                q[w] = q[off_old >> 3] if off_old else q[bucket]
+                q[link if off_old else bucket] = (zlib.crc32(key, pdb) >> 8) << 40 | w
+                if live:
+                    q[H_DIRTY] += 1
+                    if off_old:
+                        if bool(q[(off_old >> 3) + 1]) != bool(q[w + 1]):
+                            q[H_EXPIRES + pdb] += 1 if q[w + 1] else -1
+                        self._free(off_old)
+                    else:
+                        q[H_KEYS + pdb] += 1
+                        if q[w + 1]:
+                            q[H_EXPIRES + pdb] += 1
+            elif off_old:
+                if live:
+                    self._unlink(link, off_old, pdb)
+                else:
+                    q[link] = q[off_old >> 3]
+
+    def _find_stored(self, pdb: int, key: bytes) -> tuple[int, int, int]:
+        """find() by stored db, expired or not, changing nothing."""
+        h = zlib.crc32(key, pdb)
+        bucket = self.bucket_word + (h & self.mask)
+        fp = h >> 8
+        q = self.q
+        link = bucket
+        w = q[bucket]
+        while w:
+            off = (w & OFF_MASK) << 3
+            if w >> 40 == fp:
+                info = q[(off >> 3) + 2]
+                if (info & KLEN_MASK) == len(key) and (info >> 40) & 0xFF == pdb and \
+                        self.mm[off + 32 : off + 32 + len(key)] == key:
+                    return off, link, bucket
+            link = off >> 3
+            w = q[link]
+        return 0, 0, bucket
 
     def set_expire(self, off: int, db: int, expire_ms: int) -> None:
         db = self.dbmap[db]
@@ -549,6 +663,9 @@ class Store:
         Returns the number of records found.  Blocks that were allocated but never published,
         or unlinked but never freed, become free again."""
         self._redo_swap()
+        if self.q[H_JOURNAL]:  # a batch was committed but not wholly published: finish it
+            self._redo(self.q[H_JOURNAL], live=False)
+            self.q[H_JOURNAL] = 0
         self._reset_allocator()
         q, u = self.q, self.u32
         for i in range(DATABASES_MAX):

@@ -171,8 +171,12 @@ def test_kill_loop_leaves_every_shard_consistent() -> None:
                         r.set(k, "x" * rng.randrange(1, 3000))
                     elif op < 0.7:
                         r.delete(k, f"c{rng.randrange(3000)}")
-                    elif op < 0.9:
+                    elif op < 0.8:
                         r.mset({f"c{rng.randrange(3000)}": "y" * rng.randrange(1, 40000) for _ in range(4)})
+                    elif op < 0.9:
+                        # One shard's keys (a hash tag), one value: a batch, never half written.
+                        g, v = rng.randrange(20), str(rng.random()) * rng.randrange(1, 500)
+                        r.mset({f"{{g{g}}}{k}": v for k in range(6)})
                     else:
                         r.expire(k, 1000)
                 except redis.RedisError:
@@ -190,6 +194,10 @@ def test_kill_loop_leaves_every_shard_consistent() -> None:
         for t in threads:
             t.join(30)
         time.sleep(0.3)
+        r0 = srv.client()
+        for g in range(20):
+            values = r0.mget([f"{{g{g}}}{k}" for k in range(6)])
+            assert len(set(values)) == 1, (g, values)  # all six from the same MSET, or none written
         fp = Footprint(lim)
         for shard in range(2):
             mm = segments.attach(segments.segment_name(srv.name, srv.port, f"shard{shard}"))

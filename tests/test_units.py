@@ -222,3 +222,49 @@ def test_swapdb_interrupted_half_way_is_redone_at_restart(store: Store) -> None:
     assert store.string_value(store.lookup(0, b"k", 0)) == b"db1"
     assert store.string_value(store.lookup(1, b"k", 0)) == b"db0"
     store.check()
+
+
+def test_batch_cut_short_after_commit_is_finished_at_restart(store: Store) -> None:
+    """A worker dies after a batch's journal was committed but before every key was published:
+    the restart publishes the rest, so the batch is all there (the write is never half-done)."""
+    from shardkv.store import H_JOURNAL
+
+    put(store, b"a", b"old")
+    put(store, b"gone", b"x")
+
+    class Crash(Exception):
+        pass
+
+    real_redo = store._redo
+    published = []
+
+    def redo_then_die(journal_off: int, live: bool) -> None:
+        # Publish only the first change by hand, as the real code would, then "die".
+        (count,) = __import__("struct").unpack_from("<I", store.mm, journal_off)
+        published.append(count)
+        raise Crash
+
+    store._redo = redo_then_die  # type: ignore[method-assign]
+    with pytest.raises(Crash):
+        store.write_batch([(0, b"a", TYPE_STRING, resp_bulk(b"new"), 0),
+                           (0, b"b", TYPE_STRING, resp_bulk(b"bee"), 0),
+                           (0, b"gone", TYPE_STRING, None, 0)])
+    assert published == [3] and store.q[H_JOURNAL]
+    store._redo = real_redo  # type: ignore[method-assign]
+    restarted = Store(store.mm, Footprint(Limits(shards=1, maxmemory=16 * 1024 * 1024).resolved()),
+                      format_segment=False)
+    restarted.rebuild()
+    assert restarted.q[H_JOURNAL] == 0
+    assert restarted.string_value(restarted.lookup(0, b"a", 0)) == b"new"
+    assert restarted.string_value(restarted.lookup(0, b"b", 0)) == b"bee"
+    assert restarted.lookup(0, b"gone", 0) == 0
+    restarted.check()
+
+
+def test_batch_redo_is_idempotent_with_repeated_keys(store: Store) -> None:
+    from shardkv.store import H_JOURNAL
+
+    store.write_batch([(0, b"k", TYPE_STRING, resp_bulk(b"1"), 0), (0, b"k", TYPE_STRING, resp_bulk(b"2"), 0)])
+    assert store.string_value(store.lookup(0, b"k", 0)) == b"2" and store.keys_in(0) == 1
+    assert store.q[H_JOURNAL] == 0
+    store.check()

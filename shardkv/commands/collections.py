@@ -15,6 +15,7 @@ import struct
 from shardkv import errors
 from shardkv.commands.args import ShardCtx
 from shardkv.errors import CommandError
+from shardkv.store import BatchOp
 
 LAYOUT_PACKED = 1
 _LEN = struct.Struct("<I")
@@ -64,6 +65,16 @@ def save(ctx: ShardCtx, key: bytes, kind: int, items: list[bytes], found: Found)
             raise CommandError(errors.STRING_TOO_LONG)
     expire_ms = store.expire_of(found[0]) if found[0] else 0
     store.put(ctx.db, key, kind, pack(items), expire_ms, found)
+
+
+def batch_op(ctx: ShardCtx, key: bytes, kind: int, items: list[bytes], found: Found) -> BatchOp:
+    """`save` as one operation of a Store.write_batch (to change two collections as one)."""
+    for item in items:
+        if len(item) > ctx.limits.value_bytes_max:
+            raise CommandError(errors.STRING_TOO_LONG)
+    if not items:
+        return (ctx.db, key, kind, None, 0)
+    return (ctx.db, key, kind, pack(items), ctx.store.expire_of(found[0]) if found[0] else 0)
 
 
 def replace(ctx: ShardCtx, key: bytes, kind: int, items: list[bytes]) -> None:

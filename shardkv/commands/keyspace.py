@@ -160,8 +160,8 @@ def _rename(ctx: ShardCtx, argv: list[bytes], nx: bool) -> bytes:
         return protocol.ZERO
     off = src[0]
     a, b = store.value_span(off)
-    store.put(ctx.db, argv[2], store.type_of(off), store.mm[a:b], store.expire_of(off), dst)
-    store.delete(ctx.db, argv[1], ctx.now_ms)
+    store.write_batch([(ctx.db, argv[2], store.type_of(off), store.mm[a:b], store.expire_of(off)),
+                       (ctx.db, argv[1], 0, None, 0)])
     return protocol.ONE if nx else protocol.OK
 
 
@@ -226,10 +226,13 @@ def move(ctx: ShardCtx, argv: list[bytes]) -> bytes:
         raise CommandError(errors.DB_INDEX)
     if db == ctx.db:
         raise CommandError("ERR source and destination objects are the same")
-    off = ctx.store.lookup(ctx.db, argv[1], ctx.now_ms)
-    if not off or not _copy_to(ctx, off, argv[1], db, replace=False):
+    store = ctx.store
+    off = store.lookup(ctx.db, argv[1], ctx.now_ms)
+    if not off or store.lookup(db, argv[1], ctx.now_ms):
         return protocol.ZERO
-    ctx.store.delete(ctx.db, argv[1], ctx.now_ms)
+    a, b = store.value_span(off)
+    store.write_batch([(db, argv[1], store.type_of(off), store.mm[a:b], store.expire_of(off)),
+                       (ctx.db, argv[1], 0, None, 0)])
     return protocol.ONE
 
 

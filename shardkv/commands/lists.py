@@ -8,7 +8,7 @@ from typing import TYPE_CHECKING
 from shardkv import errors, protocol
 from shardkv.commands.across import CrossShard, is_error
 from shardkv.commands.args import ShardCtx, maybe_int, parse_int
-from shardkv.commands.collections import Found, load, save
+from shardkv.commands.collections import Found, batch_op, load, save
 from shardkv.commands.table import Where, command
 from shardkv.errors import CommandError
 from shardkv.protocol import read_reply
@@ -247,11 +247,16 @@ def _lmove_local(ctx: ShardCtx, src: bytes, dst: bytes, from_left: bool, to_left
     if not items:
         return protocol.null(ctx.proto)
     value = items.pop(0 if from_left else -1)
-    save(ctx, src, TYPE_LIST, items, src_found)
-    dst_found, dst_items = _load(ctx, dst)
-    dst_items = dst_items or []
+    if src == dst:
+        dst_items = items
+    dst_found = ctx.store.find(ctx.db, dst, ctx.now_ms)
+    dst_items = list(dst_items or [])
     dst_items.insert(0 if to_left else len(dst_items), value)
-    save(ctx, dst, TYPE_LIST, dst_items, dst_found)
+    if src == dst:
+        save(ctx, dst, TYPE_LIST, dst_items, dst_found)
+    else:  # both lists change together, even across a crash
+        ctx.store.write_batch([batch_op(ctx, src, TYPE_LIST, items, src_found),
+                               batch_op(ctx, dst, TYPE_LIST, dst_items, dst_found)])
     return protocol.bulk(value)
 
 

@@ -8,7 +8,7 @@ import random
 from shardkv import errors, protocol
 from shardkv.commands.across import CrossShard, is_error
 from shardkv.commands.args import ShardCtx, glob_matcher, maybe_int, parse_int
-from shardkv.commands.collections import load, random_pick, replace, save
+from shardkv.commands.collections import batch_op, load, random_pick, replace, save
 from shardkv.commands.table import Where, command
 from shardkv.errors import CommandError
 from shardkv.protocol import read_reply
@@ -122,11 +122,11 @@ def smove(ctx: ShardCtx, argv: list[bytes]) -> bytes:
         return protocol.ZERO
     if argv[1] == argv[2]:
         return protocol.ONE
-    save(ctx, argv[1], TYPE_SET, [m for m in src if m != argv[3]], src_found)
+    ops = [batch_op(ctx, argv[1], TYPE_SET, [m for m in src if m != argv[3]], src_found)]
     dst_members = dst or []
     if argv[3] not in dst_members:
-        dst_found = ctx.store.find(ctx.db, argv[2], ctx.now_ms)  # the source write may have moved records
-        save(ctx, argv[2], TYPE_SET, dst_members + [argv[3]], dst_found)
+        ops.append(batch_op(ctx, argv[2], TYPE_SET, dst_members + [argv[3]], dst_found))
+    ctx.store.write_batch(ops)  # both sets change together, even across a crash
     return protocol.ONE
 
 

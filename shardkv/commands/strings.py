@@ -14,7 +14,7 @@ from shardkv.commands.args import INT64_MAX, INT64_MIN, ShardCtx, maybe_int, par
 from shardkv.commands.table import Merge, command
 from shardkv.errors import CommandError
 from shardkv.protocol import ReplyError, read_reply
-from shardkv.store import TYPE_STRING, record_bytes, resp_bulk
+from shardkv.store import TYPE_STRING, BatchOp, batch_sizes, resp_bulk
 
 
 def _string_off(ctx: ShardCtx, key: bytes) -> int:
@@ -101,8 +101,12 @@ def mget(ctx: ShardCtx, argv: list[bytes]) -> bytes:
     return protocol.array(parts)
 
 
+def _mset_ops(db: int, argv: list[bytes]) -> list[BatchOp]:
+    return [(db, k, TYPE_STRING, resp_bulk(v), 0) for k, v in zip(argv[1::2], argv[2::2], strict=True)]
+
+
 def mset_sizes(argv: list[bytes]) -> list[int]:
-    return [record_bytes(len(k), len(resp_bulk(v))) for k, v in zip(argv[1::2], argv[2::2], strict=True)]
+    return batch_sizes(_mset_ops(0, argv))
 
 
 @command("mset", -3, "write denyoom", keys=(1, -1, 2), merge=Merge.OK, group="string",
@@ -110,13 +114,9 @@ def mset_sizes(argv: list[bytes]) -> list[int]:
 def mset(ctx: ShardCtx, argv: list[bytes]) -> bytes:
     if len(argv) % 2 == 0:
         raise CommandError(errors.wrong_arity("mset"))
-    store = ctx.store
-    values = [resp_bulk(v) for v in argv[2::2]]
-    # Every block first (all or nothing), then the writes: MSET is never half applied.  Across
-    # shards, each shard reserved its blocks when it was locked (ctx.blocks).
-    blocks = ctx.blocks if ctx.blocks is not None else store.reserve(mset_sizes(argv))
-    for key, value, block in zip(argv[1::2], values, blocks, strict=True):
-        store.put(ctx.db, key, TYPE_STRING, value, 0, store.find(ctx.db, key, ctx.now_ms), block)
+    # One batch: every block first (OOM changes nothing), published all or none even if the
+    # worker dies half-way.  Across shards, each shard reserved its blocks when it was locked.
+    ctx.store.write_batch(_mset_ops(ctx.db, argv), ctx.blocks)
     return protocol.OK
 
 
