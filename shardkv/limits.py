@@ -44,6 +44,7 @@ class Limits:
     query_buffer_bytes_max: int = 16 * 1024 * 1024  # CONFIG client-query-buffer-limit
     connection_buffer_bytes: int = 16 * 1024  # preallocated receive buffer per connection slot
     large_requests_max: int = 2  # per worker: requests bigger than a connection buffer at once
+    output_buffer_bytes_max: int = 64 * 1024 * 1024  # a client's unsent replies; over it, it is closed
     ring_bytes: int = 1024 * 1024  # each one-way ring between two workers
     expire_keys_per_tick_max: int = 200
     requirepass: str = ""
@@ -91,6 +92,8 @@ class Limits:
             raise LimitsError(f"ring-bytes {self.ring_bytes} must be a power of two >= 65536")
         if self.large_requests_max < 1:
             raise LimitsError("large-requests-max must be at least 1")
+        if self.output_buffer_bytes_max < 64 * 1024:
+            raise LimitsError("output-buffer-bytes-max must be at least 65536")
 
     @property
     def clients_per_worker_max(self) -> int:
@@ -259,6 +262,7 @@ OPTIONS: dict[str, tuple[str, object]] = {
     "client-query-buffer-limit": ("query_buffer_bytes_max", parse_memory),
     "connection-buffer-bytes": ("connection_buffer_bytes", parse_memory),
     "large-requests-max": ("large_requests_max", _int),
+    "output-buffer-bytes-max": ("output_buffer_bytes_max", parse_memory),
     "ring-bytes": ("ring_bytes", parse_memory),
     "expire-keys-per-tick-max": ("expire_keys_per_tick_max", _int),
     "requirepass": ("requirepass", str),

@@ -29,7 +29,7 @@ TUNABLE_ALIASES = {"hash-max-ziplist-entries": "hash-max-listpack-entries",
 # Per-worker fields.
 (W_PID, W_GENERATION, W_CONNECTED, W_CONNECTIONS_RECEIVED, W_REJECTED, W_COMMANDS, W_HITS,
  W_MISSES, W_NET_INPUT, W_NET_OUTPUT, W_BLOCKED, W_READY, W_RESTARTS, W_CPU_SYS_US,
- W_CPU_USER_US) = range(15)
+ W_CPU_USER_US, W_OUTPUT_LIMIT) = range(16)
 W_COMMAND_STATS = 16  # then (calls, usec, failed) per command in table order
 
 

@@ -162,3 +162,51 @@ def test_protocol_errors_close_and_leave_the_server_intact(tight: Server, data: 
 def test_empty_multibulk_is_ignored(tight: Server) -> None:
     s = tight.raw()
     assert raw_roundtrip(s, b"*0\r\n*-10\r\nPING\r\n") == b"+PONG\r\n"
+
+
+def test_client_that_never_reads_is_bounded_then_closed() -> None:
+    """A client pipelining big GETs without reading: the server stops running its commands while
+    its replies wait, and closes it when they pass output-buffer-bytes-max; others are served."""
+    srv = start_server("--shards", "1", "--maxmemory", "32mb", "--output-buffer-bytes-max", "4mb",
+                       "--proto-max-bulk-len", "1mb", "--client-query-buffer-limit", "2mb")
+    try:
+        r = srv.client()
+        r.set("big", b"z" * (1024 * 1024))
+        greedy = srv.raw()
+        greedy.setsockopt(__import__("socket").SOL_SOCKET, __import__("socket").SO_RCVBUF, 4096)
+        greedy.sendall(b"GET big\r\n" * 20)  # 20 MiB of replies, never read
+        import time
+        deadline = time.monotonic() + 10
+        while r.info("stats")["client_output_buffer_limit_disconnections"] == 0 and time.monotonic() < deadline:
+            time.sleep(0.1)
+        assert r.info("stats")["client_output_buffer_limit_disconnections"] == 1
+        assert r.get("big") == b"z" * (1024 * 1024)  # everyone else is served
+        assert r.info("clients")["connected_clients"] == 1
+    finally:
+        assert srv.stop() == 0
+
+
+def test_slow_reader_under_the_limit_gets_every_reply() -> None:
+    """30 MB of replies to a client that waits before reading: more than the kernel's socket
+    buffers hold, so the server pauses it, then resumes; every reply arrives, in order."""
+    srv = start_server("--shards", "2", "--maxmemory", "64mb")
+    try:
+        import time
+        r = srv.client()
+        value = b"v" * 10000
+        keys = [f"k{i}".encode() for i in range(50)]
+        r.mset({k: value for k in keys})
+        slow = srv.raw()
+        slow.sendall(b"".join(b"GET %s\r\n" % keys[i % 50] for i in range(3000)))
+        time.sleep(1)  # the server holds back while the client does not read
+        expected = b"$10000\r\n" + value + b"\r\n"
+        got = bytearray()
+        slow.settimeout(10)
+        while len(got) < 3000 * len(expected):
+            chunk = slow.recv(1 << 20)
+            assert chunk, "closed early"
+            got += chunk
+        assert got == expected * 3000
+        assert r.info("stats")["client_output_buffer_limit_disconnections"] == 0
+    finally:
+        assert srv.stop() == 0

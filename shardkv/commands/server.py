@@ -36,6 +36,7 @@ from shardkv.stats import (
     W_CPU_USER_US,
     W_NET_INPUT,
     W_NET_OUTPUT,
+    W_OUTPUT_LIMIT,
     W_REJECTED,
     W_RESTARTS,
 )
@@ -308,6 +309,7 @@ def info_text(conn: Connection, sections: list[str]) -> str:
                 ("expired_keys", sum(s.expired_keys for s in worker.stores)), ("evicted_keys", 0),
                 ("keyspace_hits", 0), ("keyspace_misses", 0), ("pubsub_channels", 0), ("pubsub_patterns", 0),
                 ("total_error_replies", _total_errors(conn)),
+                ("client_output_buffer_limit_disconnections", stats.total(W_OUTPUT_LIMIT)),
             ])
         elif name == "replication":
             section("Replication", [("role", "master"), ("connected_slaves", 0),

@@ -16,6 +16,7 @@ from typing import TYPE_CHECKING
 
 from shardkv import errors, protocol
 from shardkv.router.dispatch import Pending
+from shardkv.stats import W_OUTPUT_LIMIT
 
 if TYPE_CHECKING:
     from shardkv.worker.process import Worker
@@ -34,6 +35,7 @@ class Connection(asyncio.BufferedProtocol):
         self.barrier: Pending | None = None  # a transaction this connection waits for
         self.closing = False  # close once the queued replies are written
         self.reading_paused = False  # the buffer is full and cannot be drained yet
+        self.writing_paused = False  # the client is not reading its replies fast enough
         self.id = 0
         self.db = 0
         self.proto = 2
@@ -83,6 +85,17 @@ class Connection(asyncio.BufferedProtocol):
     def eof_received(self) -> bool | None:
         return None
 
+    def pause_writing(self) -> None:
+        """The transport holds more unsent replies than its high-water mark: run no more
+        commands for this client until it reads (its replies are what would grow)."""
+        self.writing_paused = True
+        self._update_reading()
+
+    def resume_writing(self) -> None:
+        self.writing_paused = False
+        self._update_reading()
+        self.worker.loop.call_soon(self.resume)
+
     # ------------------------------------------------------------------ commands
 
     def process(self) -> None:
@@ -90,7 +103,7 @@ class Connection(asyncio.BufferedProtocol):
         if self.transport is None or self.closing:
             return
         worker = self.worker
-        if self.barrier is not None:
+        if self.barrier is not None or self.writing_paused:
             self._update_reading()
             return
         if worker.shard_locked:
@@ -128,7 +141,7 @@ class Connection(asyncio.BufferedProtocol):
         """Backpressure: stop reading while the buffer is full of commands that must wait."""
         if self.transport is None or self.closing:
             return
-        full = self.end >= len(self.buf)
+        full = self.end >= len(self.buf) or self.writing_paused
         if full and not self.reading_paused:
             self.transport.pause_reading()
             self.reading_paused = True
@@ -204,6 +217,10 @@ class Connection(asyncio.BufferedProtocol):
             data = out[0] if len(out) == 1 else b"".join(out)
             self.worker.net_output += len(data)
             self.transport.write(data)
+            if self.transport.get_write_buffer_size() > self.worker.limits.output_buffer_bytes_max:
+                self.worker.stats.add(self.worker.id, W_OUTPUT_LIMIT)
+                self.close_now()  # over the output buffer limit: Redis closes such a client too
+                return
         if self.closing and not replies:
             self.transport.close()
 
