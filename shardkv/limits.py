@@ -45,6 +45,7 @@ class Limits:
     connection_buffer_bytes: int = 16 * 1024  # preallocated receive buffer per connection slot
     large_requests_max: int = 2  # per worker: requests bigger than a connection buffer at once
     output_buffer_bytes_max: int = 64 * 1024 * 1024  # a client's unsent replies; over it, it is closed
+    inflight_per_client_max: int = 4096  # commands of one client awaiting another shard's reply
     ring_bytes: int = 1024 * 1024  # each one-way ring between two workers
     expire_keys_per_tick_max: int = 200
     requirepass: str = ""
@@ -92,6 +93,8 @@ class Limits:
             raise LimitsError(f"ring-bytes {self.ring_bytes} must be a power of two >= 65536")
         if self.large_requests_max < 1:
             raise LimitsError("large-requests-max must be at least 1")
+        if self.inflight_per_client_max < 1:
+            raise LimitsError("inflight-per-client-max must be at least 1")
         if self.output_buffer_bytes_max < 64 * 1024:
             raise LimitsError("output-buffer-bytes-max must be at least 65536")
 
@@ -263,6 +266,7 @@ OPTIONS: dict[str, tuple[str, object]] = {
     "connection-buffer-bytes": ("connection_buffer_bytes", parse_memory),
     "large-requests-max": ("large_requests_max", _int),
     "output-buffer-bytes-max": ("output_buffer_bytes_max", parse_memory),
+    "inflight-per-client-max": ("inflight_per_client_max", _int),
     "ring-bytes": ("ring_bytes", parse_memory),
     "expire-keys-per-tick-max": ("expire_keys_per_tick_max", _int),
     "requirepass": ("requirepass", str),

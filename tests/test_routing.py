@@ -181,3 +181,22 @@ def test_errors_from_the_other_shard_are_exact(server2: Server) -> None:
             assert str(exc) == "value is not an integer or out of range"
         else:
             raise AssertionError("INCR of a string must fail")
+
+
+def test_pipeline_throttled_by_inflight_limit_keeps_order() -> None:
+    """With at most 8 commands of a client waiting on the other shard, a 3000-command pipeline
+    is run in steps (bounding what waits in the rings' outboxes) and still answers in order."""
+    from conftest import start_server
+
+    srv = start_server("--shards", "2", "--maxmemory", "64mb", "--inflight-per-client-max", "8")
+    try:
+        keys = keys_on_both_shards(100)
+        s = srv.raw()
+        data = b"".join(b"*3\r\n$3\r\nSET\r\n$%d\r\n%s\r\n$%d\r\n%d\r\n" % (len(k), k.encode(), len(str(i)), i)
+                        for i, k in enumerate(keys * 15))
+        data += b"".join(b"*2\r\n$3\r\nGET\r\n$%d\r\n%s\r\n" % (len(k), k.encode()) for k in keys * 15)
+        last = {k: i for i, k in enumerate(keys * 15)}
+        expect = b"+OK\r\n" * 1500 + b"".join(b"$%d\r\n%d\r\n" % (len(str(last[k])), last[k]) for k in keys * 15)
+        assert raw_roundtrip(s, data, expect_bytes=len(expect), wait_s=10) == expect
+    finally:
+        assert srv.stop() == 0

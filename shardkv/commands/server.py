@@ -37,6 +37,7 @@ from shardkv.stats import (
     W_NET_INPUT,
     W_NET_OUTPUT,
     W_OUTPUT_LIMIT,
+    W_READY,
     W_REJECTED,
     W_RESTARTS,
 )
@@ -271,6 +272,7 @@ def info_text(conn: Connection, sections: list[str]) -> str:
                 ("uptime_in_days", uptime // 86400), ("hz", 10), ("configured_hz", 10),
                 ("executable", "shardkv"), ("config_file", ""), ("shards", lim.shards),
                 ("worker_id", worker.id), ("worker_restarts", stats.total(W_RESTARTS)),
+                ("workers_ready", stats.total(W_READY)),
             ])
         elif name == "clients":
             section("Clients", [

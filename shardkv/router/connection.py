@@ -36,6 +36,7 @@ class Connection(asyncio.BufferedProtocol):
         self.closing = False  # close once the queued replies are written
         self.reading_paused = False  # the buffer is full and cannot be drained yet
         self.writing_paused = False  # the client is not reading its replies fast enough
+        self.inflight = 0  # replies this client awaits from other shards (bounds the peer outboxes)
         self.id = 0
         self.db = 0
         self.proto = 2
@@ -103,7 +104,7 @@ class Connection(asyncio.BufferedProtocol):
         if self.transport is None or self.closing:
             return
         worker = self.worker
-        if self.barrier is not None or self.writing_paused:
+        if self.barrier is not None or self.writing_paused or self.inflight >= lim_inflight(self):
             self._update_reading()
             return
         if worker.shard_locked:
@@ -115,14 +116,18 @@ class Connection(asyncio.BufferedProtocol):
         consumed = parsed.consumed
         error = parsed.error
         execute = self.router.execute
+        inflight_max = lim.inflight_per_client_max
         self.last_active = time.monotonic()
         for argv, start, end in parsed.requests:
             raw = bytes(self.buf[start:end]) if self.buf[start] == 42 else None
             reply = execute(self, argv, raw)
             self.replies.append(reply)
-            if isinstance(reply, Pending) and reply.barrier and reply.value is None:
-                self.barrier = reply
-            if self.barrier is not None or self.closing or worker.shard_locked:
+            if isinstance(reply, Pending) and reply.value is None:
+                if reply.barrier:
+                    self.barrier = reply
+                else:
+                    self.inflight += 1
+            if self.barrier is not None or self.closing or worker.shard_locked or self.inflight >= inflight_max:
                 consumed, error = end, None
                 if worker.shard_locked and self.barrier is None:
                     worker.paused.add(self)
@@ -197,6 +202,10 @@ class Connection(asyncio.BufferedProtocol):
         if pending is self.barrier:
             self.barrier = None
             self.worker.loop.call_soon(self.resume)
+        elif not pending.barrier:
+            self.inflight -= 1
+            if self.inflight == lim_inflight(self) // 2:  # throttled: go on once half came back
+                self.worker.loop.call_soon(self.resume)
         self.worker.mark_dirty(self)
 
     def flush(self) -> None:
@@ -240,6 +249,10 @@ class Connection(asyncio.BufferedProtocol):
             f"user=default redir=-1 resp={self.proto} lib-name={self.lib_name.decode(errors='replace')} "
             f"lib-ver={self.lib_ver.decode(errors='replace')}"
         )
+
+
+def lim_inflight(conn: Connection) -> int:
+    return conn.worker.limits.inflight_per_client_max
 
 
 def _address(info: object) -> str:
