@@ -214,29 +214,15 @@ class Store:
         """(record offset or 0, word index of the link to it, word index of its bucket).
 
         A key whose time has passed is deleted here, as Redis does on access."""
-        db = self.dbmap[db]
-        h = zlib.crc32(key, db)
-        bucket = self.bucket_word + (h & self.mask)
-        fp = h >> 8
-        q = self.q
-        link = bucket
-        w = q[bucket]
-        klen = len(key)
-        while w:
-            off = (w & OFF_MASK) << 3
-            if w >> 40 == fp:
-                info = q[(off >> 3) + 2]
-                if (info & KLEN_MASK) == klen and (info >> 40) & 0xFF == db and \
-                        self.mm[off + 32 : off + 32 + klen] == key:
-                    exp = q[(off >> 3) + 1]
-                    if exp and exp <= now_ms:
-                        self._unlink(link, off, db)
-                        q[H_EXPIRED] += 1
-                        return 0, 0, bucket
-                    return off, link, bucket
-            link = off >> 3
-            w = q[link]
-        return 0, 0, bucket
+        pdb = self.dbmap[db]
+        off, link, bucket = self._find_stored(pdb, key)
+        if off:
+            exp = self.q[(off >> 3) + 1]
+            if exp and exp <= now_ms:
+                self._unlink(link, off, pdb)
+                self.q[H_EXPIRED] += 1
+                return 0, 0, bucket
+        return off, link, bucket
 
     def lookup(self, db: int, key: bytes, now_ms: int) -> int:
         return self.find(db, key, now_ms)[0]
@@ -402,7 +388,7 @@ class Store:
                     q[link] = q[off_old >> 3]
 
     def _find_stored(self, pdb: int, key: bytes) -> tuple[int, int, int]:
-        """find() by stored db, expired or not, changing nothing."""
+        """The chain walk of find(), by stored db, expired or not, changing nothing."""
         h = zlib.crc32(key, pdb)
         bucket = self.bucket_word + (h & self.mask)
         fp = h >> 8
