@@ -285,14 +285,9 @@ class Store:
         off_old, link, bucket = found
         db = self.dbmap[db]
         off = block or self._alloc(record_bytes(len(key), len(value)))
+        self._write_record(off, db, key, kind, value, expire_ms)
         q = self.q
         w = off >> 3
-        q[w + 1] = expire_ms
-        q[w + 2] = len(key) | kind << 32 | db << 40
-        q[w + 3] = len(value)
-        kstart = off + 32
-        self.mm[kstart : kstart + len(key)] = key
-        self.mm[kstart + len(key) : kstart + len(key) + len(value)] = value
         fp = zlib.crc32(key, db) >> 8
         new_link = fp << 40 | w
         q[H_DIRTY] += 1
