@@ -51,9 +51,6 @@ class Ring:
         self.q[self.head_word] = self.q[self.tail_word]
         self.partial = []
 
-    def free_bytes(self) -> int:
-        return self.capacity - (self.q[self.tail_word] - self.q[self.head_word])
-
     def push(self, payload: bytes | memoryview, more: bool = False) -> bool:
         """Append one record; False (and nothing written) if there is no room."""
         q = self.q

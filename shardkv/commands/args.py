@@ -63,9 +63,6 @@ def parse_float(raw: bytes) -> float:
     return value
 
 
-def upper(raw: bytes) -> bytes:
-    return raw.upper()
-
 
 def glob_matcher(pattern: bytes) -> Callable[[bytes], bool]:
     """A matcher for Redis's glob (stringmatch): * ? [abc] [^a] [a-z] and backslash escapes.

@@ -17,11 +17,11 @@ from typing import TYPE_CHECKING
 
 from shardkv import errors, protocol
 from shardkv.commands.args import ShardCtx, parse_int
-from shardkv.commands.table import COMMANDS, Command, Where, command, lookup, public_commands
+from shardkv.commands.table import Command, Where, command, lookup, public_commands
 from shardkv.errors import CommandError
 from shardkv.limits import Footprint
 from shardkv.protocol import read_reply
-from shardkv.router.dispatch import Pending
+from shardkv.router.dispatch import Pending, first_error
 from shardkv.stats import (
     G_STARTED_MS,
     G_SUPERVISOR_PID,
@@ -407,7 +407,7 @@ def flush_generic(conn: Connection, argv: list[bytes], every_db: bool) -> Pendin
     part = [b"__flush", b"all" if every_db else b"db"]
     parts = {s: list(part) for s in range(conn.worker.workers)}
     return conn.router.transaction_reply(
-        conn, parts, lambda replies: next((r for r in replies.values() if r.startswith(b"-")), protocol.OK))
+        conn, parts, lambda replies: first_error(list(replies.values())) or protocol.OK)
 
 
 @command("flushdb", -1, "write", where=SERVER, group="server", summary="Remove all keys of the selected database")
@@ -434,7 +434,7 @@ def swapdb(conn: Connection, argv: list[bytes]) -> Pending:
         raise CommandError(errors.DB_INDEX)
     parts = {s: [b"__swapdb", argv[1], argv[2]] for s in range(conn.worker.workers)}
     return conn.router.transaction_reply(
-        conn, parts, lambda replies: next((r for r in replies.values() if r.startswith(b"-")), protocol.OK))
+        conn, parts, lambda replies: first_error(list(replies.values())) or protocol.OK)
 
 
 @command("__swapdb", 3, "write", where=Where.SHARD, group="internal", summary="SWAPDB on one shard")
@@ -466,8 +466,6 @@ def shutdown(conn: Connection, argv: list[bytes]) -> bytes | Pending:
     os.kill(conn.worker.stats.global_get(G_SUPERVISOR_PID), signal.SIGTERM)
     return Pending(None)  # no reply: the connection closes as the server stops
 
-
-_ = COMMANDS
 
 
 # ---------------------------------------------------------------------- every shard's keys

@@ -22,7 +22,7 @@ from shardkv.commands.across import CrossShard
 from shardkv.commands.args import ShardCtx
 from shardkv.commands.table import Command, Merge, Where, lookup
 from shardkv.errors import CommandError
-from shardkv.protocol import ReplyError, read_reply
+from shardkv.protocol import read_reply
 from shardkv.worker.peers import K_APPLY, K_LOCK, K_REQ, K_UNLOCK, Callback, PeerReset
 
 if TYPE_CHECKING:
@@ -361,10 +361,11 @@ def _settle(fut: asyncio.Future[bytes]) -> Callback:
 
 
 def first_error(replies: list[bytes]) -> bytes | None:
+    """The first error reply among the parts' replies (the reply of a failed fan-out)."""
     for r in replies:
         if r.startswith(b"-"):
             return r
     return None
 
 
-__all__ = ["Pending", "ReplyError", "Router", "first_error", "key_slot", "slot_owners"]
+__all__ = ["Pending", "Router", "first_error", "key_slot", "slot_owners"]

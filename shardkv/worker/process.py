@@ -430,5 +430,3 @@ def main() -> None:
         worker.stats.set(worker.id, W_READY, 0)
     sys.exit(0)
 
-
-_ = (K_REP, K_LOCKED)
