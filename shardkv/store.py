@@ -51,6 +51,7 @@ H_GENERATION = 10  # incremented each time a worker attaches
 H_PAGES_USED = 11
 H_DIRTY = 12  # changes since start (INFO rdb_changes_since_last_save)
 H_JOURNAL = 13  # offset of a batch's redo journal while the batch is being published, else 0
+H_WORD_JOURNAL = 14  # offset of a word journal (commit_words) while it is being applied, else 0
 H_PARTIAL = 16  # per size class: 1 + index of a page with free blocks, 0 = none
 H_KEYS = 64  # per db: number of keys
 H_EXPIRES = H_KEYS + DATABASES_MAX  # per db: number of keys with an expire time
@@ -67,6 +68,13 @@ TYPE_NAMES = {TYPE_STRING: b"string", TYPE_LIST: b"list", TYPE_SET: b"set", TYPE
 
 OFF_MASK = (1 << 40) - 1
 KLEN_MASK = (1 << 32) - 1
+
+# A list, set or hash record's value area starts with its layout byte (see collstore.py).
+LAYOUT_PACKED, LAYOUT_TABLE, LAYOUT_CHUNKS = 1, 2, 3
+COLLECTION_TYPES = frozenset((TYPE_LIST, TYPE_SET, TYPE_HASH))
+STRUCT_WORDS = 3  # words of a table / chunk directory before its slots
+TOMBSTONE = 1  # a table slot whose entry was deleted
+CHUNK_OFF_MASK = (1 << 48) - 1  # a chunk directory slot: entries << 48 | offset >> 3
 
 
 def _size_classes() -> list[int]:
@@ -257,6 +265,89 @@ class Store:
         nl = self.mm.find(b"\r\n", a, b)
         return b - 2 - (nl + 2)
 
+    # ------------------------------------------------------------------ large collections
+
+    def struct_of(self, off: int) -> int:
+        """Offset of the table / chunk directory of a large collection's head record, else 0."""
+        q = self.q
+        w = off >> 3
+        info = q[w + 2]
+        if (info >> 32) & 0xFF not in COLLECTION_TYPES:
+            return 0
+        start = off + 32 + (info & KLEN_MASK)
+        if self.mm[start] == LAYOUT_PACKED:
+            return 0
+        return q[(start + 8) >> 3]  # the first aligned word after the layout byte
+
+    def children(self, off: int) -> list[int]:
+        """The blocks a head record owns besides itself: its structure, then its nodes."""
+        sp = self.struct_of(off)
+        if not sp:
+            return []
+        q = self.q
+        s = (sp + 32) >> 3
+        start = self.mm[off + 32 + (q[(off >> 3) + 2] & KLEN_MASK)]
+        if start == LAYOUT_TABLE:
+            slots = q[s + STRUCT_WORDS : s + STRUCT_WORDS + (1 << q[s + 2])]
+            return [sp] + [(w & OFF_MASK) << 3 for w in slots if w > TOMBSTONE]
+        assert start == LAYOUT_CHUNKS, f"record {off}: unknown collection layout {start}"
+        first, n = q[s] >> 32, q[s] & KLEN_MASK
+        base = s + STRUCT_WORDS + first
+        return [sp] + [(w & CHUNK_OFF_MASK) << 3 for w in q[base : base + n]]
+
+    def _recount(self, off: int) -> None:
+        """Derive a large collection's counters from its slots (restart: a crash may have come
+        between a slot's store and the counter's)."""
+        sp = self.struct_of(off)
+        if not sp:
+            return
+        q = self.q
+        s = (sp + 32) >> 3
+        if self.mm[off + 32 + (q[(off >> 3) + 2] & KLEN_MASK)] == LAYOUT_TABLE:
+            slots = q[s + STRUCT_WORDS : s + STRUCT_WORDS + (1 << q[s + 2])]
+            q[s] = sum(1 for w in slots if w > TOMBSTONE)
+            q[s + 1] = sum(1 for w in slots if w)
+        else:
+            first, n = q[s] >> 32, q[s] & KLEN_MASK
+            base = s + STRUCT_WORDS + first
+            q[s + 1] = sum(w >> 48 for w in q[base : base + n])
+
+    def _free_record(self, off: int) -> None:
+        for child in self.children(off):
+            self._free(child)
+        self._free(off)
+
+    def commit_words(self, stores: list[tuple[int, int]], journal: int, frees: list[int]) -> None:
+        """Make several 8-byte stores (word index, value) as one change, then free blocks.
+
+        The nodes the stores point to are written first; `journal` is a block reserved with
+        words_journal_bytes(len(stores)).  The stores are written to it, storing its offset in the
+        header commits, and a restart that finds it applies them again (they are absolute, so
+        applying twice is harmless)."""
+        q = self.q
+        j = journal >> 3
+        q[j] = len(stores)
+        for i, (word, value) in enumerate(stores):
+            q[j + 1 + 2 * i] = word
+            q[j + 2 + 2 * i] = value
+        q[H_WORD_JOURNAL] = journal  # commit
+        for word, value in stores:
+            q[word] = value
+        q[H_WORD_JOURNAL] = 0
+        self._free(journal)
+        for off in frees:
+            self._free(off)
+        q[H_DIRTY] += 1
+
+    def _redo_words(self) -> None:
+        q = self.q
+        journal = q[H_WORD_JOURNAL]
+        if journal:
+            j = journal >> 3
+            for i in range(q[j]):
+                q[q[j + 1 + 2 * i]] = q[j + 2 + 2 * i]
+            q[H_WORD_JOURNAL] = 0
+
     # ------------------------------------------------------------------ changes
 
     def reserve(self, sizes: list[int]) -> list[int]:
@@ -285,7 +376,7 @@ class Store:
         off_old, link, bucket = found
         db = self.dbmap[db]
         off = block or self._alloc(record_bytes(len(key), len(value)))
-        self._write_record(off, db, key, kind, value, expire_ms)
+        self.write_record(off, db, key, kind, value, expire_ms)
         q = self.q
         w = off >> 3
         fp = zlib.crc32(key, db) >> 8
@@ -295,7 +386,7 @@ class Store:
             old_exp = q[(off_old >> 3) + 1]
             q[w] = q[off_old >> 3]
             q[link] = new_link  # publish: the one store that makes the write visible
-            self._free(off_old)
+            self._free_record(off_old)
             if bool(old_exp) != bool(expire_ms):
                 q[H_EXPIRES + db] += 1 if expire_ms else -1
         else:
@@ -326,7 +417,7 @@ class Store:
             new_off = 0
             if value is not None:
                 new_off = next(record_blocks)
-                self._write_record(new_off, pdb, key, kind, value, expire_ms)
+                self.write_record(new_off, pdb, key, kind, value, expire_ms)
             _JOURNAL_ENTRY.pack_into(mm, at, value is not None, pdb, len(key), new_off)
             at += _JOURNAL_ENTRY.size
             mm[at : at + len(key)] = key
@@ -336,7 +427,7 @@ class Store:
         self.q[H_JOURNAL] = 0
         self._free(journal_off)
 
-    def _write_record(self, off: int, pdb: int, key: bytes, kind: int, value: bytes, expire_ms: int) -> None:
+    def write_record(self, off: int, pdb: int, key: bytes, kind: int, value: bytes, expire_ms: int) -> None:
         q = self.q
         w = off >> 3
         q[w] = 0
@@ -371,7 +462,7 @@ class Store:
                     if off_old:
                         if bool(q[(off_old >> 3) + 1]) != bool(q[w + 1]):
                             q[H_EXPIRES + pdb] += 1 if q[w + 1] else -1
-                        self._free(off_old)
+                        self._free_record(off_old)
                     else:
                         q[H_KEYS + pdb] += 1
                         if q[w + 1]:
@@ -424,7 +515,7 @@ class Store:
         q[H_KEYS + db] -= 1
         if q[(off >> 3) + 1]:
             q[H_EXPIRES + db] -= 1
-        self._free(off)
+        self._free_record(off)
 
     def flush(self, db: int | None) -> None:
         """Remove every key of db (None: of every db)."""
@@ -644,51 +735,64 @@ class Store:
         Returns the number of records found.  Blocks that were allocated but never published,
         or unlinked but never freed, become free again."""
         self._redo_swap()
+        self._redo_words()
         if self.q[H_JOURNAL]:  # a batch was committed but not wholly published: finish it
             self._redo(self.q[H_JOURNAL], live=False)
             self.q[H_JOURNAL] = 0
         self._reset_allocator()
-        q, u = self.q, self.u32
+        q = self.q
         for i in range(DATABASES_MAX):
             q[H_KEYS + i] = 0
             q[H_EXPIRES + i] = 0
         # Pass 1: mark pages and count live blocks; remember the highest live block per page.
         live_bits = bytearray(self.heap_bytes // 16 // 8 + 1)
         found = 0
-        for _, off in self.records():
+        for _, head in self.records():
             found += 1
-            w = off >> 3
+            w = head >> 3
             db = (q[w + 2] >> 40) & 0xFF
             q[H_KEYS + db] += 1
             if q[w + 1]:
                 q[H_EXPIRES + db] += 1
-            size = self.record_size(off)
-            page = (off - self.heap_off) // PAGE_BYTES
-            e = self.page_u32 + page * 8
-            if size > SMALL_RECORD_BYTES_MAX:
-                n = -(-size // PAGE_BYTES)
-                self.mm[self.map_off + page : self.map_off + page + n] = b"\x01" * n
-                u[e + P_CLASS] = PAGE_RUN_HEAD
-                u[e + P_RUN] = n
-                for p in range(page + 1, page + n):
-                    u[self.page_u32 + p * 8 + P_CLASS] = PAGE_RUN_TAIL
-                q[H_USED_BYTES] += n * PAGE_BYTES
-                q[H_PAGES_USED] += n
-                continue
-            cls = _CLASS_OF[(size + 15) >> 4]
-            if u[e + P_CLASS] == PAGE_FREE:
-                self.mm[self.map_off + page] = 1
-                u[e + P_CLASS] = cls
-                q[H_PAGES_USED] += 1
-            assert u[e + P_CLASS] == cls, f"record at {off} of class {cls} in a page of class {u[e + P_CLASS]}"
-            bsize = CLASS_BYTES[cls]
-            idx = (off - self.heap_off - page * PAGE_BYTES) // bsize
-            u[e + P_LIVE] += 1
-            u[e + P_BUMP] = max(u[e + P_BUMP], idx + 1)
-            bit = (off - self.heap_off) >> 4
-            live_bits[bit >> 3] |= 1 << (bit & 7)
-            q[H_USED_BYTES] += bsize
-        # Pass 2: free lists of the holes below each slab page's highest live block.
+            self._recount(head)
+            for off in [head] + self.children(head):
+                self._mark_live(off, live_bits)
+        self._free_holes(live_bits)
+        return found
+
+    def _mark_live(self, off: int, live_bits: bytearray) -> None:
+        """rebuild(): account one block found in use."""
+        q, u = self.q, self.u32
+        size = self.record_size(off)
+        page = (off - self.heap_off) // PAGE_BYTES
+        e = self.page_u32 + page * 8
+        if size > SMALL_RECORD_BYTES_MAX:
+            n = -(-size // PAGE_BYTES)
+            self.mm[self.map_off + page : self.map_off + page + n] = b"\x01" * n
+            u[e + P_CLASS] = PAGE_RUN_HEAD
+            u[e + P_RUN] = n
+            for p in range(page + 1, page + n):
+                u[self.page_u32 + p * 8 + P_CLASS] = PAGE_RUN_TAIL
+            q[H_USED_BYTES] += n * PAGE_BYTES
+            q[H_PAGES_USED] += n
+            return
+        cls = _CLASS_OF[(size + 15) >> 4]
+        if u[e + P_CLASS] == PAGE_FREE:
+            self.mm[self.map_off + page] = 1
+            u[e + P_CLASS] = cls
+            q[H_PAGES_USED] += 1
+        assert u[e + P_CLASS] == cls, f"record at {off} of class {cls} in a page of class {u[e + P_CLASS]}"
+        bsize = CLASS_BYTES[cls]
+        idx = (off - self.heap_off - page * PAGE_BYTES) // bsize
+        u[e + P_LIVE] += 1
+        u[e + P_BUMP] = max(u[e + P_BUMP], idx + 1)
+        bit = (off - self.heap_off) >> 4
+        live_bits[bit >> 3] |= 1 << (bit & 7)
+        q[H_USED_BYTES] += bsize
+
+    def _free_holes(self, live_bits: bytearray) -> None:
+        """rebuild(), pass 2: free lists of the holes below each slab page's highest live block."""
+        q, u = self.q, self.u32
         for page in range(self.pages):
             e = self.page_u32 + page * 8
             cls = u[e + P_CLASS]
@@ -705,7 +809,6 @@ class Store:
             u[e + P_FREE] = head
             if u[e + P_LIVE] < PAGE_BYTES // bsize:
                 self._push_partial(cls, page)
-        return found
 
     def check(self) -> None:
         """Walk the whole structure and assert its invariants (tests, after crashes)."""
@@ -719,10 +822,17 @@ class Store:
             db = (q[w + 2] >> 40) & 0xFF
             assert zlib.crc32(key, db) & self.mask == b, f"key {key!r} in the wrong bucket"
             keys[db] += 1
-            page = (off - self.heap_off) // PAGE_BYTES
-            cls = u[self.page_u32 + page * 8 + P_CLASS]
-            assert cls != PAGE_FREE and cls != PAGE_RUN_TAIL, f"record {off} in a free page"
-            used += CLASS_BYTES[cls] if cls <= CLASSES else u[self.page_u32 + page * 8 + P_RUN] * PAGE_BYTES
+            for block in [off] + self.children(off):
+                page = (block - self.heap_off) // PAGE_BYTES
+                cls = u[self.page_u32 + page * 8 + P_CLASS]
+                assert cls != PAGE_FREE and cls != PAGE_RUN_TAIL, f"block {block} of {key!r} in a free page"
+                used += CLASS_BYTES[cls] if cls <= CLASSES else u[self.page_u32 + page * 8 + P_RUN] * PAGE_BYTES
+            sp = self.struct_of(off)
+            if sp:
+                s = (sp + 32) >> 3
+                counters = q[s], q[s + 1]
+                self._recount(off)
+                assert counters == (q[s], q[s + 1]), f"{key!r}: counters {counters} != {(q[s], q[s + 1])}"
             if self.type_of(off) == TYPE_STRING:
                 a, z = self.value_span(off)
                 v = self.mm[a:z]

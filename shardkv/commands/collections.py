@@ -1,47 +1,35 @@
-"""Shared helpers of the collection families (lists, hashes, sets): load and save a value.
-
-Layout (this version): a collection's record value area is `[u8 layout][entries]` with layout
-PACKED: every entry is `[u32 length][bytes]` (a hash stores field, value, field, value ...).
-A change writes a new record and publishes it (one store), so a crash never leaves half a
-change.  Costs are linear in the collection's size; the chunked / indexed layouts for large
-collections come next (see README, "Collections").
-"""
+"""Shared helpers of the collection families (lists, hashes, sets) over the layouts of
+collstore.py: small collections are read into Python objects for one command and written back
+packed; large ones are changed in place (Table, Chunks).  A collection moves to its large layout
+when it outgrows the packed one (collstore.wants_large) and stays there until it is deleted, as
+Redis's encodings do."""
 
 from __future__ import annotations
 
 import random
-import struct
 
-from shardkv import errors
+from shardkv import collstore, errors
+from shardkv.collstore import Chunks, Entry, Table, items_of, unpack_entries, wants_large
 from shardkv.commands.args import ShardCtx
 from shardkv.errors import CommandError
-from shardkv.store import BatchOp
-
-LAYOUT_PACKED = 1
-_LEN = struct.Struct("<I")
+from shardkv.store import TYPE_HASH, TYPE_LIST, BatchOp
 
 Found = tuple[int, int, int]
-
-
-def pack(items: list[bytes]) -> bytes:
-    return bytes((LAYOUT_PACKED,)) + b"".join(_LEN.pack(len(x)) + x for x in items)
+pack = collstore.pack
 
 
 def unpack(area: bytes) -> list[bytes]:
-    assert area[0] == LAYOUT_PACKED, f"unknown collection layout {area[0]}"
-    out = []
-    pos, end = 1, len(area)
-    unpack_len = _LEN.unpack_from
-    while pos < end:
-        (n,) = unpack_len(area, pos)
-        pos += 4
-        out.append(area[pos : pos + n])
-        pos += n
-    return out
+    return unpack_entries(area, 1)
+
+
+def check_sizes(ctx: ShardCtx, items: list[bytes]) -> None:
+    for item in items:
+        if len(item) > ctx.limits.value_bytes_max:
+            raise CommandError(errors.STRING_TOO_LONG)
 
 
 def load(ctx: ShardCtx, key: bytes, kind: int) -> tuple[Found, list[bytes] | None]:
-    """The entries of a collection key (None if missing); WRONGTYPE for another type."""
+    """Every entry of a collection key (None if missing); WRONGTYPE for another type."""
     store = ctx.store
     found = store.find(ctx.db, key, ctx.now_ms)
     off = found[0]
@@ -49,8 +37,7 @@ def load(ctx: ShardCtx, key: bytes, kind: int) -> tuple[Found, list[bytes] | Non
         return found, None
     if store.type_of(off) != kind:
         raise CommandError(errors.WRONGTYPE)
-    a, b = store.value_span(off)
-    return found, unpack(store.mm[a:b])
+    return found, items_of(store, off)
 
 
 def save(ctx: ShardCtx, key: bytes, kind: int, items: list[bytes], found: Found) -> None:
@@ -60,18 +47,25 @@ def save(ctx: ShardCtx, key: bytes, kind: int, items: list[bytes], found: Found)
         if found[0]:
             store.delete(ctx.db, key, ctx.now_ms)
         return
-    for item in items:
-        if len(item) > ctx.limits.value_bytes_max:
-            raise CommandError(errors.STRING_TOO_LONG)
+    check_sizes(ctx, items)
     expire_ms = store.expire_of(found[0]) if found[0] else 0
+    per_entry = 2 if kind == TYPE_HASH else 1
+    if (found[0] and store.struct_of(found[0])) or wants_large(items, per_entry):
+        if kind == TYPE_LIST:
+            collstore.write_chunks(store, ctx.db, key, items, expire_ms, found)
+        elif kind == TYPE_HASH:
+            collstore.write_table(store, ctx.db, key, kind, list(dict(zip(items[0::2], items[1::2],
+                                                                          strict=True)).items()), expire_ms, found)
+        else:
+            collstore.write_table(store, ctx.db, key, kind, [(m, b"") for m in dict.fromkeys(items)], expire_ms, found)
+        return
     store.put(ctx.db, key, kind, pack(items), expire_ms, found)
 
 
 def batch_op(ctx: ShardCtx, key: bytes, kind: int, items: list[bytes], found: Found) -> BatchOp:
-    """`save` as one operation of a Store.write_batch (to change two collections as one)."""
-    for item in items:
-        if len(item) > ctx.limits.value_bytes_max:
-            raise CommandError(errors.STRING_TOO_LONG)
+    """`save` as one operation of a Store.write_batch (to change two collections as one); the
+    value is packed whatever its size, and the collection's next change lays it out again."""
+    check_sizes(ctx, items)
     if not items:
         return (ctx.db, key, kind, None, 0)
     return (ctx.db, key, kind, pack(items), ctx.store.expire_of(found[0]) if found[0] else 0)
@@ -92,3 +86,101 @@ def random_pick(items: list[bytes], count: int) -> list[bytes]:
     if count >= 0:
         return random.sample(items, min(count, len(items)))
     return [random.choice(items) for _ in range(-count)] if items else []
+
+
+class Fields:
+    """A hash (field -> value) or a set (member -> b"") for one command: a large one is changed
+    in place through its table, a small one is read into a dict and written back packed."""
+
+    def __init__(self, ctx: ShardCtx, key: bytes, kind: int) -> None:
+        self.ctx, self.key, self.kind = ctx, key, kind
+        self._open()
+
+    def _open(self) -> None:
+        store = self.ctx.store
+        self.found = store.find(self.ctx.db, self.key, self.ctx.now_ms)
+        off = self.found[0]
+        self.table: Table | None = None
+        self.small: dict[bytes, bytes] = {}
+        if not off:
+            return
+        if store.type_of(off) != self.kind:
+            raise CommandError(errors.WRONGTYPE)
+        if store.struct_of(off):
+            self.table = Table(store, off)
+            return
+        a, b = store.value_span(off)
+        items = unpack_entries(store.mm[a:b], 1)
+        if self.kind == TYPE_HASH:
+            self.small = dict(zip(items[0::2], items[1::2], strict=True))
+        else:
+            self.small = dict.fromkeys(items, b"")
+
+    @property
+    def exists(self) -> bool:
+        return bool(self.found[0])
+
+    def __len__(self) -> int:
+        return len(self.table) if self.table is not None else len(self.small)
+
+    def get(self, field: bytes) -> bytes | None:
+        return self.table.get(field) if self.table is not None else self.small.get(field)
+
+    def contains(self, field: bytes) -> bool:
+        return self.table.contains(field) if self.table is not None else field in self.small
+
+    def entries(self) -> list[Entry]:
+        return self.table.entries() if self.table is not None else list(self.small.items())
+
+    def names(self) -> list[bytes]:
+        return [f for f, _ in self.entries()]
+
+    def set_many(self, entries: dict[bytes, bytes]) -> int:
+        """Write fields (new or replacing) as one change; returns how many are new."""
+        check_sizes(self.ctx, list(entries))
+        check_sizes(self.ctx, list(entries.values()))
+        if self.table is not None:
+            return self.table.set_many(entries)
+        added = sum(1 for f in entries if f not in self.small)
+        self._write({**self.small, **entries})
+        return added
+
+    def delete_many(self, fields: list[bytes]) -> int:
+        """Remove fields as one change (the key goes with the last); returns how many were there."""
+        if self.table is not None:
+            removed = self.table.delete_many(fields)
+            if not len(self.table):
+                self.ctx.store.delete(self.ctx.db, self.key, self.ctx.now_ms)
+                self._open()
+            return removed
+        kept = dict(self.small)
+        removed = sum(1 for f in set(fields) if kept.pop(f, None) is not None)
+        if removed:
+            self._write(kept)
+        return removed
+
+    def _write(self, fields: dict[bytes, bytes]) -> None:
+        flat = [x for entry in fields.items() for x in entry] if self.kind == TYPE_HASH else list(fields)
+        save(self.ctx, self.key, self.kind, flat, self.found)
+        self._open()
+
+    def random_entries(self, n: int) -> list[Entry]:
+        """n entries picked at random, repeats allowed."""
+        if not len(self) or n <= 0:
+            return []
+        if self.table is not None:
+            return self.table.random_entries(n)
+        items = list(self.small.items())
+        return [random.choice(items) for _ in range(n)]
+
+    def scan(self, cursor: int, count: int) -> tuple[int, list[Entry]]:
+        """HSCAN / SSCAN: a small collection answers whole at cursor 0, as Redis's listpack does."""
+        if self.table is not None:
+            return self.table.scan(cursor, count)
+        return 0, list(self.small.items())
+
+
+def chunks_of(ctx: ShardCtx, found: Found) -> Chunks | None:
+    """The in-place view of a large list, else None (a small one is loaded whole)."""
+    off = found[0]
+    return Chunks(ctx.store, off) if off and ctx.store.struct_of(off) else None

@@ -6,9 +6,9 @@ from __future__ import annotations
 import random
 
 from shardkv import errors, protocol
+from shardkv.collstore import items_of, value_bytes
 from shardkv.commands.across import CrossShard, is_error, pack_blob, unpack_blob
 from shardkv.commands.args import INT64_MAX, INT64_MIN, ShardCtx, glob_matcher, maybe_int, parse_int
-from shardkv.commands.collections import unpack
 from shardkv.commands.sets import set_encoding
 from shardkv.commands.table import Merge, Where, command
 from shardkv.errors import CommandError
@@ -159,8 +159,7 @@ def _rename(ctx: ShardCtx, argv: list[bytes], nx: bool) -> bytes:
     if nx and dst[0]:
         return protocol.ZERO
     off = src[0]
-    a, b = store.value_span(off)
-    store.write_batch([(ctx.db, argv[2], store.type_of(off), store.mm[a:b], store.expire_of(off)),
+    store.write_batch([(ctx.db, argv[2], store.type_of(off), value_bytes(store, off), store.expire_of(off)),
                        (ctx.db, argv[1], 0, None, 0)])
     return protocol.ONE if nx else protocol.OK
 
@@ -182,8 +181,7 @@ def _copy_to(ctx: ShardCtx, off: int, key: bytes, db: int, replace: bool) -> boo
     dst = store.find(db, key, ctx.now_ms)
     if dst[0] and not replace:
         return False
-    a, b = store.value_span(off)
-    store.put(db, key, store.type_of(off), store.mm[a:b], store.expire_of(off), dst)
+    store.put(db, key, store.type_of(off), value_bytes(store, off), store.expire_of(off), dst)
     return True
 
 
@@ -230,8 +228,7 @@ def move(ctx: ShardCtx, argv: list[bytes]) -> bytes:
     off = store.lookup(ctx.db, argv[1], ctx.now_ms)
     if not off or store.lookup(db, argv[1], ctx.now_ms):
         return protocol.ZERO
-    a, b = store.value_span(off)
-    store.write_batch([(db, argv[1], store.type_of(off), store.mm[a:b], store.expire_of(off)),
+    store.write_batch([(db, argv[1], store.type_of(off), value_bytes(store, off), store.expire_of(off)),
                        (ctx.db, argv[1], 0, None, 0)])
     return protocol.ONE
 
@@ -300,16 +297,17 @@ def encoding_name(ctx: ShardCtx, off: int) -> bytes:
         if len(value) <= 20 and maybe_int(value) is not None:
             return b"int"
         return b"embstr" if len(value) <= 44 else b"raw"
-    a, b = ctx.store.value_span(off)
-    items = unpack(ctx.store.mm[a:b])
+    if kind == TYPE_LIST:
+        return b"quicklist"
+    if ctx.store.struct_of(off) and kind == TYPE_HASH:
+        return b"hashtable"
+    items = items_of(ctx.store, off)
     if kind == TYPE_SET:
         return set_encoding(ctx, items)
     if kind == TYPE_HASH:
         small = len(items) // 2 <= ctx.stats.tunable("hash-max-listpack-entries")
         short = all(len(x) <= ctx.stats.tunable("hash-max-listpack-value") for x in items)
         return b"listpack" if small and short else b"hashtable"
-    if kind == TYPE_LIST:
-        return b"quicklist"
     return b"raw"
 
 
@@ -371,8 +369,7 @@ def shard_dump(ctx: ShardCtx, argv: list[bytes]) -> bytes:
     off = store.lookup(ctx.db, argv[1], ctx.now_ms)
     if not off:
         return protocol.null(ctx.proto)
-    a, b = store.value_span(off)
-    return protocol.bulk(pack_blob(store.type_of(off), store.expire_of(off), store.mm[a:b]))
+    return protocol.bulk(pack_blob(store.type_of(off), store.expire_of(off), value_bytes(store, off)))
 
 
 @command("__restore", -3, "write denyoom", where=Where.SHARD, group="internal",
@@ -423,11 +420,14 @@ def memory(ctx: ShardCtx, argv: list[bytes]) -> bytes:
         return protocol.array([protocol.simple(line) for line in (
             "MEMORY <subcommand> [<arg> [value] [opt] ...]. Subcommands are:",
             "USAGE <key> [SAMPLES <count>]",
-            "    Return memory in bytes used by <key> and its value (its record in the shard).",
+            "    Return memory in bytes used by <key> and its value (its records in the shard).",
             "HELP", "    Print this help.")])
     if sub != b"usage":
         raise CommandError(errors.unknown_subcommand(argv[1], "memory"))
     if len(argv) not in (3, 5) or (len(argv) == 5 and argv[3].upper() != b"SAMPLES"):
         raise CommandError(errors.SYNTAX)
     off = ctx.store.lookup(ctx.db, argv[2], ctx.now_ms)
-    return protocol.integer(ctx.store.record_size(off)) if off else protocol.null(ctx.proto)
+    if not off:
+        return protocol.null(ctx.proto)
+    store = ctx.store
+    return protocol.integer(sum(store.record_size(block) for block in [off] + store.children(off)))

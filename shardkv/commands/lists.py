@@ -6,9 +6,10 @@ from __future__ import annotations
 from typing import TYPE_CHECKING
 
 from shardkv import errors, protocol
+from shardkv.collstore import Chunks, items_of
 from shardkv.commands.across import CrossShard, is_error
 from shardkv.commands.args import ShardCtx, maybe_int, parse_int
-from shardkv.commands.collections import Found, batch_op, load, save
+from shardkv.commands.collections import Found, batch_op, check_sizes, chunks_of, load, save
 from shardkv.commands.table import Where, command
 from shardkv.errors import CommandError
 from shardkv.protocol import read_reply
@@ -25,18 +26,47 @@ def _load(ctx: ShardCtx, key: bytes) -> tuple[Found, list[bytes] | None]:
     return load(ctx, key, TYPE_LIST)
 
 
+def _open(ctx: ShardCtx, key: bytes) -> tuple[Found, Chunks | None]:
+    """The key's record and, for a large list, its in-place view; WRONGTYPE for another type."""
+    found = ctx.store.find(ctx.db, key, ctx.now_ms)
+    if found[0] and ctx.store.type_of(found[0]) != TYPE_LIST:
+        raise CommandError(errors.WRONGTYPE)
+    return found, chunks_of(ctx, found)
+
+
+def push(ctx: ShardCtx, key: bytes, values: list[bytes], left: bool, only_existing: bool = False) -> int:
+    """LPUSH (values in the order pushed) / RPUSH; the new length (0: no list and only_existing)."""
+    found, large = _open(ctx, key)
+    check_sizes(ctx, values)
+    if large is not None:
+        return large.push(values, left)
+    if not found[0] and only_existing:
+        return 0
+    items = items_of(ctx.store, found[0]) if found[0] else []
+    items = list(reversed(values)) + items if left else items + values
+    save(ctx, key, TYPE_LIST, items, found)
+    return len(items)
+
+
+def pop(ctx: ShardCtx, key: bytes, count: int, left: bool) -> list[bytes]:
+    """LPOP / RPOP of up to count elements, in the order popped; the key goes with the last."""
+    found, large = _open(ctx, key)
+    if large is not None:
+        total = len(large)
+        out = large.pop(count, left)
+        if len(out) == total:
+            ctx.store.delete(ctx.db, key, ctx.now_ms)
+        return out
+    items = items_of(ctx.store, found[0]) if found[0] else []
+    n = min(count, len(items))
+    if not n:
+        return []
+    save(ctx, key, TYPE_LIST, items[n:] if left else items[: len(items) - n], found)
+    return items[:n] if left else items[::-1][:n]
+
+
 def _push(ctx: ShardCtx, argv: list[bytes], left: bool, only_existing: bool) -> bytes:
-    found, items = _load(ctx, argv[1])
-    if items is None:
-        if only_existing:
-            return protocol.ZERO
-        items = []
-    if left:
-        items[0:0] = reversed(argv[2:])
-    else:
-        items.extend(argv[2:])
-    save(ctx, argv[1], TYPE_LIST, items, found)
-    return protocol.integer(len(items))
+    return protocol.integer(push(ctx, argv[1], argv[2:], left, only_existing))
 
 
 @command("lpush", -3, "write denyoom fast", keys=(1, 1, 1), group="list", summary="Prepend elements to a list")
@@ -69,14 +99,9 @@ def _pop(ctx: ShardCtx, argv: list[bytes], left: bool) -> bytes:
         count = parse_int(argv[2], POSITIVE)
         if count < 0:
             raise CommandError(POSITIVE)
-    found, items = _load(ctx, argv[1])
-    if not items:
+    if not _open(ctx, argv[1])[0][0]:
         return protocol.null(ctx.proto) if count is None else protocol.null_array(ctx.proto)
-    n = 1 if count is None else min(count, len(items))
-    taken = items[:n] if left else items[::-1][:n]
-    rest = items[n:] if left else items[: len(items) - n]
-    if n:
-        save(ctx, argv[1], TYPE_LIST, rest, found)
+    taken = pop(ctx, argv[1], 1 if count is None else count, left)
     return protocol.bulk(taken[0]) if count is None else protocol.bulk_array(taken)
 
 
@@ -92,7 +117,10 @@ def rpop(ctx: ShardCtx, argv: list[bytes]) -> bytes:
 
 @command("llen", 2, "readonly fast", keys=(1, 1, 1), group="list", summary="Length of a list")
 def llen(ctx: ShardCtx, argv: list[bytes]) -> bytes:
-    return protocol.integer(len(_load(ctx, argv[1])[1] or []))
+    found, large = _open(ctx, argv[1])
+    if large is not None:
+        return protocol.integer(len(large))
+    return protocol.integer(len(items_of(ctx.store, found[0])) if found[0] else 0)
 
 
 def _span(n: int, start: int, stop: int) -> tuple[int, int]:
@@ -109,7 +137,10 @@ def _span(n: int, start: int, stop: int) -> tuple[int, int]:
 @command("lrange", 4, "readonly", keys=(1, 1, 1), group="list", summary="Get a range of elements")
 def lrange(ctx: ShardCtx, argv: list[bytes]) -> bytes:
     start, stop = parse_int(argv[2]), parse_int(argv[3])
-    items = _load(ctx, argv[1])[1] or []
+    found, large = _open(ctx, argv[1])
+    if large is not None:
+        return protocol.bulk_array(large.range(start, stop))
+    items = items_of(ctx.store, found[0]) if found[0] else []
     a, b = _span(len(items), start, stop)
     return protocol.bulk_array(items[a : b + 1] if a <= b else [])
 
@@ -117,7 +148,11 @@ def lrange(ctx: ShardCtx, argv: list[bytes]) -> bytes:
 @command("lindex", 3, "readonly", keys=(1, 1, 1), group="list", summary="Get an element by its index")
 def lindex(ctx: ShardCtx, argv: list[bytes]) -> bytes:
     index = parse_int(argv[2])
-    items = _load(ctx, argv[1])[1] or []
+    found, large = _open(ctx, argv[1])
+    if large is not None:
+        index += len(large) if index < 0 else 0
+        return protocol.bulk(large.index(index)) if 0 <= index < len(large) else protocol.null(ctx.proto)
+    items = items_of(ctx.store, found[0]) if found[0] else []
     if index < 0:
         index += len(items)
     return protocol.bulk(items[index]) if 0 <= index < len(items) else protocol.null(ctx.proto)
@@ -126,9 +161,17 @@ def lindex(ctx: ShardCtx, argv: list[bytes]) -> bytes:
 @command("lset", 4, "write denyoom", keys=(1, 1, 1), group="list", summary="Set an element by its index")
 def lset(ctx: ShardCtx, argv: list[bytes]) -> bytes:
     index = parse_int(argv[2])
-    found, items = _load(ctx, argv[1])
-    if items is None:
+    found, large = _open(ctx, argv[1])
+    if not found[0]:
         raise CommandError(errors.NO_SUCH_KEY)
+    check_sizes(ctx, [argv[3]])
+    if large is not None:
+        index += len(large) if index < 0 else 0
+        if not 0 <= index < len(large):
+            raise CommandError("ERR index out of range")
+        large.set(index, argv[3])
+        return protocol.OK
+    items = items_of(ctx.store, found[0])
     if index < 0:
         index += len(items)
     if not 0 <= index < len(items):
@@ -242,18 +285,26 @@ def _side(raw: bytes) -> bool:
 
 
 def _lmove_local(ctx: ShardCtx, src: bytes, dst: bytes, from_left: bool, to_left: bool) -> bytes:
-    src_found, items = _load(ctx, src)
-    _, dst_items = _load(ctx, dst)  # WRONGTYPE before anything changes
-    if not items:
+    src_found, src_large = _open(ctx, src)
+    dst_found, dst_large = _open(ctx, dst)  # WRONGTYPE before anything changes
+    if not src_found[0]:
         return protocol.null(ctx.proto)
+    if src_large is not None or dst_large is not None:
+        # A large list changes in place: push the element first, then pop it, so a crash in
+        # between never loses it.
+        value = src_large.index(0 if from_left else len(src_large) - 1) if src_large is not None else \
+            items_of(ctx.store, src_found[0])[0 if from_left else -1]
+        if src == dst and from_left == to_left:
+            return protocol.bulk(value)
+        push(ctx, dst, [value], to_left)
+        pop(ctx, src, 1, from_left)
+        return protocol.bulk(value)
+    items = items_of(ctx.store, src_found[0])
     value = items.pop(0 if from_left else -1)
-    if src == dst:
-        dst_items = items
-    dst_found = ctx.store.find(ctx.db, dst, ctx.now_ms)
-    dst_items = list(dst_items or [])
+    dst_items = items if src == dst else (items_of(ctx.store, dst_found[0]) if dst_found[0] else [])
     dst_items.insert(0 if to_left else len(dst_items), value)
     if src == dst:
-        save(ctx, dst, TYPE_LIST, dst_items, dst_found)
+        save(ctx, dst, TYPE_LIST, dst_items, src_found)
     else:  # both lists change together, even across a crash
         ctx.store.write_batch([batch_op(ctx, src, TYPE_LIST, items, src_found),
                                batch_op(ctx, dst, TYPE_LIST, dst_items, dst_found)])
@@ -325,11 +376,8 @@ def _lmpop_reply(key: bytes, popped: list[bytes]) -> bytes:
 def lmpop(ctx: ShardCtx, argv: list[bytes]) -> bytes:
     keys, left, count = lmpop_args(argv)
     for key in keys:
-        found, items = _load(ctx, key)
-        if items:
-            n = min(count, len(items))
-            popped = items[:n] if left else items[::-1][:n]
-            save(ctx, key, TYPE_LIST, items[n:] if left else items[: len(items) - n], found)
+        popped = pop(ctx, key, count, left)
+        if popped:
             return _lmpop_reply(key, popped)
     return protocol.null_array(ctx.proto)
 

@@ -4,11 +4,12 @@ set from its shard under the transaction's locks (`across` bodies)."""
 from __future__ import annotations
 
 import random
+from collections.abc import Callable
 
 from shardkv import errors, protocol
 from shardkv.commands.across import CrossShard, is_error
 from shardkv.commands.args import ShardCtx, glob_matcher, maybe_int, parse_int
-from shardkv.commands.collections import batch_op, load, random_pick, replace, save
+from shardkv.commands.collections import Fields, batch_op, load, replace
 from shardkv.commands.table import Where, command
 from shardkv.errors import CommandError
 from shardkv.protocol import read_reply
@@ -27,47 +28,28 @@ def set_encoding(ctx: ShardCtx, members: list[bytes]) -> bytes:
 
 @command("sadd", -3, "write denyoom fast", keys=(1, 1, 1), group="set", summary="Add members to a set")
 def sadd(ctx: ShardCtx, argv: list[bytes]) -> bytes:
-    found, members = load(ctx, argv[1], TYPE_SET)
-    current = members or []
-    present = set(current)
-    added = 0
-    for m in argv[2:]:
-        if m not in present:
-            present.add(m)
-            current.append(m)
-            added += 1
-    if added:
-        save(ctx, argv[1], TYPE_SET, current, found)
-    return protocol.integer(added)
+    return protocol.integer(Fields(ctx, argv[1], TYPE_SET).set_many(dict.fromkeys(argv[2:], b"")))
 
 
 @command("srem", -3, "write fast", keys=(1, 1, 1), group="set", summary="Remove members from a set")
 def srem(ctx: ShardCtx, argv: list[bytes]) -> bytes:
-    found, members = load(ctx, argv[1], TYPE_SET)
-    if not members:
-        return protocol.ZERO
-    gone = set(argv[2:])
-    kept = [m for m in members if m not in gone]
-    removed = len(members) - len(kept)
-    if removed:
-        save(ctx, argv[1], TYPE_SET, kept, found)
-    return protocol.integer(removed)
+    return protocol.integer(Fields(ctx, argv[1], TYPE_SET).delete_many(argv[2:]))
 
 
 @command("scard", 2, "readonly fast", keys=(1, 1, 1), group="set", summary="Number of members in a set")
 def scard(ctx: ShardCtx, argv: list[bytes]) -> bytes:
-    return protocol.integer(len(_members(ctx, argv[1])))
+    return protocol.integer(len(Fields(ctx, argv[1], TYPE_SET)))
 
 
 @command("sismember", 3, "readonly fast", keys=(1, 1, 1), group="set", summary="Is member in the set")
 def sismember(ctx: ShardCtx, argv: list[bytes]) -> bytes:
-    return protocol.ONE if argv[2] in _members(ctx, argv[1]) else protocol.ZERO
+    return protocol.ONE if Fields(ctx, argv[1], TYPE_SET).contains(argv[2]) else protocol.ZERO
 
 
 @command("smismember", -3, "readonly fast", keys=(1, 1, 1), group="set", summary="Are members in the set")
 def smismember(ctx: ShardCtx, argv: list[bytes]) -> bytes:
-    present = set(_members(ctx, argv[1]))
-    return protocol.array([protocol.ONE if m in present else protocol.ZERO for m in argv[2:]])
+    members = Fields(ctx, argv[1], TYPE_SET)
+    return protocol.array([protocol.ONE if members.contains(m) else protocol.ZERO for m in argv[2:]])
 
 
 def set_reply(proto: int, members: list[bytes]) -> bytes:
@@ -79,6 +61,17 @@ def smembers(ctx: ShardCtx, argv: list[bytes]) -> bytes:
     return set_reply(ctx.proto, _members(ctx, argv[1]))
 
 
+def distinct_random(members: Fields, count: int) -> list[bytes]:
+    """count distinct members at random (all of them when count reaches the size)."""
+    if count * 4 >= len(members):
+        names = members.names()
+        return random.sample(names, min(count, len(names)))
+    picked: dict[bytes, None] = {}
+    while len(picked) < count:  # few from a large set: probe at random, repeats are rare
+        picked.update((m, None) for m, _ in members.random_entries(count - len(picked)))
+    return list(picked)
+
+
 @command("srandmember", -2, "readonly", keys=(1, 1, 1), group="set", summary="Random members of a set")
 def srandmember(ctx: ShardCtx, argv: list[bytes]) -> bytes:
     if len(argv) > 3:
@@ -86,10 +79,13 @@ def srandmember(ctx: ShardCtx, argv: list[bytes]) -> bytes:
     count = parse_int(argv[2]) if len(argv) == 3 else None
     if count is not None and count < -(1 << 62):
         raise CommandError("ERR value is out of range")
-    members = _members(ctx, argv[1])
+    members = Fields(ctx, argv[1], TYPE_SET)
     if count is None:
-        return protocol.bulk(random.choice(members)) if members else protocol.null(ctx.proto)
-    return protocol.bulk_array(random_pick(members, count))
+        picked = members.random_entries(1)
+        return protocol.bulk(picked[0][0]) if picked else protocol.null(ctx.proto)
+    if count < 0:
+        return protocol.bulk_array([m for m, _ in members.random_entries(-count)])
+    return protocol.bulk_array(distinct_random(members, count))
 
 
 @command("spop", -2, "write fast", keys=(1, 1, 1), group="set", summary="Remove and return random members")
@@ -101,13 +97,11 @@ def spop(ctx: ShardCtx, argv: list[bytes]) -> bytes:
         count = parse_int(argv[2], "ERR value is out of range, must be positive")
         if count < 0:
             raise CommandError("ERR value is out of range, must be positive")
-    found, members = load(ctx, argv[1], TYPE_SET)
-    if not members:
+    members = Fields(ctx, argv[1], TYPE_SET)
+    if not len(members):
         return protocol.null(ctx.proto) if count is None else protocol.EMPTY_ARRAY
-    n = 1 if count is None else min(count, len(members))
-    picked = random.sample(members, n)
-    gone = set(picked)
-    save(ctx, argv[1], TYPE_SET, [m for m in members if m not in gone], found)
+    picked = distinct_random(members, 1 if count is None else count)
+    members.delete_many(picked)
     if count is None:
         return protocol.bulk(picked[0])
     return set_reply(ctx.proto, picked)
@@ -116,17 +110,21 @@ def spop(ctx: ShardCtx, argv: list[bytes]) -> bytes:
 @command("smove", 4, "write fast", keys=(1, 2, 1), group="set", summary="Move a member from one set to another",
          across=lambda tx, argv: smove_across(tx, argv))
 def smove(ctx: ShardCtx, argv: list[bytes]) -> bytes:
-    src_found, src = load(ctx, argv[1], TYPE_SET)
-    dst_found, dst = load(ctx, argv[2], TYPE_SET)
-    if not src or argv[3] not in src:
+    src = Fields(ctx, argv[1], TYPE_SET)
+    dst = Fields(ctx, argv[2], TYPE_SET)  # WRONGTYPE before anything changes
+    if not src.contains(argv[3]):
         return protocol.ZERO
     if argv[1] == argv[2]:
         return protocol.ONE
-    ops = [batch_op(ctx, argv[1], TYPE_SET, [m for m in src if m != argv[3]], src_found)]
-    dst_members = dst or []
-    if argv[3] not in dst_members:
-        ops.append(batch_op(ctx, argv[2], TYPE_SET, dst_members + [argv[3]], dst_found))
-    ctx.store.write_batch(ops)  # both sets change together, even across a crash
+    if src.table is None and dst.table is None:  # both small: one batch, all or nothing across a crash
+        ops = [batch_op(ctx, argv[1], TYPE_SET, [m for m in src.names() if m != argv[3]], src.found)]
+        if not dst.contains(argv[3]):
+            ops.append(batch_op(ctx, argv[2], TYPE_SET, dst.names() + [argv[3]], dst.found))
+        ctx.store.write_batch(ops)
+        return protocol.ONE
+    # A large set changes in place: add first, so a crash in between never loses the member.
+    dst.set_many({argv[3]: b""})
+    src.delete_many([argv[3]])
     return protocol.ONE
 
 
@@ -258,31 +256,31 @@ def sintercard(ctx: ShardCtx, argv: list[bytes]) -> bytes:
     return _card(algebra("inter", _gather_local(ctx, keys)), limit)
 
 
-def scan_args(argv: list[bytes], first: int) -> tuple[object, int]:
-    """MATCH matcher (or None) and COUNT of an SSCAN/HSCAN/ZSCAN, with Redis's errors."""
+def scan_args(argv: list[bytes], first: int) -> tuple[Callable[[bytes], bool] | None, int, int]:
+    """Cursor, MATCH matcher (or None) and COUNT of an SSCAN/HSCAN/ZSCAN, with Redis's errors."""
     raw = argv[first]
     if not raw.isdigit():
         raise CommandError("ERR invalid cursor")
     match = None
+    count = 10
     i = first + 1
     while i < len(argv):
         opt = argv[i].upper()
         if opt == b"MATCH" and i + 1 < len(argv):
             match = glob_matcher(argv[i + 1])
         elif opt == b"COUNT" and i + 1 < len(argv):
-            if parse_int(argv[i + 1]) < 1:
+            count = parse_int(argv[i + 1])
+            if count < 1:
                 raise CommandError(errors.SYNTAX)
         else:
             raise CommandError(errors.SYNTAX)
         i += 2
-    return match, int(raw)
+    return match, int(raw), count
 
 
 @command("sscan", -3, "readonly", keys=(1, 1, 1), group="set", summary="Incrementally iterate set members")
 def sscan(ctx: ShardCtx, argv: list[bytes]) -> bytes:
-    match, _ = scan_args(argv, 2)
-    members = _members(ctx, argv[1])
-    if match is not None:
-        members = [m for m in members if match(m)]  # type: ignore[operator]
-    # A packed set is returned whole, with cursor 0, as Redis does for its small encodings.
-    return protocol.array([protocol.bulk(b"0"), protocol.bulk_array(members)])
+    match, cursor, count = scan_args(argv, 2)
+    cursor, entries = Fields(ctx, argv[1], TYPE_SET).scan(cursor, count)
+    members = [m for m, _ in entries if match is None or match(m)]
+    return protocol.array([protocol.bulk(b"%d" % cursor), protocol.bulk_array(members)])

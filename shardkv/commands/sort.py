@@ -12,9 +12,10 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 
 from shardkv import errors, protocol
+from shardkv.collstore import items_of
 from shardkv.commands.across import CrossShard, is_error
 from shardkv.commands.args import ShardCtx, parse_float, parse_int
-from shardkv.commands.collections import replace, unpack
+from shardkv.commands.collections import Fields, replace
 from shardkv.commands.table import Where, command
 from shardkv.errors import CommandError
 from shardkv.protocol import read_reply
@@ -138,8 +139,7 @@ def _local_source(ctx: ShardCtx, key: bytes) -> tuple[list[bytes], bool]:
     kind = ctx.store.type_of(off)
     if kind not in (TYPE_LIST, TYPE_SET):
         raise CommandError(errors.WRONGTYPE)
-    a, b = ctx.store.value_span(off)
-    return unpack(ctx.store.mm[a:b]), kind == TYPE_SET
+    return items_of(ctx.store, off), kind == TYPE_SET
 
 
 def _local_lookup(ctx: ShardCtx) -> Lookup:
@@ -152,9 +152,7 @@ def _local_lookup(ctx: ShardCtx) -> Lookup:
             return ctx.store.string_value(off) if kind == TYPE_STRING else None
         if kind != TYPE_HASH:
             return None
-        a, b = ctx.store.value_span(off)
-        items = unpack(ctx.store.mm[a:b])
-        return dict(zip(items[0::2], items[1::2], strict=True)).get(field_name)
+        return Fields(ctx, key, TYPE_HASH).get(field_name)
     return lookup
 
 

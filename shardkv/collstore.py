@@ -1,0 +1,593 @@
+"""Collections inside a shard segment: the layouts of a list, set or hash record; no sockets.
+
+A collection record's value area starts with a layout byte:
+
+PACKED (small collections): `[1][u32 length][bytes]...`; a hash stores field, value, field,
+value.  A change writes a new record and publishes it, exactly like a string.
+
+TABLE (large hashes and sets): `[2][pad to 8][u64 offset of the table]`.  The table is a keyless
+record whose value area is words: count, used (live + deleted slots), log2 of the slot count,
+then the slots.  A slot is 0 (empty), 1 (deleted) or a link `fp << 40 | node offset >> 3` where
+fp is 24 bits of the field's crc32.  A field's home slot is the top bits of its fp and it sits
+at the first free slot from home on (linear probing), so slots are in fp order but for runs:
+HSCAN/SSCAN's cursor is an fp, which stays valid while the table grows or shrinks.  A node is a
+record whose key is the field (member) and whose value is the hash value (empty for a set).
+
+CHUNKS (large lists): `[3][pad to 8][u64 offset of the directory]`.  The directory is a keyless
+record of words: window (first slot << 32 | slots in use), total entries, slot count, then the
+slots `entries << 48 | node offset >> 3`.  A node is a keyless record whose value is up to
+CHUNK_ENTRIES_MAX packed entries (CHUNK_BYTES_MAX bytes, or one larger entry).
+
+Crash consistency is the index's: nodes are written first, then published by one 8-byte store (a
+slot, the window, or the head's pointer to a new table or directory).  A change that needs
+several stores goes through Store.commit_words (a redo journal).  Counters are stored after the
+publishing store; a restart derives them again (Store.rebuild).
+"""
+
+from __future__ import annotations
+
+import random
+import struct
+import zlib
+from array import array
+from bisect import bisect_right
+from itertools import accumulate
+
+from shardkv.errors import OOM, CommandError
+from shardkv.store import (
+    CHUNK_OFF_MASK,
+    H_DIRTY,
+    KLEN_MASK,
+    LAYOUT_CHUNKS,
+    LAYOUT_PACKED,
+    LAYOUT_TABLE,
+    OFF_MASK,
+    STRUCT_WORDS,
+    TOMBSTONE,
+    TYPE_HASH,
+    TYPE_LIST,
+    Store,
+    record_bytes,
+)
+
+_LEN = struct.Struct("<I")
+PACKED_ENTRIES_MAX = 128  # more entries (hash: fields) than this take the large layout
+PACKED_BYTES_MAX = 8192  # so does a packed value larger than this
+CHUNK_ENTRIES_MAX = 128
+CHUNK_BYTES_MAX = 8192
+TABLE_SLOTS_MIN_LOG2 = 4
+TABLE_SLOTS_MAX_LOG2 = 24  # fp bits: at most 12.5 million entries in one hash or set
+FP_SPACE = 1 << 24
+DIRECTORY_SLOTS_MIN = 16
+
+Entry = tuple[bytes, bytes]  # field and value (a set member's value is empty)
+
+
+# ---------------------------------------------------------------------- packed entries
+
+
+def pack_entries(items: list[bytes]) -> bytes:
+    pack_len = _LEN.pack
+    return b"".join([pack_len(len(x)) + x for x in items])
+
+
+def unpack_entries(buf: bytes, pos: int = 0) -> list[bytes]:
+    out = []
+    end = len(buf)
+    unpack_len = _LEN.unpack_from
+    while pos < end:
+        (n,) = unpack_len(buf, pos)
+        pos += 4
+        out.append(buf[pos : pos + n])
+        pos += n
+    return out
+
+
+def pack(items: list[bytes]) -> bytes:
+    return bytes((LAYOUT_PACKED,)) + pack_entries(items)
+
+
+def packed_bytes(items: list[bytes]) -> int:
+    return 1 + sum(4 + len(x) for x in items)
+
+
+def wants_large(items: list[bytes], per_entry: int) -> bool:
+    """Whether items (per_entry of them make one entry) are past the packed layout's limits."""
+    return len(items) > PACKED_ENTRIES_MAX * per_entry or packed_bytes(items) > PACKED_BYTES_MAX
+
+
+def items_of(store: Store, off: int) -> list[bytes]:
+    """Every entry of a collection record, any layout (a hash: field, value, field, value ...)."""
+    sp = store.struct_of(off)
+    a, b = store.value_span(off)
+    if not sp:
+        assert store.mm[a] == LAYOUT_PACKED, f"record {off}: unknown collection layout {store.mm[a]}"
+        return unpack_entries(store.mm[a:b], 1)
+    if store.mm[a] == LAYOUT_TABLE:
+        return Table(store, off).flat_items()
+    return Chunks(store, off).range(0, -1)
+
+
+def value_bytes(store: Store, off: int) -> bytes:
+    """A record's value area as position-independent bytes (to copy or move the key): a large
+    collection is written out packed; its next change takes the large layout again."""
+    a, b = store.value_span(off)
+    if not store.struct_of(off):
+        return store.mm[a:b]
+    return pack(items_of(store, off))
+
+
+def _head_value(klen: int, layout: int, struct_off: int) -> bytes:
+    pad = -(klen + 1) % 8  # the value area starts at a record offset + 32 + klen
+    return bytes((layout,)) + bytes(pad) + struct_off.to_bytes(8, "little")
+
+
+def _pointer_word(store: Store, head: int) -> int:
+    start = head + 32 + (store.q[(head >> 3) + 2] & KLEN_MASK)
+    return (start + 8) >> 3
+
+
+def _struct_value(words: list[int] | array[int]) -> bytes:
+    return array("Q", words).tobytes()
+
+
+def _publish(store: Store, stores: list[tuple[int, int]], frees: list[int], journal: int) -> None:
+    """One store is published as it is; several through the journal block reserved for them."""
+    if len(stores) == 1:
+        word, value = stores[0]
+        store.q[word] = value
+        store.release(frees)
+        store.q[H_DIRTY] += 1
+        return
+    store.commit_words(stores, journal, frees)
+
+
+def _journal_sizes(stores: int) -> list[int]:
+    return [8 + 16 * stores] if stores > 1 else []
+
+
+def _fp(field: bytes) -> int:
+    return zlib.crc32(field) >> 8
+
+
+def _log2_for(entries: int) -> int:
+    """Slots for a table of this many entries: at most half full."""
+    log2 = max(TABLE_SLOTS_MIN_LOG2, (2 * entries - 1).bit_length())
+    if log2 > TABLE_SLOTS_MAX_LOG2:
+        raise CommandError(OOM)
+    return log2
+
+
+def _place(slots: array[int], log2: int, link: int) -> None:
+    mask = (1 << log2) - 1
+    i = (link >> 40) >> (24 - log2)
+    while slots[i]:
+        i = (i + 1) & mask
+    slots[i] = link
+
+
+# ---------------------------------------------------------------------- tables (hashes, sets)
+
+
+def write_table(store: Store, db: int, key: bytes, kind: int, entries: list[Entry], expire_ms: int,
+                found: tuple[int, int, int]) -> None:
+    """Make key a large hash or set of these distinct entries (in place of found[0], if any):
+    every block is reserved first, so OOM changes nothing."""
+    log2 = _log2_for(len(entries))
+    head_value = _head_value(len(key), LAYOUT_TABLE, 0)
+    sizes = [record_bytes(len(f), len(v)) for f, v in entries]
+    sizes += [record_bytes(0, 8 * (STRUCT_WORDS + (1 << log2))), record_bytes(len(key), len(head_value))]
+    blocks = store.reserve(sizes)
+    pdb = store.dbmap[db]
+    slots = array("Q", bytes(8 << log2))
+    for (f, v), off in zip(entries, blocks, strict=False):
+        store.write_record(off, pdb, f, kind, v, 0)
+        _place(slots, log2, _fp(f) << 40 | off >> 3)
+    table = blocks[-2]
+    store.write_record(table, pdb, b"", kind, _struct_value([len(entries), len(entries), log2]) + slots.tobytes(), 0)
+    store.put(db, key, kind, _head_value(len(key), LAYOUT_TABLE, table), expire_ms, found, block=blocks[-1])
+
+
+class Table:
+    """A large hash or set, operated on in place."""
+
+    def __init__(self, store: Store, head: int) -> None:
+        self.store = store
+        self.head = head
+        self._attach(store.struct_of(head))
+
+    def _attach(self, table: int) -> None:
+        self.table = table
+        self.s = (table + 32) >> 3
+        self.log2 = self.store.q[self.s + 2]
+        self.mask = (1 << self.log2) - 1
+        self.slot0 = self.s + STRUCT_WORDS
+
+    def __len__(self) -> int:
+        return self.store.q[self.s]
+
+    def _probe(self, field: bytes, fp: int, taken: set[int] | frozenset[int] = frozenset()) -> tuple[int, int]:
+        """(slot of field or -1, the slot a new entry for it would take).  Slots in `taken` are
+        spoken for by this same change and count as occupied."""
+        q, mm = self.store.q, self.store.mm
+        slot0, mask = self.slot0, self.mask
+        i = fp >> (24 - self.log2)
+        free = -1
+        n = len(field)
+        while True:
+            w = q[slot0 + i]
+            if i in taken:
+                pass
+            elif w == 0:
+                return -1, (free if free >= 0 else i)
+            elif w == TOMBSTONE:
+                if free < 0:
+                    free = i
+            elif w >> 40 == fp:
+                off = (w & OFF_MASK) << 3
+                if q[(off >> 3) + 2] & KLEN_MASK == n and mm[off + 32 : off + 32 + n] == field:
+                    return i, free
+            i = (i + 1) & mask
+
+    def _node(self, i: int) -> int:
+        return (self.store.q[self.slot0 + i] & OFF_MASK) << 3
+
+    def _value(self, off: int) -> bytes:
+        q = self.store.q
+        w = off >> 3
+        start = off + 32 + (q[w + 2] & KLEN_MASK)
+        return self.store.mm[start : start + q[w + 3]]
+
+    def get(self, field: bytes) -> bytes | None:
+        i = self._probe(field, _fp(field))[0]
+        return None if i < 0 else self._value(self._node(i))
+
+    def contains(self, field: bytes) -> bool:
+        return self._probe(field, _fp(field))[0] >= 0
+
+    def set_many(self, entries: dict[bytes, bytes]) -> int:
+        """Write entries (new or replacing) as one change; returns how many are new."""
+        store = self.store
+        q = store.q
+        if q[self.s + 1] + len(entries) > (3 << self.log2) // 4:
+            self._rehash(_log2_for(len(self) + len(entries)))
+        taken: set[int] = set()
+        plan = []
+        for field, value in entries.items():
+            fp = _fp(field)
+            at, free = self._probe(field, fp, taken)
+            slot = at if at >= 0 else free
+            taken.add(slot)
+            plan.append((field, value, fp, slot, at >= 0))
+        blocks = store.reserve([record_bytes(len(f), len(v)) for f, v, *_ in plan] + _journal_sizes(len(plan)))
+        pdb = (q[(self.head >> 3) + 2] >> 40) & 0xFF
+        kind = store.type_of(self.head)
+        stores, frees = [], []
+        added = was_empty = 0
+        for (field, value, fp, slot, exists), off in zip(plan, blocks, strict=False):
+            store.write_record(off, pdb, field, kind, value, 0)
+            old = q[self.slot0 + slot]
+            if exists:
+                frees.append((old & OFF_MASK) << 3)
+            else:
+                added += 1
+                was_empty += old == 0
+            stores.append((self.slot0 + slot, fp << 40 | off >> 3))
+        _publish(store, stores, frees, blocks[-1] if len(stores) > 1 else 0)
+        q[self.s] += added
+        q[self.s + 1] += was_empty
+        return added
+
+    def delete_many(self, fields: list[bytes]) -> int:
+        """Remove fields as one change; returns how many were there.  The caller deletes the key
+        when the count reaches 0."""
+        store = self.store
+        slots = {i for i in (self._probe(f, _fp(f))[0] for f in set(fields)) if i >= 0}
+        if not slots:
+            return 0
+        journal = store.reserve(_journal_sizes(len(slots)))
+        _publish(store, [(self.slot0 + i, TOMBSTONE) for i in slots], [self._node(i) for i in slots],
+                 journal[0] if journal else 0)
+        store.q[self.s] -= len(slots)
+        if len(self) and len(self) < (1 << self.log2) // 8 and self.log2 > TABLE_SLOTS_MIN_LOG2:
+            try:
+                self._rehash(_log2_for(len(self)))
+            except CommandError:
+                pass  # no room to shrink now: the table stays as it is, still correct
+        return len(slots)
+
+    def _rehash(self, log2: int) -> None:
+        """Move the links into a new table of 2**log2 slots and publish it (nodes stay)."""
+        store = self.store
+        q = store.q
+        links = [w for w in q[self.slot0 : self.slot0 + (1 << self.log2)] if w > TOMBSTONE]
+        (table,) = store.reserve([record_bytes(0, 8 * (STRUCT_WORDS + (1 << log2)))])
+        slots = array("Q", bytes(8 << log2))
+        for link in links:
+            _place(slots, log2, link)
+        pdb = (q[(self.head >> 3) + 2] >> 40) & 0xFF
+        store.write_record(table, pdb, b"", store.type_of(self.head),
+                           _struct_value([len(links), len(links), log2]) + slots.tobytes(), 0)
+        old = self.table
+        q[_pointer_word(store, self.head)] = table  # publish
+        store.release([old])
+        self._attach(table)
+
+    def _entry(self, link: int) -> Entry:
+        q, mm = self.store.q, self.store.mm
+        off = (link & OFF_MASK) << 3
+        w = off >> 3
+        klen = q[w + 2] & KLEN_MASK
+        start = off + 32 + klen
+        return mm[off + 32 : start], mm[start : start + q[w + 3]]
+
+    def links(self) -> list[int]:
+        return [w for w in self.store.q[self.slot0 : self.slot0 + (1 << self.log2)] if w > TOMBSTONE]
+
+    def entries(self) -> list[Entry]:
+        entry = self._entry
+        return [entry(w) for w in self.links()]
+
+    def flat_items(self) -> list[bytes]:
+        """field, value, field, value ... (a hash) or the members (a set)."""
+        if self.store.type_of(self.head) == TYPE_HASH:
+            return [x for entry in self.entries() for x in entry]
+        entry = self._entry
+        return [entry(w)[0] for w in self.links()]
+
+    def random_entries(self, n: int) -> list[Entry]:
+        """n entries picked at random, with repeats (the table is at least 1/8 full, so a few
+        probes find each)."""
+        q = self.store.q
+        out: list[Entry] = []
+        size = 1 << self.log2
+        while len(out) < n:
+            w = q[self.slot0 + random.randrange(size)]
+            if w > TOMBSTONE:
+                out.append(self._entry(w))
+        return out
+
+    def scan(self, cursor: int, count: int) -> tuple[int, list[Entry]]:
+        """The entries whose fp lies in [cursor, next cursor), about count of them; the next
+        cursor is 0 at the end."""
+        if cursor >= FP_SPACE or not len(self):
+            return 0, []
+        q = self.store.q
+        hi = min(FP_SPACE, cursor + max(1, count * FP_SPACE // len(self)))
+        shift = 24 - self.log2
+        i = cursor >> shift
+        last_home = (hi - 1) >> shift
+        out = []
+        while True:
+            w = q[self.slot0 + (i & self.mask)]
+            if w == 0 and i > last_home:
+                break
+            if w > TOMBSTONE and cursor <= w >> 40 < hi:
+                out.append(self._entry(w))
+            i += 1
+        return (hi if hi < FP_SPACE else 0), out
+
+
+# ---------------------------------------------------------------------- chunks (lists)
+
+
+def _chunk(items: list[bytes]) -> list[list[bytes]]:
+    """Split entries into nodes of at most CHUNK_ENTRIES_MAX entries and CHUNK_BYTES_MAX bytes."""
+    nodes: list[list[bytes]] = []
+    node: list[bytes] = []
+    size = 0
+    for x in items:
+        if node and (len(node) == CHUNK_ENTRIES_MAX or size + 4 + len(x) > CHUNK_BYTES_MAX):
+            nodes.append(node)
+            node, size = [], 0
+        node.append(x)
+        size += 4 + len(x)
+    if node:
+        nodes.append(node)
+    return nodes
+
+
+def write_chunks(store: Store, db: int, key: bytes, items: list[bytes], expire_ms: int,
+                 found: tuple[int, int, int]) -> None:
+    """Make key a large list of these items (in place of found[0], if any), all or nothing."""
+    nodes = _chunk(items)
+    cap = max(DIRECTORY_SLOTS_MIN, 2 * len(nodes))
+    head_value = _head_value(len(key), LAYOUT_CHUNKS, 0)
+    payloads = [pack_entries(node) for node in nodes]
+    sizes = [record_bytes(0, len(p)) for p in payloads]
+    sizes += [record_bytes(0, 8 * (STRUCT_WORDS + cap)), record_bytes(len(key), len(head_value))]
+    blocks = store.reserve(sizes)
+    pdb = store.dbmap[db]
+    first = (cap - len(nodes)) // 2
+    slots = array("Q", bytes(8 * cap))
+    for i, (node, payload, off) in enumerate(zip(nodes, payloads, blocks, strict=False)):
+        store.write_record(off, pdb, b"", TYPE_LIST, payload, 0)
+        slots[first + i] = len(node) << 48 | off >> 3
+    directory = blocks[-2]
+    store.write_record(directory, pdb, b"", TYPE_LIST,
+                       _struct_value([first << 32 | len(nodes), len(items), cap]) + slots.tobytes(), 0)
+    store.put(db, key, TYPE_LIST, _head_value(len(key), LAYOUT_CHUNKS, directory), expire_ms, found,
+              block=blocks[-1])
+
+
+class Chunks:
+    """A large list, operated on in place."""
+
+    def __init__(self, store: Store, head: int) -> None:
+        self.store = store
+        self.head = head
+        self._attach(store.struct_of(head))
+
+    def _attach(self, directory: int) -> None:
+        self.directory = directory
+        self.s = (directory + 32) >> 3
+        self.slot0 = self.s + STRUCT_WORDS
+
+    def __len__(self) -> int:
+        return self.store.q[self.s + 1]
+
+    def _window(self) -> tuple[int, int]:
+        w = self.store.q[self.s]
+        return w >> 32, w & KLEN_MASK
+
+    def _slots(self) -> list[int]:
+        first, n = self._window()
+        return list(self.store.q[self.slot0 + first : self.slot0 + first + n])
+
+    def _node_items(self, slot_word: int) -> list[bytes]:
+        off = (slot_word & CHUNK_OFF_MASK) << 3
+        start = off + 32
+        return unpack_entries(self.store.mm[start : start + self.store.q[(off >> 3) + 3]])
+
+    def _locate(self, index: int) -> tuple[int, int]:
+        """(position in the window, index in that node) of entry `index` (0 <= index < len)."""
+        slots = self._slots()
+        if index < slots[0] >> 48:
+            return 0, index
+        last = slots[-1] >> 48
+        if index >= len(self) - last:
+            return len(slots) - 1, index - (len(self) - last)
+        ends = list(accumulate([w >> 48 for w in slots]))
+        pos = bisect_right(ends, index)
+        return pos, index - (ends[pos - 1] if pos else 0)
+
+    def index(self, index: int) -> bytes:
+        pos, at = self._locate(index)
+        first, _ = self._window()
+        return self._node_items(self.store.q[self.slot0 + first + pos])[at]
+
+    def range(self, start: int, stop: int) -> list[bytes]:
+        """Entries start..stop inclusive, Python-style negative indexes, clamped (LRANGE)."""
+        total = len(self)
+        if start < 0:
+            start = max(0, total + start)
+        if stop < 0:
+            stop = total + stop
+        stop = min(stop, total - 1)
+        if start > stop:
+            return []
+        pos, at = self._locate(start)
+        slots = self._slots()
+        out: list[bytes] = []
+        want = stop - start + 1
+        while len(out) < want:
+            items = self._node_items(slots[pos])
+            out += items[at : at + want - len(out)]
+            pos, at = pos + 1, 0
+        return out
+
+    def set(self, index: int, value: bytes) -> None:
+        pos, at = self._locate(index)
+        first, _ = self._window()
+        word = self.slot0 + first + pos
+        items = self._node_items(self.store.q[word])
+        items[at] = value
+        self._replace_nodes([(word, items)])
+
+    def _replace_nodes(self, changes: list[tuple[int, list[bytes]]], window: int | None = None,
+                       added: list[tuple[int, list[bytes]]] | None = None, dropped: list[int] | None = None) -> None:
+        """Write new nodes for slots (word index, entries), nodes into unused slots (added), and
+        the new window, as one change."""
+        store = self.store
+        q = store.q
+        added = added or []
+        payloads = [pack_entries(items) for _, items in changes + added]
+        stores = len(changes) + (window is not None)
+        blocks = store.reserve([record_bytes(0, len(p)) for p in payloads] + _journal_sizes(stores))
+        pdb = (q[(self.head >> 3) + 2] >> 40) & 0xFF
+        plan = []
+        for (word, items), payload, off in zip(changes + added, payloads, blocks, strict=False):
+            store.write_record(off, pdb, b"", TYPE_LIST, payload, 0)
+            plan.append((word, len(items) << 48 | off >> 3))
+        for word, link in plan[len(changes) :]:
+            q[word] = link  # outside the window: not visible until the window moves
+        frees = [(q[word] & CHUNK_OFF_MASK) << 3 for word, _ in changes] + (dropped or [])
+        stores_list = plan[: len(changes)] + ([(self.s, window)] if window is not None else [])
+        _publish(store, stores_list, frees, blocks[-1] if stores > 1 else 0)
+
+    def _room(self, left: bool, nodes: int) -> None:
+        """Make sure `nodes` more slots are free at one end of the directory (a new directory,
+        recentred and maybe larger, published by the head's pointer)."""
+        first, n = self._window()
+        cap = self.store.q[self.s + 2]
+        if (first if left else cap - first - n) >= nodes:
+            return
+        new_cap = max(DIRECTORY_SLOTS_MIN, 2 * (n + nodes))
+        new_first = (new_cap - n) // 2  # at least `nodes` free slots on each side
+        store = self.store
+        q = store.q
+        (directory,) = store.reserve([record_bytes(0, 8 * (STRUCT_WORDS + new_cap))])
+        slots = array("Q", bytes(8 * new_cap))
+        slots[new_first : new_first + n] = array("Q", self._slots())
+        pdb = (q[(self.head >> 3) + 2] >> 40) & 0xFF
+        store.write_record(directory, pdb, b"", TYPE_LIST,
+                           _struct_value([new_first << 32 | n, len(self), new_cap]) + slots.tobytes(), 0)
+        old = self.directory
+        q[_pointer_word(store, self.head)] = directory  # publish
+        store.release([old])
+        self._attach(directory)
+
+    def push(self, items: list[bytes], left: bool) -> int:
+        """LPUSH (items in the order pushed) / RPUSH; returns the new length."""
+        store = self.store
+        q = store.q
+        first, n = self._window()
+        end_word = self.slot0 + (first if left else first + n - 1)
+        end_items = self._node_items(q[end_word])
+        ordered = list(reversed(items)) if left else items
+        merged = ordered + end_items if left else end_items + ordered
+        if len(merged) <= CHUNK_ENTRIES_MAX and packed_bytes(merged) - 1 <= CHUNK_BYTES_MAX:
+            nodes = [merged]
+        elif left:  # the end node is full: the new entries go into new nodes before it
+            nodes = _chunk(ordered) + [end_items]
+        else:
+            nodes = [end_items] + _chunk(ordered)
+        if len(nodes) == 1:
+            self._replace_nodes([(end_word, nodes[0])])
+        else:
+            extra = len(nodes) - 1
+            self._room(left, extra)
+            first, n = self._window()
+            if left:
+                fill_first = self.slot0 + first - extra
+                added = [(fill_first + i, node) for i, node in enumerate(nodes[:-1])]
+                window = (first - extra) << 32 | (n + extra)
+            else:
+                added = [(self.slot0 + first + n + i, node) for i, node in enumerate(nodes[1:])]
+                window = first << 32 | (n + extra)
+            self._replace_nodes([], window, added)
+        q[self.s + 1] += len(items)
+        return len(self)
+
+    def pop(self, count: int, left: bool) -> list[bytes]:
+        """LPOP / RPOP of up to count entries, in the order popped.  The caller deletes the key
+        when the list becomes empty."""
+        store = self.store
+        q = store.q
+        first, n = self._window()
+        out: list[bytes] = []
+        dropped: list[int] = []
+        change: list[tuple[int, list[bytes]]] = []
+        pos = 0
+        while len(out) < count and pos < n:
+            word = self.slot0 + (first + pos if left else first + n - 1 - pos)
+            items = self._node_items(q[word])
+            want = count - len(out)
+            if want >= len(items):
+                out += items if left else items[::-1]
+                dropped.append((q[word] & CHUNK_OFF_MASK) << 3)
+                pos += 1
+                continue
+            if left:
+                out += items[:want]
+                change.append((word, items[want:]))
+            else:
+                out += items[: len(items) - want - 1 : -1] if want else []
+                change.append((word, items[: len(items) - want]))
+            break
+        if pos == n:  # the whole list: the caller deletes the key
+            return out
+        window = ((first + pos) << 32 | (n - pos)) if left else (first << 32 | (n - pos))
+        self._replace_nodes(change, window if pos else None, dropped=dropped)
+        q[self.s + 1] -= len(out)
+        return out
