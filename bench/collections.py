@@ -12,6 +12,7 @@ to redis-server.  Needs redis-server on PATH.
 from __future__ import annotations
 
 import argparse
+import itertools
 import shutil
 import socket
 import statistics
@@ -58,18 +59,27 @@ def timed(fn: Callable[[], object], ops: int) -> float:
 
 
 def cases(r: redis.Redis, name: str, n: int) -> dict[str, Callable[[], object]]:
+    """Each command alone, in an order that leaves every collection at its size: the pushes and
+    adds are undone by the pops and removes that follow them."""
     mid = n // 2
+    fresh = itertools.count()
+    gone = itertools.count()
+    lst, h, s = f"l:{name}", f"h:{name}", f"s:{name}"
     return {
-        "LPUSH+LPOP": lambda: (r.lpush(f"l:{name}", "x"), r.lpop(f"l:{name}")),
-        "RPUSH+RPOP": lambda: (r.rpush(f"l:{name}", "x"), r.rpop(f"l:{name}")),
-        "LINDEX 0": lambda: r.lindex(f"l:{name}", 0),
-        "LINDEX -1": lambda: r.lindex(f"l:{name}", -1),
-        "LINDEX middle": lambda: r.lindex(f"l:{name}", mid),
-        "LSET middle": lambda: r.lset(f"l:{name}", mid, "y"),
-        "HSET+HDEL": lambda: (r.hset(f"h:{name}", "new", "v"), r.hdel(f"h:{name}", "new")),
-        "HGET": lambda: r.hget(f"h:{name}", "f1"),
-        "SADD+SREM": lambda: (r.sadd(f"s:{name}", "new"), r.srem(f"s:{name}", "new")),
-        "SISMEMBER": lambda: r.sismember(f"s:{name}", "m1"),
+        "LPUSH": lambda: r.lpush(lst, "x"),
+        "LPOP": lambda: r.lpop(lst),
+        "RPUSH": lambda: r.rpush(lst, "x"),
+        "RPOP": lambda: r.rpop(lst),
+        "LINDEX 0": lambda: r.lindex(lst, 0),
+        "LINDEX -1": lambda: r.lindex(lst, -1),
+        "LINDEX middle": lambda: r.lindex(lst, mid),
+        "LSET middle": lambda: r.lset(lst, mid, "y"),
+        "HSET": lambda: r.hset(h, f"new{next(fresh)}", "v"),
+        "HGET": lambda: r.hget(h, "f1"),
+        "HDEL": lambda: r.hdel(h, f"new{next(gone)}"),
+        "SADD": lambda: r.sadd(s, f"new{next(fresh)}"),
+        "SISMEMBER": lambda: r.sismember(s, "m1"),
+        "SREM": lambda: r.srem(s, f"new{next(gone)}"),
     }
 
 

@@ -484,6 +484,30 @@ class Chunks:
         items[at] = value
         self._replace_nodes([(word, items)])
 
+    def trim(self, start: int, stop: int) -> None:
+        """LTRIM: keep entries start..stop (0 <= start <= stop < len) as one change."""
+        if start == 0 and stop == len(self) - 1:
+            return
+        first, n = self._window()
+        pos_a, at_a = self._locate(start)
+        pos_b, at_b = self._locate(stop)
+        slots = self._slots()
+        dropped = [(w & CHUNK_OFF_MASK) << 3 for pos, w in enumerate(slots) if pos < pos_a or pos > pos_b]
+        changes = []
+        items_a = self._node_items(slots[pos_a])
+        if pos_a == pos_b:
+            if at_b - at_a + 1 < len(items_a):
+                changes.append((self.slot0 + first + pos_a, items_a[at_a : at_b + 1]))
+        else:
+            if at_a:
+                changes.append((self.slot0 + first + pos_a, items_a[at_a:]))
+            items_b = self._node_items(slots[pos_b])
+            if at_b + 1 < len(items_b):
+                changes.append((self.slot0 + first + pos_b, items_b[: at_b + 1]))
+        window = (first + pos_a) << 32 | (pos_b - pos_a + 1)
+        self._replace_nodes(changes, window if window != self.store.q[self.s] else None, dropped=dropped)
+        self.store.q[self.s + 1] = stop - start + 1
+
     def _replace_nodes(self, changes: list[tuple[int, list[bytes]]], window: int | None = None,
                        added: list[tuple[int, list[bytes]]] | None = None, dropped: list[int] | None = None) -> None:
         """Write new nodes for slots (word index, entries), nodes into unused slots (added), and

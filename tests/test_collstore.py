@@ -104,6 +104,11 @@ def test_list_matches_a_python_list(store: Store) -> None:
             want = model[:n] if left else model[::-1][:n]
             assert got == want
             model = model[n:] if left else model[: len(model) - n]
+        elif r < 0.6 and len(model) > 600:
+            a = rng.randrange(0, 100)
+            b = len(model) - 1 - rng.randrange(0, 100)
+            c.trim(a, b)
+            model = model[a : b + 1]
         elif r < 0.75:
             i = rng.randrange(len(model))
             assert c.index(i) == model[i]

@@ -156,7 +156,7 @@ def test_large_collections_match_redis(pair: tuple[int, Server]) -> None:
         h, s, lst = "h" + k, "s" + k, "l" + k
         f, m = f"f{rng.randrange(4000)}", f"m{rng.randrange(4000)}"
         i = rng.randrange(-3500, 3500)
-        op = rng.randrange(22)
+        op = rng.randrange(23)
         if op == 0:
             both("HSET", h, f, f"x{step}", f"f{rng.randrange(4000)}", "y")
         elif op == 1:
@@ -199,6 +199,8 @@ def test_large_collections_match_redis(pair: tuple[int, Server]) -> None:
             both("LREM", lst, rng.choice([0, 1, -1]), f"p{rng.randrange(step + 1)}")
         elif op == 20:
             both("HSTRLEN", h, f)
+        elif op == 21:
+            both("LTRIM", lst, rng.randrange(3), -1 - rng.randrange(3))
         else:
             both("HEXISTS", h, f)
     for key in ("a", "b"):

@@ -222,7 +222,15 @@ def lrem(ctx: ShardCtx, argv: list[bytes]) -> bytes:
 @command("ltrim", 4, "write", keys=(1, 1, 1), group="list", summary="Trim a list to the specified range")
 def ltrim(ctx: ShardCtx, argv: list[bytes]) -> bytes:
     start, stop = parse_int(argv[2]), parse_int(argv[3])
-    found, items = _load(ctx, argv[1])
+    found, large = _open(ctx, argv[1])
+    if large is not None:  # the capped-list idiom (LPUSH then LTRIM) must not rewrite the list
+        a, b = _span(len(large), start, stop)
+        if a > b:
+            ctx.store.delete(ctx.db, argv[1], ctx.now_ms)
+        else:
+            large.trim(a, b)
+        return protocol.OK
+    items = items_of(ctx.store, found[0]) if found[0] else None
     if items is None:
         return protocol.OK
     a, b = _span(len(items), start, stop)
