@@ -173,15 +173,29 @@ def test_kill_loop_leaves_every_shard_consistent() -> None:
                         r.delete(k, f"c{rng.randrange(3000)}")
                     elif op < 0.8:
                         r.mset({f"c{rng.randrange(3000)}": "y" * rng.randrange(1, 40000) for _ in range(4)})
-                    elif op < 0.9:
+                    elif op < 0.85:
                         # One shard's keys (a hash tag), one value: a batch, never half written.
                         g, v = rng.randrange(20), str(rng.random()) * rng.randrange(1, 500)
                         r.mset({f"{{g{g}}}{k}": v for k in range(6)})
+                    elif op < 0.95:
+                        # Large collections: each write adds or removes a pair, as one change.
+                        n, i = rng.randrange(4), rng.randrange(2000)
+                        r.hset(f"bigh{n}", mapping={f"{i}a": "v" * (i % 50), f"{i}b": "w"})
+                        r.hdel(f"bigh{n}", f"{i + 1}a", f"{i + 1}b")
+                        r.sadd(f"bigs{n}", f"{i}a", f"{i}b")
+                        r.srem(f"bigs{n}", f"{i + 1}a", f"{i + 1}b")
+                        r.rpush(f"bigl{n}", *[f"{i}"] * 2 * rng.randrange(1, 200))
+                        r.lpop(f"bigl{n}", 2 * rng.randrange(1, 100))
                     else:
                         r.expire(k, 1000)
                 except redis.RedisError:
                     time.sleep(0.005)
 
+        r0 = srv.client()
+        for n in range(4):
+            r0.hset(f"bigh{n}", mapping={f"{i}{x}": "v" for i in range(2000, 2300) for x in "ab"})
+            r0.sadd(f"bigs{n}", *[f"{i}{x}" for i in range(2000, 2300) for x in "ab"])
+            r0.rpush(f"bigl{n}", *[f"{i}" for i in range(2000, 2300) for x in "ab"])
         threads = [threading.Thread(target=churn, args=(s,)) for s in range(4)]
         for t in threads:
             t.start()
@@ -198,6 +212,14 @@ def test_kill_loop_leaves_every_shard_consistent() -> None:
         for g in range(20):
             values = r0.mget([f"{{g{g}}}{k}" for k in range(6)])
             assert len(set(values)) == 1, (g, values)  # all six from the same MSET, or none written
+        for n in range(4):
+            fields = r0.hkeys(f"bigh{n}")
+            assert {f[:-1] for f in fields if f.endswith(b"a")} == {f[:-1] for f in fields if f.endswith(b"b")}
+            members = r0.smembers(f"bigs{n}")
+            assert {m[:-1] for m in members if m.endswith(b"a")} == {m[:-1] for m in members if m.endswith(b"b")}
+            items = r0.lrange(f"bigl{n}", 0, -1)
+            assert len(items) % 2 == 0 and items[0::2] == items[1::2]
+            assert r0.object("encoding", f"bigh{n}") == b"hashtable"
         fp = Footprint(lim)
         for shard in range(2):
             mm = segments.attach(segments.segment_name(srv.name, srv.port, f"shard{shard}"))
