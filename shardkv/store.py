@@ -22,6 +22,11 @@ replace) or after its successor is known (delete).  Allocator state is *derived*
 restarted worker walks the index and rebuilds the page table and free lists from the records it
 finds, so a record allocated but never published, or unlinked but never freed, is reclaimed.
 
+A large list, set or hash owns blocks besides its record (a table or chunk directory and node
+records, see collstore.py): `children` finds them, so deleting the record frees them, rebuild
+marks them live and check() verifies them.  Several stores that must land together go through
+`commit_words`, a redo journal of (word, value) pairs committed by one header word.
+
 Allocator: records up to PAGE_BYTES/4 come from size-class slabs (one class per page, a free list
 per page, pages with free blocks on a per-class list, an empty page goes back to the pool); larger
 records take a run of whole pages.  "Full" means no block of the needed class and no free page

@@ -1,5 +1,5 @@
-"""Hash commands.  Fields and values are kept packed as field, value, field, value ... (see
-collections.py); a dict is built for the duration of one command."""
+"""Hash commands, through collections.Fields: a small hash is read into a dict for one command,
+a large one is read and changed in place through its table (collstore.py)."""
 
 from __future__ import annotations
 

@@ -1,5 +1,6 @@
-"""List commands (the blocking forms come with their own change).  Elements are kept packed (see
-collections.py); a Python list is built for the duration of one command."""
+"""List commands, with their blocking forms.  A small list is read into a Python list for one
+command; a large one is changed in place through its chunks (collstore.py) by push, pop, LINDEX,
+LSET, LRANGE and LTRIM, and rewritten by the O(n) commands (LINSERT, LREM)."""
 
 from __future__ import annotations
 

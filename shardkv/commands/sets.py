@@ -1,5 +1,5 @@
-"""Set commands.  Members are kept packed (see collections.py); algebra across shards reads each
-set from its shard under the transaction's locks (`across` bodies)."""
+"""Set commands, through collections.Fields (packed or a table, see collstore.py); algebra across
+shards reads each set from its shard under the transaction's locks (`across` bodies)."""
 
 from __future__ import annotations
 
