@@ -74,7 +74,7 @@ def parse_requests(
             if pos >= end:
                 return ParseResult(out, start, 0)
             if buf[pos] != 36:  # '$'
-                got = chr(buf[pos])
+                got = chr(buf[pos])  # one byte, sent back raw by protocol_error
                 return ParseResult(out, start, 0, ProtocolError(f"expected '$', got '{got}'"))
             nl = find(b"\r\n", pos, end)
             if nl < 0:
@@ -182,6 +182,13 @@ NULL_ARRAY2 = b"*-1\r\n"
 
 def error(text: str) -> bytes:
     return b"-" + text.replace("\r", " ").replace("\n", " ").encode() + b"\r\n"
+
+
+def protocol_error(error: ProtocolError) -> bytes:
+    """The reply to broken framing; a byte quoted from the request goes back as that raw byte,
+    as Redis sends it (`got '\\x80'` is one byte, not its UTF-8 form)."""
+    text = f"ERR Protocol error: {error.why}".replace("\r", " ").replace("\n", " ")
+    return b"-" + text.encode("latin-1") + b"\r\n"
 
 
 def bulk(value: bytes) -> bytes:

@@ -134,7 +134,7 @@ class Connection(asyncio.BufferedProtocol):
                 break
         self.last_command = parsed.requests[-1][0][0].lower() if parsed.requests else self.last_command
         if error is not None:
-            self.replies.append(protocol.error(f"ERR Protocol error: {error.why}"))
+            self.replies.append(protocol.protocol_error(error))
             self.closing = True
         self._shift(consumed)
         if not self.closing and not self._room_for(parsed.needed):
