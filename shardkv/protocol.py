@@ -27,6 +27,12 @@ class ParseResult:
     error: ProtocolError | None = None
 
 
+FAST_PARSE_BYTES_MAX = 64 * 1024  # buffers up to this size are parsed by splitting a copy
+_FAST_SIZE_MAX = 9999
+_BULK_HEADERS = {b"$%d" % n: n for n in range(_FAST_SIZE_MAX + 1)}
+_COUNT_HEADERS = {b"*%d" % n: n for n in range(1, 1025)}
+
+
 def parse_requests(
     buf: bytearray | bytes,
     end: int,
@@ -37,6 +43,45 @@ def parse_requests(
     """Parse complete commands in buf[0:end]; stop at the first incomplete one."""
     out: list[tuple[list[bytes], int, int]] = []
     pos = 0
+    if end <= FAST_PARSE_BYTES_MAX and bulk_bytes_max >= _FAST_SIZE_MAX:
+        pos = _parse_split(bytes(buf[:end]), end, args_max, requests_max, out)
+        if pos == end or len(out) >= requests_max:
+            return ParseResult(out, pos, 0)
+    return _parse_walk(buf, end, args_max, bulk_bytes_max, requests_max, out, pos)
+
+
+def _parse_split(data: bytes, end: int, args_max: int, requests_max: int,
+                 out: list[tuple[list[bytes], int, int]]) -> int:
+    """The common case, at C speed where possible: split at CRLF and check that every bulk
+    token has the length its header says.  Returns where it stopped: the end, or the first
+    command it does not handle (inline, a bulk holding CRLF, an error, incomplete, large), which
+    _parse_walk then takes from there."""
+    tokens = data.split(b"\r\n")
+    last = len(tokens) - 1  # tokens[last] is what follows the final CRLF: never a whole token
+    counts, sizes = _COUNT_HEADERS.get, _BULK_HEADERS.get
+    i = pos = 0
+    while i < last and len(out) < requests_max:
+        count = counts(tokens[i])
+        if count is None or count > args_max or i + 2 * count >= last:
+            break
+        start = pos
+        pos += len(tokens[i]) + 2
+        argv = []
+        for j in range(i + 1, i + 1 + 2 * count, 2):
+            head = tokens[j]
+            value = tokens[j + 1]
+            if sizes(head) != len(value):
+                return start  # a bulk holding CRLF, or a header this path does not take
+            argv.append(value)
+            pos += len(head) + len(value) + 4
+        out.append((argv, start, pos))
+        i += 1 + 2 * count
+    return pos
+
+
+def _parse_walk(buf: bytearray | bytes, end: int, args_max: int, bulk_bytes_max: int, requests_max: int,
+                out: list[tuple[list[bytes], int, int]], pos: int) -> ParseResult:
+    """Every case, byte by byte from pos, with Redis's exact errors."""
     find = buf.find
     while pos < end and len(out) < requests_max:
         start = pos

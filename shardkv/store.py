@@ -40,7 +40,7 @@ import struct
 import zlib
 from collections.abc import Iterator
 
-from shardkv.errors import OOM, CommandError
+from shardkv.errors import OOM, WRONGTYPE, CommandError
 from shardkv.limits import DATABASES_MAX, PAGE_BYTES, PAGE_ENTRY_BYTES, SEGMENT_HEADER_BYTES, Footprint
 
 MAGIC = 0x5348_4B56_0001  # "SHKV" v1
@@ -237,6 +237,26 @@ class Store:
                 return 0, 0, bucket
         return off, link, bucket
 
+    def string_resp_of(self, db: int, key: bytes, now_ms: int) -> bytes | None:
+        """GET's whole path in one call: the value RESP-encoded, None if missing (or expired:
+        deleted here), WRONGTYPE for another type."""
+        pdb = self.dbmap[db]
+        off, link, _ = self._find_stored(pdb, key)
+        if not off:
+            return None
+        q = self.q
+        w = off >> 3
+        exp = q[w + 1]
+        if exp and exp <= now_ms:
+            self._unlink(link, off, pdb)
+            q[H_EXPIRED] += 1
+            return None
+        info = q[w + 2]
+        if (info >> 32) & 0xFF != TYPE_STRING:
+            raise CommandError(WRONGTYPE)
+        start = off + 32 + (info & KLEN_MASK)
+        return self.mm[start : start + q[w + 3]]
+
     def lookup(self, db: int, key: bytes, now_ms: int) -> int:
         return self.find(db, key, now_ms)[0]
 
@@ -318,8 +338,9 @@ class Store:
             q[s + 1] = sum(w >> 48 for w in q[base : base + n])
 
     def _free_record(self, off: int) -> None:
-        for child in self.children(off):
-            self._free(child)
+        if (self.q[(off >> 3) + 2] >> 32) & 0xFF in COLLECTION_TYPES:
+            for child in self.children(off):
+                self._free(child)
         self._free(off)
 
     def commit_words(self, stores: list[tuple[int, int]], journal: int, frees: list[int]) -> None:

@@ -17,7 +17,7 @@ from hypothesis import strategies as st
 
 from conftest import Server, raw_roundtrip, start_server
 from shardkv.errors import ProtocolError
-from shardkv.protocol import parse_requests
+from shardkv.protocol import _parse_walk, parse_requests
 from shardkv.router.dispatch import key_slot, slot_owners
 
 ARGS_MAX, BULK_MAX = 1024, 1 << 20
@@ -171,6 +171,19 @@ def test_parser_on_random_bytes_parses_or_raises_a_protocol_error(junk: bytes) -
     assert result.error is None or isinstance(result.error, ProtocolError)
     for argv, start, end in result.requests:
         assert 0 <= start < end <= len(junk) and all(isinstance(a, bytes) for a in argv)
+
+
+@given(st.lists(st.one_of(command.map(frame), st.binary(max_size=30)), max_size=6))
+@settings(max_examples=400, deadline=None)
+def test_fast_parser_agrees_with_the_byte_walk(pieces: list[bytes]) -> None:
+    """The split-at-CRLF fast path and the byte-by-byte walk give the same commands, stop at the
+    same place and report the same error, on valid frames (values holding CRLF included) mixed
+    with junk."""
+    wire = b"".join(pieces)
+    fast = parse_requests(bytearray(wire), len(wire), ARGS_MAX, BULK_MAX)
+    walk = _parse_walk(bytearray(wire), len(wire), ARGS_MAX, BULK_MAX, 1 << 30, [], 0)
+    assert (fast.requests, fast.consumed, fast.needed) == (walk.requests, walk.consumed, walk.needed)
+    assert (fast.error and fast.error.why) == (walk.error and walk.error.why)
 
 
 def mutate(wire: bytes, at: int, how: int, byte: int) -> bytes:

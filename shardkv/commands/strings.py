@@ -27,8 +27,8 @@ def _string_off(ctx: ShardCtx, key: bytes) -> int:
 
 @command("get", 2, "readonly fast", keys=(1, 1, 1), group="string", summary="Get the value of a key")
 def get(ctx: ShardCtx, argv: list[bytes]) -> bytes:
-    off = _string_off(ctx, argv[1])
-    return ctx.store.string_resp(off) if off else protocol.null(ctx.proto)
+    value = ctx.store.string_resp_of(ctx.db, argv[1], ctx.now_ms)
+    return value if value is not None else protocol.null(ctx.proto)
 
 
 def expire_at_ms(ctx: ShardCtx, unit: bytes, raw: bytes, cmd: str) -> int:
@@ -52,6 +52,10 @@ def expire_at_ms(ctx: ShardCtx, unit: bytes, raw: bytes, cmd: str) -> int:
          summary="Set the string value of a key, with optional expiry and conditions")
 def set_(ctx: ShardCtx, argv: list[bytes]) -> bytes:
     key, value = argv[1], argv[2]
+    store = ctx.store
+    if len(argv) == 3:  # plain SET, the common case
+        store.put(ctx.db, key, TYPE_STRING, resp_bulk(value), 0, store.find(ctx.db, key, ctx.now_ms))
+        return protocol.OK
     nx = xx = get_old = keepttl = False
     expire_unit = b""
     expire_raw = b""
@@ -73,7 +77,6 @@ def set_(ctx: ShardCtx, argv: list[bytes]) -> bytes:
             raise CommandError(errors.SYNTAX)
         i += 1
     expire_ms = expire_at_ms(ctx, expire_unit, expire_raw, "set") if expire_unit else 0
-    store = ctx.store
     found = store.find(ctx.db, key, ctx.now_ms)
     off = found[0]
     old = protocol.null(ctx.proto)

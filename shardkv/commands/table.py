@@ -60,6 +60,7 @@ class Command:
     find_keys: Callable[[list[bytes]], list[int]] | None = None  # key positions of movable-key commands
     blocking: Callable[[list[bytes]], Any] | None = None  # argv -> BlockPlan (commands/lists.py)
     lock_all: Callable[[list[bytes]], bool] | None = None  # this call reaches keys it does not name
+    one_key: bool = False  # exactly one key, at argv[1], nothing special: the router's fast path
 
     @property
     def internal(self) -> bool:
@@ -118,6 +119,8 @@ def command(
             last_key=keys[1], key_step=keys[2], where=where, merge=merge, group=group,
             summary=summary, handler=handler, subcommands=subcommands, sizes=sizes, across=across,
             find_keys=find_keys, blocking=blocking, lock_all=lock_all,
+            one_key=keys == (1, 1, 1) and where is Where.KEYED and find_keys is None and blocking is None
+            and lock_all is None,
         )
         return handler
 

@@ -96,7 +96,7 @@ class Blocking:
     async def _attempt(self, b: Blocked) -> bool:
         """Run the non-blocking form once; True if the client got its answer."""
         await self.worker.wait_unlocked()  # as the client's own commands would
-        reply = self.worker.router.execute(b.conn, b.plan.attempt_argv, None)
+        reply = self.worker.router.execute(b.conn, b.plan.attempt_argv)
         if isinstance(reply, Pending):
             fut: asyncio.Future[bytes] = self.worker.loop.create_future()
             reply.callback = fut.set_result

@@ -119,8 +119,7 @@ class Connection(asyncio.BufferedProtocol):
         inflight_max = lim.inflight_per_client_max
         self.last_active = time.monotonic()
         for argv, start, end in parsed.requests:
-            raw = bytes(self.buf[start:end]) if self.buf[start] == 42 else None
-            reply = execute(self, argv, raw)
+            reply = execute(self, argv, start, end)
             self.replies.append(reply)
             if isinstance(reply, Pending) and reply.value is None:
                 if reply.barrier:

@@ -20,7 +20,7 @@ from typing import TYPE_CHECKING, Any
 from shardkv import errors, protocol
 from shardkv.commands.across import CrossShard
 from shardkv.commands.args import ShardCtx
-from shardkv.commands.table import Command, Merge, Where, lookup
+from shardkv.commands.table import COMMANDS, Command, Merge, Where, lookup
 from shardkv.errors import CommandError
 from shardkv.protocol import read_reply
 from shardkv.worker.peers import K_APPLY, K_LOCK, K_REQ, K_UNLOCK, Callback, PeerReset
@@ -96,7 +96,9 @@ class Router:
         self.worker = worker
         self.me = worker.id
         self.owners = slot_owners(worker.workers)
+        self.single = worker.workers == 1
         self.limits = worker.limits
+        self.key_bytes_max = worker.limits.key_bytes_max
         self.ctx = ShardCtx(worker.store, 0, 2, 0, worker.limits, worker.stats)
         self.txn_lock = asyncio.Lock()
 
@@ -105,8 +107,17 @@ class Router:
 
     # ------------------------------------------------------------------ entry point
 
-    def execute(self, conn: Connection, argv: list[bytes], raw: bytes | None) -> bytes | Pending:
-        cmd = lookup(argv[0])
+    def execute(self, conn: Connection, argv: list[bytes], start: int = -1, end: int = -1) -> bytes | Pending:
+        """Run or route one command; conn.buf[start:end] is its RESP frame, if it came as one."""
+        cmd = COMMANDS.get(argv[0]) or lookup(argv[0])
+        if cmd is not None and cmd.one_key and conn.authenticated:  # the common case, kept short
+            argc = len(argv)
+            arity = cmd.arity
+            if (argc == arity if arity > 0 else argc >= -arity) and len(argv[1]) <= self.key_bytes_max:
+                shard = self.me if self.single else self.owners[key_slot(argv[1])]
+                if shard == self.me:
+                    return self.run_keyed(cmd, argv, conn.db, conn.proto)
+                return self.forward(conn, shard, argv, start, end)
         if cmd is None or cmd.where is Where.SHARD or cmd.where is Where.WORKER:
             return protocol.error(errors.unknown_command(argv[0], argv[1:]))
         if not cmd.arity_ok(len(argv)):
@@ -133,14 +144,18 @@ class Router:
         if single:
             if first == self.me:
                 return self.run_keyed(cmd, argv, conn.db, conn.proto)
-            body = bytes((conn.proto, conn.db)) + (raw if raw is not None else protocol.encode_command(argv))
-            pending = Pending(conn)
-            self.worker.peers.request(first, K_REQ, body, lambda reply: pending.resolve(
-                reply if reply is not None else protocol.error(errors.SHARD_RESTARTED)))
-            return pending
+            return self.forward(conn, first, argv, start, end)
         if cmd.merge is Merge.NONE and cmd.across is None:
             return protocol.error("CROSSSLOT Keys in request don't hash to the same slot")
         return self.start_transaction(conn, cmd, argv)
+
+    def forward(self, conn: Connection, shard: int, argv: list[bytes], start: int, end: int) -> Pending:
+        """Send a command to the worker owning its keys; its reply resolves the Pending."""
+        raw = bytes(conn.buf[start:end]) if start >= 0 and conn.buf[start] == 42 else protocol.encode_command(argv)
+        pending = Pending(conn)
+        self.worker.peers.request(shard, K_REQ, bytes((conn.proto, conn.db)) + raw, lambda reply: pending.resolve(
+            reply if reply is not None else protocol.error(errors.SHARD_RESTARTED)))
+        return pending
 
     def run_here(self, cmd: Command, conn: Connection, argv: list[bytes]) -> bytes | Pending:
         t0 = time.perf_counter_ns()
@@ -165,9 +180,16 @@ class Router:
         except CommandError as exc:
             reply = protocol.error(exc.text)
         failed = reply[:1] == b"-"
-        self.worker.count_command(cmd, time.perf_counter_ns() - t0, failed)
-        if self.worker.waiters and cmd.is_write and not failed:
-            self.worker.wake_watchers(db, [argv[i] for i in cmd.key_indexes(argv)])
+        worker = self.worker
+        base = worker.command_stats_word[cmd.name]  # Worker.count_command, inlined: this is the hot path
+        q = worker.stats.q
+        q[base] += 1
+        q[base + 1] += (time.perf_counter_ns() - t0) // 1000
+        if failed:
+            q[base + 2] += 1
+            return reply
+        if worker.waiters and cmd.is_write:
+            worker.wake_watchers(db, [argv[i] for i in cmd.key_indexes(argv)])
         return reply
 
     def run_raw(self, body: bytes, blocks: list[int] | None = None) -> bytes:

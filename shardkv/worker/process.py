@@ -105,6 +105,8 @@ class Worker:
         self.stats_mm = segments.attach(boot.stats_name)
         self.command_index = command_index()
         self.stats = Stats(self.stats_mm, self.workers, len(self.command_index))
+        mine = self.stats.base(self.id) + W_COMMAND_STATS
+        self.command_stats_word = {name: mine + 3 * i for name, i in self.command_index.items()}
         self.ring_mm = segments.attach(boot.ring_name) if self.workers > 1 else None
         self.peers = Peers(self.id, self.workers, self.ring_mm, self.limits.ring_bytes, boot.doorbells, self.loop)
         self.router = Router(self)
@@ -230,7 +232,7 @@ class Worker:
             self.arena_waiters.pop(0).arena_available()
 
     def count_command(self, cmd: Command, elapsed_ns: int, failed: bool) -> None:
-        base = self.stats.base(self.id) + W_COMMAND_STATS + 3 * self.command_index[cmd.name]
+        base = self.command_stats_word[cmd.name]
         q = self.stats.q
         q[base] += 1
         q[base + 1] += elapsed_ns // 1000
