@@ -1,0 +1,338 @@
+"""Every benchmark of shardkv beside redis-server, one command, markdown tables on stdout.
+
+    .venv/bin/python bench/run.py [--only throughput,memory,scaling,store,hop] [--quick]
+
+- throughput: redis-benchmark against redis-server and shardkv (--shards 1 and --shards = CPUs)
+  in alternation, rounds x (redis, shardkv 1, shardkv N), medians: rps of each, the ratio, p50 and
+  p99 latency; -c 50, -P 1 and -P 16, 100-byte values (and 4 KiB for SET/GET).  Where the machine
+  has at least 4 CPUs the servers are pinned to the first half and the client to the second
+  (taskset); the header says which.
+- memory: 1,000,000 keys of 100-byte values, then 100,000 hashes of 10 fields, loaded into each
+  server: redis-server's used_memory and RSS beside shardkv's allocated footprint, used bytes and
+  worker RSS, as bytes per key.
+- scaling: GET/SET -P 16 from bench/lean.py with one client process per CPU, shardkv with 1, 2,
+  ... CPUs shards, as a ratio to 1 shard.
+- store: one shard's Store without any I/O: GET hit, GET miss, SET overwrite, SET new key, ns per
+  operation in random key order, beside a Python dict, for 100,000 and 10,000,000 keys.
+- hop: the same GET/SET -P 16 load on --shards 2 when every key is owned by the connection's
+  own worker and when every key is owned by the other one: the price of the ring.
+
+Needs redis-server, redis-benchmark and taskset (util-linux) on PATH; Linux.
+"""
+
+from __future__ import annotations
+
+import argparse
+import csv
+import io
+import mmap
+import os
+import platform
+import random
+import shutil
+import socket
+import statistics
+import subprocess
+import sys
+import time
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+
+HERE = os.path.dirname(os.path.abspath(__file__))
+ROOT = os.path.dirname(HERE)
+sys.path.insert(0, ROOT)
+
+from bench.lean import frame, keys_by_shard, load, preload  # noqa: E402
+from shardkv.limits import Footprint, Limits  # noqa: E402
+from shardkv.store import TYPE_STRING, Store, resp_bulk  # noqa: E402
+
+CPUS = os.cpu_count() or 1
+PIN = CPUS >= 4
+SERVER_CPUS = f"0-{CPUS // 2 - 1}" if PIN else ""
+CLIENT_CPUS = f"{CPUS // 2}-{CPUS - 1}" if PIN else ""
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+def wait_port(port: int) -> None:
+    for _ in range(600):
+        try:
+            with socket.create_connection(("127.0.0.1", port), timeout=0.2):
+                return
+        except OSError:
+            time.sleep(0.05)
+    raise SystemExit(f"nothing listens on {port}")
+
+
+def pinned(cmd: list[str], cpus: str) -> list[str]:
+    return ["taskset", "-c", cpus, *cmd] if cpus else cmd
+
+
+@contextmanager
+def redis_server() -> Iterator[int]:
+    port = free_port()
+    proc = subprocess.Popen(pinned(["redis-server", "--port", str(port), "--save", "", "--appendonly", "no"],
+                                   SERVER_CPUS), stdout=subprocess.DEVNULL)
+    try:
+        wait_port(port)
+        yield port
+    finally:
+        proc.terminate()
+        proc.wait(10)
+
+
+@contextmanager
+def shardkv(shards: int, maxmemory: str = "1gb") -> Iterator[tuple[int, subprocess.Popen[bytes]]]:
+    port = free_port()
+    proc = subprocess.Popen(pinned([sys.executable, "-m", "shardkv", "--port", str(port), "--shards", str(shards),
+                                    "--maxmemory", maxmemory, "--maxclients", "1000", "--name", f"skvbench{port}"],
+                                   SERVER_CPUS), stdout=subprocess.DEVNULL, cwd=ROOT)
+    try:
+        wait_port(port)
+        ready(port, shards)
+        yield port, proc
+    finally:
+        proc.terminate()
+        proc.wait(30)
+
+
+def info(port: int, section: str) -> dict[str, str]:
+    s = socket.create_connection(("127.0.0.1", port))
+    s.sendall(frame(b"INFO", section.encode()))
+    buf = b""
+    while b"\r\n" not in buf or len(buf) < int(buf[1 : buf.index(b"\r\n")]) + buf.index(b"\r\n") + 4:
+        buf += s.recv(1 << 16)
+    s.close()
+    out = {}
+    for line in buf.decode().split("\r\n")[1:]:
+        if ":" in line:
+            k, v = line.split(":", 1)
+            out[k] = v
+    return out
+
+
+def ready(port: int, shards: int) -> None:
+    for _ in range(600):
+        if int(info(port, "server").get("workers_ready", "0")) >= shards:
+            return
+        time.sleep(0.05)
+    raise SystemExit("shardkv workers did not come up")
+
+
+# ---------------------------------------------------------------------- throughput
+
+TESTS_100 = "ping,set,get,incr,lpush,lpop,sadd,hset,mset"
+TESTS_4K = "set,get"
+
+
+def redis_benchmark(port: int, tests: str, pipeline: int, size: int, requests: int) -> dict[str, list[float]]:
+    out = subprocess.run(pinned(["redis-benchmark", "-p", str(port), "-t", tests, "-n", str(requests), "-c", "50",
+                                 "-P", str(pipeline), "-d", str(size), "--csv"], CLIENT_CPUS),
+                         capture_output=True, text=True, check=True).stdout
+    rows = {}
+    for row in csv.DictReader(io.StringIO(out)):
+        rows[row["test"]] = [float(row["rps"]), float(row["p50_latency_ms"]), float(row["p99_latency_ms"])]
+    return rows
+
+
+def throughput(opts: argparse.Namespace) -> None:
+    configs = [("redis", 0), ("shardkv 1", 1)] + ([(f"shardkv {CPUS}", CPUS)] if CPUS > 1 else [])
+    runs: dict[tuple[str, int, int, str], list[list[float]]] = {}
+    plan = [(TESTS_100, 100), (TESTS_4K, 4096)]
+    for _ in range(opts.rounds):
+        for label, shards in configs:
+            ctx = redis_server() if shards == 0 else shardkv(shards)
+            with ctx as handle:
+                port = handle if isinstance(handle, int) else handle[0]
+                for tests, size in plan:
+                    for pipeline in (1, 16):
+                        for test, row in redis_benchmark(port, tests, pipeline, size, opts.requests).items():
+                            runs.setdefault((label, pipeline, size, test), []).append(row)
+    print(f"\n### Throughput: redis-benchmark -n {opts.requests} -c 50, medians of {opts.rounds} rounds "
+          f"(servers started in turn: redis, shardkv 1 shard, shardkv {CPUS} shards); "
+          + (f"servers pinned to CPUs {SERVER_CPUS}, client to {CLIENT_CPUS}" if PIN else
+             f"not pinned ({CPUS} CPUs: client and servers share them)") + "\n")
+    head = "| test | value | -P | redis rps | p50/p99 ms |"
+    for label, _ in configs[1:]:
+        head += f" {label} rps | ratio | p50/p99 ms |"
+    print(head)
+    print("|" + "---|" * (head.count("|") - 1))
+    for tests, size in plan:
+        for pipeline in (1, 16):
+            for test in [t for (lab, p, sz, t) in runs if lab == "redis" and p == pipeline and sz == size]:
+                def med(label: str) -> list[float]:
+                    rows = runs.get((label, pipeline, size, test), [[0.0, 0.0, 0.0]])
+                    return [statistics.median(col) for col in zip(*rows, strict=True)]
+                r = med("redis")
+                line = f"| {test} | {size} B | {pipeline} | {r[0]:,.0f} | {r[1]:.3f}/{r[2]:.3f} |"
+                for label, _ in configs[1:]:
+                    s = med(label)
+                    line += f" {s[0]:,.0f} | {s[0] / r[0]:.2f} | {s[1]:.3f}/{s[2]:.3f} |"
+                print(line)
+
+
+# ---------------------------------------------------------------------- memory
+
+
+def rss_kib(pid: int, field: str = "VmRSS") -> int:
+    with open(f"/proc/{pid}/status") as f:
+        for line in f:
+            if line.startswith(field + ":"):
+                return int(line.split()[1])
+    return 0
+
+
+def fill_strings(port: int, n: int) -> None:
+    s = socket.create_connection(("127.0.0.1", port))
+    value = b"v" * 100
+    for start in range(0, n, 10000):
+        s.sendall(b"".join(frame(b"SET", b"key:%010d" % i, value) for i in range(start, min(n, start + 10000))))
+        want, got = 5 * (min(n, start + 10000) - start), 0
+        while got < want:
+            got += len(s.recv(1 << 20))
+    s.close()
+
+
+def fill_hashes(port: int, n: int) -> None:
+    s = socket.create_connection(("127.0.0.1", port))
+    fields = [x for f in range(10) for x in (b"field%d" % f, b"v" * 10)]
+    for start in range(0, n, 5000):
+        batch = range(start, min(n, start + 5000))
+        s.sendall(b"".join(frame(b"HSET", b"hash:%010d" % i, *fields) for i in batch))
+        want, got = 5 * len(batch), 0
+        while got < want:
+            got += len(s.recv(1 << 20))
+    s.close()
+
+
+def memory(opts: argparse.Namespace) -> None:
+    n_keys, n_hashes = (100_000, 10_000) if opts.quick else (1_000_000, 100_000)
+    print(f"\n### Memory: {n_keys:,} keys of 100-byte values; {n_hashes:,} hashes of 10 fields "
+          "(bytes per key)\n")
+    print("| data | redis used_memory | redis RSS | shardkv used | shardkv allocated | shardkv worker RssAnon |")
+    print("|---|---|---|---|---|---|")
+    for label, filler, n in (("strings", fill_strings, n_keys), ("hashes", fill_hashes, n_hashes)):
+        with redis_server() as port:
+            base = int(info(port, "memory")["used_memory"])
+            filler(port, n)
+            mem = info(port, "memory")
+            r_used = (int(mem["used_memory"]) - base) / n
+            r_rss = int(mem["used_memory_rss"]) / n
+        with shardkv(1, "512mb") as (port, proc):
+            workers = [int(p) for p in subprocess.run(["pgrep", "-P", str(proc.pid)], capture_output=True,
+                                                      text=True).stdout.split()]
+            anon0 = sum(rss_kib(w, "RssAnon") for w in workers)
+            filler(port, n)
+            used = int(info(port, "memory")["used_memory_dataset"]) / n
+            allocated = int(info(port, "memory")["used_memory"]) / n
+            anon = (sum(rss_kib(w, "RssAnon") for w in workers) - anon0) * 1024 / n
+        print(f"| {label} | {r_used:.0f} | {r_rss:.0f} | {used:.0f} | {allocated:.0f} (fixed, 512 MiB) | "
+              f"{anon:.1f} |")
+
+
+# ---------------------------------------------------------------------- scaling and hop
+
+
+def scaling(opts: argparse.Namespace) -> None:
+    seconds = 2.0 if opts.quick else 4.0
+    print(f"\n### Scaling: bench/lean.py, {CPUS} client processes x 25 connections, -P 16, {seconds:.0f} s\n")
+    print("| shards | GET rps | vs 1 shard | SET rps | vs 1 shard |")
+    print("|---|---|---|---|---|")
+    first: dict[str, float] = {}
+    for shards in range(1, CPUS + 1):
+        with shardkv(shards) as (port, _):
+            preload(port, shards)
+            row = f"| {shards} |"
+            for command in ("GET", "SET"):
+                rps = load(port, command, 16, connections=25 * CPUS, processes=CPUS, seconds=seconds, shards=shards)
+                first.setdefault(command, rps)
+                row += f" {rps:,.0f} | {rps / first[command]:.2f} |"
+            print(row)
+
+
+def hop(opts: argparse.Namespace) -> None:
+    seconds = 2.0 if opts.quick else 4.0
+    print(f"\n### The hop: --shards 2, bench/lean.py 1 process x 20 connections, {seconds:.0f} s\n")
+    print("| command | -P | keys on the connection's worker | keys on the other worker | remote / local |")
+    print("|---|---|---|---|---|")
+    with shardkv(2) as (port, _):
+        preload(port, 2)
+        for command in ("GET", "SET"):
+            for pipeline in (1, 16):
+                local = load(port, command, pipeline, 20, 1, seconds, "local", 2)
+                remote = load(port, command, pipeline, 20, 1, seconds, "remote", 2)
+                print(f"| {command} | {pipeline} | {local:,.0f} | {remote:,.0f} | {remote / local:.2f} |")
+
+
+# ---------------------------------------------------------------------- the store alone
+
+
+def ns_per_op(fn: Callable[[bytes], object], keys: list[bytes]) -> float:
+    t0 = time.perf_counter_ns()
+    for k in keys:
+        fn(k)
+    return (time.perf_counter_ns() - t0) / len(keys)
+
+
+def store(opts: argparse.Namespace) -> None:
+    sizes = [100_000] if opts.quick else [100_000, 10_000_000]
+    print("\n### The store alone (one shard, no I/O): ns per operation, keys in random order\n")
+    print("| keys | GET hit | GET miss | SET overwrite | SET new key | dict get | dict miss | dict set |")
+    print("|---|---|---|---|---|---|---|---|")
+    for n in sizes:
+        limits = Limits(shards=1, maxmemory=max(64 << 20, n * 400), maxclients=16).resolved()
+        fp = Footprint(limits)
+        st = Store(mmap.mmap(-1, fp.shard_segment_bytes), fp, format_segment=True)
+        keys = [b"key:%010d" % i for i in range(n)]
+        value = resp_bulk(b"v" * 100)
+        for k in keys:
+            st.put(0, k, TYPE_STRING, value, 0, st._find_stored(0, k))
+        sample = random.sample(keys, min(n, 200_000))
+        missing = [b"nokey:%010d" % i for i in range(len(sample))]
+        fresh = [b"new:%010d" % i for i in range(min(len(sample), 50_000))]
+        now = int(time.time() * 1000)
+        hit = ns_per_op(lambda k: st.string_resp_of(0, k, now), sample)
+        miss = ns_per_op(lambda k: st.string_resp_of(0, k, now), missing)
+        over = ns_per_op(lambda k: st.put(0, k, TYPE_STRING, value, 0, st.find(0, k, now)), sample)
+        new = ns_per_op(lambda k: st.put(0, k, TYPE_STRING, value, 0, st.find(0, k, now)), fresh)
+        d = dict.fromkeys(keys, value)
+        dget = ns_per_op(d.get, sample)
+        dmiss = ns_per_op(d.get, missing)
+        dset = ns_per_op(lambda k: d.__setitem__(k, value), sample)
+        print(f"| {n:,} | {hit:.0f} | {miss:.0f} | {over:.0f} | {new:.0f} | {dget:.0f} | {dmiss:.0f} | {dset:.0f} |")
+        st.close()
+
+
+SECTIONS = {"throughput": throughput, "memory": memory, "scaling": scaling, "store": store, "hop": hop}
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--only", default=",".join(SECTIONS), help="comma-separated sections")
+    ap.add_argument("--rounds", type=int, default=3)
+    ap.add_argument("--requests", type=int, default=100_000)
+    ap.add_argument("--quick", action="store_true", help="smaller data and shorter runs (a smoke test)")
+    opts = ap.parse_args()
+    if opts.quick:
+        opts.rounds, opts.requests = 1, 20_000
+    for tool in ("redis-server", "redis-benchmark") + (("taskset",) if PIN else ()):
+        if shutil.which(tool) is None:
+            raise SystemExit(f"{tool} is not installed (apt-get install redis-server redis-tools util-linux)")
+    cpu = platform.processor() or platform.machine()
+    model = ""
+    if os.path.exists("/proc/cpuinfo"):
+        with open("/proc/cpuinfo") as f:
+            model = next((line.split(":", 1)[1].strip() for line in f if line.startswith("model name")), "")
+    version = subprocess.run(["redis-server", "--version"], capture_output=True, text=True).stdout.split()
+    print(f"# shardkv benchmarks, {time.strftime('%Y-%m-%d %H:%M')}: {CPUS} CPUs ({model or cpu}), "
+          f"Python {platform.python_version()}, {' '.join(version[:3])}")
+    for name in opts.only.split(","):
+        SECTIONS[name.strip()](opts)
+
+
+if __name__ == "__main__":
+    main()
