@@ -75,8 +75,10 @@ class Ring:
     def push_message(self, message: bytes, offset: int = 0) -> int:
         """Push message[offset:] as fragments while room lasts; returns the new offset."""
         n = len(message)
-        view = memoryview(message)
         assert n > 0, "messages are never empty"
+        if offset == 0 and n <= self.fragment_bytes_max:  # the usual case: one fragment, no view
+            return n if self.push(message, more=False) else 0
+        view = memoryview(message)
         while offset < n:
             end = min(n, offset + self.fragment_bytes_max)
             if not self.push(view[offset:end], more=end < n):

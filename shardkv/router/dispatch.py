@@ -366,6 +366,10 @@ class Router:
 
 def parse_forwarded(body: bytes) -> list[bytes]:
     """argv of a forwarded command (body = proto, db, the command as RESP)."""
+    tokens = body[2:].split(b"\r\n")
+    count = int(tokens[0][1:])
+    if len(tokens) == 2 + 2 * count:  # no argument holds a CRLF: the arguments are every other token
+        return tokens[2 : 2 + 2 * count : 2]
     parsed = protocol.parse_requests(body[2:], len(body) - 2, 1 << 30, 1 << 40, 1)
     assert parsed.requests and parsed.error is None, "a peer sent a malformed command"
     return parsed.requests[0][0]
