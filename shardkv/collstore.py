@@ -87,6 +87,43 @@ def pack(items: list[bytes]) -> bytes:
     return bytes((LAYOUT_PACKED,)) + pack_entries(items)
 
 
+def pack_node(items: list[bytes]) -> bytes:
+    """A list chunk's entries: `[u32 length][bytes][u32 length]` each, so that either end can be
+    taken without reading the rest."""
+    pack_len = _LEN.pack
+    return b"".join([(n := pack_len(len(x))) + x + n for x in items])
+
+
+def unpack_node(buf: bytes) -> list[bytes]:
+    out = []
+    pos, end = 0, len(buf)
+    unpack_len = _LEN.unpack_from
+    while pos < end:
+        (n,) = unpack_len(buf, pos)
+        out.append(buf[pos + 4 : pos + 4 + n])
+        pos += n + 8
+    return out
+
+
+def node_take(buf: bytes, count: int, left: bool) -> tuple[list[bytes], bytes]:
+    """(the first or last `count` entries of a chunk, in the order popped; what remains)."""
+    unpack_len = _LEN.unpack_from
+    out = []
+    if left:
+        pos = 0
+        for _ in range(count):
+            (n,) = unpack_len(buf, pos)
+            out.append(buf[pos + 4 : pos + 4 + n])
+            pos += n + 8
+        return out, buf[pos:]
+    end = len(buf)
+    for _ in range(count):
+        (n,) = unpack_len(buf, end - 4)
+        out.append(buf[end - 4 - n : end - 4])
+        end -= n + 8
+    return out, buf[:end]
+
+
 def packed_bytes(items: list[bytes]) -> int:
     return 1 + sum(4 + len(x) for x in items)
 
@@ -377,11 +414,11 @@ def _chunk(items: list[bytes]) -> list[list[bytes]]:
     node: list[bytes] = []
     size = 0
     for x in items:
-        if node and (len(node) == CHUNK_ENTRIES_MAX or size + 4 + len(x) > CHUNK_BYTES_MAX):
+        if node and (len(node) == CHUNK_ENTRIES_MAX or size + 8 + len(x) > CHUNK_BYTES_MAX):
             nodes.append(node)
             node, size = [], 0
         node.append(x)
-        size += 4 + len(x)
+        size += 8 + len(x)
     if node:
         nodes.append(node)
     return nodes
@@ -393,7 +430,7 @@ def write_chunks(store: Store, db: int, key: bytes, items: list[bytes], expire_m
     nodes = _chunk(items)
     cap = max(DIRECTORY_SLOTS_MIN, 2 * len(nodes))
     head_value = _head_value(len(key), LAYOUT_CHUNKS, 0)
-    payloads = [pack_entries(node) for node in nodes]
+    payloads = [pack_node(node) for node in nodes]
     sizes = [record_bytes(0, len(p)) for p in payloads]
     sizes += [record_bytes(0, 8 * (STRUCT_WORDS + cap)), record_bytes(len(key), len(head_value))]
     blocks = store.reserve(sizes)
@@ -434,10 +471,13 @@ class Chunks:
         first, n = self._window()
         return list(self.store.q[self.slot0 + first : self.slot0 + first + n])
 
-    def _node_items(self, slot_word: int) -> list[bytes]:
+    def _payload(self, slot_word: int) -> bytes:
         off = (slot_word & CHUNK_OFF_MASK) << 3
         start = off + 32
-        return unpack_entries(self.store.mm[start : start + self.store.q[(off >> 3) + 3]])
+        return self.store.mm[start : start + self.store.q[(off >> 3) + 3]]
+
+    def _node_items(self, slot_word: int) -> list[bytes]:
+        return unpack_node(self._payload(slot_word))
 
     def _locate(self, index: int) -> tuple[int, int]:
         """(position in the window, index in that node) of entry `index` (0 <= index < len)."""
@@ -512,20 +552,24 @@ class Chunks:
                        added: list[tuple[int, list[bytes]]] | None = None, dropped: list[int] | None = None) -> None:
         """Write new nodes for slots (word index, entries), nodes into unused slots (added), and
         the new window, as one change."""
+        self._publish_nodes([(word, pack_node(items), len(items)) for word, items in changes], window,
+                            [(word, pack_node(items), len(items)) for word, items in added or []], dropped or [])
+
+    def _publish_nodes(self, changes: list[tuple[int, bytes, int]], window: int | None,
+                       added: list[tuple[int, bytes, int]], dropped: list[int]) -> None:
+        """_replace_nodes with the nodes' payloads and entry counts already made."""
         store = self.store
         q = store.q
-        added = added or []
-        payloads = [pack_entries(items) for _, items in changes + added]
         stores = len(changes) + (window is not None)
-        blocks = store.reserve([record_bytes(0, len(p)) for p in payloads] + _journal_sizes(stores))
+        blocks = store.reserve([record_bytes(0, len(p)) for _, p, _ in changes + added] + _journal_sizes(stores))
         pdb = (q[(self.head >> 3) + 2] >> 40) & 0xFF
         plan = []
-        for (word, items), payload, off in zip(changes + added, payloads, blocks, strict=False):
+        for (word, payload, entries), off in zip(changes + added, blocks, strict=False):
             store.write_record(off, pdb, b"", TYPE_LIST, payload, 0)
-            plan.append((word, len(items) << 48 | off >> 3))
+            plan.append((word, entries << 48 | off >> 3))
         for word, link in plan[len(changes) :]:
             q[word] = link  # outside the window: not visible until the window moves
-        frees = [(q[word] & CHUNK_OFF_MASK) << 3 for word, _ in changes] + (dropped or [])
+        frees = [(q[word] & CHUNK_OFF_MASK) << 3 for word, _, _ in changes] + dropped
         stores_list = plan[: len(changes)] + ([(self.s, window)] if window is not None else [])
         _publish(store, stores_list, frees, blocks[-1] if stores > 1 else 0)
 
@@ -557,29 +601,28 @@ class Chunks:
         q = store.q
         first, n = self._window()
         end_word = self.slot0 + (first if left else first + n - 1)
-        end_items = self._node_items(q[end_word])
         ordered = list(reversed(items)) if left else items
-        merged = ordered + end_items if left else end_items + ordered
-        if len(merged) <= CHUNK_ENTRIES_MAX and packed_bytes(merged) - 1 <= CHUNK_BYTES_MAX:
-            nodes = [merged]
-        elif left:  # the end node is full: the new entries go into new nodes before it
-            nodes = _chunk(ordered) + [end_items]
+        end_link = q[end_word]
+        add = pack_node(ordered)
+        payload = self._payload(end_link)
+        if (end_link >> 48) + len(items) <= CHUNK_ENTRIES_MAX and len(payload) + len(add) <= CHUNK_BYTES_MAX:
+            # The usual push: the end node has room; its bytes are copied, not its entries parsed.
+            self._publish_nodes([(end_word, add + payload if left else payload + add, (end_link >> 48) + len(items))],
+                                None, [], [])
+            q[self.s + 1] += len(items)
+            return len(self)
+        # The end node is full: the new entries go into new nodes beyond it.
+        nodes = _chunk(ordered)
+        extra = len(nodes)
+        self._room(left, extra)
+        first, n = self._window()
+        if left:
+            start = self.slot0 + first - extra
+            window = (first - extra) << 32 | (n + extra)
         else:
-            nodes = [end_items] + _chunk(ordered)
-        if len(nodes) == 1:
-            self._replace_nodes([(end_word, nodes[0])])
-        else:
-            extra = len(nodes) - 1
-            self._room(left, extra)
-            first, n = self._window()
-            if left:
-                fill_first = self.slot0 + first - extra
-                added = [(fill_first + i, node) for i, node in enumerate(nodes[:-1])]
-                window = (first - extra) << 32 | (n + extra)
-            else:
-                added = [(self.slot0 + first + n + i, node) for i, node in enumerate(nodes[1:])]
-                window = first << 32 | (n + extra)
-            self._replace_nodes([], window, added)
+            start = self.slot0 + first + n
+            window = first << 32 | (n + extra)
+        self._replace_nodes([], window, [(start + i, node) for i, node in enumerate(nodes)])
         q[self.s + 1] += len(items)
         return len(self)
 
@@ -591,27 +634,25 @@ class Chunks:
         first, n = self._window()
         out: list[bytes] = []
         dropped: list[int] = []
-        change: list[tuple[int, list[bytes]]] = []
+        change: list[tuple[int, bytes, int]] = []
         pos = 0
         while len(out) < count and pos < n:
             word = self.slot0 + (first + pos if left else first + n - 1 - pos)
-            items = self._node_items(q[word])
+            link = q[word]
+            entries = link >> 48
             want = count - len(out)
-            if want >= len(items):
-                out += items if left else items[::-1]
-                dropped.append((q[word] & CHUNK_OFF_MASK) << 3)
+            if want >= entries:
+                out += node_take(self._payload(link), entries, left)[0]
+                dropped.append((link & CHUNK_OFF_MASK) << 3)
                 pos += 1
                 continue
-            if left:
-                out += items[:want]
-                change.append((word, items[want:]))
-            else:
-                out += items[: len(items) - want - 1 : -1] if want else []
-                change.append((word, items[: len(items) - want]))
+            taken, rest = node_take(self._payload(link), want, left)
+            out += taken
+            change.append((word, rest, entries - want))
             break
         if pos == n:  # the whole list: the caller deletes the key
             return out
         window = ((first + pos) << 32 | (n - pos)) if left else (first << 32 | (n - pos))
-        self._replace_nodes(change, window if pos else None, dropped=dropped)
+        self._publish_nodes(change, window if pos else None, [], dropped)
         q[self.s + 1] -= len(out)
         return out

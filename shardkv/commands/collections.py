@@ -7,6 +7,7 @@ Redis's encodings do."""
 from __future__ import annotations
 
 import random
+from collections.abc import Iterable
 
 from shardkv import collstore, errors
 from shardkv.collstore import Chunks, Entry, Table, items_of, unpack_entries, wants_large
@@ -22,10 +23,9 @@ def unpack(area: bytes) -> list[bytes]:
     return unpack_entries(area, 1)
 
 
-def check_sizes(ctx: ShardCtx, items: list[bytes]) -> None:
-    for item in items:
-        if len(item) > ctx.limits.value_bytes_max:
-            raise CommandError(errors.STRING_TOO_LONG)
+def check_sizes(ctx: ShardCtx, items: Iterable[bytes]) -> None:
+    if max(map(len, items), default=0) > ctx.limits.value_bytes_max:
+        raise CommandError(errors.STRING_TOO_LONG)
 
 
 def load(ctx: ShardCtx, key: bytes, kind: int) -> tuple[Found, list[bytes] | None]:
@@ -137,12 +137,15 @@ class Fields:
 
     def set_many(self, entries: dict[bytes, bytes]) -> int:
         """Write fields (new or replacing) as one change; returns how many are new."""
-        check_sizes(self.ctx, list(entries))
-        check_sizes(self.ctx, list(entries.values()))
+        check_sizes(self.ctx, entries)
+        check_sizes(self.ctx, entries.values())
         if self.table is not None:
             return self.table.set_many(entries)
-        added = sum(1 for f in entries if f not in self.small)
-        self._write({**self.small, **entries})
+        small = self.small
+        if all(small.get(f) == v for f, v in entries.items()):
+            return 0  # nothing would change (SADD of members already there): no write
+        added = sum(1 for f in entries if f not in small)
+        self._write({**small, **entries})
         return added
 
     def delete_many(self, fields: list[bytes]) -> int:
@@ -162,7 +165,11 @@ class Fields:
     def _write(self, fields: dict[bytes, bytes]) -> None:
         flat = [x for entry in fields.items() for x in entry] if self.kind == TYPE_HASH else list(fields)
         save(self.ctx, self.key, self.kind, flat, self.found)
-        self._open()
+        store = self.ctx.store
+        self.found = store.find(self.ctx.db, self.key, self.ctx.now_ms)
+        self.small = fields
+        if self.found[0] and store.struct_of(self.found[0]):
+            self.table, self.small = Table(store, self.found[0]), {}
 
     def random_entries(self, n: int) -> list[Entry]:
         """n entries picked at random, repeats allowed."""
