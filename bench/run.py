@@ -7,6 +7,7 @@
   p99 latency; -c 50, -P 1 and -P 16, 100-byte values (and 4 KiB for SET/GET).  Where the machine
   has at least 4 CPUs the servers are pinned to the first half and the client to the second
   (taskset); the header says which.
+- latency: redis-benchmark -c 1 -P 1 (PING, SET, GET): p50 and p99 of each server.
 - memory: 1,000,000 keys of 100-byte values, then 100,000 hashes of 10 fields, loaded into each
   server: redis-server's used_memory and RSS beside shardkv's allocated footprint, used bytes and
   worker RSS, as bytes per key.
@@ -42,7 +43,7 @@ HERE = os.path.dirname(os.path.abspath(__file__))
 ROOT = os.path.dirname(HERE)
 sys.path.insert(0, ROOT)
 
-from bench.lean import frame, keys_by_shard, load, preload  # noqa: E402
+from bench.lean import frame, load, preload  # noqa: E402
 from shardkv.limits import Footprint, Limits  # noqa: E402
 from shardkv.store import TYPE_STRING, Store, resp_bulk  # noqa: E402
 
@@ -129,9 +130,10 @@ TESTS_100 = "ping,set,get,incr,lpush,lpop,sadd,hset,mset"
 TESTS_4K = "set,get"
 
 
-def redis_benchmark(port: int, tests: str, pipeline: int, size: int, requests: int) -> dict[str, list[float]]:
-    out = subprocess.run(pinned(["redis-benchmark", "-p", str(port), "-t", tests, "-n", str(requests), "-c", "50",
-                                 "-P", str(pipeline), "-d", str(size), "--csv"], CLIENT_CPUS),
+def redis_benchmark(port: int, tests: str, pipeline: int, size: int, requests: int,
+                    clients: int = 50) -> dict[str, list[float]]:
+    out = subprocess.run(pinned(["redis-benchmark", "-p", str(port), "-t", tests, "-n", str(requests),
+                                 "-c", str(clients), "-P", str(pipeline), "-d", str(size), "--csv"], CLIENT_CPUS),
                          capture_output=True, text=True, check=True).stdout
     rows = {}
     for row in csv.DictReader(io.StringIO(out)):
@@ -161,18 +163,47 @@ def throughput(opts: argparse.Namespace) -> None:
         head += f" {label} rps | ratio | p50/p99 ms |"
     print(head)
     print("|" + "---|" * (head.count("|") - 1))
-    for tests, size in plan:
+    for _, size in plan:
         for pipeline in (1, 16):
             for test in [t for (lab, p, sz, t) in runs if lab == "redis" and p == pipeline and sz == size]:
-                def med(label: str) -> list[float]:
-                    rows = runs.get((label, pipeline, size, test), [[0.0, 0.0, 0.0]])
-                    return [statistics.median(col) for col in zip(*rows, strict=True)]
-                r = med("redis")
+                r = _medians(runs, ("redis", pipeline, size, test))
                 line = f"| {test} | {size} B | {pipeline} | {r[0]:,.0f} | {r[1]:.3f}/{r[2]:.3f} |"
                 for label, _ in configs[1:]:
-                    s = med(label)
-                    line += f" {s[0]:,.0f} | {s[0] / r[0]:.2f} | {s[1]:.3f}/{s[2]:.3f} |"
+                    m = _medians(runs, (label, pipeline, size, test))
+                    line += f" {m[0]:,.0f} | {m[0] / r[0]:.2f} | {m[1]:.3f}/{m[2]:.3f} |"
                 print(line)
+
+
+def _medians(runs: dict[tuple[str, int, int, str], list[list[float]]], key: tuple[str, int, int, str]) -> list[float]:
+    rows = runs.get(key, [[0.0, 0.0, 0.0]])
+    return [statistics.median(col) for col in zip(*rows, strict=True)]
+
+
+def latency(opts: argparse.Namespace) -> None:
+    """One client, one command at a time: the round trip, where the target is redis-server's p50
+    plus 50 us."""
+    requests = 5_000 if opts.quick else 20_000
+    configs = [("redis", 0), ("shardkv 1", 1)] + ([(f"shardkv {CPUS}", CPUS)] if CPUS > 1 else [])
+    runs: dict[tuple[str, str], list[list[float]]] = {}
+    for _ in range(opts.rounds):
+        for label, shards in configs:
+            with (redis_server() if shards == 0 else shardkv(shards)) as handle:
+                port = handle if isinstance(handle, int) else handle[0]
+                for test, row in redis_benchmark(port, "ping,set,get", 1, 100, requests, clients=1).items():
+                    runs.setdefault((label, test), []).append(row)
+    print(f"\n### Latency: redis-benchmark -c 1 -P 1 -n {requests}, medians of {opts.rounds} rounds (us)\n")
+    head = "| test |" + "".join(f" {label} p50 | {label} p99 |" for label, _ in configs)
+    head += " shardkv 1 p50 - redis p50 |"
+    print(head)
+    print("|" + "---|" * (head.count("|") - 1))
+    for test in [t for (lab, t) in runs if lab == "redis"]:
+        cells = []
+        p50 = {}
+        for label, _ in configs:
+            rows = runs[(label, test)]
+            p50[label] = statistics.median(r[1] for r in rows) * 1000
+            cells.append(f" {p50[label]:.0f} | {statistics.median(r[2] for r in rows) * 1000:.0f} |")
+        print(f"| {test} |" + "".join(cells) + f" {p50['shardkv 1'] - p50['redis']:+.0f} |")
 
 
 # ---------------------------------------------------------------------- memory
@@ -284,30 +315,36 @@ def store(opts: argparse.Namespace) -> None:
     print("| keys | GET hit | GET miss | SET overwrite | SET new key | dict get | dict miss | dict set |")
     print("|---|---|---|---|---|---|---|---|")
     for n in sizes:
-        limits = Limits(shards=1, maxmemory=max(64 << 20, n * 400), maxclients=16).resolved()
-        fp = Footprint(limits)
-        st = Store(mmap.mmap(-1, fp.shard_segment_bytes), fp, format_segment=True)
-        keys = [b"key:%010d" % i for i in range(n)]
-        value = resp_bulk(b"v" * 100)
-        for k in keys:
-            st.put(0, k, TYPE_STRING, value, 0, st._find_stored(0, k))
-        sample = random.sample(keys, min(n, 200_000))
-        missing = [b"nokey:%010d" % i for i in range(len(sample))]
-        fresh = [b"new:%010d" % i for i in range(min(len(sample), 50_000))]
-        now = int(time.time() * 1000)
-        hit = ns_per_op(lambda k: st.string_resp_of(0, k, now), sample)
-        miss = ns_per_op(lambda k: st.string_resp_of(0, k, now), missing)
-        over = ns_per_op(lambda k: st.put(0, k, TYPE_STRING, value, 0, st.find(0, k, now)), sample)
-        new = ns_per_op(lambda k: st.put(0, k, TYPE_STRING, value, 0, st.find(0, k, now)), fresh)
-        d = dict.fromkeys(keys, value)
-        dget = ns_per_op(d.get, sample)
-        dmiss = ns_per_op(d.get, missing)
-        dset = ns_per_op(lambda k: d.__setitem__(k, value), sample)
-        print(f"| {n:,} | {hit:.0f} | {miss:.0f} | {over:.0f} | {new:.0f} | {dget:.0f} | {dmiss:.0f} | {dset:.0f} |")
-        st.close()
+        print(_store_row(n))
 
 
-SECTIONS = {"throughput": throughput, "memory": memory, "scaling": scaling, "store": store, "hop": hop}
+def _store_row(n: int) -> str:
+    limits = Limits(shards=1, maxmemory=max(64 << 20, n * 400), maxclients=16).resolved()
+    fp = Footprint(limits)
+    st = Store(mmap.mmap(-1, fp.shard_segment_bytes), fp, format_segment=True)
+    keys = [b"key:%010d" % i for i in range(n)]
+    value = resp_bulk(b"v" * 100)
+    for k in keys:
+        st.put(0, k, TYPE_STRING, value, 0, st._find_stored(0, k))
+    sample = random.sample(keys, min(n, 200_000))
+    missing = [b"nokey:%010d" % i for i in range(len(sample))]
+    fresh = [b"new:%010d" % i for i in range(min(len(sample), 50_000))]
+    now = int(time.time() * 1000)
+    hit = ns_per_op(lambda k: st.string_resp_of(0, k, now), sample)
+    miss = ns_per_op(lambda k: st.string_resp_of(0, k, now), missing)
+    over = ns_per_op(lambda k: st.put(0, k, TYPE_STRING, value, 0, st.find(0, k, now)), sample)
+    new = ns_per_op(lambda k: st.put(0, k, TYPE_STRING, value, 0, st.find(0, k, now)), fresh)
+    d = dict.fromkeys(keys, value)
+    dget = ns_per_op(d.get, sample)
+    dmiss = ns_per_op(d.get, missing)
+    dset = ns_per_op(lambda k: d.__setitem__(k, value), sample)
+    st.close()
+    return f"| {n:,} | {hit:.0f} | {miss:.0f} | {over:.0f} | {new:.0f} | {dget:.0f} | {dmiss:.0f} | {dset:.0f} |"
+
+
+SECTIONS = {
+    "throughput": throughput, "latency": latency, "memory": memory, "scaling": scaling, "store": store, "hop": hop,
+}
 
 
 def main() -> None:
