@@ -106,6 +106,7 @@ def record_bytes(klen: int, vlen: int) -> int:
     return (RECORD_HEADER_BYTES + klen + vlen + 7) & ~7
 
 
+_RECORD_HEAD = struct.Struct("<QQQQ")  # next link, expire at, info, value bytes
 _JOURNAL_HEAD = struct.Struct("<I")
 _JOURNAL_ENTRY = struct.Struct("<BBIQ")  # is put, stored db, key length, new record offset (puts)
 
@@ -454,15 +455,14 @@ class Store:
         self._free(journal_off)
 
     def write_record(self, off: int, pdb: int, key: bytes, kind: int, value: bytes, expire_ms: int) -> None:
-        q = self.q
-        w = off >> 3
-        q[w] = 0
-        q[w + 1] = expire_ms
-        q[w + 2] = len(key) | kind << 32 | pdb << 40
-        q[w + 3] = len(value)
+        mm = self.mm
+        _RECORD_HEAD.pack_into(mm, off, 0, expire_ms, len(key) | kind << 32 | pdb << 40, len(value))
         kstart = off + 32
-        self.mm[kstart : kstart + len(key)] = key
-        self.mm[kstart + len(key) : kstart + len(key) + len(value)] = value
+        if len(value) <= 4096:  # one copy of key + value is cheaper than two slice stores
+            mm[kstart : kstart + len(key) + len(value)] = key + value
+        else:
+            mm[kstart : kstart + len(key)] = key
+            mm[kstart + len(key) : kstart + len(key) + len(value)] = value
 
     def _redo(self, journal_off: int, live: bool) -> None:
         """Publish a committed journal's changes in order.  Idempotent: a put already published

@@ -2,8 +2,10 @@
 
 Every ordered pair of workers has two rings: requests (src -> dst) and replies (dst -> src), so
 a worker can keep taking replies while it serves requests from one peer only (see the shard
-lock in process.py).  A message is `[kind u8][request id u32]` + body.  Messages for one peer are
-pushed in the order they were sent; the peer's doorbell (an eventfd) is rung once per loop tick.
+lock in process.py).  A message is `[u32 length][kind u8][request id u32]` + body, the length
+counting kind, id and body.  Messages for one peer are pushed in the order they were sent, the
+small ones of a tick together as one ring record (one push, one pop for a whole pipeline's worth);
+the peer's doorbell (an eventfd) is rung once per loop tick.
 """
 
 from __future__ import annotations
@@ -17,9 +19,9 @@ from collections.abc import Callable
 from shardkv.ring import Ring, ring_index
 
 K_REQ, K_REP, K_LOCK, K_LOCKED, K_APPLY, K_UNLOCK, K_RESET = range(1, 8)
-_HEAD = struct.Struct("<BI")
+_FRAME = struct.Struct("<IBI")
 REPLY_KINDS = (K_REP, K_LOCKED, K_RESET)
-MESSAGES_PER_DRAIN_MAX = 512  # per ring per tick: bounds the work of one tick
+MESSAGES_PER_DRAIN_MAX = 512  # ring records per ring per tick: bounds the work of one tick
 
 
 class PeerReset(Exception):
@@ -74,7 +76,7 @@ class Peers:
         return rid
 
     def send(self, target: int, kind: int, rid: int, body: bytes) -> None:
-        message = _HEAD.pack(kind, rid) + body
+        message = _FRAME.pack(5 + len(body), kind, rid) + body
         self.outbox[(target, kind in REPLY_KINDS)].append([message, 0])
         if not self.flush_scheduled:
             self.flush_scheduled = True
@@ -87,9 +89,26 @@ class Peers:
             if not box:
                 continue
             ring = (self.rep_out if rep else self.req_out)[target]
+            batch_max = ring.fragment_bytes_max
             while box:
                 entry = box[0]
                 message: bytes = entry[0]  # type: ignore[assignment]
+                if len(box) > 1 and not entry[1] and len(message) <= batch_max:
+                    batch: list[bytes] = []  # whole small messages: one ring record for all of them
+                    size = 0
+                    for queued in box:
+                        m: bytes = queued[0]  # type: ignore[assignment]
+                        if queued[1] or size + len(m) > batch_max:
+                            break
+                        batch.append(m)
+                        size += len(m)
+                    if not ring.push(b"".join(batch)):
+                        left = True
+                        break
+                    self.bells.add(target)
+                    for _ in batch:
+                        box.popleft()
+                    continue
                 offset = ring.push_message(message, entry[1])  # type: ignore[arg-type]
                 if offset:
                     self.bells.add(target)
@@ -115,9 +134,13 @@ class Peers:
     def take(self, source: int, replies: bool) -> list[tuple[int, int, bytes]]:
         ring = (self.rep_in if replies else self.req_in)[source]
         out = []
-        for message in ring.pop_all(MESSAGES_PER_DRAIN_MAX):
-            kind, rid = _HEAD.unpack_from(message)
-            out.append((kind, rid, message[5:]))
+        unpack = _FRAME.unpack_from
+        for record in ring.pop_all(MESSAGES_PER_DRAIN_MAX):
+            pos, end = 0, len(record)
+            while pos < end:
+                n, kind, rid = unpack(record, pos)
+                out.append((kind, rid, record[pos + 9 : pos + 4 + n]))
+                pos += 4 + n
         return out
 
     def pending_input(self, source: int, replies: bool) -> bool:
