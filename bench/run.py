@@ -9,8 +9,8 @@
   (taskset); the header says which.
 - latency: redis-benchmark -c 1 -P 1 (PING, SET, GET): p50 and p99 of each server.
 - memory: 1,000,000 keys of 100-byte values, then 100,000 hashes of 10 fields, loaded into each
-  server: redis-server's used_memory and RSS beside shardkv's allocated footprint, used bytes and
-  worker RSS, as bytes per key.
+  server: redis-server's used_memory and RSS beside shardkv's used bytes, allocated footprint,
+  PSS of all its processes (shared pages counted once) and worker RssAnon growth, per key.
 - scaling: GET/SET -P 16 from bench/lean.py with one client process per CPU, shardkv with 1, 2,
   ... CPUs shards, as a ratio to 1 shard.
 - store: one shard's Store without any I/O: GET hit, GET miss, SET overwrite, SET new key, ns per
@@ -217,6 +217,16 @@ def rss_kib(pid: int, field: str = "VmRSS") -> int:
     return 0
 
 
+def pss_kib(pid: int) -> int:
+    """Proportional set size: shared pages (the segments) divided among the processes mapping
+    them, so the sum over all processes counts each page once."""
+    with open(f"/proc/{pid}/smaps_rollup") as f:
+        for line in f:
+            if line.startswith("Pss:"):
+                return int(line.split()[1])
+    return 0
+
+
 def fill_strings(port: int, n: int) -> None:
     s = socket.create_connection(("127.0.0.1", port))
     value = b"v" * 100
@@ -244,8 +254,9 @@ def memory(opts: argparse.Namespace) -> None:
     n_keys, n_hashes = (100_000, 10_000) if opts.quick else (1_000_000, 100_000)
     print(f"\n### Memory: {n_keys:,} keys of 100-byte values; {n_hashes:,} hashes of 10 fields "
           "(bytes per key)\n")
-    print("| data | redis used_memory | redis RSS | shardkv used | shardkv allocated | shardkv worker RssAnon |")
-    print("|---|---|---|---|---|---|")
+    print("| data | redis used_memory | redis RSS | shardkv used | shardkv allocated | shardkv PSS | "
+          "shardkv worker RssAnon growth |")
+    print("|---|---|---|---|---|---|---|")
     for label, filler, n in (("strings", fill_strings, n_keys), ("hashes", fill_hashes, n_hashes)):
         with redis_server() as port:
             base = int(info(port, "memory")["used_memory"])
@@ -261,8 +272,9 @@ def memory(opts: argparse.Namespace) -> None:
             used = int(info(port, "memory")["used_memory_dataset"]) / n
             allocated = int(info(port, "memory")["used_memory"]) / n
             anon = (sum(rss_kib(w, "RssAnon") for w in workers) - anon0) * 1024 / n
+            pss = sum(pss_kib(p) for p in [proc.pid, *workers]) * 1024 / n
         print(f"| {label} | {r_used:.0f} | {r_rss:.0f} | {used:.0f} | {allocated:.0f} (fixed, 512 MiB) | "
-              f"{anon:.1f} |")
+              f"{pss:.0f} | {anon:.1f} |")
 
 
 # ---------------------------------------------------------------------- scaling and hop
@@ -312,8 +324,9 @@ def ns_per_op(fn: Callable[[bytes], object], keys: list[bytes]) -> float:
 def store(opts: argparse.Namespace) -> None:
     sizes = [100_000] if opts.quick else [100_000, 10_000_000]
     print("\n### The store alone (one shard, no I/O): ns per operation, keys in random order\n")
-    print("| keys | GET hit | GET miss | SET overwrite | SET new key | dict get | dict miss | dict set |")
-    print("|---|---|---|---|---|---|---|---|")
+    print("| keys | GET hit | GET miss | SET overwrite | SET new key | dict get | dict miss | dict overwrite | "
+          "dict new key |")
+    print("|---|---|---|---|---|---|---|---|---|")
     for n in sizes:
         print(_store_row(n))
 
@@ -338,8 +351,10 @@ def _store_row(n: int) -> str:
     dget = ns_per_op(d.get, sample)
     dmiss = ns_per_op(d.get, missing)
     dset = ns_per_op(lambda k: d.__setitem__(k, value), sample)
+    dnew = ns_per_op(lambda k: d.__setitem__(k, value), fresh)
     st.close()
-    return f"| {n:,} | {hit:.0f} | {miss:.0f} | {over:.0f} | {new:.0f} | {dget:.0f} | {dmiss:.0f} | {dset:.0f} |"
+    return (f"| {n:,} | {hit:.0f} | {miss:.0f} | {over:.0f} | {new:.0f} | {dget:.0f} | {dmiss:.0f} | {dset:.0f} | "
+            f"{dnew:.0f} |")
 
 
 SECTIONS = {
