@@ -106,6 +106,7 @@ def record_bytes(klen: int, vlen: int) -> int:
     return (RECORD_HEADER_BYTES + klen + vlen + 7) & ~7
 
 
+_PAGE_COUNTS = struct.Struct("<IIII")  # a page table entry's class, live, free, bump words
 _RECORD_HEAD = struct.Struct("<QQQQ")  # next link, expire at, info, value bytes
 _JOURNAL_HEAD = struct.Struct("<I")
 _JOURNAL_ENTRY = struct.Struct("<BBIQ")  # is put, stored db, key length, new record offset (puts)
@@ -644,19 +645,20 @@ class Store:
             u[e + P_CLASS] = cls
             u[e + P_LIVE] = u[e + P_FREE] = u[e + P_BUMP] = 0
             self._push_partial(cls, page)
-        e = self.page_u32 + page * 8
         bsize = CLASS_BYTES[cls]
         base = self.heap_off + page * PAGE_BYTES
-        if u[e + P_FREE]:
-            idx = u[e + P_FREE] - 1
-            off = base + idx * bsize
-            u[e + P_FREE] = q[off >> 3]
+        entry = (self.page_u32 + page * 8) * 4
+        counts: tuple[int, int, int, int] = _PAGE_COUNTS.unpack_from(self.mm, entry)  # one read of the page's words
+        _, live, free, bump = counts
+        if free:
+            off = base + (free - 1) * bsize
+            free = q[off >> 3]
         else:
-            idx = u[e + P_BUMP]
-            u[e + P_BUMP] = idx + 1
-            off = base + idx * bsize
-        u[e + P_LIVE] += 1
-        if u[e + P_LIVE] == PAGE_BYTES // bsize:
+            off = base + bump * bsize
+            bump += 1
+        live += 1
+        _PAGE_COUNTS.pack_into(self.mm, entry, cls, live, free, bump)
+        if live == PAGE_BYTES // bsize:
             self._pop_partial(cls, page)
         q[H_USED_BYTES] += bsize
         return off
@@ -674,13 +676,14 @@ class Store:
             return
         assert 0 < cls <= CLASSES, f"free of {off} in page {page} of class {cls}"
         bsize = CLASS_BYTES[cls]
-        idx = (off - self.heap_off - page * PAGE_BYTES) // bsize
-        was_full = u[e + P_LIVE] == PAGE_BYTES // bsize
-        q[off >> 3] = u[e + P_FREE]
-        u[e + P_FREE] = idx + 1
-        u[e + P_LIVE] -= 1
+        entry = e * 4
+        _, live, free, bump = _PAGE_COUNTS.unpack_from(self.mm, entry)
+        was_full = live == PAGE_BYTES // bsize
+        q[off >> 3] = free
+        live -= 1
+        _PAGE_COUNTS.pack_into(self.mm, entry, cls, live, (off - self.heap_off - page * PAGE_BYTES) // bsize + 1, bump)
         q[H_USED_BYTES] -= bsize
-        if u[e + P_LIVE] == 0:
+        if live == 0:
             if not was_full:
                 self._pop_partial(cls, page)
             self._release_pages(page, 1)
