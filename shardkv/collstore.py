@@ -378,7 +378,7 @@ class Table:
         q = self.store.q
         out: list[Entry] = []
         size = 1 << self.log2
-        while len(out) < n:
+        while len(out) < n and len(self):
             w = q[self.slot0 + random.randrange(size)]
             if w > TOMBSTONE:
                 out.append(self._entry(w))
