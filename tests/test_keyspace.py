@@ -66,7 +66,9 @@ def test_scan_keeps_returning_keys_present_throughout(server2: Server) -> None:
 
 def test_scan_errors(server2: Server) -> None:
     r = server2.client()
-    for args, text in [((b"SCAN", b"abc"), "invalid cursor"), ((b"SCAN", b"-1"), "invalid cursor"),
+    for args, text in [((b"SCAN", b"abc"), "invalid cursor"), ((b"SCAN", b"18446744073709551616"), "invalid cursor"),
+                       ((b"SCAN", b" 0"), "invalid cursor"), ((b"SSCAN", b"s", b"0x"), "invalid cursor"),
+                       ((b"HSCAN", b"h", b"-18446744073709551616"), "invalid cursor"),
                        ((b"SCAN", b"0", b"COUNT", b"0"), "syntax error"),
                        ((b"SCAN", b"0", b"COUNT", b"x"), "value is not an integer or out of range"),
                        ((b"SCAN", b"0", b"FOO", b"1"), "syntax error")]:
@@ -76,6 +78,10 @@ def test_scan_errors(server2: Server) -> None:
             assert str(exc) == text, args
         else:
             raise AssertionError(args)
+    # Redis reads the cursor with strtoul: a sign is allowed and a negative number wraps around.
+    for cursor in (b"-1", b"+0", b"18446744073709551615"):
+        assert isinstance(r.execute_command("SCAN", cursor), list | tuple)
+        assert isinstance(r.execute_command("SSCAN", "s", cursor), list | tuple)
 
 
 def test_keys_and_randomkey_span_shards(server2: Server) -> None:

@@ -40,6 +40,16 @@ def parse_int(raw: bytes, error: str = NOT_INTEGER) -> int:
     return n
 
 
+def parse_cursor(raw: bytes) -> int:
+    """A SCAN-family cursor as Redis reads it (strtoul): decimal, an optional sign, a negative
+    number wrapping around 2**64, else Redis's error."""
+    digits = raw[1:] if raw[:1] in (b"+", b"-") else raw
+    if not digits.isdigit() or len(digits) > 20 or int(digits) >= 1 << 64:
+        raise CommandError("ERR invalid cursor")
+    n = int(digits)
+    return (-n) % (1 << 64) if raw[:1] == b"-" else n
+
+
 def maybe_int(raw: bytes) -> int | None:
     if not _INT_RE.fullmatch(raw):
         return None

@@ -16,7 +16,7 @@ import time
 from typing import TYPE_CHECKING
 
 from shardkv import errors, protocol
-from shardkv.commands.args import ShardCtx, parse_int
+from shardkv.commands.args import ShardCtx, parse_cursor, parse_int
 from shardkv.commands.table import Command, Where, command, lookup, public_commands
 from shardkv.errors import CommandError
 from shardkv.limits import Footprint
@@ -490,12 +490,7 @@ def keys(conn: Connection, argv: list[bytes]) -> Pending:
 @command("scan", -2, "readonly", where=SERVER, group="generic", summary="Incrementally iterate the keys space")
 def scan(conn: Connection, argv: list[bytes]) -> Pending:
     """The cursor is bucket * shards + shard: one call walks buckets of one shard, then the next."""
-    try:
-        cursor = int(argv[1])
-        if cursor < 0 or cursor >= 1 << 64 or not argv[1].isdigit():
-            raise ValueError
-    except ValueError:
-        raise CommandError("ERR invalid cursor") from None
+    cursor = parse_cursor(argv[1])
     count = 10
     extra: list[bytes] = []
     i = 2

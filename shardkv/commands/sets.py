@@ -8,7 +8,7 @@ from collections.abc import Callable
 
 from shardkv import errors, protocol
 from shardkv.commands.across import CrossShard, is_error
-from shardkv.commands.args import ShardCtx, glob_matcher, maybe_int, parse_int
+from shardkv.commands.args import ShardCtx, glob_matcher, maybe_int, parse_cursor, parse_int
 from shardkv.commands.collections import Fields, batch_op, load, replace
 from shardkv.commands.table import Where, command
 from shardkv.errors import CommandError
@@ -258,9 +258,7 @@ def sintercard(ctx: ShardCtx, argv: list[bytes]) -> bytes:
 
 def scan_args(argv: list[bytes], first: int) -> tuple[Callable[[bytes], bool] | None, int, int]:
     """Cursor, MATCH matcher (or None) and COUNT of an SSCAN/HSCAN/ZSCAN, with Redis's errors."""
-    raw = argv[first]
-    if not raw.isdigit():
-        raise CommandError("ERR invalid cursor")
+    cursor = parse_cursor(argv[first])
     match = None
     count = 10
     i = first + 1
@@ -275,7 +273,7 @@ def scan_args(argv: list[bytes], first: int) -> tuple[Callable[[bytes], bool] | 
         else:
             raise CommandError(errors.SYNTAX)
         i += 2
-    return match, int(raw), count
+    return match, cursor, count
 
 
 @command("sscan", -3, "readonly", keys=(1, 1, 1), group="set", summary="Incrementally iterate set members")
