@@ -10,17 +10,12 @@ import random
 from collections.abc import Iterable
 
 from shardkv import collstore, errors
-from shardkv.collstore import Chunks, Entry, Table, items_of, unpack_entries, wants_large
+from shardkv.collstore import Chunks, Entry, Table, items_of, pack, unpack_entries, wants_large
 from shardkv.commands.args import ShardCtx
 from shardkv.errors import CommandError
 from shardkv.store import TYPE_HASH, TYPE_LIST, BatchOp
 
 Found = tuple[int, int, int]
-pack = collstore.pack
-
-
-def unpack(area: bytes) -> list[bytes]:
-    return unpack_entries(area, 1)
 
 
 def check_sizes(ctx: ShardCtx, items: Iterable[bytes]) -> None:
@@ -79,13 +74,6 @@ def replace(ctx: ShardCtx, key: bytes, kind: int, items: list[bytes]) -> None:
         ctx.store.delete(ctx.db, key, ctx.now_ms)  # STORE drops the old value and its time to live
         found = ctx.store.find(ctx.db, key, ctx.now_ms)
     save(ctx, key, kind, items, found)
-
-
-def random_pick(items: list[bytes], count: int) -> list[bytes]:
-    """SRANDMEMBER / HRANDFIELD with a count: distinct when positive, with repeats when negative."""
-    if count >= 0:
-        return random.sample(items, min(count, len(items)))
-    return [random.choice(items) for _ in range(-count)] if items else []
 
 
 class Fields:
