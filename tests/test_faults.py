@@ -74,6 +74,14 @@ def test_disconnect_in_the_middle_of_a_command_applies_nothing(srv: Server) -> N
         s.close()
     assert settle_clients(r, base) == base
     assert r.exists(*[f"half{i}" for i in range(200)]) == 0
+    # Every parse arena came back: big commands from several clients at once still complete.
+    clients = [srv.client(socket_timeout=10) for _ in range(6)]
+    threads = [threading.Thread(target=c.set, args=(f"big{i}", b"y" * 300_000)) for i, c in enumerate(clients)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(20)
+    assert r.mget([f"big{i}" for i in range(6)]) == [b"y" * 300_000] * 6
     healthy(srv)
 
 
