@@ -156,6 +156,10 @@ class Store:
         # Databases as clients number them -> as stored in records; SWAPDB swaps two entries.
         # Every public method takes the client's number; records, counters and internals the stored one.
         self.dbmap = bytearray(self.mm[DBMAP_BYTE : DBMAP_BYTE + DATABASES_MAX])
+        # INFO keyspace_hits / keyspace_misses: lookups made while a read-only command runs
+        # (the router sets counting_reads around it and moves the counts to the stats row).
+        self.counting_reads = False
+        self.hits = self.misses = 0
 
     def close(self) -> None:
         self.u32.release()
@@ -236,7 +240,12 @@ class Store:
             if exp and exp <= now_ms:
                 self._unlink(link, off, pdb)
                 self.q[H_EXPIRED] += 1
-                return 0, 0, bucket
+                off = link = 0
+        if self.counting_reads:
+            if off:
+                self.hits += 1
+            else:
+                self.misses += 1
         return off, link, bucket
 
     def string_resp_of(self, db: int, key: bytes, now_ms: int) -> bytes | None:
@@ -245,6 +254,7 @@ class Store:
         pdb = self.dbmap[db]
         off, link, _ = self._find_stored(pdb, key)
         if not off:
+            self.misses += 1
             return None
         q = self.q
         w = off >> 3
@@ -252,7 +262,9 @@ class Store:
         if exp and exp <= now_ms:
             self._unlink(link, off, pdb)
             q[H_EXPIRED] += 1
+            self.misses += 1
             return None
+        self.hits += 1
         info = q[w + 2]
         if (info >> 32) & 0xFF != TYPE_STRING:
             raise CommandError(WRONGTYPE)

@@ -289,3 +289,19 @@ def test_flushall_empties_every_shard(server: Server) -> None:
     assert r.dbsize() == 0
     r.execute_command("SELECT", 0)
     assert r.dbsize() == 0
+
+
+def test_keyspace_hits_and_misses(server: Server) -> None:
+    """Counted as Redis counts them (the same sequence gives 10 and 5 on redis-server 7.0.15):
+    each key lookup of a read-only command, on whichever shard owns the key; writes do not count."""
+    r = server.client()
+    r.set("a", 1)
+    r.set("b", 2)
+    r.hset("h", "f", "v")
+    r.rpush("l", "x")
+    r.config_resetstat()
+    r.get("a"), r.get("b"), r.get("nosuch"), r.hget("h", "f"), r.hget("h", "nof")
+    r.exists("a", "zz"), r.mget("a", "b", "c")
+    r.set("a", 5), r.incr("a"), r.lrange("l", 0, -1), r.type("a"), r.ttl("zz"), r.strlen("a"), r.llen("nol")
+    stats = r.info("stats")
+    assert (stats["keyspace_hits"], stats["keyspace_misses"]) == (10, 5)

@@ -34,6 +34,8 @@ from shardkv.stats import (
     W_CONNECTIONS_RECEIVED,
     W_CPU_SYS_US,
     W_CPU_USER_US,
+    W_HITS,
+    W_MISSES,
     W_NET_INPUT,
     W_NET_OUTPUT,
     W_OUTPUT_LIMIT,
@@ -309,7 +311,8 @@ def info_text(conn: Connection, sections: list[str]) -> str:
                 ("total_net_output_bytes", stats.total(W_NET_OUTPUT)),
                 ("rejected_connections", stats.total(W_REJECTED)),
                 ("expired_keys", sum(s.expired_keys for s in worker.stores)), ("evicted_keys", 0),
-                ("keyspace_hits", 0), ("keyspace_misses", 0), ("pubsub_channels", 0), ("pubsub_patterns", 0),
+                ("keyspace_hits", stats.total(W_HITS)), ("keyspace_misses", stats.total(W_MISSES)),
+                ("pubsub_channels", 0), ("pubsub_patterns", 0),
                 ("total_error_replies", _total_errors(conn)),
                 ("client_output_buffer_limit_disconnections", stats.total(W_OUTPUT_LIMIT)),
             ])

@@ -61,6 +61,7 @@ class Command:
     blocking: Callable[[list[bytes]], Any] | None = None  # argv -> BlockPlan (commands/lists.py)
     lock_all: Callable[[list[bytes]], bool] | None = None  # this call reaches keys it does not name
     one_key: bool = False  # exactly one key, at argv[1], nothing special: the router's fast path
+    readonly: bool = False  # its key lookups count as keyspace hits / misses
 
     @property
     def internal(self) -> bool:
@@ -120,7 +121,7 @@ def command(
             summary=summary, handler=handler, subcommands=subcommands, sizes=sizes, across=across,
             find_keys=find_keys, blocking=blocking, lock_all=lock_all,
             one_key=keys == (1, 1, 1) and where is Where.KEYED and find_keys is None and blocking is None
-            and lock_all is None,
+            and lock_all is None, readonly="readonly" in flags.split(),
         )
         return handler
 

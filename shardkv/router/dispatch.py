@@ -174,6 +174,8 @@ class Router:
         ctx.proto = proto
         ctx.now_ms = int(time.time() * 1000)
         ctx.blocks = blocks
+        store = self.worker.store
+        store.counting_reads = cmd.readonly
         t0 = time.perf_counter_ns()
         try:
             reply: bytes = cmd.handler(ctx, argv)
@@ -181,6 +183,11 @@ class Router:
             reply = protocol.error(exc.text)
         failed = reply[:1] == b"-"
         worker = self.worker
+        store.counting_reads = False
+        if store.hits or store.misses:
+            if cmd.readonly:
+                worker.count_reads(store.hits, store.misses)
+            store.hits = store.misses = 0
         base = worker.command_stats_word[cmd.name]  # Worker.count_command, inlined: this is the hot path
         q = worker.stats.q
         q[base] += 1

@@ -42,6 +42,8 @@ from shardkv.stats import (
     W_CPU_SYS_US,
     W_CPU_USER_US,
     W_GENERATION,
+    W_HITS,
+    W_MISSES,
     W_NET_INPUT,
     W_NET_OUTPUT,
     W_PID,
@@ -238,6 +240,12 @@ class Worker:
         q[base + 1] += elapsed_ns // 1000
         if failed:
             q[base + 2] += 1
+
+    def count_reads(self, hits: int, misses: int) -> None:
+        """INFO keyspace_hits / keyspace_misses of a read-only command's lookups."""
+        base = self.stats.base(self.id)
+        self.stats.q[base + W_HITS] += hits
+        self.stats.q[base + W_MISSES] += misses
 
     def mark_dirty(self, conn: Connection) -> None:
         """conn has replies ready to write: write them once, at the end of this tick."""
