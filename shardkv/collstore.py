@@ -36,7 +36,6 @@ from itertools import accumulate
 from shardkv.errors import OOM, CommandError
 from shardkv.store import (
     CHUNK_OFF_MASK,
-    H_DIRTY,
     KLEN_MASK,
     LAYOUT_CHUNKS,
     LAYOUT_PACKED,
@@ -48,6 +47,7 @@ from shardkv.store import (
     TYPE_LIST,
     Store,
     record_bytes,
+    word_journal_sizes,
 )
 
 _LEN = struct.Struct("<I")
@@ -168,21 +168,6 @@ def _struct_value(words: list[int] | array[int]) -> bytes:
     return array("Q", words).tobytes()
 
 
-def _publish(store: Store, stores: list[tuple[int, int]], frees: list[int], journal: int) -> None:
-    """One store is published as it is; several through the journal block reserved for them."""
-    if len(stores) == 1:
-        word, value = stores[0]
-        store.q[word] = value
-        store.release(frees)
-        store.q[H_DIRTY] += 1
-        return
-    store.commit_words(stores, journal, frees)
-
-
-def _journal_sizes(stores: int) -> list[int]:
-    return [8 + 16 * stores] if stores > 1 else []
-
-
 def _fp(field: bytes) -> int:
     return zlib.crc32(field) >> 8
 
@@ -296,7 +281,7 @@ class Table:
             slot = at if at >= 0 else free
             taken.add(slot)
             plan.append((field, value, fp, slot, at >= 0))
-        blocks = store.reserve([record_bytes(len(f), len(v)) for f, v, *_ in plan] + _journal_sizes(len(plan)))
+        blocks = store.reserve([record_bytes(len(f), len(v)) for f, v, *_ in plan] + word_journal_sizes(len(plan)))
         pdb = (q[(self.head >> 3) + 2] >> 40) & 0xFF
         kind = store.type_of(self.head)
         stores, frees = [], []
@@ -310,7 +295,7 @@ class Table:
                 added += 1
                 was_empty += old == 0
             stores.append((self.slot0 + slot, fp << 40 | off >> 3))
-        _publish(store, stores, frees, blocks[-1] if len(stores) > 1 else 0)
+        store.commit_words(stores, blocks[-1] if len(stores) > 1 else 0, frees)
         q[self.s] += added
         q[self.s + 1] += was_empty
         return added
@@ -322,9 +307,9 @@ class Table:
         slots = {i for i in (self._probe(f, _fp(f))[0] for f in set(fields)) if i >= 0}
         if not slots:
             return 0
-        journal = store.reserve(_journal_sizes(len(slots)))
-        _publish(store, [(self.slot0 + i, TOMBSTONE) for i in slots], [self._node(i) for i in slots],
-                 journal[0] if journal else 0)
+        journal = store.reserve(word_journal_sizes(len(slots)))
+        store.commit_words([(self.slot0 + i, TOMBSTONE) for i in slots], journal[0] if journal else 0,
+                           [self._node(i) for i in slots])
         store.q[self.s] -= len(slots)
         if len(self) and len(self) < (1 << self.log2) // 8 and self.log2 > TABLE_SLOTS_MIN_LOG2:
             try:
@@ -561,7 +546,7 @@ class Chunks:
         store = self.store
         q = store.q
         stores = len(changes) + (window is not None)
-        blocks = store.reserve([record_bytes(0, len(p)) for _, p, _ in changes + added] + _journal_sizes(stores))
+        blocks = store.reserve([record_bytes(0, len(p)) for _, p, _ in changes + added] + word_journal_sizes(stores))
         pdb = (q[(self.head >> 3) + 2] >> 40) & 0xFF
         plan = []
         for (word, payload, entries), off in zip(changes + added, blocks, strict=False):
@@ -571,7 +556,7 @@ class Chunks:
             q[word] = link  # outside the window: not visible until the window moves
         frees = [(q[word] & CHUNK_OFF_MASK) << 3 for word, _, _ in changes] + dropped
         stores_list = plan[: len(changes)] + ([(self.s, window)] if window is not None else [])
-        _publish(store, stores_list, frees, blocks[-1] if stores > 1 else 0)
+        store.commit_words(stores_list, blocks[-1] if stores > 1 else 0, frees)
 
     def _room(self, left: bool, nodes: int) -> None:
         """Make sure `nodes` more slots are free at one end of the directory (a new directory,

@@ -125,6 +125,11 @@ def batch_sizes(ops: list[BatchOp]) -> list[int]:
     return puts + [journal_bytes([(key, value is not None) for _, key, _, value, _ in ops])]
 
 
+def word_journal_sizes(stores: int) -> list[int]:
+    """The block commit_words needs for this many stores: none for one."""
+    return [8 + 16 * stores] if stores > 1 else []
+
+
 def key_hash(db: int, key: bytes) -> int:
     return zlib.crc32(key, db)
 
@@ -358,28 +363,31 @@ class Store:
         self._free(off)
 
     def commit_words(self, stores: list[tuple[int, int]], journal: int, frees: list[int]) -> None:
-        """Make several 8-byte stores (word index, value) as one change, then free blocks.
+        """Make 8-byte stores (word index, value) as one change, then free blocks.
 
-        The nodes the stores point to are written first; `journal` is a block reserved with
-        words_journal_bytes(len(stores)).  The stores are written to it, storing its offset in the
-        header commits, and a restart that finds it applies them again (they are absolute, so
-        applying twice is harmless)."""
+        The nodes the stores point to are written first.  One store is made as it is; several go
+        through `journal`, a block reserved with word_journal_sizes(len(stores)): the stores are
+        written to it, storing its offset in the header commits, and they are applied by the same
+        code that applies them again at restart (they are absolute, so twice is harmless)."""
         q = self.q
-        j = journal >> 3
-        q[j] = len(stores)
-        for i, (word, value) in enumerate(stores):
-            q[j + 1 + 2 * i] = word
-            q[j + 2 + 2 * i] = value
-        q[H_WORD_JOURNAL] = journal  # commit
-        for word, value in stores:
+        if len(stores) == 1:
+            word, value = stores[0]
             q[word] = value
-        q[H_WORD_JOURNAL] = 0
-        self._free(journal)
+        else:
+            j = journal >> 3
+            q[j] = len(stores)
+            for i, (word, value) in enumerate(stores):
+                q[j + 1 + 2 * i] = word
+                q[j + 2 + 2 * i] = value
+            q[H_WORD_JOURNAL] = journal  # commit
+            self._redo_words()
+            self._free(journal)
         for off in frees:
             self._free(off)
         q[H_DIRTY] += 1
 
     def _redo_words(self) -> None:
+        """Apply a committed word journal, then clear it (live, and at restart)."""
         q = self.q
         journal = q[H_WORD_JOURNAL]
         if journal:
