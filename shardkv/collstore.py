@@ -196,34 +196,66 @@ def write_table(store: Store, db: int, key: bytes, kind: int, entries: list[Entr
     """Make key a large hash or set of these distinct entries (in place of found[0], if any):
     every block is reserved first, so OOM changes nothing."""
     log2 = _log2_for(len(entries))
-    head_value = _head_value(len(key), LAYOUT_TABLE, 0)
-    sizes = [record_bytes(len(f), len(v)) for f, v in entries]
-    sizes += [record_bytes(0, 8 * (STRUCT_WORDS + (1 << log2))), record_bytes(len(key), len(head_value))]
-    blocks = store.reserve(sizes)
+    blocks = store.reserve([record_bytes(len(f), len(v)) for f, v in entries] + _large_sizes(key, 1 << log2))
     pdb = store.dbmap[db]
     slots = array("Q", bytes(8 << log2))
     for (f, v), off in zip(entries, blocks, strict=False):
         store.write_record(off, pdb, f, kind, v, 0)
         _place(slots, log2, _fp(f) << 40 | off >> 3)
-    table = blocks[-2]
-    store.write_record(table, pdb, b"", kind, _struct_value([len(entries), len(entries), log2]) + slots.tobytes(), 0)
-    store.put(db, key, kind, _head_value(len(key), LAYOUT_TABLE, table), expire_ms, found, block=blocks[-1])
+    _publish_large(store, db, key, kind, LAYOUT_TABLE, [len(entries), len(entries), log2], slots, blocks,
+                   expire_ms, found)
 
 
-class Table:
-    """A large hash or set, operated on in place."""
+def _large_sizes(key: bytes, slots: int) -> list[int]:
+    """The blocks a large collection needs besides its nodes: its structure, then its head."""
+    return [record_bytes(0, 8 * (STRUCT_WORDS + slots)), record_bytes(len(key), len(_head_value(len(key), 0, 0)))]
+
+
+def _publish_large(store: Store, db: int, key: bytes, kind: int, layout: int, words: list[int], slots: array[int],
+                   blocks: list[int], expire_ms: int, found: tuple[int, int, int]) -> None:
+    """Write the structure record (words, then slots) and the head, in the last two of the blocks
+    reserved with _large_sizes; putting the head publishes the whole collection."""
+    structure = blocks[-2]
+    store.write_record(structure, store.dbmap[db], b"", kind, _struct_value(words) + slots.tobytes(), 0)
+    store.put(db, key, kind, _head_value(len(key), layout, structure), expire_ms, found, block=blocks[-1])
+
+
+class _Large:
+    """A large hash, set or list, operated on in place: its head record and its structure (the
+    table or chunk directory) record."""
 
     def __init__(self, store: Store, head: int) -> None:
         self.store = store
         self.head = head
+        info = store.q[(head >> 3) + 2]
+        self.kind = (info >> 32) & 0xFF
+        self.pdb = (info >> 40) & 0xFF  # the stored db its records carry
         self._attach(store.struct_of(head))
 
-    def _attach(self, table: int) -> None:
-        self.table = table
-        self.s = (table + 32) >> 3
+    def _attach(self, structure: int) -> None:
+        self.structure = structure
+        self.s = (structure + 32) >> 3
+        self.slot0 = self.s + STRUCT_WORDS
+
+    def _replace_structure(self, words: list[int], slots: array[int]) -> None:
+        """Write a new structure record of these words and slots and publish it by the head's
+        pointer; the nodes stay where they are."""
+        store = self.store
+        (structure,) = store.reserve([record_bytes(0, 8 * (STRUCT_WORDS + len(slots)))])
+        store.write_record(structure, self.pdb, b"", self.kind, _struct_value(words) + slots.tobytes(), 0)
+        old = self.structure
+        store.q[_pointer_word(store, self.head)] = structure  # publish
+        store.release([old])
+        self._attach(structure)
+
+
+class Table(_Large):
+    """A large hash or set."""
+
+    def _attach(self, structure: int) -> None:
+        super()._attach(structure)
         self.log2 = self.store.q[self.s + 2]
         self.mask = (1 << self.log2) - 1
-        self.slot0 = self.s + STRUCT_WORDS
 
     def __len__(self) -> int:
         return self.store.q[self.s]
@@ -282,8 +314,7 @@ class Table:
             taken.add(slot)
             plan.append((field, value, fp, slot, at >= 0))
         blocks = store.reserve([record_bytes(len(f), len(v)) for f, v, *_ in plan] + word_journal_sizes(len(plan)))
-        pdb = (q[(self.head >> 3) + 2] >> 40) & 0xFF
-        kind = store.type_of(self.head)
+        pdb, kind = self.pdb, self.kind
         stores, frees = [], []
         added = was_empty = 0
         for (field, value, fp, slot, exists), off in zip(plan, blocks, strict=False):
@@ -320,20 +351,11 @@ class Table:
 
     def _rehash(self, log2: int) -> None:
         """Move the links into a new table of 2**log2 slots and publish it (nodes stay)."""
-        store = self.store
-        q = store.q
-        links = [w for w in q[self.slot0 : self.slot0 + (1 << self.log2)] if w > TOMBSTONE]
-        (table,) = store.reserve([record_bytes(0, 8 * (STRUCT_WORDS + (1 << log2)))])
+        links = self.links()
         slots = array("Q", bytes(8 << log2))
         for link in links:
             _place(slots, log2, link)
-        pdb = (q[(self.head >> 3) + 2] >> 40) & 0xFF
-        store.write_record(table, pdb, b"", store.type_of(self.head),
-                           _struct_value([len(links), len(links), log2]) + slots.tobytes(), 0)
-        old = self.table
-        q[_pointer_word(store, self.head)] = table  # publish
-        store.release([old])
-        self._attach(table)
+        self._replace_structure([len(links), len(links), log2], slots)
 
     def _entry(self, link: int) -> Entry:
         q, mm = self.store.q, self.store.mm
@@ -352,7 +374,7 @@ class Table:
 
     def flat_items(self) -> list[bytes]:
         """field, value, field, value ... (a hash) or the members (a set)."""
-        if self.store.type_of(self.head) == TYPE_HASH:
+        if self.kind == TYPE_HASH:
             return [x for entry in self.entries() for x in entry]
         entry = self._entry
         return [entry(w)[0] for w in self.links()]
@@ -414,36 +436,20 @@ def write_chunks(store: Store, db: int, key: bytes, items: list[bytes], expire_m
     """Make key a large list of these items (in place of found[0], if any), all or nothing."""
     nodes = _chunk(items)
     cap = max(DIRECTORY_SLOTS_MIN, 2 * len(nodes))
-    head_value = _head_value(len(key), LAYOUT_CHUNKS, 0)
     payloads = [pack_node(node) for node in nodes]
-    sizes = [record_bytes(0, len(p)) for p in payloads]
-    sizes += [record_bytes(0, 8 * (STRUCT_WORDS + cap)), record_bytes(len(key), len(head_value))]
-    blocks = store.reserve(sizes)
+    blocks = store.reserve([record_bytes(0, len(p)) for p in payloads] + _large_sizes(key, cap))
     pdb = store.dbmap[db]
     first = (cap - len(nodes)) // 2
     slots = array("Q", bytes(8 * cap))
     for i, (node, payload, off) in enumerate(zip(nodes, payloads, blocks, strict=False)):
         store.write_record(off, pdb, b"", TYPE_LIST, payload, 0)
         slots[first + i] = len(node) << 48 | off >> 3
-    directory = blocks[-2]
-    store.write_record(directory, pdb, b"", TYPE_LIST,
-                       _struct_value([first << 32 | len(nodes), len(items), cap]) + slots.tobytes(), 0)
-    store.put(db, key, TYPE_LIST, _head_value(len(key), LAYOUT_CHUNKS, directory), expire_ms, found,
-              block=blocks[-1])
+    _publish_large(store, db, key, TYPE_LIST, LAYOUT_CHUNKS, [first << 32 | len(nodes), len(items), cap], slots,
+                   blocks, expire_ms, found)
 
 
-class Chunks:
-    """A large list, operated on in place."""
-
-    def __init__(self, store: Store, head: int) -> None:
-        self.store = store
-        self.head = head
-        self._attach(store.struct_of(head))
-
-    def _attach(self, directory: int) -> None:
-        self.directory = directory
-        self.s = (directory + 32) >> 3
-        self.slot0 = self.s + STRUCT_WORDS
+class Chunks(_Large):
+    """A large list."""
 
     def __len__(self) -> int:
         return self.store.q[self.s + 1]
@@ -547,7 +553,7 @@ class Chunks:
         q = store.q
         stores = len(changes) + (window is not None)
         blocks = store.reserve([record_bytes(0, len(p)) for _, p, _ in changes + added] + word_journal_sizes(stores))
-        pdb = (q[(self.head >> 3) + 2] >> 40) & 0xFF
+        pdb = self.pdb
         plan = []
         for (word, payload, entries), off in zip(changes + added, blocks, strict=False):
             store.write_record(off, pdb, b"", TYPE_LIST, payload, 0)
@@ -567,18 +573,9 @@ class Chunks:
             return
         new_cap = max(DIRECTORY_SLOTS_MIN, 2 * (n + nodes))
         new_first = (new_cap - n) // 2  # at least `nodes` free slots on each side
-        store = self.store
-        q = store.q
-        (directory,) = store.reserve([record_bytes(0, 8 * (STRUCT_WORDS + new_cap))])
         slots = array("Q", bytes(8 * new_cap))
         slots[new_first : new_first + n] = array("Q", self._slots())
-        pdb = (q[(self.head >> 3) + 2] >> 40) & 0xFF
-        store.write_record(directory, pdb, b"", TYPE_LIST,
-                           _struct_value([new_first << 32 | n, len(self), new_cap]) + slots.tobytes(), 0)
-        old = self.directory
-        q[_pointer_word(store, self.head)] = directory  # publish
-        store.release([old])
-        self._attach(directory)
+        self._replace_structure([new_first << 32 | n, len(self), new_cap], slots)
 
     def push(self, items: list[bytes], left: bool) -> int:
         """LPUSH (items in the order pushed) / RPUSH; returns the new length."""

@@ -323,38 +323,41 @@ class Store:
             return 0
         return q[(start + 8) >> 3]  # the first aligned word after the layout byte
 
-    def children(self, off: int) -> list[int]:
-        """The blocks a head record owns besides itself: its structure, then its nodes."""
+    def _large_slots(self, off: int) -> tuple[int, int, list[int]]:
+        """(layout, first word of the structure, the slots in use) of a large collection's head
+        record; (0, 0, []) for any other record."""
         sp = self.struct_of(off)
         if not sp:
-            return []
+            return 0, 0, []
         q = self.q
         s = (sp + 32) >> 3
-        start = self.mm[off + 32 + (q[(off >> 3) + 2] & KLEN_MASK)]
-        if start == LAYOUT_TABLE:
-            slots = q[s + STRUCT_WORDS : s + STRUCT_WORDS + (1 << q[s + 2])]
-            return [sp] + [(w & OFF_MASK) << 3 for w in slots if w > TOMBSTONE]
-        assert start == LAYOUT_CHUNKS, f"record {off}: unknown collection layout {start}"
-        first, n = q[s] >> 32, q[s] & KLEN_MASK
-        base = s + STRUCT_WORDS + first
-        return [sp] + [(w & CHUNK_OFF_MASK) << 3 for w in q[base : base + n]]
+        layout = self.mm[off + 32 + (q[(off >> 3) + 2] & KLEN_MASK)]
+        if layout == LAYOUT_TABLE:
+            return layout, s, list(q[s + STRUCT_WORDS : s + STRUCT_WORDS + (1 << q[s + 2])])
+        assert layout == LAYOUT_CHUNKS, f"record {off}: unknown collection layout {layout}"
+        base = s + STRUCT_WORDS + (q[s] >> 32)
+        return layout, s, list(q[base : base + (q[s] & KLEN_MASK)])
+
+    def children(self, off: int) -> list[int]:
+        """The blocks a head record owns besides itself: its structure, then its nodes."""
+        layout, s, slots = self._large_slots(off)
+        if not layout:
+            return []
+        structure = (s << 3) - 32
+        if layout == LAYOUT_TABLE:
+            return [structure] + [(w & OFF_MASK) << 3 for w in slots if w > TOMBSTONE]
+        return [structure] + [(w & CHUNK_OFF_MASK) << 3 for w in slots]
 
     def _recount(self, off: int) -> None:
         """Derive a large collection's counters from its slots (restart: a crash may have come
         between a slot's store and the counter's)."""
-        sp = self.struct_of(off)
-        if not sp:
-            return
+        layout, s, slots = self._large_slots(off)
         q = self.q
-        s = (sp + 32) >> 3
-        if self.mm[off + 32 + (q[(off >> 3) + 2] & KLEN_MASK)] == LAYOUT_TABLE:
-            slots = q[s + STRUCT_WORDS : s + STRUCT_WORDS + (1 << q[s + 2])]
+        if layout == LAYOUT_TABLE:
             q[s] = sum(1 for w in slots if w > TOMBSTONE)
             q[s + 1] = sum(1 for w in slots if w)
-        else:
-            first, n = q[s] >> 32, q[s] & KLEN_MASK
-            base = s + STRUCT_WORDS + first
-            q[s + 1] = sum(w >> 48 for w in q[base : base + n])
+        elif layout == LAYOUT_CHUNKS:
+            q[s + 1] = sum(w >> 48 for w in slots)
 
     def _free_record(self, off: int) -> None:
         if (self.q[(off >> 3) + 2] >> 32) & 0xFF in COLLECTION_TYPES:
