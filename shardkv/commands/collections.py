@@ -168,6 +168,16 @@ class Fields:
         items = list(self.small.items())
         return [random.choice(items) for _ in range(n)]
 
+    def random_distinct(self, count: int) -> list[Entry]:
+        """count distinct entries at random (all of them once count reaches the size)."""
+        if count * 4 >= len(self):
+            entries = self.entries()
+            return random.sample(entries, min(count, len(entries)))
+        picked: dict[bytes, bytes] = {}
+        while len(picked) < count:  # few from a large one: probe at random, repeats are rare
+            picked.update(self.random_entries(count - len(picked)))
+        return list(picked.items())
+
     def scan(self, cursor: int, count: int) -> tuple[int, list[Entry]]:
         """HSCAN / SSCAN: a small collection answers whole at cursor 0, as Redis's listpack does."""
         if self.table is not None:

@@ -4,7 +4,6 @@ a large one is read and changed in place through its table (collstore.py)."""
 from __future__ import annotations
 
 import math
-import random
 
 from shardkv import errors, protocol
 from shardkv.commands.args import INT64_MAX, INT64_MIN, ShardCtx, maybe_int, parse_float, parse_int
@@ -149,25 +148,12 @@ def hrandfield(ctx: ShardCtx, argv: list[bytes]) -> bytes:
     if count is None:
         picked = fields.random_entries(1)
         return protocol.bulk(picked[0][0]) if picked else protocol.null(ctx.proto)
-    if count < 0 or count * 4 < len(fields):  # few distinct ones from a large hash: probe at random
-        entries = fields.random_entries(-count) if count < 0 else _distinct(fields, count)
-    else:
-        entries = fields.entries()
-        random.shuffle(entries)
-        entries = entries[:count]
+    entries = fields.random_entries(-count) if count < 0 else fields.random_distinct(count)
     if not with_values:
         return protocol.bulk_array([f for f, _ in entries])
     if ctx.proto == 3:
         return protocol.array([protocol.bulk_array([f, v]) for f, v in entries])
     return protocol.bulk_array([x for entry in entries for x in entry])
-
-
-def _distinct(fields: Fields, count: int) -> list[tuple[bytes, bytes]]:
-    """count distinct random entries, count well under the size (so repeats are rare)."""
-    picked: dict[bytes, bytes] = {}
-    while len(picked) < count:
-        picked.update(fields.random_entries(count - len(picked)))
-    return list(picked.items())
 
 
 @command("hscan", -3, "readonly", keys=(1, 1, 1), group="hash", summary="Incrementally iterate hash fields")

@@ -3,7 +3,6 @@ shards reads each set from its shard under the transaction's locks (`across` bod
 
 from __future__ import annotations
 
-import random
 from collections.abc import Callable
 
 from shardkv import errors, protocol
@@ -61,17 +60,6 @@ def smembers(ctx: ShardCtx, argv: list[bytes]) -> bytes:
     return set_reply(ctx.proto, _members(ctx, argv[1]))
 
 
-def distinct_random(members: Fields, count: int) -> list[bytes]:
-    """count distinct members at random (all of them when count reaches the size)."""
-    if count * 4 >= len(members):
-        names = members.names()
-        return random.sample(names, min(count, len(names)))
-    picked: dict[bytes, None] = {}
-    while len(picked) < count:  # few from a large set: probe at random, repeats are rare
-        picked.update((m, None) for m, _ in members.random_entries(count - len(picked)))
-    return list(picked)
-
-
 @command("srandmember", -2, "readonly", keys=(1, 1, 1), group="set", summary="Random members of a set")
 def srandmember(ctx: ShardCtx, argv: list[bytes]) -> bytes:
     if len(argv) > 3:
@@ -85,7 +73,7 @@ def srandmember(ctx: ShardCtx, argv: list[bytes]) -> bytes:
         return protocol.bulk(picked[0][0]) if picked else protocol.null(ctx.proto)
     if count < 0:
         return protocol.bulk_array([m for m, _ in members.random_entries(-count)])
-    return protocol.bulk_array(distinct_random(members, count))
+    return protocol.bulk_array([m for m, _ in members.random_distinct(count)])
 
 
 @command("spop", -2, "write fast", keys=(1, 1, 1), group="set", summary="Remove and return random members")
@@ -100,7 +88,7 @@ def spop(ctx: ShardCtx, argv: list[bytes]) -> bytes:
     members = Fields(ctx, argv[1], TYPE_SET)
     if not len(members):
         return protocol.null(ctx.proto) if count is None else protocol.EMPTY_ARRAY
-    picked = distinct_random(members, 1 if count is None else count)
+    picked = [m for m, _ in members.random_distinct(1 if count is None else count)]
     members.delete_many(picked)
     if count is None:
         return protocol.bulk(picked[0])
