@@ -254,27 +254,17 @@ class Store:
         return off, link, bucket
 
     def string_resp_of(self, db: int, key: bytes, now_ms: int) -> bytes | None:
-        """GET's whole path in one call: the value RESP-encoded, None if missing (or expired:
-        deleted here), WRONGTYPE for another type."""
-        pdb = self.dbmap[db]
-        off, link, _ = self._find_stored(pdb, key)
+        """GET's whole store path: the value RESP-encoded, None if missing (or expired: deleted
+        by find), WRONGTYPE for another type."""
+        off = self.find(db, key, now_ms)[0]
         if not off:
-            self.misses += 1
             return None
         q = self.q
-        w = off >> 3
-        exp = q[w + 1]
-        if exp and exp <= now_ms:
-            self._unlink(link, off, pdb)
-            q[H_EXPIRED] += 1
-            self.misses += 1
-            return None
-        self.hits += 1
-        info = q[w + 2]
+        info = q[(off >> 3) + 2]
         if (info >> 32) & 0xFF != TYPE_STRING:
             raise CommandError(WRONGTYPE)
         start = off + 32 + (info & KLEN_MASK)
-        return self.mm[start : start + q[w + 3]]
+        return self.mm[start : start + q[(off >> 3) + 3]]
 
     def lookup(self, db: int, key: bytes, now_ms: int) -> int:
         return self.find(db, key, now_ms)[0]

@@ -111,9 +111,7 @@ class Router:
         """Run or route one command; conn.buf[start:end] is its RESP frame, if it came as one."""
         cmd = COMMANDS.get(argv[0]) or lookup(argv[0])
         if cmd is not None and cmd.one_key and conn.authenticated:  # the common case, kept short
-            argc = len(argv)
-            arity = cmd.arity
-            if (argc == arity if arity > 0 else argc >= -arity) and len(argv[1]) <= self.key_bytes_max:
+            if cmd.arity_ok(len(argv)) and len(argv[1]) <= self.key_bytes_max:
                 shard = self.me if self.single else self.owners[key_slot(argv[1])]
                 if shard == self.me:
                     return self.run_keyed(cmd, argv, conn.db, conn.proto)
@@ -188,14 +186,8 @@ class Router:
             if cmd.readonly:
                 worker.count_reads(store.hits, store.misses)
             store.hits = store.misses = 0
-        base = worker.command_stats_word[cmd.name]  # Worker.count_command, inlined: this is the hot path
-        q = worker.stats.q
-        q[base] += 1
-        q[base + 1] += (time.perf_counter_ns() - t0) // 1000
-        if failed:
-            q[base + 2] += 1
-            return reply
-        if worker.waiters and cmd.is_write:
+        worker.count_command(cmd, time.perf_counter_ns() - t0, failed)
+        if not failed and worker.waiters and cmd.is_write:
             worker.wake_watchers(db, [argv[i] for i in cmd.key_indexes(argv)])
         return reply
 
