@@ -13,8 +13,8 @@ from __future__ import annotations
 
 import argparse
 import itertools
+import os
 import shutil
-import socket
 import statistics
 import subprocess
 import sys
@@ -23,11 +23,9 @@ from collections.abc import Callable
 
 import redis
 
+sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
+from bench.lean import free_port  # noqa: E402
 
 
 def wait(r: redis.Redis) -> None:

@@ -23,13 +23,34 @@ import time
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
+from shardkv.protocol import encode_command  # noqa: E402
 from shardkv.router.dispatch import key_slot, slot_owners  # noqa: E402
 
 VALUE = b"v" * 100
 
 
 def frame(*argv: bytes) -> bytes:
-    return b"*%d\r\n" % len(argv) + b"".join(b"$%d\r\n%s\r\n" % (len(a), a) for a in argv)
+    return encode_command(list(argv))
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+def info_of(sock: socket.socket, section: str) -> dict[str, str]:
+    """INFO <section> over this connection, as a dict."""
+    sock.sendall(frame(b"INFO", section.encode()))
+    buf = b""
+    while b"\r\n" not in buf or len(buf) < int(buf[1 : buf.index(b"\r\n")]) + buf.index(b"\r\n") + 4:
+        buf += sock.recv(65536)
+    out = {}
+    for line in buf.decode().split("\r\n")[1:]:
+        if ":" in line:
+            k, v = line.split(":", 1)
+            out[k] = v
+    return out
 
 
 def keys_by_shard(shards: int, per_shard: int) -> list[list[bytes]]:
@@ -58,14 +79,7 @@ def preload(port: int, shards: int, per_shard: int = 1000) -> None:
 
 
 def _worker_of(sock: socket.socket) -> int:
-    sock.sendall(frame(b"INFO", b"server"))
-    buf = b""
-    while b"\r\n" not in buf or len(buf) < int(buf[1 : buf.index(b"\r\n")]) + buf.index(b"\r\n") + 4:
-        buf += sock.recv(65536)
-    for line in buf.split(b"\r\n"):
-        if line.startswith(b"worker_id:"):
-            return int(line.split(b":")[1])
-    return -1
+    return int(info_of(sock, "server").get("worker_id", -1))
 
 
 def _pipeline(command: str, keys: list[bytes], pipeline: int, offset: int) -> tuple[bytes, int]:

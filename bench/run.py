@@ -43,7 +43,7 @@ HERE = os.path.dirname(os.path.abspath(__file__))
 ROOT = os.path.dirname(HERE)
 sys.path.insert(0, ROOT)
 
-from bench.lean import frame, load, preload  # noqa: E402
+from bench.lean import frame, free_port, info_of, load, preload  # noqa: E402
 from shardkv.limits import Footprint, Limits  # noqa: E402
 from shardkv.store import TYPE_STRING, Store, resp_bulk  # noqa: E402
 
@@ -51,12 +51,6 @@ CPUS = os.cpu_count() or 1
 PIN = CPUS >= 4
 SERVER_CPUS = f"0-{CPUS // 2 - 1}" if PIN else ""
 CLIENT_CPUS = f"{CPUS // 2}-{CPUS - 1}" if PIN else ""
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
 
 
 def wait_port(port: int) -> None:
@@ -102,18 +96,8 @@ def shardkv(shards: int, maxmemory: str = "1gb") -> Iterator[tuple[int, subproce
 
 
 def info(port: int, section: str) -> dict[str, str]:
-    s = socket.create_connection(("127.0.0.1", port))
-    s.sendall(frame(b"INFO", section.encode()))
-    buf = b""
-    while b"\r\n" not in buf or len(buf) < int(buf[1 : buf.index(b"\r\n")]) + buf.index(b"\r\n") + 4:
-        buf += s.recv(1 << 16)
-    s.close()
-    out = {}
-    for line in buf.decode().split("\r\n")[1:]:
-        if ":" in line:
-            k, v = line.split(":", 1)
-            out[k] = v
-    return out
+    with socket.create_connection(("127.0.0.1", port)) as s:
+        return info_of(s, section)
 
 
 def ready(port: int, shards: int) -> None:

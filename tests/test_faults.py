@@ -17,7 +17,7 @@ from hypothesis import strategies as st
 
 from conftest import Server, raw_roundtrip, start_server
 from shardkv.errors import ProtocolError
-from shardkv.protocol import _parse_walk, parse_requests
+from shardkv.protocol import _parse_walk, encode_command, parse_requests
 from shardkv.router.dispatch import key_slot, slot_owners
 
 ARGS_MAX, BULK_MAX = 1024, 1 << 20
@@ -94,7 +94,8 @@ def test_disconnect_in_the_middle_of_a_pipeline_runs_a_prefix_per_shard(srv: Ser
     keys = {round_: [f"r{round_}:{i}{{{'ab'[i % 2]}}}" for i in range(1000)] for round_ in range(20)}
     for round_ in range(20):
         s = srv.raw()
-        s.sendall(b"".join(frame([b"SET", k.encode(), b"v"]) for k in keys[round_]) + b"*2\r\n$3\r\nGET\r\n$1\r")
+        pipeline = b"".join(encode_command([b"SET", k.encode(), b"v"]) for k in keys[round_])
+        s.sendall(pipeline + b"*2\r\n$3\r\nGET\r\n$1\r")  # then one incomplete command, and gone
         s.close()
     assert settle_clients(r, base) == base
     time.sleep(0.3)
@@ -148,15 +149,11 @@ def test_disconnect_while_blocked_consumes_nothing(srv: Server) -> None:
 command = st.lists(st.binary(min_size=0, max_size=40), min_size=1, max_size=6)
 
 
-def frame(argv: list[bytes]) -> bytes:
-    return b"*%d\r\n" % len(argv) + b"".join(b"$%d\r\n%s\r\n" % (len(a), a) for a in argv)
-
-
 @given(st.lists(command, min_size=1, max_size=8), st.data())
 @settings(max_examples=300, deadline=None)
 def test_parser_gives_the_same_commands_however_the_bytes_are_split(cmds: list[list[bytes]],
                                                                      data: st.DataObject) -> None:
-    wire = b"".join(frame(c) for c in cmds)
+    wire = b"".join(encode_command(c) for c in cmds)
     cuts = sorted(data.draw(st.lists(st.integers(0, len(wire)), max_size=6)))
     buf = bytearray()
     got: list[list[bytes]] = []
@@ -181,7 +178,7 @@ def test_parser_on_random_bytes_parses_or_raises_a_protocol_error(junk: bytes) -
         assert 0 <= start < end <= len(junk) and all(isinstance(a, bytes) for a in argv)
 
 
-@given(st.lists(st.one_of(command.map(frame), st.binary(max_size=30)), max_size=6))
+@given(st.lists(st.one_of(command.map(encode_command), st.binary(max_size=30)), max_size=6))
 @settings(max_examples=400, deadline=None)
 def test_fast_parser_agrees_with_the_byte_walk(pieces: list[bytes]) -> None:
     """The split-at-CRLF fast path and the byte-by-byte walk give the same commands, stop at the
@@ -212,7 +209,7 @@ def test_live_server_survives_mutated_frames(srv: Server, cmds: list[list[bytes]
     """Mutated RESP to a live server: it answers, or refuses with an exact protocol error and
     closes, or waits for more; it never crashes, and other clients are served throughout."""
     safe = [[b"ECHO", *c[:1]] if c[0].upper() not in (b"ECHO", b"PING") else c for c in cmds]
-    wire = mutate(b"".join(frame(c) for c in safe), at, how, byte)
+    wire = mutate(b"".join(encode_command(c) for c in safe), at, how, byte)
     s = srv.raw()
     reply = raw_roundtrip(s, wire, wait_s=0.05)
     s.close()
