@@ -124,6 +124,16 @@ def node_take(buf: bytes, count: int, left: bool) -> tuple[list[bytes], bytes]:
     return out, buf[:end]
 
 
+def clamp_range(n: int, start: int, stop: int) -> tuple[int, int]:
+    """Redis's reading of [start, stop] over n entries (negative from the end, then clamped);
+    empty when start > stop."""
+    if start < 0:
+        start += n
+    if stop < 0:
+        stop += n
+    return max(start, 0), min(stop, n - 1)
+
+
 def packed_bytes(items: list[bytes]) -> int:
     return 1 + sum(4 + len(x) for x in items)
 
@@ -286,15 +296,9 @@ class Table(_Large):
     def _node(self, i: int) -> int:
         return (self.store.q[self.slot0 + i] & OFF_MASK) << 3
 
-    def _value(self, off: int) -> bytes:
-        q = self.store.q
-        w = off >> 3
-        start = off + 32 + (q[w + 2] & KLEN_MASK)
-        return self.store.mm[start : start + q[w + 3]]
-
     def get(self, field: bytes) -> bytes | None:
         i = self._probe(field, _fp(field))[0]
-        return None if i < 0 else self._value(self._node(i))
+        return None if i < 0 else self._entry(self.store.q[self.slot0 + i])[1]
 
     def contains(self, field: bytes) -> bool:
         return self._probe(field, _fp(field))[0] >= 0
@@ -489,12 +493,7 @@ class Chunks(_Large):
 
     def range(self, start: int, stop: int) -> list[bytes]:
         """Entries start..stop inclusive, Python-style negative indexes, clamped (LRANGE)."""
-        total = len(self)
-        if start < 0:
-            start = max(0, total + start)
-        if stop < 0:
-            stop = total + stop
-        stop = min(stop, total - 1)
+        start, stop = clamp_range(len(self), start, stop)
         if start > stop:
             return []
         pos, at = self._locate(start)

@@ -7,7 +7,7 @@ from __future__ import annotations
 from typing import TYPE_CHECKING
 
 from shardkv import errors, protocol
-from shardkv.collstore import Chunks, items_of
+from shardkv.collstore import Chunks, clamp_range, items_of
 from shardkv.commands.across import CrossShard, is_error
 from shardkv.commands.args import ShardCtx, maybe_int, parse_int
 from shardkv.commands.collections import Found, batch_op, check_sizes, chunks_of, load, save
@@ -124,17 +124,6 @@ def llen(ctx: ShardCtx, argv: list[bytes]) -> bytes:
     return protocol.integer(len(items_of(ctx.store, found[0])) if found[0] else 0)
 
 
-def _span(n: int, start: int, stop: int) -> tuple[int, int]:
-    """Redis's clamping of [start, stop] over n items; empty when start > stop."""
-    if start < 0:
-        start += n
-    if stop < 0:
-        stop += n
-    start = max(start, 0)
-    stop = min(stop, n - 1)
-    return start, stop
-
-
 @command("lrange", 4, "readonly", keys=(1, 1, 1), group="list", summary="Get a range of elements")
 def lrange(ctx: ShardCtx, argv: list[bytes]) -> bytes:
     start, stop = parse_int(argv[2]), parse_int(argv[3])
@@ -142,7 +131,7 @@ def lrange(ctx: ShardCtx, argv: list[bytes]) -> bytes:
     if large is not None:
         return protocol.bulk_array(large.range(start, stop))
     items = items_of(ctx.store, found[0]) if found[0] else []
-    a, b = _span(len(items), start, stop)
+    a, b = clamp_range(len(items), start, stop)
     return protocol.bulk_array(items[a : b + 1] if a <= b else [])
 
 
@@ -225,7 +214,7 @@ def ltrim(ctx: ShardCtx, argv: list[bytes]) -> bytes:
     start, stop = parse_int(argv[2]), parse_int(argv[3])
     found, large = _open(ctx, argv[1])
     if large is not None:  # the capped-list idiom (LPUSH then LTRIM) must not rewrite the list
-        a, b = _span(len(large), start, stop)
+        a, b = clamp_range(len(large), start, stop)
         if a > b:
             ctx.store.delete(ctx.db, argv[1], ctx.now_ms)
         else:
@@ -234,7 +223,7 @@ def ltrim(ctx: ShardCtx, argv: list[bytes]) -> bytes:
     items = items_of(ctx.store, found[0]) if found[0] else None
     if items is None:
         return protocol.OK
-    a, b = _span(len(items), start, stop)
+    a, b = clamp_range(len(items), start, stop)
     kept = items[a : b + 1] if a <= b else []
     if kept != items:
         save(ctx, argv[1], TYPE_LIST, kept, found)
