@@ -10,7 +10,7 @@ import random
 from collections.abc import Iterable
 
 from shardkv import collstore, errors
-from shardkv.collstore import Chunks, Entry, Table, items_of, pack, unpack_entries, wants_large
+from shardkv.collstore import Chunks, Entry, Table, items_of, pack, wants_large
 from shardkv.commands.args import ShardCtx
 from shardkv.errors import CommandError
 from shardkv.store import TYPE_HASH, TYPE_LIST, BatchOp
@@ -23,16 +23,18 @@ def check_sizes(ctx: ShardCtx, items: Iterable[bytes]) -> None:
         raise CommandError(errors.STRING_TOO_LONG)
 
 
+def find_typed(ctx: ShardCtx, key: bytes, kind: int) -> Found:
+    """The key's record (found[0] is 0 if missing); WRONGTYPE if it holds another type."""
+    found = ctx.store.find(ctx.db, key, ctx.now_ms)
+    if found[0] and ctx.store.type_of(found[0]) != kind:
+        raise CommandError(errors.WRONGTYPE)
+    return found
+
+
 def load(ctx: ShardCtx, key: bytes, kind: int) -> tuple[Found, list[bytes] | None]:
     """Every entry of a collection key (None if missing); WRONGTYPE for another type."""
-    store = ctx.store
-    found = store.find(ctx.db, key, ctx.now_ms)
-    off = found[0]
-    if not off:
-        return found, None
-    if store.type_of(off) != kind:
-        raise CommandError(errors.WRONGTYPE)
-    return found, items_of(store, off)
+    found = find_typed(ctx, key, kind)
+    return found, items_of(ctx.store, found[0]) if found[0] else None
 
 
 def save(ctx: ShardCtx, key: bytes, kind: int, items: list[bytes], found: Found) -> None:
@@ -86,19 +88,16 @@ class Fields:
 
     def _open(self) -> None:
         store = self.ctx.store
-        self.found = store.find(self.ctx.db, self.key, self.ctx.now_ms)
+        self.found = find_typed(self.ctx, self.key, self.kind)
         off = self.found[0]
         self.table: Table | None = None
         self.small: dict[bytes, bytes] = {}
         if not off:
             return
-        if store.type_of(off) != self.kind:
-            raise CommandError(errors.WRONGTYPE)
         if store.struct_of(off):
             self.table = Table(store, off)
             return
-        a, b = store.value_span(off)
-        items = unpack_entries(store.mm[a:b], 1)
+        items = items_of(store, off)
         if self.kind == TYPE_HASH:
             self.small = dict(zip(items[0::2], items[1::2], strict=True))
         else:

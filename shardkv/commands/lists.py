@@ -10,7 +10,7 @@ from shardkv import errors, protocol
 from shardkv.collstore import Chunks, clamp_range, items_of
 from shardkv.commands.across import CrossShard, is_error
 from shardkv.commands.args import ShardCtx, maybe_int, parse_int
-from shardkv.commands.collections import Found, batch_op, check_sizes, chunks_of, load, save
+from shardkv.commands.collections import Found, batch_op, check_sizes, chunks_of, find_typed, load, save
 from shardkv.commands.table import Where, command
 from shardkv.errors import CommandError
 from shardkv.protocol import read_reply
@@ -29,9 +29,7 @@ def _load(ctx: ShardCtx, key: bytes) -> tuple[Found, list[bytes] | None]:
 
 def _open(ctx: ShardCtx, key: bytes) -> tuple[Found, Chunks | None]:
     """The key's record and, for a large list, its in-place view; WRONGTYPE for another type."""
-    found = ctx.store.find(ctx.db, key, ctx.now_ms)
-    if found[0] and ctx.store.type_of(found[0]) != TYPE_LIST:
-        raise CommandError(errors.WRONGTYPE)
+    found = find_typed(ctx, key, TYPE_LIST)
     return found, chunks_of(ctx, found)
 
 
