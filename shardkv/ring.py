@@ -76,8 +76,6 @@ class Ring:
         """Push message[offset:] as fragments while room lasts; returns the new offset."""
         n = len(message)
         assert n > 0, "messages are never empty"
-        if offset == 0 and n <= self.fragment_bytes_max:  # the usual case: one fragment, no view
-            return n if self.push(message, more=False) else 0
         view = memoryview(message)
         while offset < n:
             end = min(n, offset + self.fragment_bytes_max)

@@ -93,12 +93,12 @@ class Peers:
             while box:
                 entry = box[0]
                 message: bytes = entry[0]  # type: ignore[assignment]
-                if len(box) > 1 and not entry[1] and len(message) <= batch_max:
+                if not entry[1] and len(message) <= batch_max:
                     batch: list[bytes] = []  # whole small messages: one ring record for all of them
                     size = 0
                     for queued in box:
                         m: bytes = queued[0]  # type: ignore[assignment]
-                        if queued[1] or size + len(m) > batch_max:
+                        if size + len(m) > batch_max:  # (only the head can be part-sent, and it is not)
                             break
                         batch.append(m)
                         size += len(m)
