@@ -23,7 +23,12 @@ class ProtocolError(Exception):
         self.why = why
 
 
+class ReplyTooLarge(Exception):
+    """A reply grew past the client's output buffer limit: Redis closes such a client."""
+
+
 SYNTAX = "ERR syntax error"
+INTERNAL = "ERR internal error"
 NOT_INTEGER = "ERR value is not an integer or out of range"
 NOT_FLOAT = "ERR value is not a valid float"
 WRONGTYPE = "WRONGTYPE Operation against a key holding the wrong kind of value"

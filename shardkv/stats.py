@@ -30,25 +30,36 @@ TUNABLE_ALIASES = {"hash-max-ziplist-entries": "hash-max-listpack-entries",
 (W_PID, W_GENERATION, W_CONNECTED, W_CONNECTIONS_RECEIVED, W_REJECTED, W_COMMANDS, W_HITS,
  W_MISSES, W_NET_INPUT, W_NET_OUTPUT, W_BLOCKED, W_READY, W_RESTARTS, W_CPU_SYS_US,
  W_CPU_USER_US, W_OUTPUT_LIMIT) = range(16)
-W_COMMAND_STATS = 16  # then (calls, usec, failed) per command in table order
+W_COMMAND_STATS = 16  # then CMD_WORDS words per command, in table order:
+CMD_CALLS, CMD_USEC, CMD_FAILED, CMD_REJECTED, CMD_WORDS = range(5)
 
 
 def row_words(commands: int) -> int:
-    return W_COMMAND_STATS + 3 * commands
+    return W_COMMAND_STATS + CMD_WORDS * commands
+
+
+# INFO errorstats: per worker, after every row, a table of error codes (the first word of an error
+# reply, as Redis counts them) with a count each, and the total of error replies.
+ERROR_CODES_MAX = 128  # distinct codes counted per worker; replies with further codes count in the total only
+ERROR_CODE_BYTES_MAX = 32  # Redis looks for the code's end within the first 32 bytes
+_ERROR_ENTRY_WORDS = 1 + ERROR_CODE_BYTES_MAX // 8  # count, then the code (NUL-padded)
+ERRORSTATS_WORDS = 1 + ERROR_CODES_MAX * _ERROR_ENTRY_WORDS  # the total, then the entries
 
 
 def segment_bytes(workers: int, commands: int) -> int:
-    return 8 * (GLOBAL_WORDS + workers * row_words(commands))
+    return 8 * (GLOBAL_WORDS + workers * (row_words(commands) + ERRORSTATS_WORDS))
 
 
 class Stats:
     def __init__(self, mm: mmap.mmap, workers: int, commands: int) -> None:
-        self.q = memoryview(mm).cast("Q")
+        self.raw = memoryview(mm)
+        self.q = self.raw.cast("Q")
         self.workers = workers
         self.row = row_words(commands)
 
     def close(self) -> None:
         self.q.release()
+        self.raw.release()
 
     def base(self, worker: int) -> int:
         return GLOBAL_WORDS + worker * self.row
@@ -84,6 +95,61 @@ class Stats:
         for name, (_, default) in TUNABLES.items():
             self.set_tunable(name, default)
 
+    # ------------------------------------------------------------------ errorstats
+
+    def _errors_base(self, worker: int) -> int:
+        return GLOBAL_WORDS + self.workers * self.row + worker * ERRORSTATS_WORDS
+
+    def count_error(self, worker: int, reply: bytes, codes: dict[bytes, int]) -> None:
+        """One error reply sent by `worker`; `codes` caches that worker's code -> entry word."""
+        space = reply.find(b" ", 1, ERROR_CODE_BYTES_MAX + 1)
+        code = reply[1:space] if space > 1 else b"ERR"
+        q = self.q
+        base = self._errors_base(worker)
+        q[base] += 1
+        word = codes.get(code)
+        if word is None:
+            word = self._error_entry(base, code)
+            if word is None:
+                return  # table full: counted in the total only
+            codes[code] = word
+        q[word] += 1
+
+    def _error_entry(self, base: int, code: bytes) -> int | None:
+        raw = self.raw
+        for i in range(ERROR_CODES_MAX):
+            word = base + 1 + i * _ERROR_ENTRY_WORDS
+            at = (word + 1) * 8
+            stored = bytes(raw[at : at + ERROR_CODE_BYTES_MAX]).rstrip(b"\0")
+            if stored == code:
+                return word
+            if not stored:
+                raw[at : at + ERROR_CODE_BYTES_MAX] = code.ljust(ERROR_CODE_BYTES_MAX, b"\0")
+                return word
+        return None
+
+    def error_totals(self) -> tuple[int, dict[bytes, int]]:
+        """Error replies of every worker: the total, and the count per code."""
+        raw = self.raw
+        total = 0
+        per_code: dict[bytes, int] = {}
+        for w in range(self.workers):
+            base = self._errors_base(w)
+            total += self.q[base]
+            for i in range(ERROR_CODES_MAX):
+                word = base + 1 + i * _ERROR_ENTRY_WORDS
+                at = (word + 1) * 8
+                code = bytes(raw[at : at + ERROR_CODE_BYTES_MAX]).rstrip(b"\0")
+                if not code:
+                    break
+                per_code[code] = per_code.get(code, 0) + self.q[word]
+        return total, per_code
+
+    def reset_errors(self, worker: int) -> None:
+        base = self._errors_base(worker)
+        for i in range(base, base + ERRORSTATS_WORDS):
+            self.q[i] = 0
+
     def reset(self, worker: int) -> None:
         """CONFIG RESETSTAT: the cumulative counters of one worker's row."""
         b = self.base(worker)
@@ -91,3 +157,4 @@ class Stats:
             self.q[b + f] = 0
         for i in range(b + W_COMMAND_STATS, b + self.row):
             self.q[i] = 0
+        self.reset_errors(worker)

@@ -38,7 +38,7 @@ from __future__ import annotations
 import mmap
 import struct
 import zlib
-from collections.abc import Iterator
+from collections.abc import Collection, Iterator
 
 from shardkv.errors import OOM, WRONGTYPE, CommandError
 from shardkv.limits import DATABASES_MAX, PAGE_BYTES, PAGE_ENTRY_BYTES, SEGMENT_HEADER_BYTES, Footprint
@@ -165,6 +165,10 @@ class Store:
         # (the router sets counting_reads around it and moves the counts to the stats row).
         self.counting_reads = False
         self.hits = self.misses = 0
+        # Keys that blocked clients wait on (owned by router/blocking.py's Watchers): a record
+        # written for one of them is noted in `touched`, which the router checks after the command.
+        self.watched: Collection[tuple[int, bytes]] = ()
+        self.touched: list[tuple[int, bytes]] = []
 
     def close(self) -> None:
         self.u32.release()
@@ -214,6 +218,8 @@ class Store:
         self.mm[DBMAP_BYTE + b] = pa
         self.q[H_SWAP_JOURNAL] = 0
         self.dbmap[a], self.dbmap[b] = pb, pa
+        if self.watched:  # a key waited on in either db may exist now
+            self.touched.extend(k for k in self.watched if k[0] in (a, b))
 
     def _redo_swap(self) -> None:
         j = self.q[H_SWAP_JOURNAL]
@@ -415,6 +421,8 @@ class Store:
         `block` is a block reserved for exactly this record; without one, a block is allocated
         here, and OOM is raised before anything changes if it does not fit."""
         off_old, link, bucket = found
+        if self.watched and (db, key) in self.watched:
+            self.touched.append((db, key))
         db = self.dbmap[db]
         off = block or self._alloc(record_bytes(len(key), len(value)))
         self.write_record(off, db, key, kind, value, expire_ms)
@@ -457,6 +465,8 @@ class Store:
             pdb = self.dbmap[db]
             new_off = 0
             if value is not None:
+                if self.watched and (db, key) in self.watched:
+                    self.touched.append((db, key))
                 new_off = next(record_blocks)
                 self.write_record(new_off, pdb, key, kind, value, expire_ms)
             _JOURNAL_ENTRY.pack_into(mm, at, value is not None, pdb, len(key), new_off)

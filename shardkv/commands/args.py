@@ -30,6 +30,15 @@ class ShardCtx:
     blocks: list[int] | None = None  # blocks reserved for this write by a transaction's prepare
 
 
+def encode_optional(value: bytes | None) -> bytes:
+    """An optional argument of an internal command, at a fixed position: b"" is None."""
+    return b"" if value is None else b"=" + value
+
+
+def decode_optional(raw: bytes) -> bytes | None:
+    return raw[1:] if raw else None
+
+
 def parse_int(raw: bytes, error: str = NOT_INTEGER) -> int:
     """A signed 64-bit integer written the way Redis's string2ll accepts it."""
     if not _INT_RE.fullmatch(raw):

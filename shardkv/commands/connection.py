@@ -1,69 +1,65 @@
 """Connection commands: PING, ECHO, QUIT, SELECT, AUTH, HELLO, CLIENT.
 
-Handlers take the `Connection` and argv.  CLIENT LIST / KILL see the clients of every worker:
+Handlers take the client (`context.Client`) and argv.  CLIENT LIST / KILL see the clients of every worker:
 the router asks each worker for its part (`__clients`, `__kill`) and joins the answers.
 """
 
 from __future__ import annotations
 
 import hmac
-from typing import TYPE_CHECKING, Any
+from dataclasses import dataclass
 
 from shardkv import errors, protocol
-from shardkv.commands.args import parse_int
-from shardkv.commands.table import Where, command
+from shardkv.commands.args import decode_optional, encode_optional, parse_int
+from shardkv.commands.context import Client, Pending, Reply, WorkerClient, WorkerView
+from shardkv.commands.table import Where, client_command, worker_command
 from shardkv.errors import CommandError
 from shardkv.protocol import read_reply
-from shardkv.router.dispatch import Pending
-
-if TYPE_CHECKING:
-    from shardkv.router.connection import Connection
-    from shardkv.worker.process import Worker
 
 CONN = Where.CONNECTION
 SERVER_VERSION = b"7.0.15"
 
 
-@command("ping", -1, "fast", where=CONN, group="connection", summary="Ping the server")
-def ping(conn: Connection, argv: list[bytes]) -> bytes:
+@client_command("ping", -1, "fast", where=CONN, group="connection", summary="Ping the server")
+def ping(conn: Client, argv: list[bytes]) -> bytes:
     if len(argv) > 2:
         raise CommandError(errors.wrong_arity("ping"))
     return protocol.bulk(argv[1]) if len(argv) == 2 else protocol.PONG
 
 
-@command("echo", 2, "fast", where=CONN, group="connection", summary="Echo the given string")
-def echo(conn: Connection, argv: list[bytes]) -> bytes:
+@client_command("echo", 2, "fast", where=CONN, group="connection", summary="Echo the given string")
+def echo(conn: Client, argv: list[bytes]) -> bytes:
     return protocol.bulk(argv[1])
 
 
-@command("quit", -1, "fast", where=CONN, group="connection", summary="Close the connection")
-def quit_(conn: Connection, argv: list[bytes]) -> bytes:
+@client_command("quit", -1, "fast", where=CONN, group="connection", summary="Close the connection")
+def quit_(conn: Client, argv: list[bytes]) -> bytes:
     conn.closing = True
     return protocol.OK
 
 
-@command("select", 2, "fast", where=CONN, group="connection", summary="Change the selected database")
-def select(conn: Connection, argv: list[bytes]) -> bytes:
+@client_command("select", 2, "fast", where=CONN, group="connection", summary="Change the selected database")
+def select(conn: Client, argv: list[bytes]) -> bytes:
     db = parse_int(argv[1])
-    if not 0 <= db < conn.worker.limits.databases:
+    if not 0 <= db < conn.server.limits.databases:
         raise CommandError(errors.DB_INDEX)
     conn.db = db
     return protocol.OK
 
 
-def check_password(conn: Connection, user: bytes, password: bytes) -> None:
-    expected = conn.worker.limits.requirepass.encode()
+def check_password(conn: Client, user: bytes, password: bytes) -> None:
+    expected = conn.server.limits.requirepass.encode()
     if user != b"default" or not hmac.compare_digest(password, expected):
         raise CommandError(errors.WRONGPASS)
     conn.authenticated = True
 
 
-@command("auth", -2, "fast noscript loading stale", where=CONN, group="connection",
+@client_command("auth", -2, "fast noscript loading stale", where=CONN, group="connection",
          summary="Authenticate to the server")
-def auth(conn: Connection, argv: list[bytes]) -> bytes:
+def auth(conn: Client, argv: list[bytes]) -> bytes:
     if len(argv) > 3:
         raise CommandError(errors.SYNTAX)
-    if not conn.worker.limits.requirepass:
+    if not conn.server.limits.requirepass:
         if len(argv) == 2:
             raise CommandError(errors.AUTH_NOT_CONFIGURED)
         if argv[1] != b"default":
@@ -74,9 +70,9 @@ def auth(conn: Connection, argv: list[bytes]) -> bytes:
     return protocol.OK
 
 
-@command("hello", -1, "fast noscript loading stale", where=CONN, group="connection",
+@client_command("hello", -1, "fast noscript loading stale", where=CONN, group="connection",
          summary="Handshake: choose the protocol version, authenticate, name the connection")
-def hello(conn: Connection, argv: list[bytes]) -> bytes:
+def hello(conn: Client, argv: list[bytes]) -> bytes:
     proto = conn.proto
     if len(argv) >= 2:
         try:
@@ -90,7 +86,7 @@ def hello(conn: Connection, argv: list[bytes]) -> bytes:
     while i < len(argv):
         opt = argv[i].upper()
         if opt == b"AUTH" and i + 2 < len(argv):
-            if not conn.worker.limits.requirepass:
+            if not conn.server.limits.requirepass:
                 if argv[i + 1] != b"default":
                     raise CommandError(errors.WRONGPASS)
             else:
@@ -145,9 +141,9 @@ CLIENT_HELP = [
 ]
 
 
-@command("client", -2, "", where=CONN, group="connection", summary="Inspect and manage client connections",
+@client_command("client", -2, "", where=CONN, group="connection", summary="Inspect and manage client connections",
          subcommands=("id", "getname", "setname", "setinfo", "info", "list", "kill", "unblock", "help"))
-def client(conn: Connection, argv: list[bytes]) -> bytes | Pending:
+def client(conn: Client, argv: list[bytes]) -> Reply:
     sub = argv[1].lower()
     n = len(argv)
     if sub == b"id" and n == 2:
@@ -189,7 +185,7 @@ def client(conn: Connection, argv: list[bytes]) -> bytes | Pending:
     raise CommandError(errors.unknown_subcommand(argv[1], "client"))
 
 
-def client_list(conn: Connection, argv: list[bytes]) -> Pending:
+def client_list(conn: Client, argv: list[bytes]) -> Pending:
     ids: list[bytes] = []
     i = 2
     while i < len(argv):
@@ -212,105 +208,115 @@ def client_list(conn: Connection, argv: list[bytes]) -> Pending:
     return fan_out_text(conn, [b"__clients", *ids])
 
 
-def client_kill(conn: Connection, argv: list[bytes]) -> Pending:
-    if len(argv) == 3:  # old form: CLIENT KILL addr
-        return fan_out_sum(conn, [b"__kill", b"ADDR", argv[2], b"SKIPME", b"NO", b"OLD", b"%d" % conn.id])
-    filters = argv[2:]
-    if len(filters) % 2:
-        raise CommandError(errors.SYNTAX)
-    for i in range(0, len(filters), 2):
-        opt = filters[i].upper()
-        if opt == b"ID":
-            parse_int(filters[i + 1], "ERR client-id should be greater than 0")
-        elif opt == b"SKIPME":
-            if filters[i + 1].lower() not in (b"yes", b"no"):
-                raise CommandError(errors.SYNTAX)
-        elif opt == b"TYPE":
-            if filters[i + 1].lower() not in (b"normal", b"master", b"replica", b"slave", b"pubsub"):
-                raise CommandError(f"ERR Unknown client type '{filters[i + 1].decode(errors='replace')}'")
-        elif opt not in (b"ADDR", b"LADDR", b"USER", b"MAXAGE"):
+@dataclass(frozen=True, slots=True)
+class KillFilter:
+    """CLIENT KILL's filters, sent to every worker as `__kill` (fixed positions, so no value of
+    the client's can be mistaken for an option)."""
+
+    caller_id: int
+    skipme: bool
+    client_id: int = 0  # 0: any
+    addr: bytes | None = None
+    laddr: bytes | None = None
+    kind: bytes | None = None  # normal, master, replica, pubsub
+
+    def encode(self) -> list[bytes]:
+        return [b"__kill", b"%d" % self.caller_id, b"1" if self.skipme else b"0", b"%d" % self.client_id,
+                encode_optional(self.addr), encode_optional(self.laddr), encode_optional(self.kind)]
+
+    @staticmethod
+    def decode(argv: list[bytes]) -> KillFilter:
+        assert argv[0] == b"__kill" and len(argv) == 7, argv
+        addr, laddr, kind = (decode_optional(raw) for raw in argv[4:7])
+        return KillFilter(int(argv[1]), argv[2] == b"1", int(argv[3]), addr, laddr, kind)
+
+    def matches(self, c: WorkerClient) -> bool:
+        if self.skipme and c.id == self.caller_id:
+            return False
+        return ((not self.client_id or c.id == self.client_id)
+                and (self.addr is None or c.addr.encode() == self.addr)
+                and (self.laddr is None or c.laddr.encode() == self.laddr)
+                and (self.kind is None or self.kind == b"normal"))
+
+
+CLIENT_TYPES = {b"normal": b"normal", b"master": b"master", b"replica": b"replica", b"slave": b"replica",
+                b"pubsub": b"pubsub"}
+
+
+def client_kill(conn: Client, argv: list[bytes]) -> Pending:
+    if len(argv) == 3:  # the old form: CLIENT KILL addr, which may kill the caller too
+        old = KillFilter(conn.id, skipme=False, addr=argv[2])
+        return fan_out_sum(conn, old.encode(), old_form=True)
+    fields: dict[str, object] = {}
+    skipme = True
+    for i in range(2, len(argv), 2):
+        opt = argv[i].upper()
+        if i + 1 >= len(argv):
             raise CommandError(errors.SYNTAX)
-    return fan_out_sum(conn, [b"__kill", *filters, b"ME", b"%d" % conn.id])
-
-
-def fan_out_text(conn: Connection, argv: list[bytes]) -> Pending:
-    pending = Pending(conn)
-
-    async def run() -> None:
-        replies = await conn.router.fan_out(argv)
-        text = b"".join(r for r in (read_reply(x)[0] for x in replies) if isinstance(r, bytes))
-        pending.resolve(protocol.verbatim(conn.proto, text))
-
-    conn.worker.spawn(run())
-    return pending
-
-
-def fan_out_sum(conn: Connection, argv: list[bytes]) -> Pending:
-    pending = Pending(conn)
-
-    async def run() -> None:
-        replies = await conn.router.fan_out(argv)
-        total = sum(r for r in (read_reply(x)[0] for x in replies) if isinstance(r, int))
-        old_form = b"OLD" in argv
-        if old_form:
-            pending.resolve(protocol.OK if total else protocol.error("ERR No such client"))
+        value = argv[i + 1]
+        if opt == b"ID":
+            n = parse_int(value, "ERR client-id should be greater than 0")
+            if n <= 0:
+                raise CommandError("ERR client-id should be greater than 0")
+            fields["client_id"] = n
+        elif opt == b"TYPE":
+            if value.lower() not in CLIENT_TYPES:
+                raise CommandError(f"ERR Unknown client type '{value.decode(errors='replace')}'")
+            fields["kind"] = CLIENT_TYPES[value.lower()]
+        elif opt == b"ADDR":
+            fields["addr"] = value
+        elif opt == b"LADDR":
+            fields["laddr"] = value
+        elif opt == b"USER":
+            if value != b"default":
+                raise CommandError(f"ERR No such user '{value.decode(errors='replace')}'")
+        elif opt == b"SKIPME":
+            if value.lower() not in (b"yes", b"no"):
+                raise CommandError(errors.SYNTAX)
+            skipme = value.lower() == b"yes"
         else:
-            pending.resolve(protocol.integer(total))
+            raise CommandError(errors.SYNTAX)
+    kill = KillFilter(conn.id, skipme, **fields)  # type: ignore[arg-type]
+    return fan_out_sum(conn, kill.encode())
 
-    conn.worker.spawn(run())
-    return pending
+
+def fan_out_text(conn: Client, argv: list[bytes]) -> Pending:
+    async def run() -> bytes:
+        replies = await conn.server.fan_out(argv)
+        text = b"".join(r for r in (read_reply(x)[0] for x in replies) if isinstance(r, bytes))
+        return protocol.verbatim(conn.proto, text)
+
+    return conn.server.later(conn, run())
 
 
-@command("__clients", -1, "", where=Where.WORKER, group="internal", summary="This worker's CLIENT LIST lines")
-def worker_clients(worker: Worker, argv: list[bytes]) -> bytes:
+def fan_out_sum(conn: Client, argv: list[bytes], old_form: bool = False) -> Pending:
+    async def run() -> bytes:
+        replies = await conn.server.fan_out(argv)
+        total = sum(r for r in (read_reply(x)[0] for x in replies) if isinstance(r, int))
+        if old_form:
+            return protocol.OK if total else protocol.error("ERR No such client")
+        return protocol.integer(total)
+
+    return conn.server.later(conn, run())
+
+
+@worker_command("__clients", -1, summary="This worker's CLIENT LIST lines")
+def worker_clients(worker: WorkerView, argv: list[bytes]) -> bytes:
     ids = {int(x) for x in argv[1:]}
-    lines = [c.client_info() + "\n" for c in sorted(worker.connections, key=lambda c: c.id)
-             if c.transport is not None and (not ids or c.id in ids)]
+    lines = [c.client_info() + "\n" for c in sorted(worker.clients(), key=lambda c: c.id)
+             if not ids or c.id in ids]
     return protocol.bulk("".join(lines).encode())
 
 
-@command("__unblock", 3, "", where=Where.WORKER, group="internal", summary="CLIENT UNBLOCK on this worker")
-def worker_unblock(worker: Worker, argv: list[bytes]) -> bytes:
-    return protocol.ONE if worker.blocking.unblock(int(argv[1]), argv[2] == b"ERROR") else protocol.ZERO
+@worker_command("__unblock", 3, summary="CLIENT UNBLOCK on this worker")
+def worker_unblock(worker: WorkerView, argv: list[bytes]) -> bytes:
+    return protocol.ONE if worker.unblock(int(argv[1]), argv[2] == b"ERROR") else protocol.ZERO
 
 
-@command("__kill", -1, "", where=Where.WORKER, group="internal", summary="Kill this worker's matching clients")
-def worker_kill(worker: Worker, argv: list[bytes]) -> bytes:
-    args = argv[1:]
-    me = int(args[args.index(b"ME") + 1]) if b"ME" in args else int(args[args.index(b"OLD") + 1])
-    skipme = True
-    filters: list[tuple[bytes, bytes]] = []
-    for i in range(0, len(args) - 1, 2):
-        opt, value = args[i].upper(), args[i + 1]
-        if opt == b"SKIPME":
-            skipme = value.lower() == b"yes"
-        elif opt not in (b"ME", b"OLD"):
-            filters.append((opt, value))
-    killed = 0
-    for c in list(worker.connections):
-        if c.transport is None or (skipme and c.id == me):
-            continue
-        if all(_matches(c, opt, value) for opt, value in filters):
-            killed += 1
-            c.closing = True
-            c.flush()
-            if c.transport is not None:
-                c.transport.close()
-    return protocol.integer(killed)
-
-
-def _matches(c: Any, opt: bytes, value: bytes) -> bool:
-    if opt == b"ID":
-        return bool(c.id == int(value))
-    if opt == b"ADDR":
-        return bool(c.addr.encode() == value)
-    if opt == b"LADDR":
-        return bool(c.laddr.encode() == value)
-    if opt == b"USER":
-        return value == b"default"
-    if opt == b"TYPE":
-        return value.lower() == b"normal"
-    if opt == b"MAXAGE":
-        import time
-        return bool(time.monotonic() - c.created > int(value))
-    return False
+@worker_command("__kill", 7, summary="Kill this worker's clients that match CLIENT KILL's filters")
+def worker_kill(worker: WorkerView, argv: list[bytes]) -> bytes:
+    kill = KillFilter.decode(argv)
+    killed = [c for c in worker.clients() if kill.matches(c)]
+    for c in killed:
+        c.kill(after_reply=c.id == kill.caller_id)
+    return protocol.integer(len(killed))

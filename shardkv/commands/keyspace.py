@@ -4,11 +4,21 @@ families, and the per-shard parts of KEYS, SCAN and RANDOMKEY (the router visits
 from __future__ import annotations
 
 import random
+from dataclasses import dataclass
 
 from shardkv import errors, protocol
 from shardkv.collstore import items_of, value_bytes
 from shardkv.commands.across import CrossShard, is_error, pack_blob, unpack_blob
-from shardkv.commands.args import INT64_MAX, INT64_MIN, ShardCtx, glob_matcher, maybe_int, parse_int
+from shardkv.commands.args import (
+    INT64_MAX,
+    INT64_MIN,
+    ShardCtx,
+    decode_optional,
+    encode_optional,
+    glob_matcher,
+    maybe_int,
+    parse_int,
+)
 from shardkv.commands.sets import set_encoding
 from shardkv.commands.table import Merge, Where, command
 from shardkv.errors import CommandError
@@ -324,13 +334,33 @@ def shard_keys(ctx: ShardCtx, argv: list[bytes]) -> bytes:
     return protocol.bulk_array(keys)
 
 
-@command("__scan", -3, "readonly", where=Where.SHARD, group="internal", summary="SCAN of one shard")
+@dataclass(frozen=True, slots=True)
+class ScanPart:
+    """SCAN's call on one shard, as the internal command `__scan` (fixed positions)."""
+
+    bucket: int
+    count: int
+    match: bytes | None = None
+    kind: bytes | None = None  # a type name, lower case
+
+    def encode(self) -> list[bytes]:
+        return [b"__scan", b"%d" % self.bucket, b"%d" % self.count, encode_optional(self.match),
+                encode_optional(self.kind)]
+
+    @staticmethod
+    def decode(argv: list[bytes]) -> ScanPart:
+        assert argv[0] == b"__scan" and len(argv) == 5, argv
+        return ScanPart(int(argv[1]), int(argv[2]), decode_optional(argv[3]), decode_optional(argv[4]))
+
+
+@command("__scan", 5, "readonly", where=Where.SHARD, group="internal", summary="SCAN of one shard")
 def shard_scan(ctx: ShardCtx, argv: list[bytes]) -> bytes:
-    """argv: bucket count [MATCH pattern] [TYPE type] -> [next bucket or 0, keys]."""
+    """-> [next bucket or 0, keys]."""
     store = ctx.store
-    bucket, count = int(argv[1]), int(argv[2])
-    match = glob_matcher(argv[argv.index(b"MATCH") + 1]) if b"MATCH" in argv else None
-    kind = argv[argv.index(b"TYPE") + 1].lower() if b"TYPE" in argv else None
+    part = ScanPart.decode(argv)
+    bucket, count = part.bucket, part.count
+    match = glob_matcher(part.match) if part.match is not None else None
+    kind = part.kind
     keys: list[bytes] = []
     visited = 0
     while bucket < store.buckets and (len(keys) < count or visited < count):
@@ -372,15 +402,34 @@ def shard_dump(ctx: ShardCtx, argv: list[bytes]) -> bytes:
     return protocol.bulk(pack_blob(store.type_of(off), store.expire_of(off), value_bytes(store, off)))
 
 
-@command("__restore", -3, "write denyoom", where=Where.SHARD, group="internal",
-         summary="Write a blob from __dump under a key: __restore key blob [REPLACE] [DB n]")
+@dataclass(frozen=True, slots=True)
+class RestorePart:
+    """Writing a blob from `__dump` under a key, as the internal command `__restore`."""
+
+    key: bytes
+    blob: bytes
+    replace: bool
+    db: int
+
+    def encode(self) -> list[bytes]:
+        return [b"__restore", self.key, self.blob, b"1" if self.replace else b"0", b"%d" % self.db]
+
+    @staticmethod
+    def decode(argv: list[bytes]) -> RestorePart:
+        assert argv[0] == b"__restore" and len(argv) == 5, argv
+        return RestorePart(argv[1], argv[2], argv[3] == b"1", int(argv[4]))
+
+
+@command("__restore", 5, "write denyoom", where=Where.SHARD, group="internal",
+         summary="Write a blob from __dump under a key (RENAME, COPY across shards)")
 def shard_restore(ctx: ShardCtx, argv: list[bytes]) -> bytes:
-    kind, expire_ms, value = unpack_blob(argv[2])
-    db = int(argv[argv.index(b"DB") + 1]) if b"DB" in argv[3:] else ctx.db
-    found = ctx.store.find(db, argv[1], ctx.now_ms)
-    if found[0] and b"REPLACE" not in argv[3:]:
+    part = RestorePart.decode(argv)
+    kind, expire_ms, value = unpack_blob(part.blob)
+    db = part.db
+    found = ctx.store.find(db, part.key, ctx.now_ms)
+    if found[0] and not part.replace:
         return protocol.ZERO
-    ctx.store.put(db, argv[1], kind, value, expire_ms, found)
+    ctx.store.put(db, part.key, kind, value, expire_ms, found)
     return protocol.ONE
 
 
@@ -394,7 +443,7 @@ async def rename_across(tx: CrossShard, argv: list[bytes]) -> bytes:
     assert isinstance(blob, bytes)
     if nx and read_reply(await tx.apply(dst, [b"exists", argv[2]]))[0]:
         return protocol.ZERO
-    written = await tx.apply(dst, [b"__restore", argv[2], blob, b"REPLACE"])
+    written = await tx.apply(dst, RestorePart(argv[2], blob, True, tx.db).encode())
     if is_error(written):
         return written
     await tx.apply(src, [b"del", argv[1]])
@@ -408,8 +457,7 @@ async def copy_across(tx: CrossShard, argv: list[bytes]) -> bytes:
     if blob is None:
         return protocol.ZERO
     assert isinstance(blob, bytes)
-    extra = [b"REPLACE"] if replace else []
-    return await tx.apply(tx.shard_of(argv[2]), [b"__restore", argv[2], blob, *extra, b"DB", b"%d" % db])
+    return await tx.apply(tx.shard_of(argv[2]), RestorePart(argv[2], blob, replace, db).encode())
 
 
 @command("memory", -2, "readonly", keys=(2, 2, 1), group="server", summary="Memory usage of a key",

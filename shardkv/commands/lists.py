@@ -4,21 +4,16 @@ LSET, LRANGE and LTRIM, and rewritten by the O(n) commands (LINSERT, LREM)."""
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING
-
 from shardkv import errors, protocol
 from shardkv.collstore import Chunks, clamp_range, items_of
 from shardkv.commands.across import CrossShard, is_error
 from shardkv.commands.args import ShardCtx, maybe_int, parse_int
 from shardkv.commands.collections import Found, batch_op, check_sizes, chunks_of, find_typed, load, save
-from shardkv.commands.table import Where, command
+from shardkv.commands.context import BlockPlan
+from shardkv.commands.table import command
 from shardkv.errors import CommandError
 from shardkv.protocol import read_reply
-from shardkv.router.blocking import BlockPlan
 from shardkv.store import TYPE_LIST
-
-if TYPE_CHECKING:
-    from shardkv.worker.process import Worker
 
 POSITIVE = "ERR value is out of range, must be positive"
 
@@ -474,21 +469,3 @@ command("brpoplpush", 4, "write denyoom blocking", keys=(1, 2, 1), group="list",
 command("blmove", 6, "write denyoom blocking", keys=(1, 2, 1), group="list",
         summary="Pop from a list, push to another and return it, or block until one is there",
         blocking=_blmove_plan)(_never)
-
-
-@command("__watch", 5, "", where=Where.WORKER, group="internal", summary="Watch a key for a blocked client")
-def worker_watch(worker: Worker, argv: list[bytes]) -> bytes:
-    worker.watch(int(argv[1]), argv[2], int(argv[3]), argv[4])
-    return protocol.OK
-
-
-@command("__unwatch", 4, "", where=Where.WORKER, group="internal", summary="Stop watching a key")
-def worker_unwatch(worker: Worker, argv: list[bytes]) -> bytes:
-    worker.unwatch(int(argv[1]), argv[2], argv[3])
-    return protocol.OK
-
-
-@command("__ready", 2, "", where=Where.WORKER, group="internal", summary="A watched key was written")
-def worker_ready(worker: Worker, argv: list[bytes]) -> bytes:
-    worker.blocking.wake(argv[1])
-    return protocol.OK

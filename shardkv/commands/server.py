@@ -11,18 +11,18 @@ import fnmatch
 import os
 import platform
 import random
-import signal
 import time
-from typing import TYPE_CHECKING
 
 from shardkv import errors, protocol
 from shardkv.commands.args import ShardCtx, parse_cursor, parse_int
-from shardkv.commands.table import Command, Where, command, lookup, public_commands
+from shardkv.commands.context import Client, Pending
+from shardkv.commands.keyspace import ScanPart
+from shardkv.commands.table import Command, Where, client_command, command, lookup, public_commands
 from shardkv.errors import CommandError
 from shardkv.limits import Footprint
 from shardkv.protocol import read_reply
-from shardkv.router.dispatch import Pending, first_error
 from shardkv.stats import (
+    CMD_WORDS,
     G_STARTED_MS,
     G_SUPERVISOR_PID,
     TUNABLE_ALIASES,
@@ -43,9 +43,6 @@ from shardkv.stats import (
     W_REJECTED,
     W_RESTARTS,
 )
-
-if TYPE_CHECKING:
-    from shardkv.router.connection import Connection
 
 SERVER = Where.SERVER
 VERSION = "7.0.15"
@@ -107,9 +104,10 @@ def command_docs(cmd: Command, proto: int) -> bytes:
     ])
 
 
-@command("command", -1, "loading stale", where=SERVER, group="server", summary="Details about all commands",
+@client_command("command", -1, "loading stale", where=SERVER, group="server",
+                summary="Details about all commands",
          subcommands=("count", "info", "docs", "getkeys", "list", "help"))
-def command_(conn: Connection, argv: list[bytes]) -> bytes:
+def command_(conn: Client, argv: list[bytes]) -> bytes:
     proto = conn.proto
     if len(argv) == 1:
         return protocol.array([command_info(c, proto) for c in public_commands()])
@@ -170,8 +168,8 @@ def _public(name: bytes) -> Command | None:
 # ---------------------------------------------------------------------- CONFIG
 
 
-def config_values(conn: Connection) -> dict[str, str]:
-    lim = conn.worker.limits
+def config_values(conn: Client) -> dict[str, str]:
+    lim = conn.server.limits
     return {
         "port": str(lim.port), "bind": lim.bind, "shards": str(lim.shards),
         "maxmemory": str(lim.maxmemory), "maxmemory-policy": "noeviction", "maxclients": str(lim.maxclients),
@@ -180,11 +178,11 @@ def config_values(conn: Connection) -> dict[str, str]:
         "args-max": str(lim.args_max), "requirepass": lim.requirepass, "save": "", "appendonly": "no",
         "timeout": "0", "tcp-keepalive": "0", "io-threads": "1", "cluster-enabled": "no",
         "daemonize": "no", "dir": os.getcwd(), "dbfilename": "dump.rdb", "loglevel": "notice",
-        **{name: str(conn.worker.stats.tunable(name)) for name in (*TUNABLES, *TUNABLE_ALIASES)},
+        **{name: str(conn.server.stats.tunable(name)) for name in (*TUNABLES, *TUNABLE_ALIASES)},
     }
 
 
-def _config_set_value(conn: Connection, name: str, raw: bytes, fixed: dict[str, str]) -> None:
+def _config_set_value(conn: Client, name: str, raw: bytes, fixed: dict[str, str]) -> None:
     """Apply one CONFIG SET pair: runtime parameters change, boot-fixed ones must not."""
     if name in TUNABLES or name in TUNABLE_ALIASES:
         try:
@@ -192,15 +190,15 @@ def _config_set_value(conn: Connection, name: str, raw: bytes, fixed: dict[str, 
         except ValueError:
             raise CommandError(f"ERR CONFIG SET failed (possibly related to argument '{name}') - "
                                f"argument couldn't be parsed into an integer") from None
-        conn.worker.stats.set_tunable(name, value)
+        conn.server.stats.set_tunable(name, value)
     elif raw.decode(errors="replace") != fixed[name]:
         raise CommandError(f"ERR CONFIG SET failed (possibly related to argument '{name}') - "
                            "can't set immutable config")
 
 
-@command("config", -2, "admin noscript loading stale", where=SERVER, group="server",
+@client_command("config", -2, "admin noscript loading stale", where=SERVER, group="server",
          summary="Read, change and reset server parameters", subcommands=("get", "set", "resetstat", "help"))
-def config(conn: Connection, argv: list[bytes]) -> bytes:
+def config(conn: Client, argv: list[bytes]) -> bytes:
     sub = argv[1].lower()
     if sub == b"get" and len(argv) >= 3:
         values = config_values(conn)
@@ -222,7 +220,7 @@ def config(conn: Connection, argv: list[bytes]) -> bytes:
             _config_set_value(conn, argv[i].decode(errors="replace").lower(), argv[i + 1], values)
         return protocol.OK
     if sub == b"resetstat" and len(argv) == 2:
-        stats = conn.worker.stats
+        stats = conn.server.stats
         for w in range(stats.workers):
             stats.reset(w)
         return protocol.OK
@@ -240,12 +238,14 @@ def config(conn: Connection, argv: list[bytes]) -> bytes:
 
 # ---------------------------------------------------------------------- INFO
 
-INFO_DEFAULT = ["server", "clients", "memory", "persistence", "stats", "replication", "cpu", "keyspace"]
-INFO_ALL = INFO_DEFAULT + ["commandstats", "errorstats"]
+# Redis 7.0's sections, in its order; "all" adds commandstats to the default ones.
+INFO_DEFAULT = ["server", "clients", "memory", "persistence", "stats", "replication", "cpu", "modules",
+                "errorstats", "cluster", "keyspace"]
+INFO_ALL = INFO_DEFAULT[:8] + ["commandstats"] + INFO_DEFAULT[8:]
 
 
-def info_text(conn: Connection, sections: list[str]) -> str:
-    worker = conn.worker
+def info_text(conn: Client, sections: list[str]) -> str:
+    worker = conn.server
     lim = worker.limits
     stats = worker.stats
     fp = Footprint(lim)
@@ -273,7 +273,8 @@ def info_text(conn: Connection, sections: list[str]) -> str:
                 ("server_time_usec", int(time.time() * 1e6)), ("uptime_in_seconds", uptime),
                 ("uptime_in_days", uptime // 86400), ("hz", 10), ("configured_hz", 10),
                 ("executable", "shardkv"), ("config_file", ""), ("shards", lim.shards),
-                ("worker_id", worker.id), ("worker_restarts", stats.total(W_RESTARTS)),
+                ("worker_id", worker.worker_id), ("worker_pid", os.getpid()),
+                ("worker_restarts", stats.total(W_RESTARTS)),
                 ("workers_ready", stats.total(W_READY)),
             ])
         elif name == "clients":
@@ -313,7 +314,7 @@ def info_text(conn: Connection, sections: list[str]) -> str:
                 ("expired_keys", sum(s.expired_keys for s in worker.stores)), ("evicted_keys", 0),
                 ("keyspace_hits", stats.total(W_HITS)), ("keyspace_misses", stats.total(W_MISSES)),
                 ("pubsub_channels", 0), ("pubsub_patterns", 0),
-                ("total_error_replies", _total_errors(conn)),
+                ("total_error_replies", stats.error_totals()[0]),
                 ("client_output_buffer_limit_disconnections", stats.total(W_OUTPUT_LIMIT)),
             ])
         elif name == "replication":
@@ -325,6 +326,10 @@ def info_text(conn: Connection, sections: list[str]) -> str:
                 ("used_cpu_user", f"{stats.total(W_CPU_USER_US) / 1e6:.6f}"),
                 ("used_cpu_sys_children", "0.000000"), ("used_cpu_user_children", "0.000000"),
             ])
+        elif name == "modules":
+            section("Modules", [])
+        elif name == "cluster":
+            section("Cluster", [("cluster_enabled", 0)])
         elif name == "keyspace":
             fields: list[tuple[str, object]] = []
             for db in range(lim.databases):
@@ -336,30 +341,29 @@ def info_text(conn: Connection, sections: list[str]) -> str:
         elif name == "commandstats":
             fields = []
             for cmd in public_commands():
-                calls, usec, failed = _command_totals(conn, cmd)
-                if calls:
-                    fields.append((f"cmdstat_{cmd.name}", f"calls={calls},usec={usec},"
-                                   f"usec_per_call={usec / calls:.2f},rejected_calls=0,failed_calls={failed}"))
+                calls, usec, failed, rejected = _command_totals(conn, cmd)
+                if calls or failed or rejected:
+                    per_call = usec / calls if calls else 0
+                    fields.append((f"cmdstat_{cmd.name}", f"calls={calls},usec={usec},usec_per_call={per_call:.2f},"
+                                   f"rejected_calls={rejected},failed_calls={failed}"))
             section("Commandstats", fields)
         elif name == "errorstats":
-            section("Errorstats", [])
+            _, per_code = stats.error_totals()
+            section("Errorstats", [(f"errorstat_{code.decode(errors='replace')}", f"count={n}")
+                                   for code, n in sorted(per_code.items()) if n])
     return "\r\n".join(out) + "\r\n"
 
 
-def _command_totals(conn: Connection, cmd: Command) -> tuple[int, int, int]:
-    stats = conn.worker.stats
-    i = conn.worker.command_index[cmd.name]
-    calls = usec = failed = 0
+def _command_totals(conn: Client, cmd: Command) -> list[int]:
+    """calls, usec, failed, rejected of one command, summed over the workers."""
+    stats = conn.server.stats
+    i = conn.server.command_index[cmd.name]
+    totals = [0] * CMD_WORDS
     for w in range(stats.workers):
-        base = stats.base(w) + W_COMMAND_STATS + 3 * i
-        calls += stats.q[base]
-        usec += stats.q[base + 1]
-        failed += stats.q[base + 2]
-    return calls, usec, failed
-
-
-def _total_errors(conn: Connection) -> int:
-    return sum(_command_totals(conn, c)[2] for c in public_commands())
+        base = stats.base(w) + W_COMMAND_STATS + CMD_WORDS * i
+        for f in range(CMD_WORDS):
+            totals[f] += stats.q[base + f]
+    return totals
 
 
 def _human(n: int) -> str:
@@ -378,8 +382,9 @@ def _rss() -> int:
         return 0
 
 
-@command("info", -1, "loading stale", where=SERVER, group="server", summary="Information and statistics")
-def info(conn: Connection, argv: list[bytes]) -> bytes:
+@client_command("info", -1, "loading stale", where=SERVER, group="server",
+                summary="Information and statistics")
+def info(conn: Client, argv: list[bytes]) -> bytes:
     names: list[str] = []
     for raw in argv[1:] or [b"default"]:
         name = raw.decode(errors="replace").lower()
@@ -399,27 +404,35 @@ def info(conn: Connection, argv: list[bytes]) -> bytes:
 # ---------------------------------------------------------------------- keyspace-wide
 
 
-@command("dbsize", 1, "readonly fast", where=SERVER, group="server", summary="Number of keys in the selected database")
-def dbsize(conn: Connection, argv: list[bytes]) -> bytes:
-    return protocol.integer(sum(s.keys_in(conn.db) for s in conn.worker.stores))
+@client_command("dbsize", 1, "readonly fast", where=SERVER, group="server",
+                summary="Number of keys in the selected database")
+def dbsize(conn: Client, argv: list[bytes]) -> bytes:
+    return protocol.integer(sum(s.keys_in(conn.db) for s in conn.server.stores))
 
 
-def flush_generic(conn: Connection, argv: list[bytes], every_db: bool) -> Pending:
+def first_error(replies: dict[int, bytes]) -> bytes | None:
+    """The first error reply among the parts' replies of a command run on every shard."""
+    return next((r for r in replies.values() if r.startswith(b"-")), None)
+
+
+def flush_generic(conn: Client, argv: list[bytes], every_db: bool) -> Pending:
     if len(argv) > 2 or (len(argv) == 2 and argv[1].upper() not in (b"ASYNC", b"SYNC")):
         raise CommandError(errors.SYNTAX)
     part = [b"__flush", b"all" if every_db else b"db"]
-    parts = {s: list(part) for s in range(conn.worker.workers)}
-    return conn.router.transaction_reply(
-        conn, parts, lambda replies: first_error(list(replies.values())) or protocol.OK)
+    parts = {s: list(part) for s in range(conn.server.workers)}
+    return conn.server.transaction_reply(
+        conn, parts, lambda replies: first_error(replies) or protocol.OK)
 
 
-@command("flushdb", -1, "write", where=SERVER, group="server", summary="Remove all keys of the selected database")
-def flushdb(conn: Connection, argv: list[bytes]) -> Pending:
+@client_command("flushdb", -1, "write", where=SERVER, group="server",
+                summary="Remove all keys of the selected database")
+def flushdb(conn: Client, argv: list[bytes]) -> Pending:
     return flush_generic(conn, argv, every_db=False)
 
 
-@command("flushall", -1, "write", where=SERVER, group="server", summary="Remove all keys of every database")
-def flushall(conn: Connection, argv: list[bytes]) -> Pending:
+@client_command("flushall", -1, "write", where=SERVER, group="server",
+                summary="Remove all keys of every database")
+def flushall(conn: Client, argv: list[bytes]) -> Pending:
     return flush_generic(conn, argv, every_db=True)
 
 
@@ -429,15 +442,16 @@ def shard_flush(ctx: ShardCtx, argv: list[bytes]) -> bytes:
     return protocol.OK
 
 
-@command("swapdb", 3, "write fast", where=SERVER, group="server", summary="Swap two databases")
-def swapdb(conn: Connection, argv: list[bytes]) -> Pending:
+@client_command("swapdb", 3, "write fast", where=SERVER, group="server",
+                summary="Swap two databases")
+def swapdb(conn: Client, argv: list[bytes]) -> Pending:
     a = parse_int(argv[1], "ERR invalid first DB index")
     b = parse_int(argv[2], "ERR invalid second DB index")
-    if not (0 <= a < conn.worker.limits.databases and 0 <= b < conn.worker.limits.databases):
+    if not (0 <= a < conn.server.limits.databases and 0 <= b < conn.server.limits.databases):
         raise CommandError(errors.DB_INDEX)
-    parts = {s: [b"__swapdb", argv[1], argv[2]] for s in range(conn.worker.workers)}
-    return conn.router.transaction_reply(
-        conn, parts, lambda replies: first_error(list(replies.values())) or protocol.OK)
+    parts = {s: [b"__swapdb", argv[1], argv[2]] for s in range(conn.server.workers)}
+    return conn.server.transaction_reply(
+        conn, parts, lambda replies: first_error(replies) or protocol.OK)
 
 
 @command("__swapdb", 3, "write", where=Where.SHARD, group="internal", summary="SWAPDB on one shard")
@@ -452,21 +466,22 @@ def shard_noop(ctx: ShardCtx, argv: list[bytes]) -> bytes:
     return protocol.OK
 
 
-@command("time", 1, "loading stale fast", where=SERVER, group="server", summary="Return the current server time")
-def time_(conn: Connection, argv: list[bytes]) -> bytes:
+@client_command("time", 1, "loading stale fast", where=SERVER, group="server",
+                summary="Return the current server time")
+def time_(conn: Client, argv: list[bytes]) -> bytes:
     now = time.time_ns() // 1000
     return protocol.bulk_array([b"%d" % (now // 1_000_000), b"%d" % (now % 1_000_000)])
 
 
-@command("shutdown", -1, "admin noscript loading stale", where=SERVER, group="server",
+@client_command("shutdown", -1, "admin noscript loading stale", where=SERVER, group="server",
          summary="Stop the server (every worker) and release its memory")
-def shutdown(conn: Connection, argv: list[bytes]) -> bytes | Pending:
+def shutdown(conn: Client, argv: list[bytes]) -> bytes | Pending:
     for raw in argv[1:]:
         if raw.upper() not in (b"NOSAVE", b"SAVE", b"NOW", b"FORCE", b"ABORT"):
             raise CommandError(errors.SYNTAX)
     if any(raw.upper() == b"ABORT" for raw in argv[1:]):
         raise CommandError("ERR No shutdown in progress.")
-    os.kill(conn.worker.stats.global_get(G_SUPERVISOR_PID), signal.SIGTERM)
+    conn.server.shutdown()
     return Pending(None)  # no reply: the connection closes as the server stops
 
 
@@ -474,10 +489,11 @@ def shutdown(conn: Connection, argv: list[bytes]) -> bytes | Pending:
 # ---------------------------------------------------------------------- every shard's keys
 
 
-@command("keys", 2, "readonly", where=SERVER, group="generic", summary="Find all keys matching the given pattern")
-def keys(conn: Connection, argv: list[bytes]) -> Pending:
+@client_command("keys", 2, "readonly", where=SERVER, group="generic",
+                summary="Find all keys matching the given pattern")
+def keys(conn: Client, argv: list[bytes]) -> Pending:
     async def run() -> bytes:
-        replies = await conn.router.fan_out([b"__keys", argv[1]], conn.db, conn.proto)
+        replies = await conn.server.fan_out([b"__keys", argv[1]], conn.db, conn.proto)
         found: list[bytes] = []
         for reply in replies:
             if reply.startswith(b"-"):
@@ -487,15 +503,17 @@ def keys(conn: Connection, argv: list[bytes]) -> Pending:
             found.extend(items)
         return protocol.bulk_array(found)
 
-    return conn.router.reply_later(conn, run())
+    return conn.server.later(conn, run())
 
 
-@command("scan", -2, "readonly", where=SERVER, group="generic", summary="Incrementally iterate the keys space")
-def scan(conn: Connection, argv: list[bytes]) -> Pending:
+@client_command("scan", -2, "readonly", where=SERVER, group="generic",
+                summary="Incrementally iterate the keys space")
+def scan(conn: Client, argv: list[bytes]) -> Pending:
     """The cursor is bucket * shards + shard: one call walks buckets of one shard, then the next."""
     cursor = parse_cursor(argv[1])
     count = 10
-    extra: list[bytes] = []
+    match: bytes | None = None
+    kind: bytes | None = None
     i = 2
     while i < len(argv):
         opt = argv[i].upper()
@@ -503,17 +521,19 @@ def scan(conn: Connection, argv: list[bytes]) -> Pending:
             count = parse_int(argv[i + 1])
             if count < 1:
                 raise CommandError(errors.SYNTAX)
-        elif opt in (b"MATCH", b"TYPE") and i + 1 < len(argv):
-            extra += [opt, argv[i + 1]]
+        elif opt == b"MATCH" and i + 1 < len(argv):
+            match = argv[i + 1]
+        elif opt == b"TYPE" and i + 1 < len(argv):
+            kind = argv[i + 1].lower()
         else:
             raise CommandError(errors.SYNTAX)
         i += 2
-    shards = conn.worker.workers
+    shards = conn.server.workers
     shard, bucket = cursor % shards, cursor // shards
 
     async def run() -> bytes:
-        reply = await conn.router.call_shard(shard, [b"__scan", b"%d" % bucket, b"%d" % count, *extra],
-                                             conn.db, conn.proto)
+        part = ScanPart(bucket, count, match, kind)
+        reply = await conn.server.call_shard(shard, part.encode(), conn.db, conn.proto)
         if reply.startswith(b"-"):
             return reply
         parts = read_reply(reply)[0]
@@ -525,12 +545,13 @@ def scan(conn: Connection, argv: list[bytes]) -> Pending:
             cursor_out = shard + 1 if shard + 1 < shards else 0
         return protocol.array([protocol.bulk(b"%d" % cursor_out), protocol.bulk_array(parts[1])])
 
-    return conn.router.reply_later(conn, run())
+    return conn.server.later(conn, run())
 
 
-@command("randomkey", 1, "readonly", where=SERVER, group="generic", summary="Return a random key from the keyspace")
-def randomkey(conn: Connection, argv: list[bytes]) -> Pending:
-    stores = conn.worker.stores
+@client_command("randomkey", 1, "readonly", where=SERVER, group="generic",
+                summary="Return a random key from the keyspace")
+def randomkey(conn: Client, argv: list[bytes]) -> Pending:
+    stores = conn.server.stores
 
     async def run() -> bytes:
         weights = [s.keys_in(conn.db) for s in stores]
@@ -540,9 +561,9 @@ def randomkey(conn: Connection, argv: list[bytes]) -> Pending:
             order.remove(first)
             order.insert(0, first)
         for shard in order:
-            reply = await conn.router.call_shard(shard, [b"__randomkey"], conn.db, conn.proto)
+            reply = await conn.server.call_shard(shard, [b"__randomkey"], conn.db, conn.proto)
             if reply.startswith(b"$") and reply != b"$-1\r\n":
                 return reply
         return protocol.null(conn.proto)
 
-    return conn.router.reply_later(conn, run())
+    return conn.server.later(conn, run())

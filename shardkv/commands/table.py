@@ -15,11 +15,18 @@ Where a command runs (`Command.where`):
 from __future__ import annotations
 
 import enum
-from collections.abc import Callable
+import importlib
+import pkgutil
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
-from typing import Any, TypeVar
+from typing import TYPE_CHECKING, TypeVar
 
 from shardkv import errors
+from shardkv.commands.args import ShardCtx
+from shardkv.commands.context import BlockPlan, Client, Reply, WorkerView
+
+if TYPE_CHECKING:
+    from shardkv.commands.across import CrossShard
 
 
 class Where(enum.Enum):
@@ -37,8 +44,13 @@ class Merge(enum.Enum):
     OK = "ok"  # every part answers +OK (MSET)
 
 
-Handler = Callable[[Any, list[bytes]], Any]  # returns bytes, or a Pending reply
-H = TypeVar("H", bound=Handler)
+KeyedHandler = Callable[[ShardCtx, list[bytes]], bytes]  # KEYED and SHARD commands
+ClientHandler = Callable[[Client, list[bytes]], Reply]  # CONNECTION and SERVER commands
+WorkerHandler = Callable[[WorkerView, list[bytes]], bytes]  # WORKER commands
+AcrossBody = Callable[["CrossShard", list[bytes]], Awaitable[bytes]]
+KH = TypeVar("KH", bound=KeyedHandler)
+CH = TypeVar("CH", bound=ClientHandler)
+WH = TypeVar("WH", bound=WorkerHandler)
 
 
 @dataclass(frozen=True, slots=True)
@@ -53,12 +65,14 @@ class Command:
     merge: Merge
     group: str
     summary: str
-    handler: Handler
+    handler: KeyedHandler | None = None  # exactly one of the three handlers, by `where`
+    client_handler: ClientHandler | None = None
+    worker_handler: WorkerHandler | None = None
     subcommands: tuple[str, ...] = ()
     sizes: Callable[[list[bytes]], list[int]] | None = None  # record bytes a write will need
-    across: Callable[[Any, list[bytes]], Any] | None = None  # async (CrossShard, argv) -> reply
+    across: AcrossBody | None = None  # the body of a cross-shard transaction (commands/across.py)
     find_keys: Callable[[list[bytes]], list[int]] | None = None  # key positions of movable-key commands
-    blocking: Callable[[list[bytes]], Any] | None = None  # argv -> BlockPlan (commands/lists.py)
+    blocking: Callable[[list[bytes]], BlockPlan] | None = None  # run by router/blocking.py
     lock_all: Callable[[list[bytes]], bool] | None = None  # this call reaches keys it does not name
     one_key: bool = False  # exactly one key, at argv[1], nothing special: the router's fast path
     readonly: bool = False  # its key lookups count as keyspace hits / misses
@@ -94,6 +108,15 @@ class Command:
 COMMANDS: dict[bytes, Command] = {}
 
 
+def _register(cmd: Command) -> None:
+    key = cmd.name.encode()
+    assert key not in COMMANDS, f"command {cmd.name} registered twice"
+    assert (cmd.first_key > 0) == (cmd.where is Where.KEYED), f"{cmd.name}: keyed commands and only they have keys"
+    handlers = (cmd.handler, cmd.client_handler, cmd.worker_handler)
+    assert sum(h is not None for h in handlers) == 1, f"{cmd.name}: one handler"
+    COMMANDS[key] = cmd
+
+
 def command(
     name: str,
     arity: int,
@@ -106,23 +129,51 @@ def command(
     summary: str,
     subcommands: tuple[str, ...] = (),
     sizes: Callable[[list[bytes]], list[int]] | None = None,
-    across: Callable[[Any, list[bytes]], Any] | None = None,
+    across: AcrossBody | None = None,
     find_keys: Callable[[list[bytes]], list[int]] | None = None,
-    blocking: Callable[[list[bytes]], Any] | None = None,
+    blocking: Callable[[list[bytes]], BlockPlan] | None = None,
     lock_all: Callable[[list[bytes]], bool] | None = None,
-) -> Callable[[H], H]:
-    def register(handler: H) -> H:
-        key = name.lower().encode()
-        assert key not in COMMANDS, f"command {name} registered twice"
-        assert (keys[0] > 0) == (where is Where.KEYED), f"{name}: keyed commands and only they have keys"
-        COMMANDS[key] = Command(
+) -> Callable[[KH], KH]:
+    """Register a command that runs on a shard: a keyed command, or an internal SHARD part."""
+    assert where in (Where.KEYED, Where.SHARD), name
+
+    def register(handler: KH) -> KH:
+        _register(Command(
             name=name.lower(), arity=arity, flags=tuple(flags.split()), first_key=keys[0],
             last_key=keys[1], key_step=keys[2], where=where, merge=merge, group=group,
             summary=summary, handler=handler, subcommands=subcommands, sizes=sizes, across=across,
             find_keys=find_keys, blocking=blocking, lock_all=lock_all,
             one_key=keys == (1, 1, 1) and where is Where.KEYED and find_keys is None and blocking is None
             and lock_all is None, readonly="readonly" in flags.split(),
-        )
+        ))
+        return handler
+
+    return register
+
+
+def client_command(name: str, arity: int, flags: str, *, where: Where, group: str, summary: str,
+                   subcommands: tuple[str, ...] = ()) -> Callable[[CH], CH]:
+    """Register a command that runs in the router with the client's connection (and the server)."""
+    assert where in (Where.CONNECTION, Where.SERVER), name
+
+    def register(handler: CH) -> CH:
+        _register(Command(
+            name=name.lower(), arity=arity, flags=tuple(flags.split()), first_key=0, last_key=0,
+            key_step=0, where=where, merge=Merge.NONE, group=group, summary=summary,
+            client_handler=handler, subcommands=subcommands, readonly="readonly" in flags.split()))
+        return handler
+
+    return register
+
+
+def worker_command(name: str, arity: int, *, summary: str) -> Callable[[WH], WH]:
+    """Register an internal command run on one worker with its own clients (CLIENT LIST's parts)."""
+    assert name.startswith("__"), name
+
+    def register(handler: WH) -> WH:
+        _register(Command(
+            name=name, arity=arity, flags=(), first_key=0, last_key=0, key_step=0, where=Where.WORKER,
+            merge=Merge.NONE, group="internal", summary=summary, worker_handler=handler))
         return handler
 
     return register
@@ -140,19 +191,30 @@ def check_arity(cmd: Command, argc: int) -> None:
         raise errors.CommandError(errors.wrong_arity(cmd.name))
 
 
+# The command families, registered explicitly; every other module of the package is a helper.
+# A module that is neither is an error at start (`load_all`), not a silently missing family.
+FAMILIES = ("bits", "connection", "hashes", "keyspace", "lists", "server", "sets", "sort", "strings")
+HELPERS = ("across", "args", "collections", "context", "table")
+
+
 def load_all() -> None:
     """Import every command family so that each registers its commands."""
-    from shardkv.commands import (  # noqa: F401
-        bits,
-        connection,
-        hashes,
-        keyspace,
-        lists,
-        server,
-        sets,
-        sort,
-        strings,
-    )
+    if _loaded:
+        return
+    import shardkv.commands as package
+
+    found = {m.name for m in pkgutil.iter_modules(package.__path__)}
+    unknown = found - set(FAMILIES) - set(HELPERS)
+    missing = set(FAMILIES) - found
+    if unknown or missing:
+        raise RuntimeError(f"shardkv.commands: modules neither family nor helper: {sorted(unknown)}; "
+                           f"families not found: {sorted(missing)} (see FAMILIES in commands/table.py)")
+    for name in FAMILIES:
+        importlib.import_module(f"shardkv.commands.{name}")
+    _loaded.append(True)
+
+
+_loaded: list[bool] = []
 
 
 def public_commands() -> list[Command]:

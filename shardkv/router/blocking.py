@@ -1,43 +1,113 @@
-"""Clients blocked in BLPOP and friends, on the worker that holds their connection ("home").
+"""Blocking commands (BLPOP and friends), both sides of them, and the messages between the two.
 
-A blocking command first runs its non-blocking form (LMPOP, LMOVE ...) through the router, like
-any command.  If that finds nothing, the client blocks: every shard owning one of its keys is
-asked to watch those keys (`Waiters` on the owner, in worker/process.py).  A write to a watched
-key makes the owner tell each watching home; the home runs the non-blocking form again, in the
-order its clients blocked, and the first that gets elements is answered and unwatches.  So a
-client blocked on keys of several shards is served exactly once, and no element is taken for a
-client that is no longer waiting.  Timeouts, disconnects and CLIENT UNBLOCK end the wait too.
-The number of blocked clients is bounded by the connections of this worker.
+Home side (`Blocking`, on the worker holding the client's connection): a blocking command first
+runs its non-blocking form (LMPOP, LMOVE ...) through the router like any command.  If that finds
+nothing, the client blocks: every shard owning one of its keys is told to watch them (`Watch`).
+
+Owner side (`Watchers`, on the worker owning the key): it keeps, per key, the clients waiting on
+it in the order they blocked.  A key is *ready* when a value of the awaited type (a list) is
+written at it by any command: a push, the destination of LMOVE, RENAME, MOVE, COPY, SORT ...
+STORE, SWAPDB; never a write that left it empty (the retried pop of a waiting client is such a
+write).  The store notes each record written for a watched key (`Store.touched`); after the
+command the owner tells the *first* waiter's home (`Ready`), which runs the non-blocking form
+again.  When that client stops waiting (served, timed out, gone) it unwatches and, if the key is
+still ready, the next in line is told.  So clients are served first come, first served, and a
+client blocked on keys of several shards is served exactly once.
+
+Restarts: a home that restarts loses its clients, so owners drop its waiters; an owner that
+restarts loses its table, so every home watches again (and retries) what its clients wait on.
+Bounded: blocked clients are connections (maxclients); each watches at most its keys.
 """
 
 from __future__ import annotations
 
+import asyncio
 import itertools
-from collections.abc import Callable
+import sys
+import time
+import traceback
+from collections.abc import Coroutine
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from shardkv import errors, protocol
+from shardkv.commands.context import BlockPlan, Pending
 from shardkv.commands.table import Command
+from shardkv.errors import CommandError
 from shardkv.protocol import read_reply
-from shardkv.router.dispatch import Pending
 from shardkv.stats import W_BLOCKED
+from shardkv.store import TYPE_LIST, Store
+from shardkv.worker.peers import K_READY, K_UNWATCH, K_WATCH
 
 if TYPE_CHECKING:
-    import asyncio
-
     from shardkv.router.connection import Connection
     from shardkv.worker.process import Worker
 
 
-@dataclass(frozen=True, slots=True)
-class BlockPlan:
-    """How to run a blocking command: its non-blocking form, keys, timeout, reply shape."""
+# ---------------------------------------------------------------------- messages between workers
+# Sent one way on the request ring (FIFO per pair of workers, so a Watch is in place before the
+# retry that follows it reaches the owner).
 
-    attempt_argv: list[bytes]
-    keys: list[bytes]
-    timeout_s: float  # 0: forever
-    reply: Callable[[object], bytes | None]  # decoded attempt reply -> client reply, None = empty
+
+@dataclass(frozen=True, slots=True)
+class Watch:
+    """Home -> owner: client `token` of worker `home` waits for `key` in `db` to hold `kind`."""
+
+    db: int
+    key: bytes
+    home: int
+    token: bytes
+    kind: int = TYPE_LIST
+
+    def encode(self) -> bytes:
+        return protocol.encode_command([b"%d" % self.db, self.key, b"%d" % self.home, self.token,
+                                        b"%d" % self.kind])
+
+    @staticmethod
+    def decode(body: bytes) -> Watch:
+        db, key, home, token, kind = _fields(body, 5)
+        return Watch(int(db), key, int(home), token, int(kind))
+
+
+@dataclass(frozen=True, slots=True)
+class Unwatch:
+    """Home -> owner: that client waits no more."""
+
+    db: int
+    key: bytes
+    token: bytes
+
+    def encode(self) -> bytes:
+        return protocol.encode_command([b"%d" % self.db, self.key, self.token])
+
+    @staticmethod
+    def decode(body: bytes) -> Unwatch:
+        db, key, token = _fields(body, 3)
+        return Unwatch(int(db), key, token)
+
+
+@dataclass(frozen=True, slots=True)
+class Ready:
+    """Owner -> home: a key the client waits on is ready; try again."""
+
+    token: bytes
+
+    def encode(self) -> bytes:
+        return protocol.encode_command([self.token])
+
+    @staticmethod
+    def decode(body: bytes) -> Ready:
+        (token,) = _fields(body, 1)
+        return Ready(token)
+
+
+def _fields(body: bytes, n: int) -> list[bytes]:
+    parsed = protocol.parse_requests(body, len(body), n, 1 << 40, 1)
+    assert parsed.error is None and len(parsed.requests) == 1 and len(parsed.requests[0][0]) == n, body
+    return parsed.requests[0][0]
+
+
+# ---------------------------------------------------------------------- home side
 
 
 @dataclass(eq=False)
@@ -51,7 +121,7 @@ class Blocked:
     busy: bool = False  # an attempt is in flight
     again: bool = False  # a wake-up came during the attempt
     done: bool = False
-    watched: set[int] = field(default_factory=set)
+    watched: set[int] = field(default_factory=set)  # shards watching for it
 
 
 class Blocking:
@@ -60,27 +130,32 @@ class Blocking:
         self.by_token: dict[bytes, Blocked] = {}
         self.seq = itertools.count(1)
 
-    # ------------------------------------------------------------------ entry
-
     def start(self, conn: Connection, cmd: Command, argv: list[bytes]) -> bytes | Pending:
         assert cmd.blocking is not None
         try:
-            plan: BlockPlan = cmd.blocking(argv)
-        except errors.CommandError as exc:
+            plan = cmd.blocking(argv)
+        except CommandError as exc:
             return protocol.error(exc.text)
         pending = Pending(conn, barrier=True)
         token = b"%d:%d:%d" % (self.worker.id, conn.id, next(self.seq))
         b = Blocked(conn, plan, pending, token, conn.db)
-        self.worker.spawn(self._first(b))
+        self.worker.spawn(self._guarded(b, self._first(b)))
         return pending
 
+    async def _guarded(self, b: Blocked, step: Coroutine[Any, Any, None]) -> None:
+        """Run a step of a blocked client; an exception ends its wait with an error reply."""
+        try:
+            await step
+        except Exception:
+            traceback.print_exc(file=sys.stderr)
+            self.finish(b, protocol.error(errors.INTERNAL))
+
     async def _first(self, b: Blocked) -> None:
-        if await self._attempt(b):
+        if await self._attempt(b) or b.conn.transport is None:
             return
-        if b.conn.transport is None:
-            return
-        # Nothing yet: watch every key, then look once more (a push may have come meanwhile).
+        # Nothing yet: block, watch every key, then look once more (a push may have come meanwhile).
         self.by_token[b.token] = b
+        b.conn.blocked = True
         self.worker.stats.add(self.worker.id, W_BLOCKED)
         if b.plan.timeout_s > 0:
             b.timer = self.worker.loop.call_later(b.plan.timeout_s, self.finish, b, protocol.null_array(b.conn.proto))
@@ -88,10 +163,14 @@ class Blocking:
         for key in b.plan.keys:
             shard = router.shard_of(key)
             b.watched.add(shard)
-            await router.call_shard(shard, [b"__watch", b"%d" % b.db, key, b"%d" % self.worker.id, b.token],
-                                    b.db, b.conn.proto)
-        if not b.done:
-            self.wake(b.token)
+            self._send_watch(shard, Watch(b.db, key, self.worker.id, b.token))
+        self.wake(b.token)
+
+    def _send_watch(self, shard: int, watch: Watch) -> None:
+        if shard == self.worker.id:
+            self.worker.watchers.watch(watch)
+        else:
+            self.worker.peers.send(shard, K_WATCH, 0, watch.encode())
 
     async def _attempt(self, b: Blocked) -> bool:
         """Run the non-blocking form once; True if the client got its answer."""
@@ -115,9 +194,8 @@ class Blocking:
         self.finish(b, answer)
         return True
 
-    # ------------------------------------------------------------------ events
-
     def wake(self, token: bytes) -> None:
+        """A key the client waits on is ready (or may be): run the non-blocking form again."""
         b = self.by_token.get(token)
         if b is None or b.done:
             return
@@ -125,7 +203,7 @@ class Blocking:
             b.again = True
             return
         b.busy = True
-        self.worker.spawn(self._retry(b))
+        self.worker.spawn(self._guarded(b, self._retry(b)))
 
     async def _retry(self, b: Blocked) -> None:
         try:
@@ -143,14 +221,28 @@ class Blocking:
         if b.timer is not None:
             b.timer.cancel()
         if self.by_token.pop(b.token, None) is not None:
+            b.conn.blocked = False
             self.worker.stats.add(self.worker.id, W_BLOCKED, -1)
-        self.worker.spawn(self._unwatch(b))
-        b.pending.resolve(reply)
-
-    async def _unwatch(self, b: Blocked) -> None:
         router = self.worker.router
         for key in b.plan.keys:
-            await router.call_shard(router.shard_of(key), [b"__unwatch", b"%d" % b.db, key, b.token], b.db, 2)
+            shard = router.shard_of(key)
+            if shard not in b.watched:
+                continue
+            unwatch = Unwatch(b.db, key, b.token)
+            if shard == self.worker.id:
+                self.worker.watchers.unwatch(unwatch)
+            else:
+                self.worker.peers.send(shard, K_UNWATCH, 0, unwatch.encode())
+        b.pending.resolve(reply)
+
+    def owner_restarted(self, shard: int) -> None:
+        """A worker restarted and lost its table of waiters: watch again there, and retry."""
+        for b in list(self.by_token.values()):
+            if shard in b.watched and not b.done:
+                for key in b.plan.keys:
+                    if self.worker.router.shard_of(key) == shard:
+                        self._send_watch(shard, Watch(b.db, key, self.worker.id, b.token))
+                self.wake(b.token)
 
     def disconnected(self, conn: Connection) -> None:
         for b in [b for b in self.by_token.values() if b.conn is conn]:
@@ -164,3 +256,58 @@ class Blocking:
                             else protocol.null_array(b.conn.proto))
                 return True
         return False
+
+
+# ---------------------------------------------------------------------- owner side
+
+
+class Watchers:
+    """The clients waiting on this shard's keys, per key in blocking order."""
+
+    def __init__(self, worker: Worker, store: Store) -> None:
+        self.worker = worker
+        self.store = store
+        # (db, key) -> {token: (home worker, awaited type)}, in blocking order; the store reads
+        # the keys to note writes to them.
+        self.waiters: dict[tuple[int, bytes], dict[bytes, tuple[int, int]]] = {}
+        store.watched = self.waiters
+
+    def watch(self, w: Watch) -> None:
+        self.waiters.setdefault((w.db, w.key), {})[w.token] = (w.home, w.kind)
+
+    def unwatch(self, u: Unwatch) -> None:
+        watchers = self.waiters.get((u.db, u.key))
+        if watchers is None or u.token not in watchers:
+            return
+        was_first = next(iter(watchers)) == u.token
+        del watchers[u.token]
+        if not watchers:
+            del self.waiters[(u.db, u.key)]
+        elif was_first:
+            self._tell_first_if_ready(u.db, u.key)  # what is left goes to the next in line
+
+    def drop_home(self, home: int) -> None:
+        """A worker restarted: the clients it had blocked are gone."""
+        for (db, key), watchers in list(self.waiters.items()):
+            for token in [t for t, (h, _) in watchers.items() if h == home]:
+                self.unwatch(Unwatch(db, key, token))
+
+    def after_command(self) -> None:
+        """The command just run wrote records for watched keys: tell the first waiter of each
+        key that now holds what it waits for."""
+        touched, self.store.touched = self.store.touched, []
+        for db, key in dict.fromkeys(touched):
+            if (db, key) in self.waiters:
+                self._tell_first_if_ready(db, key)
+
+    def _tell_first_if_ready(self, db: int, key: bytes) -> None:
+        token, (home, kind) = next(iter(self.waiters[(db, key)].items()))
+        off = self.store.lookup(db, key, int(time.time() * 1000))
+        if not off or self.store.type_of(off) != kind:
+            return
+        if home == self.worker.id:
+            self.worker.loop.call_soon(self.worker.blocking.wake, token)
+        else:
+            self.worker.peers.send(home, K_READY, 0, Ready(token).encode())
+
+__all__ = ["Blocked", "Blocking", "Ready", "Unwatch", "Watch", "Watchers"]

@@ -15,7 +15,8 @@ from collections import deque
 from typing import TYPE_CHECKING
 
 from shardkv import errors, protocol
-from shardkv.router.dispatch import Pending
+from shardkv.commands.context import Pending
+from shardkv.router.dispatch import CLIENT_CLOSE, Router
 from shardkv.stats import W_OUTPUT_LIMIT
 
 if TYPE_CHECKING:
@@ -26,6 +27,7 @@ class Connection(asyncio.BufferedProtocol):
     def __init__(self, worker: Worker) -> None:
         self.worker = worker
         self.router = worker.router
+        self.server: Router = worker.router  # what client commands see of the server
         self.transport: asyncio.Transport | None = None
         self.slot: bytearray | None = None
         self.buf = bytearray(0)
@@ -34,6 +36,7 @@ class Connection(asyncio.BufferedProtocol):
         self.replies: deque[bytes | Pending] = deque()
         self.barrier: Pending | None = None  # a transaction this connection waits for
         self.closing = False  # close once the queued replies are written
+        self.blocked = False  # waiting in a blocking command (router/blocking.py)
         self.reading_paused = False  # the buffer is full and cannot be drained yet
         self.writing_paused = False  # the client is not reading its replies fast enough
         self.inflight = 0  # replies this client awaits from other shards (bounds the peer outboxes)
@@ -198,6 +201,8 @@ class Connection(asyncio.BufferedProtocol):
         self.flush()
 
     def reply_ready(self, pending: Pending) -> None:
+        if pending.value == CLIENT_CLOSE:
+            pending.value = CLIENT_CLOSE  # the one object flush() looks for
         if pending is self.barrier:
             self.barrier = None
             self.worker.loop.call_soon(self.resume)
@@ -212,15 +217,23 @@ class Connection(asyncio.BufferedProtocol):
         if self.transport is None:
             return
         out = []
+        over_limit = False
         while replies:
             head = replies[0]
-            if isinstance(head, bytes):
-                out.append(head)
-            elif head.value is not None:
-                out.append(head.value)
-            else:
+            value = head if isinstance(head, bytes) else head.value
+            if value is None:
                 break
+            if value is CLIENT_CLOSE:
+                over_limit = True
+                break
+            out.append(value)
             replies.popleft()
+        if over_limit:  # a reply grew past the output limit while it was built: close, as Redis does
+            self.worker.stats.add(self.worker.id, W_OUTPUT_LIMIT)
+            if out:
+                self.transport.write(b"".join(out))
+            self.close_now()
+            return
         if out:
             data = out[0] if len(out) == 1 else b"".join(out)
             self.worker.net_output += len(data)
@@ -236,9 +249,20 @@ class Connection(asyncio.BufferedProtocol):
         if self.transport is not None:
             self.transport.abort()
 
+    def kill(self, after_reply: bool) -> None:
+        """CLIENT KILL: the caller itself is closed once its reply is written, others at once
+        (what they have been sent already still goes out)."""
+        self.closing = True
+        if after_reply:
+            self.flush()
+        elif self.transport is not None:
+            self.flush()
+            if self.transport is not None:
+                self.transport.close()
+
     def client_info(self) -> str:
         now = time.monotonic()
-        flags = "N"
+        flags = "b" if self.blocked else "N"
         return (
             f"id={self.id} addr={self.addr} laddr={self.laddr} fd=-1 name={self.name.decode(errors='replace')} "
             f"age={int(now - self.created)} idle={int(now - self.last_active)} flags={flags} db={self.db} "

@@ -1,28 +1,48 @@
-"""The router: from a parsed command to its reply, wherever its keys live.
+"""The router: one command pipeline, from a parsed command to its reply, wherever its keys live.
 
-A command is looked up in the one table, checked (arity, AUTH, key sizes), and then:
-  * keys all on this worker's shard  -> run in place;
-  * keys all on one other shard      -> forwarded raw over the ring, the reply comes back later;
-  * keys on several shards           -> a transaction (`run_transaction`): lock the shards in
-    ascending order, then apply every part, then unlock, so no client sees half of it;
-  * connection / server commands     -> run here with the connection's or the server's state.
+Every command a client sends passes `Router.execute`, in Redis's order:
+  1. look the command up in the one table (unknown and internal names: an error);
+  2. check its arity;
+  3. check authentication;
+  -- the next issues add their gates here, in Redis's order: cluster redirection, the OOM gate,
+     the busy-script and subscribed-context rules, and only then MULTI queueing --
+  4. run it: connection and server commands here with the client's context; keyed commands
+     * keys all on this worker's shard  -> in place;
+     * keys all on one other shard      -> forwarded raw over the ring, the reply comes back later;
+     * keys on several shards           -> a transaction (`run_transaction`): lock the shards in
+       ascending order, then apply every part (or the command's `across` body), then unlock;
+     * blocking commands                -> router/blocking.py, which runs their non-blocking form
+       through this same pipeline.
 Replies that come later are `Pending` objects the connection keeps in request order.
+
+One error contract, on every path (in place, forwarded, transaction part, across body, blocking
+retry, internal fan-out): a `CommandError` is the client's error reply; `ReplyTooLarge` closes the
+client (as Redis does past its output limit); any other exception is a bug: it is logged with its
+traceback and the command gets `-ERR internal error`, so no client is ever left without its reply.
 """
 
 from __future__ import annotations
 
 import asyncio
 import binascii
+import os
+import signal
+import sys
 import time
+import traceback
 from collections.abc import Awaitable, Callable, Coroutine
 from typing import TYPE_CHECKING, Any
 
 from shardkv import errors, protocol
 from shardkv.commands.across import CrossShard
 from shardkv.commands.args import ShardCtx
+from shardkv.commands.context import Client, Pending, Reply
 from shardkv.commands.table import COMMANDS, Command, Merge, Where, lookup
-from shardkv.errors import CommandError
+from shardkv.errors import CommandError, ReplyTooLarge
+from shardkv.limits import Limits
 from shardkv.protocol import read_reply
+from shardkv.stats import G_SUPERVISOR_PID, Stats
+from shardkv.store import Store
 from shardkv.worker.peers import K_APPLY, K_LOCK, K_REQ, K_UNLOCK, Callback, PeerReset
 
 if TYPE_CHECKING:
@@ -30,26 +50,20 @@ if TYPE_CHECKING:
     from shardkv.worker.process import Worker
 
 SLOTS = 16384
+
+
+# A reply that tells the client's connection to close without a reply: the command's reply grew
+# past the output buffer limit.  No RESP reply starts with a NUL byte.
+CLIENT_CLOSE = b"\x00close\r\n"
 NO_AUTH_COMMANDS = frozenset({b"auth", b"hello", b"quit", b"reset"})
 
 
-class Pending:
-    """A reply that another shard (or a transaction) will supply; kept in request order."""
-
-    __slots__ = ("value", "conn", "barrier", "callback")
-
-    def __init__(self, conn: Connection | None, barrier: bool = False) -> None:
-        self.value: bytes | None = None
-        self.conn = conn
-        self.barrier = barrier
-        self.callback: Callable[[bytes], None] | None = None  # for replies the router itself awaits
-
-    def resolve(self, value: bytes) -> None:
-        self.value = value
-        if self.callback is not None:
-            self.callback(value)
-        if self.conn is not None:
-            self.conn.reply_ready(self)
+def internal_error(where: str) -> bytes:
+    """A bug surfaced as an exception: log it with its traceback; the client gets an error."""
+    print(f"shardkv worker {os.getpid()}: internal error in {where}", file=sys.stderr)
+    traceback.print_exc(file=sys.stderr)
+    sys.stderr.flush()
+    return protocol.error(errors.INTERNAL)
 
 
 def key_slot(key: bytes) -> int:
@@ -92,49 +106,90 @@ def merge_replies(cmd: Command, argv: list[bytes], parts: dict[int, list[int]], 
 
 
 class Router:
+    """The pipeline of one worker; also the whole server as client commands see it
+    (`commands.context.Server`)."""
+
     def __init__(self, worker: Worker) -> None:
         self.worker = worker
         self.me = worker.id
         self.owners = slot_owners(worker.workers)
         self.single = worker.workers == 1
-        self.limits = worker.limits
         self.key_bytes_max = worker.limits.key_bytes_max
         self.ctx = ShardCtx(worker.store, 0, 2, 0, worker.limits, worker.stats)
         self.txn_lock = asyncio.Lock()
 
+    # ------------------------------------------------------------------ the Server view
+
+    @property
+    def limits(self) -> Limits:
+        return self.worker.limits
+
+    @property
+    def stats(self) -> Stats:
+        return self.worker.stats
+
+    @property
+    def stores(self) -> list[Store]:
+        return self.worker.stores
+
+    @property
+    def workers(self) -> int:
+        return self.worker.workers
+
+    @property
+    def worker_id(self) -> int:
+        return self.me
+
+    @property
+    def command_index(self) -> dict[str, int]:
+        return self.worker.command_index
+
+    def shutdown(self) -> None:
+        os.kill(self.worker.stats.global_get(G_SUPERVISOR_PID), signal.SIGTERM)
+
     def shard_of(self, key: bytes) -> int:
         return self.owners[key_slot(key)]
 
-    # ------------------------------------------------------------------ entry point
+    # ------------------------------------------------------------------ the pipeline
 
-    def execute(self, conn: Connection, argv: list[bytes], start: int = -1, end: int = -1) -> bytes | Pending:
+    def execute(self, conn: Connection, argv: list[bytes], start: int = -1, end: int = -1) -> Reply:
         """Run or route one command; conn.buf[start:end] is its RESP frame, if it came as one."""
         cmd = COMMANDS.get(argv[0]) or lookup(argv[0])
-        if cmd is not None and cmd.one_key and conn.authenticated:  # the common case, kept short
+        if cmd is not None and cmd.one_key and conn.authenticated:
+            # The common case in short: the same checks as below, in the same order.
             if cmd.arity_ok(len(argv)) and len(argv[1]) <= self.key_bytes_max:
                 shard = self.me if self.single else self.owners[key_slot(argv[1])]
                 if shard == self.me:
                     return self.run_keyed(cmd, argv, conn.db, conn.proto)
                 return self.forward(conn, shard, argv, start, end)
-        if cmd is None or cmd.where is Where.SHARD or cmd.where is Where.WORKER:
+        if cmd is None or cmd.internal:
             return protocol.error(errors.unknown_command(argv[0], argv[1:]))
         if not cmd.arity_ok(len(argv)):
-            return protocol.error(errors.wrong_arity(cmd.name))
+            return self.rejected(cmd, errors.wrong_arity(cmd.name))
         if not conn.authenticated and cmd.name.encode() not in NO_AUTH_COMMANDS:
-            return protocol.error(errors.NOAUTH)
+            return self.rejected(cmd, errors.NOAUTH)
         if cmd.where is not Where.KEYED:
-            return self.run_here(cmd, conn, argv)
+            return self.run_client(cmd, conn, argv)
         if cmd.blocking is not None:
             return self.worker.blocking.start(conn, cmd, argv)
+        return self.route(cmd, conn, argv, start, end)
+
+    def rejected(self, cmd: Command, text: str) -> bytes:
+        """A command refused before it ran (Redis counts it in the command's rejected_calls)."""
+        self.worker.count_rejected(cmd)
+        return protocol.error(text)
+
+    def route(self, cmd: Command, conn: Connection, argv: list[bytes], start: int, end: int) -> Reply:
+        """A keyed command: run it where its keys live."""
         positions = cmd.key_indexes(argv)
         if not positions:  # a movable-keys command with a bad key count: its handler says so
             return self.run_keyed(cmd, argv, conn.db, conn.proto)
-        key_max = self.limits.key_bytes_max
+        key_max = self.key_bytes_max
         first = self.shard_of(argv[positions[0]])
         single = True
         for i in positions:
             if len(argv[i]) > key_max:
-                return protocol.error(errors.KEY_TOO_LONG)
+                return self.rejected(cmd, errors.KEY_TOO_LONG)
             if single and self.shard_of(argv[i]) != first:
                 single = False
         if cmd.lock_all is not None and cmd.lock_all(argv):
@@ -155,40 +210,53 @@ class Router:
             reply if reply is not None else protocol.error(errors.SHARD_RESTARTED)))
         return pending
 
-    def run_here(self, cmd: Command, conn: Connection, argv: list[bytes]) -> bytes | Pending:
+    def run_client(self, cmd: Command, conn: Connection, argv: list[bytes]) -> Reply:
+        """A connection or server command, run here with the client's context."""
+        handler = cmd.client_handler
+        assert handler is not None, cmd.name
         t0 = time.perf_counter_ns()
         try:
-            reply: bytes | Pending = cmd.handler(conn, argv)
+            reply: Reply = handler(conn, argv)
         except CommandError as exc:
             reply = protocol.error(exc.text)
+        except ReplyTooLarge:
+            reply = CLIENT_CLOSE
+        except Exception:
+            reply = internal_error(cmd.name)
         self.worker.count_command(cmd, time.perf_counter_ns() - t0, isinstance(reply, bytes) and reply[:1] == b"-")
         return reply
 
     def run_keyed(self, cmd: Command, argv: list[bytes], db: int, proto: int,
                   blocks: list[int] | None = None) -> bytes:
         """Run a keyed (or shard) command on this worker's own shard."""
+        handler = cmd.handler
+        assert handler is not None, cmd.name
         ctx = self.ctx
         ctx.db = db
         ctx.proto = proto
         ctx.now_ms = int(time.time() * 1000)
         ctx.blocks = blocks
-        store = self.worker.store
+        worker = self.worker
+        store = worker.store
         store.counting_reads = cmd.readonly
         t0 = time.perf_counter_ns()
         try:
-            reply: bytes = cmd.handler(ctx, argv)
+            reply = handler(ctx, argv)
         except CommandError as exc:
             reply = protocol.error(exc.text)
+        except ReplyTooLarge:
+            reply = CLIENT_CLOSE
+        except Exception:
+            reply = internal_error(cmd.name)
         failed = reply[:1] == b"-"
-        worker = self.worker
         store.counting_reads = False
         if store.hits or store.misses:
             if cmd.readonly:
                 worker.count_reads(store.hits, store.misses)
             store.hits = store.misses = 0
         worker.count_command(cmd, time.perf_counter_ns() - t0, failed)
-        if not failed and worker.waiters and cmd.is_write:
-            worker.wake_watchers(db, [argv[i] for i in cmd.key_indexes(argv)])
+        if store.touched:
+            worker.watchers.after_command()
         return reply
 
     def run_raw(self, body: bytes, blocks: list[int] | None = None) -> bytes:
@@ -197,13 +265,34 @@ class Router:
         argv = parse_forwarded(body)
         cmd = lookup(argv[0])
         assert cmd is not None and cmd.where in (Where.KEYED, Where.SHARD, Where.WORKER), argv[0]
-        if cmd.where is Where.WORKER:
+        if cmd.worker_handler is not None:
             try:
-                reply: bytes = cmd.handler(self.worker, argv)
-                return reply
+                return cmd.worker_handler(self.worker, argv)
             except CommandError as exc:
                 return protocol.error(exc.text)
+            except Exception:
+                return internal_error(cmd.name)
         return self.run_keyed(cmd, argv, db, proto, blocks)
+
+    def later(self, client: Client, coro: Coroutine[Any, Any, bytes], barrier: bool = False) -> Pending:
+        """The client's reply is what coro returns, on every outcome (the error contract)."""
+        pending = Pending(client, barrier)
+
+        async def run() -> None:
+            try:
+                reply = await coro
+            except CommandError as exc:
+                reply = protocol.error(exc.text)
+            except PeerReset:
+                reply = protocol.error(errors.SHARD_RESTARTED)
+            except ReplyTooLarge:
+                reply = CLIENT_CLOSE
+            except Exception:
+                reply = internal_error("an asynchronous reply")
+            pending.resolve(reply)
+
+        self.worker.spawn(run())
+        return pending
 
     # ------------------------------------------------------------------ transactions
 
@@ -224,34 +313,29 @@ class Router:
         parts, positions = self.split(cmd, argv)
         if every_shard:
             parts = {s: [b"__noop"] for s in range(self.worker.workers)}
-        if cmd.across is not None:
-            across = cmd.across
-            pending = Pending(conn, barrier=True)
+        across = cmd.across
+        if across is not None:
+            async def body(tx: CrossShard) -> bytes:
+                return await across(tx, argv)
 
-            async def run() -> None:
-                async def body(tx: CrossShard) -> bytes:
-                    reply: bytes = await across(tx, argv)
-                    return reply
-                reply = await self.run_transaction(parts, conn.db, conn.proto, body)
-                assert isinstance(reply, bytes)
-                pending.resolve(reply)
-
-            self.worker.spawn(run())
-            return pending
+            return self.later(conn, self._transaction_merged(parts, conn.db, conn.proto, body), barrier=True)
         return self.transaction_reply(conn, parts, lambda replies: merge_replies(
             cmd, argv, positions, replies, conn.proto))
 
-    def transaction_reply(self, conn: Connection, parts: dict[int, list[bytes]],
+    def transaction_reply(self, client: Client, parts: dict[int, list[bytes]],
                           merge: Callable[[dict[int, bytes]], bytes]) -> Pending:
-        """Run parts as one transaction; the connection's reply is merge(replies of the parts)."""
-        pending = Pending(conn, barrier=True)
+        """Run parts as one transaction; the client's reply is merge(replies of the parts)."""
+        return self.later(client, self._transaction_merged(parts, client.db, client.proto, None, merge),
+                          barrier=True)
 
-        async def run() -> None:
-            replies = await self.run_transaction(parts, conn.db, conn.proto)
-            pending.resolve(replies if isinstance(replies, bytes) else merge(replies))
-
-        self.worker.spawn(run())
-        return pending
+    async def _transaction_merged(self, parts: dict[int, list[bytes]], db: int, proto: int,
+                                  body: Callable[[CrossShard], Awaitable[bytes]] | None,
+                                  merge: Callable[[dict[int, bytes]], bytes] | None = None) -> bytes:
+        replies = await self.run_transaction(parts, db, proto, body)
+        if isinstance(replies, bytes):
+            return replies
+        assert merge is not None
+        return merge(replies)
 
     async def run_transaction(self, parts: dict[int, list[bytes]], db: int, proto: int,
                               body: Callable[[CrossShard], Awaitable[bytes]] | None = None
@@ -332,16 +416,6 @@ class Router:
         except PeerReset:
             return protocol.error(errors.SHARD_RESTARTED)
 
-    def reply_later(self, conn: Connection, coro: Coroutine[Any, Any, bytes]) -> Pending:
-        """The connection's reply is what coro returns (a server command that asks shards)."""
-        pending = Pending(conn)
-
-        async def run() -> None:
-            pending.resolve(await coro)
-
-        self.worker.spawn(run())
-        return pending
-
     async def fan_out(self, argv: list[bytes], db: int = 0, proto: int = 2) -> list[bytes]:
         """Run a WORKER or SHARD command on every worker; replies in worker order."""
         body = bytes((proto, db)) + protocol.encode_command(argv)
@@ -385,12 +459,4 @@ def _settle(fut: asyncio.Future[bytes]) -> Callback:
     return done
 
 
-def first_error(replies: list[bytes]) -> bytes | None:
-    """The first error reply among the parts' replies (the reply of a failed fan-out)."""
-    for r in replies:
-        if r.startswith(b"-"):
-            return r
-    return None
-
-
-__all__ = ["Pending", "Router", "first_error", "key_slot", "slot_owners"]
+__all__ = ["CLIENT_CLOSE", "Router", "key_slot", "slot_owners"]

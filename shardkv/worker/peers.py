@@ -19,6 +19,7 @@ from collections.abc import Callable
 from shardkv.ring import Ring, ring_index
 
 K_REQ, K_REP, K_LOCK, K_LOCKED, K_APPLY, K_UNLOCK, K_RESET = range(1, 8)
+K_WATCH, K_UNWATCH, K_READY = range(8, 11)  # one-way messages of blocking commands (router/blocking.py)
 _FRAME = struct.Struct("<IBI")
 REPLY_KINDS = (K_REP, K_LOCKED, K_RESET)
 MESSAGES_PER_DRAIN_MAX = 512  # ring records per ring per tick: bounds the work of one tick

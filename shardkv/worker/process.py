@@ -28,13 +28,18 @@ from typing import Any
 
 import uvloop
 
-from shardkv import protocol, segments
+from shardkv import errors, protocol, segments
 from shardkv.commands.table import Command, command_index, load_all, lookup
 from shardkv.limits import Footprint, Limits
-from shardkv.router.blocking import Blocking
+from shardkv.router.blocking import Blocking, Ready, Unwatch, Watch, Watchers
 from shardkv.router.connection import Connection
 from shardkv.router.dispatch import Router, parse_forwarded
 from shardkv.stats import (
+    CMD_CALLS,
+    CMD_FAILED,
+    CMD_REJECTED,
+    CMD_USEC,
+    CMD_WORDS,
     W_COMMAND_STATS,
     W_COMMANDS,
     W_CONNECTED,
@@ -52,7 +57,19 @@ from shardkv.stats import (
     Stats,
 )
 from shardkv.store import H_GENERATION, Store
-from shardkv.worker.peers import K_APPLY, K_LOCK, K_LOCKED, K_REP, K_REQ, K_RESET, K_UNLOCK, Peers
+from shardkv.worker.peers import (
+    K_APPLY,
+    K_LOCK,
+    K_LOCKED,
+    K_READY,
+    K_REP,
+    K_REQ,
+    K_RESET,
+    K_UNLOCK,
+    K_UNWATCH,
+    K_WATCH,
+    Peers,
+)
 
 NO_LOCK = -1
 EXPIRE_PERIOD_S = 0.1
@@ -108,14 +125,12 @@ class Worker:
         self.command_index = command_index()
         self.stats = Stats(self.stats_mm, self.workers, len(self.command_index))
         mine = self.stats.base(self.id) + W_COMMAND_STATS
-        self.command_stats_word = {name: mine + 3 * i for name, i in self.command_index.items()}
+        self.command_stats_word = {name: mine + CMD_WORDS * i for name, i in self.command_index.items()}
         self.ring_mm = segments.attach(boot.ring_name) if self.workers > 1 else None
         self.peers = Peers(self.id, self.workers, self.ring_mm, self.limits.ring_bytes, boot.doorbells, self.loop)
         self.router = Router(self)
-        self.blocking = Blocking(self)
-        # Owner side of blocking commands: (db, key) -> {token: home worker}, in blocking order.
-        # Bounded by the blocked clients of all workers, hence by maxclients.
-        self.waiters: dict[tuple[int, bytes], dict[bytes, int]] = {}
+        self.blocking = Blocking(self)  # this worker's blocked clients
+        self.watchers = Watchers(self, self.store)  # clients blocked on this shard's keys
         self.lock_owner = NO_LOCK
         self.lock_waiters: list[asyncio.Future[None]] = []
         self.reserved: list[int] = []  # blocks prepared for the lock holder's write
@@ -222,6 +237,14 @@ class Worker:
         self.slots.append(conn.slot)
         conn.slot = None
 
+    # ------------------------------------------------------------------ the WorkerView of internal commands
+
+    def clients(self) -> list[Connection]:
+        return [c for c in self.connections if c.transport is not None]
+
+    def unblock(self, client_id: int, as_error: bool) -> bool:
+        return self.blocking.unblock(client_id, as_error)
+
     def take_arena(self, conn: Connection) -> bytearray | None:
         if self.arenas:
             return self.arenas.pop()
@@ -236,10 +259,14 @@ class Worker:
     def count_command(self, cmd: Command, elapsed_ns: int, failed: bool) -> None:
         base = self.command_stats_word[cmd.name]
         q = self.stats.q
-        q[base] += 1
-        q[base + 1] += elapsed_ns // 1000
+        q[base + CMD_CALLS] += 1
+        q[base + CMD_USEC] += elapsed_ns // 1000
         if failed:
-            q[base + 2] += 1
+            q[base + CMD_FAILED] += 1
+
+    def count_rejected(self, cmd: Command) -> None:
+        """A command refused before it ran (arity, authentication, key size)."""
+        self.stats.q[self.command_stats_word[cmd.name] + CMD_REJECTED] += 1
 
     def count_reads(self, hits: int, misses: int) -> None:
         """INFO keyspace_hits / keyspace_misses of a read-only command's lookups."""
@@ -290,43 +317,6 @@ class Worker:
             return None
         return self.store.reserve(cmd.sizes(argv))
 
-    # ------------------------------------------------------------------ blocked clients (owner side)
-
-    def watch(self, db: int, key: bytes, home: int, token: bytes) -> None:
-        self.waiters.setdefault((db, key), {})[token] = home
-
-    def unwatch(self, db: int, key: bytes, token: bytes) -> None:
-        watchers = self.waiters.get((db, key))
-        if watchers is None:
-            return
-        was_first = next(iter(watchers)) == token
-        watchers.pop(token, None)
-        if not watchers:
-            del self.waiters[(db, key)]
-        elif was_first and self.store.lookup(db, key, int(time.time() * 1000)):
-            self._notify_first(db, key)  # what is left goes to the next in line
-
-    def drop_watchers_of(self, home: int) -> None:
-        """A worker restarted: the clients it had blocked are gone."""
-        for (db, key), watchers in list(self.waiters.items()):
-            for token in [t for t, h in watchers.items() if h == home]:
-                self.unwatch(db, key, token)
-
-    def wake_watchers(self, db: int, keys: list[bytes]) -> None:
-        """A write touched these keys: tell the first client blocked on each (FIFO: the next one
-        is told when that one stops waiting)."""
-        for key in keys:
-            if (db, key) in self.waiters:
-                self._notify_first(db, key)
-
-    def _notify_first(self, db: int, key: bytes) -> None:
-        token, home = next(iter(self.waiters[(db, key)].items()))
-        if home == self.id:
-            self.loop.call_soon(self.blocking.wake, token)
-        else:
-            self.peers.request(home, K_REQ, bytes((2, 0)) + protocol.encode_command([b"__ready", token]),
-                               lambda reply: None)
-
     async def wait_unlocked(self) -> None:
         while self.lock_owner != NO_LOCK:
             fut: asyncio.Future[None] = self.loop.create_future()
@@ -348,7 +338,8 @@ class Worker:
             for kind, rid, body in peers.take(src, replies=True):
                 if kind == K_RESET:
                     peers.peer_restarted(src)
-                    self.drop_watchers_of(src)
+                    self.watchers.drop_home(src)
+                    self.blocking.owner_restarted(src)
                     if self.lock_owner == src:
                         self.unlock_own(self.reserved)
                         self.reserved = []
@@ -362,9 +353,9 @@ class Worker:
                     self.serve(src, kind, rid, body)
                 except Exception:  # a bug: say so loudly, but never leave the peer waiting
                     traceback.print_exc()  # noqa
-                    if kind != K_UNLOCK:
+                    if kind in (K_REQ, K_LOCK, K_APPLY):
                         peers.send(src, K_LOCKED if kind == K_LOCK else K_REP, rid,
-                                   protocol.error("ERR internal error in shardkv (see the server log)"))
+                                   protocol.error(errors.INTERNAL))
         if any(peers.pending_input(s, True) for s in peers.others) or any(
                 peers.pending_input(s, False) for s in peers.others
                 if self.lock_owner == NO_LOCK or self.lock_owner == s):
@@ -397,6 +388,12 @@ class Worker:
             assert self.lock_owner == src, f"UNLOCK from {src} while held by {self.lock_owner}"
             leftover, self.reserved = self.reserved, []
             self.unlock_own(leftover)
+        elif kind == K_WATCH:
+            self.watchers.watch(Watch.decode(body))
+        elif kind == K_UNWATCH:
+            self.watchers.unwatch(Unwatch.decode(body))
+        elif kind == K_READY:
+            self.blocking.wake(Ready.decode(body).token)
         else:
             raise AssertionError(f"unknown request kind {kind} from {src}")
 
@@ -427,7 +424,8 @@ class Worker:
         s.add(me, W_NET_INPUT, self.net_input)
         s.add(me, W_NET_OUTPUT, self.net_output)
         self.net_input = self.net_output = 0
-        total = sum(s.q[s.base(me) + W_COMMAND_STATS + 3 * i] for i in range(len(self.command_index)))
+        first = s.base(me) + W_COMMAND_STATS + CMD_CALLS
+        total = sum(s.q[first + CMD_WORDS * i] for i in range(len(self.command_index)))
         s.set(me, W_COMMANDS, total)
 
 

@@ -1,0 +1,148 @@
+"""What a command handler may do: the typed contexts the router and the worker implement.
+
+Handlers live in `commands/` and never import `router/` or `worker/`; those layers sit above and
+hand each handler one of these narrow views:
+  * `ShardCtx` (commands/args.py): one shard's store, one db, the time: keyed and shard commands.
+  * `Client`: a connection and, through `Client.server`, the whole server as the router sees it:
+    connection commands (PING, CLIENT ...) and server commands (INFO, KEYS, FLUSHALL ...).
+  * `WorkerView`: one worker's own clients: internal worker commands (CLIENT LIST's parts).
+A reply is bytes, or a `Pending` that the router resolves later (another shard answers, or a
+transaction finishes); a connection keeps its replies, pending or not, in request order.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Awaitable, Callable, Coroutine, Iterable
+from dataclasses import dataclass
+from typing import Any, Protocol
+
+from shardkv.limits import Limits
+from shardkv.stats import Stats
+from shardkv.store import Store
+
+
+@dataclass(frozen=True, slots=True)
+class BlockPlan:
+    """How a blocking command runs: its non-blocking form, the keys it waits on, its timeout and
+    how the form's decoded reply becomes the client's (None: nothing yet, keep waiting)."""
+
+    attempt_argv: list[bytes]
+    keys: list[bytes]
+    timeout_s: float  # 0: forever
+    reply: Callable[[object], bytes | None]
+
+
+class ReplySink(Protocol):
+    def reply_ready(self, pending: Pending) -> None: ...
+
+
+class Pending:
+    """A reply that another shard (or a transaction) will supply; kept in request order."""
+
+    __slots__ = ("value", "conn", "barrier", "callback")
+
+    def __init__(self, conn: ReplySink | None, barrier: bool = False) -> None:
+        self.value: bytes | None = None
+        self.conn = conn
+        self.barrier = barrier
+        self.callback: Callable[[bytes], None] | None = None  # for replies the router itself awaits
+
+    def resolve(self, value: bytes) -> None:
+        if self.value is not None:
+            return  # resolved once: a late second answer (after an error reply) is dropped
+        self.value = value
+        if self.callback is not None:
+            self.callback(value)
+        if self.conn is not None:
+            self.conn.reply_ready(self)
+
+
+Reply = bytes | Pending
+
+
+class Server(Protocol):
+    """The whole server as a connection or server command sees it (router.Router implements it)."""
+
+    @property
+    def limits(self) -> Limits: ...
+    @property
+    def stats(self) -> Stats: ...
+    @property
+    def stores(self) -> list[Store]: ...  # every shard's store, read-only use (counts, headers)
+    @property
+    def workers(self) -> int: ...
+    @property
+    def worker_id(self) -> int: ...
+    @property
+    def command_index(self) -> dict[str, int]: ...
+
+    def fan_out(self, argv: list[bytes], db: int = 0, proto: int = 2) -> Awaitable[list[bytes]]:
+        """Run an internal SHARD or WORKER command on every worker; replies in worker order."""
+        ...
+
+    def call_shard(self, shard: int, argv: list[bytes], db: int, proto: int) -> Awaitable[bytes]:
+        """Run an internal SHARD or WORKER command on one worker."""
+        ...
+
+    def later(self, client: Client, coro: Coroutine[Any, Any, bytes]) -> Pending:
+        """The client's reply is what coro returns; an exception in it becomes an error reply."""
+        ...
+
+    def transaction_reply(self, client: Client, parts: dict[int, list[bytes]],
+                          merge: Callable[[dict[int, bytes]], bytes]) -> Pending:
+        """Run internal parts on their shards as one transaction; reply merge(their replies)."""
+        ...
+
+    def shutdown(self) -> None:
+        """Ask the supervisor to stop every worker and release the segments."""
+        ...
+
+
+class Client(Protocol):
+    """One client connection, as connection and server commands see it."""
+
+    id: int
+    db: int
+    proto: int
+    name: bytes
+    lib_name: bytes
+    lib_ver: bytes
+    authenticated: bool
+    closing: bool  # close once the replies queued so far are written
+
+    @property
+    def server(self) -> Server: ...
+
+    def client_info(self) -> str: ...
+
+    def reply_ready(self, pending: Pending) -> None: ...
+
+
+class WorkerClient(Client, Protocol):
+    """A client as its own worker sees it (CLIENT LIST / KILL filters)."""
+
+    addr: str
+    laddr: str
+    created: float  # time.monotonic() at accept
+
+    def kill(self, after_reply: bool) -> None:
+        """Close the connection: at once, or (the caller itself) once its reply is written."""
+        ...
+
+
+class WorkerView(Protocol):
+    """One worker as its internal commands see it (worker.process.Worker implements it)."""
+
+    @property
+    def id(self) -> int: ...
+
+    def clients(self) -> Iterable[WorkerClient]:
+        """This worker's open connections."""
+        ...
+
+    def unblock(self, client_id: int, as_error: bool) -> bool:
+        """CLIENT UNBLOCK of one of this worker's clients; False if it is not blocked here."""
+        ...
+
+
+__all__ = ["BlockPlan", "Client", "Pending", "Reply", "ReplySink", "Server", "WorkerClient", "WorkerView"]
