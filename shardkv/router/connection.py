@@ -226,6 +226,8 @@ class Connection(asyncio.BufferedProtocol):
             if value is CLIENT_CLOSE:
                 over_limit = True
                 break
+            if value[0] == 45:  # '-': an error reply, counted in INFO errorstats
+                self.worker.count_error(value)
             out.append(value)
             replies.popleft()
         if over_limit:  # a reply grew past the output limit while it was built: close, as Redis does

@@ -141,6 +141,7 @@ class Worker:
         self.arenas = [touched(self.limits.query_buffer_bytes_max) for _ in range(self.limits.large_requests_max)]
         self.arena_waiters: list[Connection] = []
         self.next_client_id = 1
+        self.error_codes: dict[bytes, int] = {}  # error code -> its word in this worker's errorstats
         self.net_input = 0
         self.net_output = 0
         self.expire_cursor = 0
@@ -267,6 +268,9 @@ class Worker:
     def count_rejected(self, cmd: Command) -> None:
         """A command refused before it ran (arity, authentication, key size)."""
         self.stats.q[self.command_stats_word[cmd.name] + CMD_REJECTED] += 1
+
+    def count_error(self, reply: bytes) -> None:
+        self.stats.count_error(self.id, reply, self.error_codes)
 
     def count_reads(self, hits: int, misses: int) -> None:
         """INFO keyspace_hits / keyspace_misses of a read-only command's lookups."""

@@ -1,0 +1,216 @@
+"""The one command pipeline: every input gets its reply in order, internal commands cannot be
+confused by client values, errors are counted as Redis counts them, and the command layer
+stays below the router and the worker."""
+
+from __future__ import annotations
+
+import shutil
+import socket
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+
+import pytest
+
+from conftest import ROOT, Server, free_port, start_server
+from shardkv.commands.connection import KillFilter
+from shardkv.commands.keyspace import RestorePart, ScanPart
+from shardkv.protocol import encode_command, read_reply
+from shardkv.router.dispatch import key_slot, slot_owners
+
+
+@pytest.fixture(scope="module")
+def srv() -> Iterator[Server]:
+    s = start_server("--shards", "2", "--maxmemory", "64mb", "--maxclients", "64")
+    yield s
+    s.stop()
+
+
+def replies(sock: socket.socket, commands: list[list[bytes]], timeout_s: float = 10) -> list[object]:
+    """Send commands as one pipeline and read exactly one reply per command (a timeout fails)."""
+    sock.sendall(b"".join(encode_command(c) for c in commands))
+    sock.settimeout(timeout_s)
+    out: list[object] = []
+    buf = b""
+    while len(out) < len(commands):
+        try:
+            value, end = read_reply(buf)
+        except (IndexError, ValueError):
+            chunk = sock.recv(65536)
+            assert chunk, f"closed after {len(out)} replies: {out}"
+            buf += chunk
+            continue
+        out.append(value)
+        buf = buf[end:]
+    assert buf == b""
+    return out
+
+
+def cmd(text: str) -> list[bytes]:
+    return [part.encode() for part in text.split()]
+
+
+def on_shard(shard: int, prefix: str) -> str:
+    i = 0
+    while slot_owners(2)[key_slot(f"{prefix}{i}".encode())] != shard:
+        i += 1
+    return f"{prefix}{i}"
+
+
+def test_inputs_that_used_to_leave_the_connection_without_replies(srv: Server) -> None:
+    src, dst = on_shard(0, "src"), on_shard(1, "DB")
+    dst_db = "DB" if slot_owners(2)[key_slot(b"DB")] != slot_owners(2)[key_slot(src.encode())] else dst
+    other = srv.raw()  # a second client, so CLIENT KILL has someone to look at
+    with srv.raw() as sock:
+        got = replies(sock, [
+            cmd("FLUSHALL"), cmd("SET TYPE x"),
+            cmd("SCAN 0 MATCH TYPE COUNT 1000"),  # MATCH's pattern is "TYPE"
+            cmd("SCAN 0 TYPE MATCH"),  # a type nobody has
+            cmd("CLIENT KILL MAXAGE abc"),  # MAXAGE came with Redis 7.4
+            cmd("CLIENT KILL ME"),  # the old form: an address
+            cmd(f"SET {src} v"), cmd(f"COPY {src} {dst_db}"), cmd(f"GET {dst_db}"),
+            cmd(f"COPY {src} {dst_db} DB 3"), cmd(f"COPY {src} {dst_db} DB"),
+            cmd("SET after ok"), cmd("GET after"),
+        ])
+        found: list[bytes] = []
+        cursor = b"0"
+        for _ in range(10_000):  # a whole SCAN MATCH TYPE: the key named TYPE, once
+            reply = replies(sock, [[b"SCAN", cursor, b"MATCH", b"TYPE", b"COUNT", b"1000"]])[0]
+            assert isinstance(reply, list)
+            cursor, keys = reply
+            found += keys
+            if cursor == b"0":
+                break
+    other.close()
+    assert found == [b"TYPE"]
+    assert isinstance(got[2], list) and isinstance(got[3], list) and got[3][1] == []
+    assert str(got[4]) == "ERR syntax error"
+    assert str(got[5]) == "ERR No such client"
+    assert got[6:9] == [b"OK", 1, b"v"]
+    assert got[9] == 1
+    assert str(got[10]) == "ERR syntax error"
+    assert got[11:] == [b"OK", b"ok"]
+
+
+def test_client_kill_of_itself_replies_then_closes(srv: Server) -> None:
+    with srv.raw() as sock:
+        (my_id,) = replies(sock, [cmd("CLIENT ID")])
+        got = replies(sock, [cmd(f"CLIENT KILL ID {my_id} SKIPME no")])
+        assert got == [1]
+        sock.settimeout(5)
+        assert sock.recv(100) == b""  # closed, not silent
+    with srv.raw() as sock:
+        (my_id,) = replies(sock, [cmd("CLIENT ID")])
+        assert replies(sock, [cmd(f"CLIENT KILL ID {my_id}"), cmd("PING")]) == [0, b"PONG"]  # SKIPME yes
+
+
+def test_client_kill_filters_reach_clients_on_every_worker(srv: Server) -> None:
+    victims = [srv.raw() for _ in range(6)]
+    ids = [replies(v, [cmd("CLIENT ID")])[0] for v in victims]
+    with srv.raw() as sock:
+        got = replies(sock, [[b"CLIENT", b"KILL", b"ID", b"%d" % i] for i in ids] + [cmd("CLIENT KILL USER nobody")])
+    assert got[:6] == [1] * 6
+    assert str(got[6]) == "ERR No such user 'nobody'"
+    for v in victims:
+        v.settimeout(5)
+        assert v.recv(100) == b""
+        v.close()
+
+
+def test_internal_commands_round_trip() -> None:
+    for kill in (KillFilter(7, True), KillFilter(9, False, 12, b"ME", b"", b"normal")):
+        assert KillFilter.decode(kill.encode()) == kill
+    for scan in (ScanPart(0, 10), ScanPart(5, 1, b"TYPE", b"MATCH"), ScanPart(1, 2, b"", None)):
+        assert ScanPart.decode(scan.encode()) == scan
+    for restore in (RestorePart(b"DB", b"DB 3 REPLACE", False, 3), RestorePart(b"k", b"", True, 0)):
+        assert RestorePart.decode(restore.encode()) == restore
+
+
+def test_commands_import_neither_router_nor_worker() -> None:
+    code = (
+        "import importlib, pkgutil, sys, shardkv.commands\n"
+        "from shardkv.commands.table import load_all\n"
+        "load_all()\n"
+        "for m in pkgutil.iter_modules(shardkv.commands.__path__):\n"
+        "    importlib.import_module('shardkv.commands.' + m.name)\n"
+        "print(sorted(m for m in sys.modules if m.startswith(('shardkv.router', 'shardkv.worker'))))\n"
+    )
+    out = subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True, check=True)
+    assert out.stdout.strip() == "[]"
+
+
+def test_a_module_that_is_not_a_registered_family_is_an_error_at_start() -> None:
+    code = (
+        "import pkgutil\n"
+        "real = pkgutil.iter_modules\n"
+        "def fake(path):\n"
+        "    yield from real(path)\n"
+        "    yield pkgutil.ModuleInfo(None, 'zsets', False)\n"
+        "pkgutil.iter_modules = fake\n"
+        "from shardkv.commands.table import load_all\n"
+        "load_all()\n"
+    )
+    out = subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True)
+    assert out.returncode != 0
+    assert "modules neither family nor helper: ['zsets']" in out.stderr
+
+
+ERROR_SCRIPT = [
+    "CONFIG RESETSTAT", "FLUSHALL", "NOSUCHCOMMAND a b", "GET", "GET a b", "SET l x", "LPUSH l y",
+    "INCR l", "SET n 1 EX -5", "SET n 1 FOO", "LPOP nolist", "HGET l f", "OBJECT FOO", "SELECT 99",
+]
+
+
+def _stats(port: int) -> tuple[dict[str, str], dict[str, str]]:
+    with socket.create_connection(("127.0.0.1", port), timeout=10) as sock:
+        replies(sock, [cmd(c) for c in ERROR_SCRIPT])
+        errorstats, stats, commandstats = replies(sock, [cmd("INFO errorstats"), cmd("INFO stats"),
+                                                         cmd("INFO commandstats")])
+    assert isinstance(errorstats, bytes) and isinstance(stats, bytes) and isinstance(commandstats, bytes)
+    fields = {}
+    for text in (errorstats, stats):
+        fields.update(line.split(":", 1) for line in text.decode().splitlines() if ":" in line)
+    cmdstats = dict(line.split(":", 1) for line in commandstats.decode().splitlines() if ":" in line)
+    return fields, cmdstats
+
+
+@pytest.mark.skipif(shutil.which("redis-server") is None, reason="redis-server not installed (CI installs it)")
+def test_errorstats_and_rejected_calls_match_redis(srv: Server) -> None:
+    port = free_port()
+    ref = subprocess.Popen(["redis-server", "--port", str(port), "--save", "", "--appendonly", "no"],
+                           stdout=subprocess.DEVNULL)
+    try:
+        deadline = time.monotonic() + 10
+        while True:
+            try:
+                socket.create_connection(("127.0.0.1", port), timeout=0.2).close()
+                break
+            except OSError:
+                assert time.monotonic() < deadline, "redis-server did not start"
+                time.sleep(0.05)
+        theirs, their_cmds = _stats(port)
+        ours, our_cmds = _stats(srv.port)
+    finally:
+        ref.terminate()
+        ref.wait(10)
+    errorstat = {k: v for k, v in theirs.items() if k.startswith("errorstat_")}
+    assert errorstat == {k: v for k, v in ours.items() if k.startswith("errorstat_")}
+    assert errorstat  # the script made errors of several kinds
+    assert ours["total_error_replies"] == theirs["total_error_replies"]
+    for name in ("cmdstat_get", "cmdstat_incr", "cmdstat_set", "cmdstat_select", "cmdstat_hget"):
+        mine = dict(kv.split("=") for kv in our_cmds[name].split(","))
+        ref_fields = dict(kv.split("=") for kv in their_cmds[name].split(","))
+        for field in ("calls", "rejected_calls", "failed_calls"):
+            assert mine[field] == ref_fields[field], (name, field, mine, ref_fields)
+
+
+def test_info_has_the_cluster_section_clients_look_for(srv: Server) -> None:
+    with srv.raw() as sock:
+        default, cluster, everything = replies(sock, [cmd("INFO"), cmd("INFO cluster"), cmd("INFO all")])
+    assert isinstance(default, bytes) and isinstance(cluster, bytes) and isinstance(everything, bytes)
+    assert cluster == b"# Cluster\r\ncluster_enabled:0\r\n"
+    headers = [line for line in default.decode().split("\r\n") if line.startswith("#")]
+    assert headers == ["# Server", "# Clients", "# Memory", "# Persistence", "# Stats", "# Replication", "# CPU",
+                       "# Modules", "# Errorstats", "# Cluster", "# Keyspace"]
+    assert "# Commandstats" in everything.decode()
