@@ -50,6 +50,12 @@ class Limits:
     expire_keys_per_tick_max: int = 200
     requirepass: str = ""
     name: str = "shardkv"  # prefix of the /dev/shm segment names
+    # A client holding a parse arena (a command bigger than its connection buffer) must keep
+    # sending at least this fast, or it is closed: no client can hold the arenas by stalling.
+    large_request_bytes_per_s_min: int = 64 * 1024
+    # Unsent replies of all the clients of one worker; past it the client with the most is closed.
+    output_bytes_per_worker_max: int = 256 * 1024 * 1024
+    timeout: int = 0  # seconds a client may stay idle before it is closed (Redis's `timeout`), 0 = never
 
     def resolved(self) -> Limits:
         shards = self.shards or (os.cpu_count() or 1)
@@ -97,6 +103,13 @@ class Limits:
             raise LimitsError("inflight-per-client-max must be at least 1")
         if self.output_buffer_bytes_max < 64 * 1024:
             raise LimitsError("output-buffer-bytes-max must be at least 65536")
+        if self.output_bytes_per_worker_max < self.output_buffer_bytes_max:
+            raise LimitsError(f"output-bytes-per-worker-max {self.output_bytes_per_worker_max} is below "
+                              f"output-buffer-bytes-max {self.output_buffer_bytes_max}")
+        if self.large_request_bytes_per_s_min < 1:
+            raise LimitsError("large-request-bytes-per-s-min must be at least 1")
+        if self.timeout < 0:
+            raise LimitsError("timeout must not be negative")
 
     @property
     def clients_per_worker_max(self) -> int:
@@ -161,7 +174,7 @@ class Footprint:
 
     @property
     def worker_bytes(self) -> int:
-        return self.connection_bytes_per_worker + self.arena_bytes_per_worker
+        return self.connection_bytes_per_worker + self.arena_bytes_per_worker + self.limits.output_bytes_per_worker_max
 
     @property
     def total_bytes(self) -> int:
@@ -190,6 +203,8 @@ class Footprint:
              s * self.connection_bytes_per_worker),
             ("parse arenas", f"{s} x {lim.large_requests_max} x {lim.query_buffer_bytes_max}",
              s * self.arena_bytes_per_worker),
+            ("unsent replies (bound)", f"{s} x {lim.output_bytes_per_worker_max}",
+             s * lim.output_bytes_per_worker_max),
         ]
         width = max(len(r[0]) for r in rows)
         lines = [f"{'part':<{width}}  {'bytes':>12}  layout"]
@@ -271,6 +286,9 @@ OPTIONS: dict[str, tuple[str, object]] = {
     "expire-keys-per-tick-max": ("expire_keys_per_tick_max", _int),
     "requirepass": ("requirepass", str),
     "name": ("name", str),
+    "large-request-bytes-per-s-min": ("large_request_bytes_per_s_min", parse_memory),
+    "output-bytes-per-worker-max": ("output_bytes_per_worker_max", parse_memory),
+    "timeout": ("timeout", _int),
 }
 
 

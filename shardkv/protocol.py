@@ -16,6 +16,9 @@ from dataclasses import dataclass
 from shardkv.errors import ProtocolError
 
 INLINE_BYTES_MAX = 64 * 1024  # Redis's PROTO_INLINE_MAX_SIZE
+# What a client that must authenticate and has not may send (Redis's limits for such clients).
+UNAUTHENTICATED_ARGS_MAX = 10
+UNAUTHENTICATED_BULK_BYTES_MAX = 16384
 MULTIBULK_ARGS_PROTOCOL_MAX = 1024 * 1024  # Redis refuses more than this in one multibulk
 
 
@@ -39,15 +42,18 @@ def parse_requests(
     args_max: int,
     bulk_bytes_max: int,
     requests_max: int = 1 << 30,
+    unauthenticated: bool = False,
 ) -> ParseResult:
-    """Parse complete commands in buf[0:end]; stop at the first incomplete one."""
+    """Parse complete commands in buf[0:end]; stop at the first incomplete one.  An
+    `unauthenticated` client (a password is set and it has not sent it) gets Redis's smaller
+    limits on argument counts and lengths."""
     out: list[tuple[list[bytes], int, int]] = []
     pos = 0
-    if end <= FAST_PARSE_BYTES_MAX and bulk_bytes_max >= _FAST_SIZE_MAX:
+    if end <= FAST_PARSE_BYTES_MAX and bulk_bytes_max >= _FAST_SIZE_MAX and not unauthenticated:
         pos = _parse_split(bytes(buf[:end]), end, args_max, requests_max, out)
         if pos == end or len(out) >= requests_max:
             return ParseResult(out, pos, 0)
-    return _parse_walk(buf, end, args_max, bulk_bytes_max, requests_max, out, pos)
+    return _parse_walk(buf, end, args_max, bulk_bytes_max, requests_max, out, pos, unauthenticated)
 
 
 def _parse_split(data: bytes, end: int, args_max: int, requests_max: int,
@@ -80,7 +86,7 @@ def _parse_split(data: bytes, end: int, args_max: int, requests_max: int,
 
 
 def _parse_walk(buf: bytearray | bytes, end: int, args_max: int, bulk_bytes_max: int, requests_max: int,
-                out: list[tuple[list[bytes], int, int]], pos: int) -> ParseResult:
+                out: list[tuple[list[bytes], int, int]], pos: int, unauthenticated: bool = False) -> ParseResult:
     """Every case, byte by byte from pos, with Redis's exact errors."""
     find = buf.find
     while pos < end and len(out) < requests_max:
@@ -111,6 +117,8 @@ def _parse_walk(buf: bytearray | bytes, end: int, args_max: int, bulk_bytes_max:
             return ParseResult(out, pos, 0, ProtocolError("invalid multibulk length"))
         if count > MULTIBULK_ARGS_PROTOCOL_MAX or count > args_max:
             return ParseResult(out, pos, 0, ProtocolError("invalid multibulk length"))
+        if unauthenticated and count > UNAUTHENTICATED_ARGS_MAX:
+            return ParseResult(out, pos, 0, ProtocolError("unauthenticated multibulk length"))
         pos = nl + 2
         if count <= 0:
             continue  # Redis ignores empty multibulks
@@ -132,6 +140,8 @@ def _parse_walk(buf: bytearray | bytes, end: int, args_max: int, bulk_bytes_max:
                 return ParseResult(out, start, 0, ProtocolError("invalid bulk length"))
             if size < 0 or size > bulk_bytes_max:
                 return ParseResult(out, start, 0, ProtocolError("invalid bulk length"))
+            if unauthenticated and size > UNAUTHENTICATED_BULK_BYTES_MAX:
+                return ParseResult(out, start, 0, ProtocolError("unauthenticated bulk length"))
             data = nl + 2
             pos = data + size + 2
             if pos > end:

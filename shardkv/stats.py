@@ -19,6 +19,7 @@ TUNABLES: dict[str, tuple[int, int]] = {
     "set-max-intset-entries": (2, 512), "list-max-listpack-size": (3, -2),
     "zset-max-listpack-entries": (4, 128), "zset-max-listpack-value": (5, 64),
     "list-compress-depth": (6, 0),
+    "timeout": (7, 0),  # seconds an idle client is kept (the boot value comes from Limits.timeout)
 }
 TUNABLE_ALIASES = {"hash-max-ziplist-entries": "hash-max-listpack-entries",
                    "hash-max-ziplist-value": "hash-max-listpack-value",

@@ -75,6 +75,7 @@ class Supervisor:
         self.stats.global_set(G_SUPERVISOR_PID, os.getpid())
         self.stats.global_set(G_STARTED_MS, int(time.time() * 1000))
         self.stats.reset_tunables()
+        self.stats.set_tunable("timeout", self.limits.timeout)
         if self.limits.shards > 1:
             self.doorbells = [os.eventfd(0, os.EFD_NONBLOCK | os.EFD_CLOEXEC) for _ in range(self.limits.shards)]
 

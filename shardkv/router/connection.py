@@ -49,6 +49,10 @@ class Connection(asyncio.BufferedProtocol):
         self.authenticated = not worker.limits.requirepass
         self.created = time.monotonic()
         self.last_active = self.created
+        self.received = 0  # bytes read so far
+        self.arena_mark = 0  # `received` when the client tick last looked at its use of an arena
+        self.queued_bytes = 0  # replies ready but not yet handed to the transport
+        self.unsent_bytes = 0  # queued + the transport's buffer, as of the last flush
         self.last_command = b"NULL"
         self.addr = ""
         self.laddr = ""
@@ -72,6 +76,8 @@ class Connection(asyncio.BufferedProtocol):
             self.worker.release(self)
         self.transport = None
         self.replies.clear()
+        self.worker.unsent_bytes -= self.unsent_bytes
+        self.unsent_bytes = self.queued_bytes = 0
 
     def get_buffer(self, sizehint: int) -> memoryview:
         if self.end >= len(self.buf):
@@ -83,6 +89,7 @@ class Connection(asyncio.BufferedProtocol):
         if self.closing:
             return
         self.end += nbytes
+        self.received += nbytes
         self.worker.net_input += nbytes
         self.process()
 
@@ -115,7 +122,9 @@ class Connection(asyncio.BufferedProtocol):
             self._update_reading()
             return
         lim = worker.limits
-        parsed = protocol.parse_requests(self.buf, self.end, lim.args_max, lim.value_bytes_max)
+        unauthenticated = not self.authenticated
+        parsed = protocol.parse_requests(self.buf, self.end, lim.args_max, lim.value_bytes_max,
+                                         unauthenticated=unauthenticated)
         consumed = parsed.consumed
         error = parsed.error
         execute = self.router.execute
@@ -124,6 +133,8 @@ class Connection(asyncio.BufferedProtocol):
         for argv, start, end in parsed.requests:
             reply = execute(self, argv, start, end)
             self.replies.append(reply)
+            if isinstance(reply, bytes):
+                self.queued_bytes += len(reply)  # a Pending's bytes are counted when it resolves
             if isinstance(reply, Pending) and reply.value is None:
                 if reply.barrier:
                     self.barrier = reply
@@ -133,6 +144,10 @@ class Connection(asyncio.BufferedProtocol):
                 consumed, error = end, None
                 if worker.shard_locked and self.barrier is None:
                     worker.paused.add(self)
+                break
+            if unauthenticated and self.authenticated:  # what follows AUTH is parsed with the full limits
+                consumed, error = end, None
+                worker.loop.call_soon(self.resume)
                 break
         self.last_command = parsed.requests[-1][0][0].lower() if parsed.requests else self.last_command
         if error is not None:
@@ -201,8 +216,10 @@ class Connection(asyncio.BufferedProtocol):
         self.flush()
 
     def reply_ready(self, pending: Pending) -> None:
+        assert pending.value is not None
         if pending.value == CLIENT_CLOSE:
             pending.value = CLIENT_CLOSE  # the one object flush() looks for
+        self.queued_bytes += len(pending.value)
         if pending is self.barrier:
             self.barrier = None
             self.worker.loop.call_soon(self.resume)
@@ -213,6 +230,7 @@ class Connection(asyncio.BufferedProtocol):
         self.worker.mark_dirty(self)
 
     def flush(self) -> None:
+        """Write the replies that are ready, in order, up to the first that is not."""
         replies = self.replies
         if self.transport is None:
             return
@@ -230,22 +248,31 @@ class Connection(asyncio.BufferedProtocol):
                 self.worker.count_error(value)
             out.append(value)
             replies.popleft()
-        if over_limit:  # a reply grew past the output limit while it was built: close, as Redis does
-            self.worker.stats.add(self.worker.id, W_OUTPUT_LIMIT)
-            if out:
-                self.transport.write(b"".join(out))
-            self.close_now()
-            return
         if out:
             data = out[0] if len(out) == 1 else b"".join(out)
+            self.queued_bytes -= len(data)
             self.worker.net_output += len(data)
             self.transport.write(data)
-            if self.transport.get_write_buffer_size() > self.worker.limits.output_buffer_bytes_max:
-                self.worker.stats.add(self.worker.id, W_OUTPUT_LIMIT)
-                self.close_now()  # over the output buffer limit: Redis closes such a client too
+        if over_limit:  # a reply grew past the output limit while it was built: close, as Redis does
+            self.close_for_output()
+            return
+        unsent = self.queued_bytes + self.transport.get_write_buffer_size()
+        self.worker.unsent_bytes += unsent - self.unsent_bytes
+        self.unsent_bytes = unsent
+        if unsent > self.worker.limits.output_buffer_bytes_max:
+            self.close_for_output()  # over the output buffer limit: Redis closes such a client too
+            return
+        if self.worker.unsent_bytes > self.worker.limits.output_bytes_per_worker_max:
+            self.worker.over_output_budget()
+            if self.transport is None:
                 return
         if self.closing and not replies:
             self.transport.close()
+
+    def close_for_output(self) -> None:
+        """Closed for the replies it does not read (counted in INFO)."""
+        self.worker.stats.add(self.worker.id, W_OUTPUT_LIMIT)
+        self.close_now()
 
     def close_now(self) -> None:
         if self.transport is not None:

@@ -73,6 +73,7 @@ from shardkv.worker.peers import (
 
 NO_LOCK = -1
 EXPIRE_PERIOD_S = 0.1
+CLIENTS_PERIOD_S = 1.0  # idle clients (timeout) and stalled large requests are looked at this often
 STATS_PERIOD_S = 0.5
 PAGE = 4096
 
@@ -141,6 +142,7 @@ class Worker:
         self.arenas = [touched(self.limits.query_buffer_bytes_max) for _ in range(self.limits.large_requests_max)]
         self.arena_waiters: list[Connection] = []
         self.next_client_id = 1
+        self.unsent_bytes = 0  # replies not yet sent, all clients together (an estimate from above)
         self.error_codes: dict[bytes, int] = {}  # error code -> its word in this worker's errorstats
         self.net_input = 0
         self.net_output = 0
@@ -184,6 +186,7 @@ class Worker:
         self.loop.add_signal_handler(signal.SIGINT, self.stop)
         self.loop.call_later(EXPIRE_PERIOD_S, self.expire_tick)
         self.loop.call_later(STATS_PERIOD_S, self.stats_tick)
+        self.loop.call_later(CLIENTS_PERIOD_S, self.clients_tick)
         self.stats.set(self.id, W_READY, 1)
         if self.workers > 1:
             self.drain()
@@ -411,6 +414,44 @@ class Worker:
                 self.expire_cursor, max(1024, self.store.buckets // 10), self.limits.expire_keys_per_tick_max,
                 int(time.time() * 1000))
         self.loop.call_later(EXPIRE_PERIOD_S, self.expire_tick)
+
+    def clients_tick(self) -> None:
+        """Close clients idle past CONFIG `timeout` (blocked ones wait on their own timeout), and
+        clients that hold a parse arena but send slower than large-request-bytes-per-s-min (a
+        stalled half-sent command would otherwise keep the arena from everyone)."""
+        now = time.monotonic()
+        timeout_s = self.stats.tunable("timeout")
+        rate_min = self.limits.large_request_bytes_per_s_min * CLIENTS_PERIOD_S
+        for conn in self.clients():
+            if timeout_s > 0 and not conn.blocked and now - conn.last_active > timeout_s:
+                conn.close_now()
+                continue
+            if conn.arena is None:
+                conn.arena_mark = conn.received
+                continue
+            waiting_for_client = conn.barrier is None and not conn.reading_paused and not conn.writing_paused
+            if waiting_for_client and conn.received - conn.arena_mark < rate_min:
+                print(f"worker {self.id}: closing client {conn.id} ({conn.addr}): its large request "
+                      f"arrives slower than {self.limits.large_request_bytes_per_s_min} bytes/s",
+                      file=sys.stderr, flush=True)
+                conn.close_now()
+            conn.arena_mark = conn.received
+        self.loop.call_later(CLIENTS_PERIOD_S, self.clients_tick)
+
+    def over_output_budget(self) -> None:
+        """The estimate of this worker's unsent replies passed its budget: count them exactly
+        and, if they really are over it, close the client holding the most."""
+        total = 0
+        biggest: Connection | None = None
+        for conn in self.clients():
+            assert conn.transport is not None
+            conn.unsent_bytes = conn.queued_bytes + conn.transport.get_write_buffer_size()
+            total += conn.unsent_bytes
+            if biggest is None or conn.unsent_bytes > biggest.unsent_bytes:
+                biggest = conn
+        self.unsent_bytes = total
+        if total > self.limits.output_bytes_per_worker_max and biggest is not None:
+            biggest.close_for_output()
 
     def stats_tick(self) -> None:
         if os.getppid() != self.boot.supervisor_pid:  # the supervisor is gone: so are the segments' owner
