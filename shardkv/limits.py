@@ -54,7 +54,7 @@ class Limits:
     # sending at least this fast, or it is closed: no client can hold the arenas by stalling.
     large_request_bytes_per_s_min: int = 64 * 1024
     # Unsent replies of all the clients of one worker; past it the client with the most is closed.
-    output_bytes_per_worker_max: int = 256 * 1024 * 1024
+    output_bytes_per_worker_max: int = 64 * 1024 * 1024
     timeout: int = 0  # seconds a client may stay idle before it is closed (Redis's `timeout`), 0 = never
 
     def resolved(self) -> Limits:
