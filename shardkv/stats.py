@@ -147,9 +147,11 @@ class Stats:
         return total, per_code
 
     def reset_errors(self, worker: int) -> None:
+        """The counts to zero; the codes stay where they are (a worker caches their places)."""
         base = self._errors_base(worker)
-        for i in range(base, base + ERRORSTATS_WORDS):
-            self.q[i] = 0
+        self.q[base] = 0
+        for i in range(ERROR_CODES_MAX):
+            self.q[base + 1 + i * _ERROR_ENTRY_WORDS] = 0
 
     def reset(self, worker: int) -> None:
         """CONFIG RESETSTAT: the cumulative counters of one worker's row."""
