@@ -1,0 +1,219 @@
+"""Request framing as strict as Redis's, COMMAND's ACL categories and flags, SHUTDOWN's
+modifiers, ROLE and WAIT -- each checked byte for byte against what redis-server 7.0.15 sends.
+
+The parser tests run on `parse_requests` with no sockets, through both of its paths (the split
+fast path that hands over to the walk, and the walk alone).  The live tests run the same bytes
+against a shardkv server and, where redis-server is installed (CI installs it), against Redis
+itself, so that every expected reply below is one Redis really gives.
+"""
+
+from __future__ import annotations
+
+import shutil
+import socket
+import subprocess
+import time
+from collections.abc import Iterator
+
+import pytest
+
+from conftest import Server, free_port, request, start_server
+from shardkv import protocol
+from shardkv.protocol import encode_command, read_reply
+
+HAVE_REDIS = shutil.which("redis-server") is not None
+NO_REDIS = "redis-server is not installed: nothing to compare with (CI installs it)"
+EOF_DEADLINE_S = 5.0
+
+
+# ---------------------------------------------------------------------- helpers
+
+
+def read_until_eof(sock: socket.socket, deadline_s: float = EOF_DEADLINE_S) -> bytes:
+    """Everything the server sends until it closes the connection; no close in time fails."""
+    out = b""
+    end = time.monotonic() + deadline_s
+    while True:
+        left_s = end - time.monotonic()
+        if left_s <= 0:
+            raise AssertionError(f"connection still open after {deadline_s}s; got {out!r}")
+        sock.settimeout(left_s)
+        try:
+            chunk = sock.recv(65536)
+        except TimeoutError:
+            raise AssertionError(f"connection still open after {deadline_s}s; got {out!r}") from None
+        except ConnectionResetError:
+            return out  # closed, abruptly: the bytes before still count
+        if not chunk:
+            return out
+        out += chunk
+
+
+def send_and_close_wait(port: int, data: bytes) -> bytes:
+    with socket.create_connection(("127.0.0.1", port), timeout=10) as s:
+        s.sendall(data)
+        return read_until_eof(s)
+
+
+def start_redis(*args: str) -> tuple[subprocess.Popen[bytes], int]:
+    port = free_port()
+    proc = subprocess.Popen(["redis-server", "--port", str(port), "--save", "", "--appendonly", "no", *args],
+                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    deadline = time.monotonic() + 10
+    while True:
+        try:
+            socket.create_connection(("127.0.0.1", port), timeout=0.2).close()
+            return proc, port
+        except OSError:
+            if time.monotonic() > deadline:
+                proc.kill()
+                raise RuntimeError("redis-server did not start") from None
+            time.sleep(0.05)
+
+
+def stop_redis(proc: subprocess.Popen[bytes]) -> None:
+    if proc.poll() is None:
+        proc.terminate()
+        proc.wait(10)
+
+
+def call(port: int, *argv: bytes | str) -> object:
+    with socket.create_connection(("127.0.0.1", port), timeout=10) as s:
+        raw = request(s, encode_command([a.encode() if isinstance(a, str) else a for a in argv]))
+    return read_reply(raw)[0]
+
+
+@pytest.fixture(scope="module")
+def skv() -> Iterator[Server]:
+    srv = start_server("--shards", "1", "--maxmemory", "32mb", "--maxclients", "64")
+    yield srv
+    srv.stop()
+
+
+@pytest.fixture(scope="module")
+def redis_port() -> Iterator[int]:
+    if not HAVE_REDIS:
+        pytest.skip(NO_REDIS)
+    proc, port = start_redis()
+    yield port
+    stop_redis(proc)
+
+
+# ---------------------------------------------------------------------- 1. framing
+
+INVALID_MBULK = "invalid multibulk length"
+INVALID_BULK = "invalid bulk length"
+PING = encode_command([b"PING"])
+
+# (request, the commands Redis runs from it, the protocol error it then closes with or None).
+# Lengths follow Redis's string2ll: no '+', no spaces, no '_', no leading zeros, no "-0"; a
+# multibulk count <= 0 is an empty command, skipped; a bulk length must be >= 0.  A header line
+# ends at its first CR and the byte after it, whatever it is; a NUL byte before the CR hides the
+# CR (Redis finds it with strchr), so Redis waits for more.
+FRAMING_CASES: list[tuple[bytes, list[list[bytes]], str | None]] = [
+    (b"*+1\r\n$4\r\nPING\r\n", [], INVALID_MBULK),
+    (b"*1\r\n$ 4\r\nPING\r\n", [], INVALID_BULK),
+    (b"*1\r\n$0_4\r\nPING\r\n", [], INVALID_BULK),
+    (b"*01\r\n$4\r\nPING\r\n", [], INVALID_MBULK),
+    (b"*1\r\n$-0\r\n", [], INVALID_BULK),
+    (b"*1\r\n$-1\r\n", [], INVALID_BULK),
+    (b"*1\r\n$04\r\nPING\r\n", [], INVALID_BULK),
+    (b"*1\r\n$+4\r\nPING\r\n", [], INVALID_BULK),
+    (b"*1\r\n$4 \r\nPING\r\n", [], INVALID_BULK),
+    (b"*1\r\n$\r\n", [], INVALID_BULK),
+    (b"*-0\r\n" + PING, [], INVALID_MBULK),
+    (b"*1 \r\n" + PING[4:], [], INVALID_MBULK),
+    (b"* 1\r\n" + PING[4:], [], INVALID_MBULK),
+    (b"*\r\n", [], INVALID_MBULK),
+    (b"*0x1\r\n", [], INVALID_MBULK),
+    (b"*2147483648\r\n", [], INVALID_MBULK),  # above INT_MAX
+    (b"*-9223372036854775809\r\n" + PING, [], INVALID_MBULK),  # below LLONG_MIN
+    (b"*-1\r\n" + PING, [[b"PING"]], None),
+    (b"*0\r\n" + PING, [[b"PING"]], None),
+    (b"*-5\r\n" + PING, [[b"PING"]], None),
+    (b"*-9223372036854775808\r\n" + PING, [[b"PING"]], None),
+    (b"*1\rX$4\r\nPING\r\n", [[b"PING"]], None),  # any byte after the CR ends the line
+    (b"*1\r\n$4\rXPING\r\n", [[b"PING"]], None),
+    (b"*1\r\n$4\r\nPINGxx", [[b"PING"]], None),  # the two bytes after the data are not checked
+    (b"*1\r\nX\r\n", [], "expected '$', got 'X'"),
+    (b"*1\r\nX", [], None),  # Redis waits for the whole line before it looks at the '$'
+    (b"*1\x00\r\n" + PING[4:], [], None),  # the NUL hides the CR: Redis waits
+    (b"*1\r\n$4\x00\r\nPING\r\n", [], None),
+    (b"*1\r", [], None),
+]
+
+
+def _walk_only(data: bytes, args_max: int = 1 << 40) -> protocol.ParseResult:
+    return protocol._parse_walk(data, len(data), args_max, 1 << 40, 1 << 30, [], 0)
+
+
+@pytest.mark.parametrize(("data", "argvs", "why"), FRAMING_CASES, ids=[repr(c[0])[:40] for c in FRAMING_CASES])
+def test_parse_requests_takes_exactly_what_redis_takes(data: bytes, argvs: list[list[bytes]], why: str | None) -> None:
+    """Both parser paths run the commands Redis runs from these bytes and then stop with Redis's
+    error (or wait, with no error, where Redis waits); also behind a pipeline of GETs, where the
+    fast path parses the GETs and hands the rest to the walk."""
+    prefix = b"".join(encode_command([b"GET", b"k%d" % i]) for i in range(16))
+    for label, result, skipped in [
+        ("fast path, then walk", protocol.parse_requests(data, len(data), 1 << 40, 1 << 40), 0),
+        ("walk only", _walk_only(data), 0),
+        ("behind 16 GETs", protocol.parse_requests(prefix + data, len(prefix + data), 1 << 40, 1 << 40), 16),
+    ]:
+        got = [argv for argv, _, _ in result.requests][skipped:]
+        assert got == argvs, label
+        assert (result.error.why if result.error else None) == why, label
+        if why is not None:  # nothing of the refused command is consumed: its reply comes last
+            assert result.consumed == (len(prefix) if skipped else 0) + sum(
+                end - start for _, start, end in result.requests[skipped:]), label
+
+
+def test_lengths_are_checked_against_the_limits_too() -> None:
+    """shardkv's own limits (args-max, proto-max-bulk-len) refuse with Redis's texts."""
+    assert _walk_only(b"*2147483647\r\n").error is None  # INT_MAX: Redis waits for the arguments
+    many = _walk_only(b"*70000\r\n", args_max=65536)
+    assert many.error is not None and many.error.why == INVALID_MBULK
+    big = protocol.parse_requests(b"*1\r\n$1025\r\n", 11, 65536, 1024)
+    assert big.error is not None and big.error.why == INVALID_BULK
+
+
+def test_string2ll_is_redis_strict() -> None:
+    good = {b"0": 0, b"1": 1, b"-1": -1, b"9223372036854775807": (1 << 63) - 1,
+            b"-9223372036854775808": -(1 << 63)}
+    bad = [b"", b"-", b"+1", b" 1", b"1 ", b"0_4", b"01", b"-0", b"00", b"1.0", b"0x1", b"1e3",
+           b"9223372036854775808", b"-9223372036854775809", b"1" * 25, b"\xd9\xa1", b"1\n"]
+    assert {t: protocol.string2ll(t) for t in good} == good
+    assert [t for t in bad if protocol.string2ll(t) is not None] == []
+
+
+def test_a_plain_pipeline_stays_on_the_fast_path() -> None:
+    """The strictness costs the common case nothing: canonical headers never reach the walk."""
+    data = b"".join(encode_command([b"SET", b"key:%d" % i, b"v" * (i * 37)]) for i in range(200))
+    out: list[tuple[list[bytes], int, int]] = []
+    assert protocol._parse_split(data, len(data), 65536, 1 << 30, out) == len(data)
+    assert len(out) == 200
+
+
+LIVE_FRAMING_CASES = [
+    (b"*+1\r\n$4\r\nPING\r\n", b"-ERR Protocol error: invalid multibulk length\r\n"),
+    (b"*1\r\n$ 4\r\nPING\r\n", b"-ERR Protocol error: invalid bulk length\r\n"),
+    (b"*1\r\n$0_4\r\nPING\r\n", b"-ERR Protocol error: invalid bulk length\r\n"),
+    (b"*01\r\n$4\r\nPING\r\n", b"-ERR Protocol error: invalid multibulk length\r\n"),
+    (b"*1\r\n$-0\r\n", b"-ERR Protocol error: invalid bulk length\r\n"),
+    (b"*1\r\n$-1\r\n", b"-ERR Protocol error: invalid bulk length\r\n"),
+    (b"*-0\r\n" + PING, b"-ERR Protocol error: invalid multibulk length\r\n"),
+    (PING + b"*-1\r\n" + PING + b"*1\r\n$04\r\nPING\r\n",
+     b"+PONG\r\n+PONG\r\n-ERR Protocol error: invalid bulk length\r\n"),
+]
+
+
+@pytest.mark.parametrize(("data", "reply"), LIVE_FRAMING_CASES, ids=[repr(c[0])[:40] for c in LIVE_FRAMING_CASES])
+def test_live_bad_lengths_get_the_error_and_a_close(skv: Server, data: bytes, reply: bytes) -> None:
+    """shardkv answers each bad length with Redis's error and closes the connection (EOF, not
+    a timeout)."""
+    assert send_and_close_wait(skv.port, data) == reply
+
+
+@pytest.mark.skipif(not HAVE_REDIS, reason=NO_REDIS)
+@pytest.mark.parametrize(("data", "reply"), LIVE_FRAMING_CASES, ids=[repr(c[0])[:40] for c in LIVE_FRAMING_CASES])
+def test_live_bad_lengths_are_what_redis_does(redis_port: int, data: bytes, reply: bytes) -> None:
+    """The expectations above are redis-server's own replies and closes."""
+    assert send_and_close_wait(redis_port, data) == reply
