@@ -54,13 +54,26 @@ VERSION = "7.0.15"
 # ---------------------------------------------------------------------- COMMAND
 
 
+# Command flags in the order COMMAND INFO lists them (Redis's addReplyFlagsForCommand).
+REPLY_FLAGS = (
+    "write", "readonly", "denyoom", "module", "admin", "pubsub", "noscript", "blocking", "loading", "stale",
+    "skip_monitor", "skip_slowlog", "asking", "fast", "no_auth", "no_mandatory_keys", "no_async_loading",
+    "no_multi", "movablekeys", "allow_busy",
+)
+
+
+def _reply_flags(cmd: Command) -> list[str]:
+    """The flags COMMAND INFO reports, in Redis's order; movablekeys is implied by find_keys,
+    as Redis implies it from a key-finding function."""
+    flags = set(cmd.flags)
+    if cmd.find_keys is not None:
+        flags.add("movablekeys")
+    assert flags <= set(REPLY_FLAGS), f"{cmd.name}: unknown flags {flags - set(REPLY_FLAGS)}"
+    return [f for f in REPLY_FLAGS if f in flags]
+
+
 def _acl_categories(cmd: Command) -> list[bytes]:
-    cats = [b"@" + cmd.group.encode()] if cmd.group in ("string", "keyspace", "connection") else []
-    if cmd.group == "generic":
-        cats = [b"@keyspace"]
-    cats.append(b"@write" if cmd.is_write else b"@read" if cmd.first_key else b"@slow")
-    cats.append(b"@fast" if "fast" in cmd.flags else b"@slow")
-    return cats
+    return [b"@" + c.encode() for c in cmd.acl_categories]
 
 
 def _key_specs(cmd: Command, proto: int) -> bytes:
@@ -88,7 +101,7 @@ def command_info(cmd: Command, proto: int) -> bytes:
     return protocol.array([
         protocol.bulk(cmd.name.encode()),
         protocol.integer(cmd.arity),
-        protocol.set_reply(proto, [protocol.simple(f) for f in cmd.flags]),
+        protocol.set_reply(proto, [protocol.simple(f) for f in _reply_flags(cmd)]),
         protocol.integer(cmd.first_key),
         protocol.integer(cmd.last_key),
         protocol.integer(cmd.key_step),
@@ -107,7 +120,8 @@ def command_docs(cmd: Command, proto: int) -> bytes:
     ])
 
 
-@command("command", -1, "loading stale", where=SERVER, group="server", summary="Details about all commands",
+@command("command", -1, "loading stale", where=SERVER, group="server", acl="@connection",
+         summary="Details about all commands",
          subcommands=("count", "info", "docs", "getkeys", "list", "help"))
 def command_(conn: Connection, argv: list[bytes]) -> bytes:
     proto = conn.proto
@@ -198,7 +212,9 @@ def _config_set_value(conn: Connection, name: str, raw: bytes, fixed: dict[str, 
                            "can't set immutable config")
 
 
-@command("config", -2, "admin noscript loading stale", where=SERVER, group="server",
+# No flags, as Redis's CONFIG container has none; admin, noscript, loading and stale belong to its
+# subcommands, which this table does not list as rows.
+@command("config", -2, "", where=SERVER, group="server",
          summary="Read, change and reset server parameters", subcommands=("get", "set", "resetstat", "help"))
 def config(conn: Connection, argv: list[bytes]) -> bytes:
     sub = argv[1].lower()
@@ -378,7 +394,8 @@ def _rss() -> int:
         return 0
 
 
-@command("info", -1, "loading stale", where=SERVER, group="server", summary="Information and statistics")
+@command("info", -1, "loading stale", where=SERVER, group="server", acl="@dangerous",
+         summary="Information and statistics")
 def info(conn: Connection, argv: list[bytes]) -> bytes:
     names: list[str] = []
     for raw in argv[1:] or [b"default"]:
@@ -399,7 +416,8 @@ def info(conn: Connection, argv: list[bytes]) -> bytes:
 # ---------------------------------------------------------------------- keyspace-wide
 
 
-@command("dbsize", 1, "readonly fast", where=SERVER, group="server", summary="Number of keys in the selected database")
+@command("dbsize", 1, "readonly fast", where=SERVER, group="server", acl="@keyspace",
+         summary="Number of keys in the selected database")
 def dbsize(conn: Connection, argv: list[bytes]) -> bytes:
     return protocol.integer(sum(s.keys_in(conn.db) for s in conn.worker.stores))
 
@@ -413,12 +431,14 @@ def flush_generic(conn: Connection, argv: list[bytes], every_db: bool) -> Pendin
         conn, parts, lambda replies: first_error(list(replies.values())) or protocol.OK)
 
 
-@command("flushdb", -1, "write", where=SERVER, group="server", summary="Remove all keys of the selected database")
+@command("flushdb", -1, "write", where=SERVER, group="server", acl="@keyspace @dangerous",
+         summary="Remove all keys of the selected database")
 def flushdb(conn: Connection, argv: list[bytes]) -> Pending:
     return flush_generic(conn, argv, every_db=False)
 
 
-@command("flushall", -1, "write", where=SERVER, group="server", summary="Remove all keys of every database")
+@command("flushall", -1, "write", where=SERVER, group="server", acl="@keyspace @dangerous",
+         summary="Remove all keys of every database")
 def flushall(conn: Connection, argv: list[bytes]) -> Pending:
     return flush_generic(conn, argv, every_db=True)
 
@@ -429,7 +449,8 @@ def shard_flush(ctx: ShardCtx, argv: list[bytes]) -> bytes:
     return protocol.OK
 
 
-@command("swapdb", 3, "write fast", where=SERVER, group="server", summary="Swap two databases")
+@command("swapdb", 3, "write fast", where=SERVER, group="server", acl="@keyspace @dangerous",
+         summary="Swap two databases")
 def swapdb(conn: Connection, argv: list[bytes]) -> Pending:
     a = parse_int(argv[1], "ERR invalid first DB index")
     b = parse_int(argv[2], "ERR invalid second DB index")
@@ -458,7 +479,7 @@ def time_(conn: Connection, argv: list[bytes]) -> bytes:
     return protocol.bulk_array([b"%d" % (now // 1_000_000), b"%d" % (now % 1_000_000)])
 
 
-@command("shutdown", -1, "admin noscript loading stale", where=SERVER, group="server",
+@command("shutdown", -1, "admin noscript loading stale no_multi allow_busy", where=SERVER, group="server",
          summary="Stop the server (every worker) and release its memory")
 def shutdown(conn: Connection, argv: list[bytes]) -> bytes | Pending:
     for raw in argv[1:]:
@@ -474,7 +495,8 @@ def shutdown(conn: Connection, argv: list[bytes]) -> bytes | Pending:
 # ---------------------------------------------------------------------- every shard's keys
 
 
-@command("keys", 2, "readonly", where=SERVER, group="generic", summary="Find all keys matching the given pattern")
+@command("keys", 2, "readonly", where=SERVER, group="generic", acl="@keyspace @dangerous",
+         summary="Find all keys matching the given pattern")
 def keys(conn: Connection, argv: list[bytes]) -> Pending:
     async def run() -> bytes:
         replies = await conn.router.fan_out([b"__keys", argv[1]], conn.db, conn.proto)
