@@ -9,9 +9,11 @@ itself, so that every expected reply below is one Redis really gives.
 
 from __future__ import annotations
 
+import os
 import shutil
 import socket
 import subprocess
+import tempfile
 import time
 from collections.abc import Iterator
 
@@ -314,3 +316,58 @@ def test_filterby_aclcat_lists_what_redis_lists(skv: Server, redis_port: int) ->
         theirs = call(redis_port, "COMMAND", "LIST", "FILTERBY", "ACLCAT", category)
         assert isinstance(ours, list) and isinstance(theirs, list)
         assert sorted(ours) == sorted(n for n in theirs if n in names), category
+
+
+# ---------------------------------------------------------------------- 3. SHUTDOWN
+
+SHUTDOWN_REFUSALS = [
+    (b"SHUTDOWN SAVE", b"-ERR Errors trying to SHUTDOWN. Check logs.\r\n"),
+    (b"SHUTDOWN save now", b"-ERR Errors trying to SHUTDOWN. Check logs.\r\n"),
+    (b"SHUTDOWN SAVE NOSAVE", b"-ERR syntax error\r\n"),
+    (b"SHUTDOWN NOSAVE SAVE FORCE", b"-ERR syntax error\r\n"),
+    (b"SHUTDOWN ABORT NOW", b"-ERR syntax error\r\n"),
+    (b"SHUTDOWN FORCE ABORT", b"-ERR syntax error\r\n"),
+    (b"SHUTDOWN NOSAVE bogus", b"-ERR syntax error\r\n"),
+    (b"SHUTDOWN ABORT", b"-ERR No shutdown in progress.\r\n"),
+    (b"SHUTDOWN abort abort", b"-ERR No shutdown in progress.\r\n"),
+]
+
+
+def _refusals(port: int) -> list[bytes]:
+    with socket.create_connection(("127.0.0.1", port), timeout=10) as s:
+        replies = [request(s, encode_command(line.split())) for line, _ in SHUTDOWN_REFUSALS]
+        replies.append(request(s, PING))  # the same connection is still served
+    return replies
+
+
+def test_shutdown_refusals_keep_the_server_serving(skv: Server) -> None:
+    """SAVE cannot save (no persistence), so without FORCE it is refused as Redis refuses a
+    shutdown whose save fails; contradictory modifiers are syntax errors; nothing stops."""
+    assert _refusals(skv.port) == [reply for _, reply in SHUTDOWN_REFUSALS] + [b"+PONG\r\n"]
+    assert skv.proc.poll() is None
+    assert call(skv.port, "PING") == b"PONG"
+
+
+@pytest.mark.skipif(not HAVE_REDIS, reason=NO_REDIS)
+def test_shutdown_refusals_are_what_redis_does() -> None:
+    """The same replies from a redis-server whose save fails (its directory is gone)."""
+    with tempfile.TemporaryDirectory() as parent:
+        gone = os.path.join(parent, "gone")
+        os.mkdir(gone)
+        proc, port = start_redis("--dir", gone)
+        try:
+            os.rmdir(gone)
+            assert _refusals(port) == [reply for _, reply in SHUTDOWN_REFUSALS] + [b"+PONG\r\n"]
+            assert proc.poll() is None
+        finally:
+            stop_redis(proc)
+
+
+def test_shutdown_save_force_stops_the_server() -> None:
+    """SAVE FORCE stops anyway: no reply, the connection closes, the supervisor exits 0."""
+    srv = start_server("--shards", "2", "--maxmemory", "64mb", "--maxclients", "64")
+    try:
+        assert send_and_close_wait(srv.port, encode_command([b"SHUTDOWN", b"SAVE", b"FORCE"])) == b""
+        assert srv.proc.wait(30) == 0
+    finally:
+        srv.stop()

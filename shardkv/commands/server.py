@@ -12,6 +12,7 @@ import os
 import platform
 import random
 import signal
+import sys
 import time
 from typing import TYPE_CHECKING
 
@@ -479,17 +480,34 @@ def time_(conn: Connection, argv: list[bytes]) -> bytes:
     return protocol.bulk_array([b"%d" % (now // 1_000_000), b"%d" % (now % 1_000_000)])
 
 
+SHUTDOWN_SAVE_FAILED = "ERR Errors trying to SHUTDOWN. Check logs."
+
+
 @command("shutdown", -1, "admin noscript loading stale no_multi allow_busy", where=SERVER, group="server",
          summary="Stop the server (every worker) and release its memory")
 def shutdown(conn: Connection, argv: list[bytes]) -> bytes | Pending:
+    """Redis's rules for the modifiers.  shardkv keeps nothing on disk, so SAVE is a save that
+    fails: Redis then refuses to stop and keeps serving, unless FORCE says to stop anyway."""
+    modifiers = set()
+    abort = False
     for raw in argv[1:]:
-        if raw.upper() not in (b"NOSAVE", b"SAVE", b"NOW", b"FORCE", b"ABORT"):
+        modifier = raw.upper()
+        if modifier == b"ABORT":
+            abort = True
+        elif modifier in (b"NOSAVE", b"SAVE", b"NOW", b"FORCE"):
+            modifiers.add(modifier)
+        else:
             raise CommandError(errors.SYNTAX)
-    if any(raw.upper() == b"ABORT" for raw in argv[1:]):
+    if (abort and modifiers) or {b"SAVE", b"NOSAVE"} <= modifiers:
+        raise CommandError(errors.SYNTAX)
+    if abort:
         raise CommandError("ERR No shutdown in progress.")
+    if b"SAVE" in modifiers and b"FORCE" not in modifiers:
+        print(f"worker {conn.worker.id}: SHUTDOWN SAVE refused: shardkv has no persistence to save to "
+              f"(SHUTDOWN SAVE FORCE stops anyway)", file=sys.stderr, flush=True)
+        raise CommandError(SHUTDOWN_SAVE_FAILED)
     os.kill(conn.worker.stats.global_get(G_SUPERVISOR_PID), signal.SIGTERM)
     return Pending(None)  # no reply: the connection closes as the server stops
-
 
 
 # ---------------------------------------------------------------------- every shard's keys
