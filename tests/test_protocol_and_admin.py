@@ -263,6 +263,8 @@ def test_categories_are_derived_as_redis_derives_them() -> None:
     assert cats["setbit"] == ("write", "bitmap", "slow")
     assert cats["shutdown"] == ("admin", "slow", "dangerous")
     assert cats["keys"] == ("keyspace", "read", "slow", "dangerous")
+    assert cats["role"] == ("admin", "fast", "dangerous")
+    assert cats["wait"] == ("slow", "connection")
     assert cats["config"] == ("slow",)
     for name, found in cats.items():
         assert ("fast" in found) != ("slow" in found), name
@@ -371,3 +373,84 @@ def test_shutdown_save_force_stops_the_server() -> None:
         assert srv.proc.wait(30) == 0
     finally:
         srv.stop()
+
+
+# ---------------------------------------------------------------------- 4. ROLE, WAIT
+
+ROLE_REPLY = b"*3\r\n$6\r\nmaster\r\n:0\r\n*0\r\n"
+WAIT_CASES = [
+    (b"WAIT 0 0", b":0\r\n"),
+    (b"WAIT -1 0", b":0\r\n"),
+    (b"WAIT 0 9223372036854775807", b":0\r\n"),
+    (b"WAIT 0 -1", b"-ERR timeout is negative\r\n"),
+    (b"WAIT 1 -1", b"-ERR timeout is negative\r\n"),
+    (b"WAIT 0 x", b"-ERR timeout is not an integer or out of range\r\n"),
+    (b"WAIT 0 1.5", b"-ERR timeout is not an integer or out of range\r\n"),
+    (b"WAIT x -1", b"-ERR value is not an integer or out of range\r\n"),
+    (b"WAIT 99999999999999999999 0", b"-ERR value is not an integer or out of range\r\n"),
+    (b"WAIT 1", b"-ERR wrong number of arguments for 'wait' command\r\n"),
+    (b"ROLE x", b"-ERR wrong number of arguments for 'role' command\r\n"),
+]
+
+
+def _role_and_wait(port: int) -> list[bytes]:
+    with socket.create_connection(("127.0.0.1", port), timeout=10) as s:
+        replies = [request(s, b"ROLE\r\n")]
+        replies += [request(s, encode_command(line.split())) for line, _ in WAIT_CASES]
+        request(s, encode_command([b"HELLO", b"3"]))
+        replies.append(request(s, b"ROLE\r\n"))
+    return replies
+
+
+EXPECTED_ROLE_AND_WAIT = [ROLE_REPLY] + [reply for _, reply in WAIT_CASES] + [ROLE_REPLY]
+
+
+def test_role_and_wait_answer_as_a_master_without_replicas(skv: Server) -> None:
+    assert _role_and_wait(skv.port) == EXPECTED_ROLE_AND_WAIT
+
+
+@pytest.mark.skipif(not HAVE_REDIS, reason=NO_REDIS)
+def test_role_and_wait_are_what_redis_does(redis_port: int) -> None:
+    assert _role_and_wait(redis_port) == EXPECTED_ROLE_AND_WAIT
+
+
+def test_wait_for_replicas_blocks_until_its_timeout(skv: Server) -> None:
+    """No replica will ever acknowledge: WAIT 1 300 answers 0 after 300 ms, as Redis does, and
+    the client's next command waits behind it."""
+    with socket.create_connection(("127.0.0.1", skv.port), timeout=10) as s:
+        started = time.monotonic()
+        s.sendall(encode_command([b"WAIT", b"1", b"300"]) + PING)
+        reply = b""
+        while len(reply) < len(b":0\r\n+PONG\r\n"):
+            chunk = s.recv(100)
+            assert chunk, "connection closed"
+            if not reply:
+                assert time.monotonic() - started >= 0.29, "answered before its timeout"
+            reply += chunk
+    assert reply == b":0\r\n+PONG\r\n"
+
+
+def _blocked_clients(port: int) -> int:
+    info = call(port, "INFO", "clients")
+    assert isinstance(info, bytes)
+    return int(info.split(b"blocked_clients:")[1].split(b"\r\n")[0])
+
+
+def _wait_for(condition: object, what: str, deadline_s: float = 10) -> None:
+    end = time.monotonic() + deadline_s
+    while not condition():  # type: ignore[operator]
+        assert time.monotonic() < end, what
+        time.sleep(0.02)
+
+
+def test_wait_without_timeout_blocks_until_the_client_leaves(skv: Server) -> None:
+    """WAIT 1 0 blocks for ever (it counts in blocked_clients) and ends with its client."""
+    before = _blocked_clients(skv.port)
+    s = socket.create_connection(("127.0.0.1", skv.port), timeout=10)
+    s.sendall(encode_command([b"WAIT", b"1", b"0"]))
+    _wait_for(lambda: _blocked_clients(skv.port) == before + 1, "WAIT 1 0 did not block")
+    s.settimeout(0.2)
+    with pytest.raises(TimeoutError):
+        s.recv(100)
+    s.close()
+    _wait_for(lambda: _blocked_clients(skv.port) == before, "the blocked WAIT outlived its client")

@@ -1,4 +1,4 @@
-"""Server commands: COMMAND, CONFIG, INFO, DBSIZE, FLUSHDB, FLUSHALL, TIME, SHUTDOWN.
+"""Server commands: COMMAND, CONFIG, INFO, DBSIZE, FLUSHDB, FLUSHALL, TIME, SHUTDOWN, ROLE, WAIT.
 
 Counts come from the shard headers and the stats segment, which every worker can read, so INFO
 and DBSIZE need no message to other workers.  FLUSHDB / FLUSHALL run as a transaction over every
@@ -7,6 +7,7 @@ shard (`__flush` parts), so no client sees a half-flushed keyspace.
 
 from __future__ import annotations
 
+import asyncio
 import fnmatch
 import os
 import platform
@@ -508,6 +509,51 @@ def shutdown(conn: Connection, argv: list[bytes]) -> bytes | Pending:
         raise CommandError(SHUTDOWN_SAVE_FAILED)
     os.kill(conn.worker.stats.global_get(G_SUPERVISOR_PID), signal.SIGTERM)
     return Pending(None)  # no reply: the connection closes as the server stops
+
+
+# ---------------------------------------------------------------------- replication (none)
+
+
+@command("role", 1, "noscript loading stale fast", where=SERVER, group="server", acl="@admin @dangerous",
+         summary="Return the role of the instance in the context of replication")
+def role(conn: Connection, argv: list[bytes]) -> bytes:
+    """A master with no replicas, at replication offset 0."""
+    return protocol.array([protocol.bulk(b"master"), protocol.ZERO, protocol.EMPTY_ARRAY])
+
+
+WAIT_POLL_S = 0.1  # how soon a WAIT that can never be satisfied notices its client left
+
+
+@command("wait", 3, "noscript", where=SERVER, group="generic", acl="@connection",
+         summary="Wait for the synchronous replication of all the write commands sent in the context of the "
+                 "current connection")
+def wait(conn: Connection, argv: list[bytes]) -> bytes | Pending:
+    """No replica ever acknowledges: WAIT for none answers 0 at once; WAIT for some blocks the
+    client, as Redis does, until the timeout (0: until it disconnects) and then answers 0."""
+    replicas = parse_int(argv[1])
+    timeout_ms = parse_int(argv[2], "ERR timeout is not an integer or out of range")
+    if timeout_ms < 0:
+        raise CommandError("ERR timeout is negative")
+    if replicas <= 0:
+        return protocol.ZERO
+    pending = Pending(conn, barrier=True)  # blocked: the client's next commands wait behind it
+    conn.worker.spawn(_wait_out(conn, pending, timeout_ms))
+    return pending
+
+
+async def _wait_out(conn: Connection, pending: Pending, timeout_ms: int) -> None:
+    worker = conn.worker
+    worker.stats.add(worker.id, W_BLOCKED)
+    try:
+        deadline = time.monotonic() + timeout_ms / 1000 if timeout_ms else float("inf")
+        while conn.transport is not None:
+            left_s = deadline - time.monotonic()
+            if left_s <= 0:
+                break
+            await asyncio.sleep(min(left_s, WAIT_POLL_S))
+    finally:
+        worker.stats.add(worker.id, W_BLOCKED, -1)
+        pending.resolve(protocol.ZERO)
 
 
 # ---------------------------------------------------------------------- every shard's keys
