@@ -11,15 +11,16 @@ The encoders build RESP2 or RESP3 replies as bytes.  Strings are stored RESP-enc
 
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass
 
 from shardkv.errors import ProtocolError
 
 INLINE_BYTES_MAX = 64 * 1024  # Redis's PROTO_INLINE_MAX_SIZE
+COUNT_MAX = (1 << 31) - 1  # Redis 7.0 refuses a multibulk count above INT_MAX
 # What a client that must authenticate and has not may send (Redis's limits for such clients).
 UNAUTHENTICATED_ARGS_MAX = 10
 UNAUTHENTICATED_BULK_BYTES_MAX = 16384
-MULTIBULK_ARGS_PROTOCOL_MAX = 1024 * 1024  # Redis refuses more than this in one multibulk
 
 
 @dataclass(slots=True)
@@ -87,12 +88,17 @@ def _parse_split(data: bytes, end: int, args_max: int, requests_max: int,
 
 def _parse_walk(buf: bytearray | bytes, end: int, args_max: int, bulk_bytes_max: int, requests_max: int,
                 out: list[tuple[list[bytes], int, int]], pos: int, unauthenticated: bool = False) -> ParseResult:
-    """Every case, byte by byte from pos, with Redis's exact errors."""
+    """Every case, byte by byte from pos, with Redis's exact errors and its exact framing: a
+    header line ends at its first CR, lengths follow `string2ll`, and a request is refused (or
+    waited for) at the same byte as Redis would."""
     find = buf.find
+    counts, sizes = _COUNT_HEADERS.get, _BULK_HEADERS.get
     while pos < end and len(out) < requests_max:
         start = pos
         if buf[pos] != 42:  # not '*': an inline command
             nl = find(b"\n", pos, end)
+            if nl >= 0 and find(b"\0", pos, nl) >= 0:
+                nl = -1  # Redis looks for the LF with strchr, which a NUL byte stops
             if nl < 0:
                 if end - pos > INLINE_BYTES_MAX:
                     return ParseResult(out, pos, 0, ProtocolError("too big inline request"))
@@ -106,49 +112,75 @@ def _parse_walk(buf: bytearray | bytes, end: int, args_max: int, bulk_bytes_max:
             if argv:
                 out.append((argv, start, pos))
             continue
-        nl = find(b"\r\n", pos, end)
-        if nl < 0:
-            if end - pos > INLINE_BYTES_MAX:
-                return ParseResult(out, pos, 0, ProtocolError("too big mbulk count string"))
-            return ParseResult(out, pos, 0)
-        try:
-            count = int(buf[pos + 1 : nl])
-        except ValueError:
-            return ParseResult(out, pos, 0, ProtocolError("invalid multibulk length"))
-        if count > MULTIBULK_ARGS_PROTOCOL_MAX or count > args_max:
-            return ParseResult(out, pos, 0, ProtocolError("invalid multibulk length"))
+        cr = find(b"\r", pos, end)
+        if cr < 0 or cr + 1 >= end:
+            return _no_header_yet(buf, out, pos, pos, end, cr, "too big mbulk count string")
+        head = bytes(buf[pos:cr])
+        count = counts(head)  # the canonical counts, at dict speed; the rest below
+        if count is None:
+            if b"\0" in head:
+                return _no_header_yet(buf, out, pos, pos, end, cr, "too big mbulk count string")
+            count = string2ll(head[1:])
+            if count is None or count > COUNT_MAX:
+                return ParseResult(out, pos, 0, ProtocolError("invalid multibulk length"))
         if unauthenticated and count > UNAUTHENTICATED_ARGS_MAX:
             return ParseResult(out, pos, 0, ProtocolError("unauthenticated multibulk length"))
-        pos = nl + 2
+        if count > args_max:
+            return ParseResult(out, pos, 0, ProtocolError("invalid multibulk length"))
+        pos = cr + 2
         if count <= 0:
-            continue  # Redis ignores empty multibulks
+            continue  # Redis ignores empty (and negative) multibulks
         argv = []
         for _ in range(count):
-            if pos >= end:
-                return ParseResult(out, start, 0)
-            if buf[pos] != 36:  # '$'
-                got = chr(buf[pos])  # one byte, sent back raw by protocol_error
-                return ParseResult(out, start, 0, ProtocolError(f"expected '$', got '{got}'"))
-            nl = find(b"\r\n", pos, end)
-            if nl < 0:
-                if end - pos > INLINE_BYTES_MAX:
-                    return ParseResult(out, start, 0, ProtocolError("too big bulk count string"))
-                return ParseResult(out, start, 0)
-            try:
-                size = int(buf[pos + 1 : nl])
-            except ValueError:
-                return ParseResult(out, start, 0, ProtocolError("invalid bulk length"))
-            if size < 0 or size > bulk_bytes_max:
+            cr = find(b"\r", pos, end)
+            if cr < 0 or cr + 1 >= end:
+                return _no_header_yet(buf, out, start, pos, end, cr, "too big bulk count string")
+            head = bytes(buf[pos:cr])
+            size = sizes(head)
+            if size is None:
+                if b"\0" in head:
+                    return _no_header_yet(buf, out, start, pos, end, cr, "too big bulk count string")
+                if buf[pos] != 36:  # '$'
+                    got = chr(buf[pos])  # one byte, sent back raw by protocol_error
+                    return ParseResult(out, start, 0, ProtocolError(f"expected '$', got '{got}'"))
+                size = string2ll(head[1:])
+                if size is None or size < 0:
+                    return ParseResult(out, start, 0, ProtocolError("invalid bulk length"))
+            if size > bulk_bytes_max:
                 return ParseResult(out, start, 0, ProtocolError("invalid bulk length"))
             if unauthenticated and size > UNAUTHENTICATED_BULK_BYTES_MAX:
                 return ParseResult(out, start, 0, ProtocolError("unauthenticated bulk length"))
-            data = nl + 2
-            pos = data + size + 2
+            data = cr + 2
+            pos = data + size + 2  # the two bytes after the data are skipped unread, as Redis does
             if pos > end:
                 return ParseResult(out, start, pos - start)
             argv.append(bytes(buf[data : data + size]))
         out.append((argv, start, pos))
     return ParseResult(out, pos, 0)
+
+
+def _no_header_yet(buf: bytearray | bytes, out: list[tuple[list[bytes], int, int]], start: int, pos: int,
+                   end: int, cr: int, too_big: str) -> ParseResult:
+    """A header line at pos that Redis does not see as whole yet.  Redis finds its end with
+    strchr for CR (a NUL byte before the CR hides it) and then wants one more byte, whatever it
+    is; only while it finds no CR does a buffer past INLINE_BYTES_MAX become an error."""
+    if (cr < 0 or buf.find(b"\0", pos, cr) >= 0) and end - pos > INLINE_BYTES_MAX:
+        return ParseResult(out, start, 0, ProtocolError(too_big))
+    return ParseResult(out, start, 0)
+
+
+_DECIMAL = re.compile(rb"0|-?[1-9][0-9]*").fullmatch
+_LONG_STR_BYTES = 21  # Redis's LONG_STR_SIZE: no valid long long is this long
+LLONG_MIN, LLONG_MAX = -(1 << 63), (1 << 63) - 1
+
+
+def string2ll(text: bytes | bytearray) -> int | None:
+    """Redis's strict integer syntax (util.c string2ll), or None: an optional '-', then "0" or a
+    digit 1-9 and more digits; no '+', spaces, '_', leading zeros or "-0"; a signed 64-bit value."""
+    if len(text) >= _LONG_STR_BYTES or _DECIMAL(text) is None:
+        return None
+    value = int(text)
+    return value if LLONG_MIN <= value <= LLONG_MAX else None
 
 
 def split_inline(line: bytes) -> list[bytes]:

@@ -84,7 +84,7 @@ class Server(Protocol):
         """Run an internal SHARD or WORKER command on one worker."""
         ...
 
-    def later(self, client: Client, coro: Coroutine[Any, Any, bytes]) -> Pending:
+    def later(self, client: Client, coro: Coroutine[Any, Any, bytes], barrier: bool = False) -> Pending:
         """The client's reply is what coro returns; an exception in it becomes an error reply."""
         ...
 
@@ -112,6 +112,9 @@ class Client(Protocol):
 
     @property
     def server(self) -> Server: ...
+
+    @property
+    def connected(self) -> bool: ...
 
     def client_info(self) -> str: ...
 

@@ -1,4 +1,4 @@
-"""Server commands: COMMAND, CONFIG, INFO, DBSIZE, FLUSHDB, FLUSHALL, TIME, SHUTDOWN.
+"""Server commands: COMMAND, CONFIG, INFO, DBSIZE, FLUSHDB, FLUSHALL, TIME, SHUTDOWN, ROLE, WAIT.
 
 Counts come from the shard headers and the stats segment, which every worker can read, so INFO
 and DBSIZE need no message to other workers.  FLUSHDB / FLUSHALL run as a transaction over every
@@ -7,10 +7,12 @@ shard (`__flush` parts), so no client sees a half-flushed keyspace.
 
 from __future__ import annotations
 
+import asyncio
 import fnmatch
 import os
 import platform
 import random
+import sys
 import time
 
 from shardkv import errors, protocol
@@ -51,13 +53,26 @@ VERSION = "7.0.15"
 # ---------------------------------------------------------------------- COMMAND
 
 
+# Command flags in the order COMMAND INFO lists them (Redis's addReplyFlagsForCommand).
+REPLY_FLAGS = (
+    "write", "readonly", "denyoom", "module", "admin", "pubsub", "noscript", "blocking", "loading", "stale",
+    "skip_monitor", "skip_slowlog", "asking", "fast", "no_auth", "no_mandatory_keys", "no_async_loading",
+    "no_multi", "movablekeys", "allow_busy",
+)
+
+
+def _reply_flags(cmd: Command) -> list[str]:
+    """The flags COMMAND INFO reports, in Redis's order; movablekeys is implied by find_keys,
+    as Redis implies it from a key-finding function."""
+    flags = set(cmd.flags)
+    if cmd.find_keys is not None:
+        flags.add("movablekeys")
+    assert flags <= set(REPLY_FLAGS), f"{cmd.name}: unknown flags {flags - set(REPLY_FLAGS)}"
+    return [f for f in REPLY_FLAGS if f in flags]
+
+
 def _acl_categories(cmd: Command) -> list[bytes]:
-    cats = [b"@" + cmd.group.encode()] if cmd.group in ("string", "keyspace", "connection") else []
-    if cmd.group == "generic":
-        cats = [b"@keyspace"]
-    cats.append(b"@write" if cmd.is_write else b"@read" if cmd.first_key else b"@slow")
-    cats.append(b"@fast" if "fast" in cmd.flags else b"@slow")
-    return cats
+    return [b"@" + c.encode() for c in cmd.acl_categories]
 
 
 def _key_specs(cmd: Command, proto: int) -> bytes:
@@ -85,7 +100,7 @@ def command_info(cmd: Command, proto: int) -> bytes:
     return protocol.array([
         protocol.bulk(cmd.name.encode()),
         protocol.integer(cmd.arity),
-        protocol.set_reply(proto, [protocol.simple(f) for f in cmd.flags]),
+        protocol.set_reply(proto, [protocol.simple(f) for f in _reply_flags(cmd)]),
         protocol.integer(cmd.first_key),
         protocol.integer(cmd.last_key),
         protocol.integer(cmd.key_step),
@@ -104,8 +119,8 @@ def command_docs(cmd: Command, proto: int) -> bytes:
     ])
 
 
-@client_command("command", -1, "loading stale", where=SERVER, group="server",
-                summary="Details about all commands",
+@client_command("command", -1, "loading stale", where=SERVER, group="server", acl="@connection",
+         summary="Details about all commands",
          subcommands=("count", "info", "docs", "getkeys", "list", "help"))
 def command_(conn: Client, argv: list[bytes]) -> bytes:
     proto = conn.proto
@@ -196,7 +211,9 @@ def _config_set_value(conn: Client, name: str, raw: bytes, fixed: dict[str, str]
                            "can't set immutable config")
 
 
-@client_command("config", -2, "admin noscript loading stale", where=SERVER, group="server",
+# No flags, as Redis's CONFIG container has none; admin, noscript, loading and stale belong to its
+# subcommands, which this table does not list as rows.
+@client_command("config", -2, "", where=SERVER, group="server",
          summary="Read, change and reset server parameters", subcommands=("get", "set", "resetstat", "help"))
 def config(conn: Client, argv: list[bytes]) -> bytes:
     sub = argv[1].lower()
@@ -382,8 +399,8 @@ def _rss() -> int:
         return 0
 
 
-@client_command("info", -1, "loading stale", where=SERVER, group="server",
-                summary="Information and statistics")
+@client_command("info", -1, "loading stale", where=SERVER, group="server", acl="@dangerous",
+         summary="Information and statistics")
 def info(conn: Client, argv: list[bytes]) -> bytes:
     names: list[str] = []
     for raw in argv[1:] or [b"default"]:
@@ -404,8 +421,8 @@ def info(conn: Client, argv: list[bytes]) -> bytes:
 # ---------------------------------------------------------------------- keyspace-wide
 
 
-@client_command("dbsize", 1, "readonly fast", where=SERVER, group="server",
-                summary="Number of keys in the selected database")
+@client_command("dbsize", 1, "readonly fast", where=SERVER, group="server", acl="@keyspace",
+         summary="Number of keys in the selected database")
 def dbsize(conn: Client, argv: list[bytes]) -> bytes:
     return protocol.integer(sum(s.keys_in(conn.db) for s in conn.server.stores))
 
@@ -424,14 +441,14 @@ def flush_generic(conn: Client, argv: list[bytes], every_db: bool) -> Pending:
         conn, parts, lambda replies: first_error(replies) or protocol.OK)
 
 
-@client_command("flushdb", -1, "write", where=SERVER, group="server",
-                summary="Remove all keys of the selected database")
+@client_command("flushdb", -1, "write", where=SERVER, group="server", acl="@keyspace @dangerous",
+         summary="Remove all keys of the selected database")
 def flushdb(conn: Client, argv: list[bytes]) -> Pending:
     return flush_generic(conn, argv, every_db=False)
 
 
-@client_command("flushall", -1, "write", where=SERVER, group="server",
-                summary="Remove all keys of every database")
+@client_command("flushall", -1, "write", where=SERVER, group="server", acl="@keyspace @dangerous",
+         summary="Remove all keys of every database")
 def flushall(conn: Client, argv: list[bytes]) -> Pending:
     return flush_generic(conn, argv, every_db=True)
 
@@ -442,8 +459,8 @@ def shard_flush(ctx: ShardCtx, argv: list[bytes]) -> bytes:
     return protocol.OK
 
 
-@client_command("swapdb", 3, "write fast", where=SERVER, group="server",
-                summary="Swap two databases")
+@client_command("swapdb", 3, "write fast", where=SERVER, group="server", acl="@keyspace @dangerous",
+         summary="Swap two databases")
 def swapdb(conn: Client, argv: list[bytes]) -> Pending:
     a = parse_int(argv[1], "ERR invalid first DB index")
     b = parse_int(argv[2], "ERR invalid second DB index")
@@ -473,24 +490,84 @@ def time_(conn: Client, argv: list[bytes]) -> bytes:
     return protocol.bulk_array([b"%d" % (now // 1_000_000), b"%d" % (now % 1_000_000)])
 
 
-@client_command("shutdown", -1, "admin noscript loading stale", where=SERVER, group="server",
+SHUTDOWN_SAVE_FAILED = "ERR Errors trying to SHUTDOWN. Check logs."
+
+
+@client_command("shutdown", -1, "admin noscript loading stale no_multi allow_busy", where=SERVER, group="server",
          summary="Stop the server (every worker) and release its memory")
 def shutdown(conn: Client, argv: list[bytes]) -> bytes | Pending:
+    """Redis's rules for the modifiers.  shardkv keeps nothing on disk, so SAVE is a save that
+    fails: Redis then refuses to stop and keeps serving, unless FORCE says to stop anyway."""
+    modifiers = set()
+    abort = False
     for raw in argv[1:]:
-        if raw.upper() not in (b"NOSAVE", b"SAVE", b"NOW", b"FORCE", b"ABORT"):
+        modifier = raw.upper()
+        if modifier == b"ABORT":
+            abort = True
+        elif modifier in (b"NOSAVE", b"SAVE", b"NOW", b"FORCE"):
+            modifiers.add(modifier)
+        else:
             raise CommandError(errors.SYNTAX)
-    if any(raw.upper() == b"ABORT" for raw in argv[1:]):
+    if (abort and modifiers) or {b"SAVE", b"NOSAVE"} <= modifiers:
+        raise CommandError(errors.SYNTAX)
+    if abort:
         raise CommandError("ERR No shutdown in progress.")
+    if b"SAVE" in modifiers and b"FORCE" not in modifiers:
+        print(f"worker {conn.server.worker_id}: SHUTDOWN SAVE refused: shardkv has no persistence to save to "
+              f"(SHUTDOWN SAVE FORCE stops anyway)", file=sys.stderr, flush=True)
+        raise CommandError(SHUTDOWN_SAVE_FAILED)
     conn.server.shutdown()
     return Pending(None)  # no reply: the connection closes as the server stops
 
+
+# ---------------------------------------------------------------------- replication (none)
+
+
+@client_command("role", 1, "noscript loading stale fast", where=SERVER, group="server", acl="@admin @dangerous",
+         summary="Return the role of the instance in the context of replication")
+def role(conn: Client, argv: list[bytes]) -> bytes:
+    """A master with no replicas, at replication offset 0."""
+    return protocol.array([protocol.bulk(b"master"), protocol.ZERO, protocol.EMPTY_ARRAY])
+
+
+WAIT_POLL_S = 0.1  # how soon a WAIT that can never be satisfied notices its client left
+
+
+@client_command("wait", 3, "noscript", where=SERVER, group="generic", acl="@connection",
+         summary="Wait for the synchronous replication of all the write commands sent in the context of the "
+                 "current connection")
+def wait(conn: Client, argv: list[bytes]) -> bytes | Pending:
+    """No replica ever acknowledges: WAIT for none answers 0 at once; WAIT for some blocks the
+    client, as Redis does, until the timeout (0: until it disconnects) and then answers 0."""
+    replicas = parse_int(argv[1])
+    timeout_ms = parse_int(argv[2], "ERR timeout is not an integer or out of range")
+    if timeout_ms < 0:
+        raise CommandError("ERR timeout is negative")
+    if replicas <= 0:
+        return protocol.ZERO
+    return conn.server.later(conn, _wait_out(conn, timeout_ms), barrier=True)  # the client blocks
+
+
+async def _wait_out(conn: Client, timeout_ms: int) -> bytes:
+    stats, me = conn.server.stats, conn.server.worker_id
+    stats.add(me, W_BLOCKED)
+    try:
+        deadline = time.monotonic() + timeout_ms / 1000 if timeout_ms else float("inf")
+        while conn.connected:
+            left_s = deadline - time.monotonic()
+            if left_s <= 0:
+                break
+            await asyncio.sleep(min(left_s, WAIT_POLL_S))
+    finally:
+        stats.add(me, W_BLOCKED, -1)
+    return protocol.ZERO
 
 
 # ---------------------------------------------------------------------- every shard's keys
 
 
-@client_command("keys", 2, "readonly", where=SERVER, group="generic",
-                summary="Find all keys matching the given pattern")
+@client_command("keys", 2, "readonly", where=SERVER, group="generic", acl="@keyspace @dangerous",
+         summary="Find all keys matching the given pattern")
 def keys(conn: Client, argv: list[bytes]) -> Pending:
     async def run() -> bytes:
         replies = await conn.server.fan_out([b"__keys", argv[1]], conn.db, conn.proto)

@@ -215,12 +215,14 @@ def _lock_all(argv: list[bytes]) -> bool:
 
 
 @command("sort", -2, "write denyoom", keys=(1, 1, 1), group="generic", find_keys=_sort_keys, lock_all=_lock_all,
+         acl="@set @sortedset @list @dangerous",  # as Redis declares SORT, not its group's @keyspace
          summary="Sort the elements in a list or set", across=lambda tx, argv: sort_across(tx, argv))
 def sort(ctx: ShardCtx, argv: list[bytes]) -> bytes:
     return _sort(ctx, argv, read_only=False)
 
 
 @command("sort_ro", -2, "readonly", keys=(1, 1, 1), group="generic", lock_all=_lock_all,
+         acl="@set @sortedset @list @dangerous",  # as Redis declares SORT, not its group's @keyspace
          summary="Sort the elements in a list or set (read-only)", across=lambda tx, argv: sort_across(tx, argv))
 def sort_ro(ctx: ShardCtx, argv: list[bytes]) -> bytes:
     return _sort(ctx, argv, read_only=True)

@@ -76,6 +76,7 @@ class Command:
     lock_all: Callable[[list[bytes]], bool] | None = None  # this call reaches keys it does not name
     one_key: bool = False  # exactly one key, at argv[1], nothing special: the router's fast path
     readonly: bool = False  # its key lookups count as keyspace hits / misses
+    acl_categories: tuple[str, ...] = ()  # as COMMAND reports them, in Redis's order (acl_categories())
 
     @property
     def internal(self) -> bool:
@@ -107,6 +108,41 @@ class Command:
 
 COMMANDS: dict[bytes, Command] = {}
 
+# Redis's ACL categories, in the order it lists them (acl.c).
+ACL_CATEGORIES = (
+    "keyspace", "read", "write", "set", "sortedset", "list", "hash", "string", "bitmap", "hyperloglog", "geo",
+    "stream", "pubsub", "admin", "fast", "slow", "blocking", "dangerous", "connection", "transaction", "scripting",
+)
+# The category Redis declares for the commands of a group, unless a command declares its own.
+GROUP_ACL_CATEGORY = {
+    "generic": "keyspace", "string": "string", "list": "list", "hash": "hash", "set": "set", "bitmap": "bitmap",
+    "sorted_set": "sortedset", "hyperloglog": "hyperloglog", "geo": "geo", "stream": "stream",
+    "pubsub": "pubsub", "connection": "connection", "transactions": "transaction", "scripting": "scripting",
+}
+
+
+def acl_categories(flags: tuple[str, ...], group: str, declared: str | None, container: bool) -> tuple[str, ...]:
+    """A command's ACL categories as Redis 7.0 computes them: those its definition declares (here:
+    `declared`, else its group's), plus those its flags imply -- write, read (not for scripting),
+    admin and dangerous, pubsub, fast, blocking -- and slow for every command that is not fast.
+    A container of subcommands (CONFIG, OBJECT ...) gets only what it declares, and slow: in Redis
+    its flags are its own (none); here they stand for its subcommands', which Redis does not
+    report on the container."""
+    if declared is not None:
+        cats = {c.removeprefix("@") for c in declared.split()}
+    elif container or group not in GROUP_ACL_CATEGORY:
+        cats = set()
+    else:
+        cats = {GROUP_ACL_CATEGORY[group]}
+    assert cats <= set(ACL_CATEGORIES), f"unknown ACL categories {cats - set(ACL_CATEGORIES)}"
+    implied = {"write": ("write",), "readonly": () if "scripting" in cats else ("read",),
+               "admin": ("admin", "dangerous"), "pubsub": ("pubsub",), "fast": ("fast",), "blocking": ("blocking",)}
+    for flag in () if container else flags:
+        cats.update(implied.get(flag, ()))
+    if "fast" not in cats:
+        cats.add("slow")
+    return tuple(c for c in ACL_CATEGORIES if c in cats)
+
 
 def _register(cmd: Command) -> None:
     key = cmd.name.encode()
@@ -133,8 +169,11 @@ def command(
     find_keys: Callable[[list[bytes]], list[int]] | None = None,
     blocking: Callable[[list[bytes]], BlockPlan] | None = None,
     lock_all: Callable[[list[bytes]], bool] | None = None,
+    acl: str | None = None,
 ) -> Callable[[KH], KH]:
-    """Register a command that runs on a shard: a keyed command, or an internal SHARD part."""
+    """Register a command that runs on a shard: a keyed command, or an internal SHARD part.
+    `acl`: the ACL categories Redis declares for it ("@keyspace @dangerous"), only where they are
+    not its group's; those its flags imply are added anyway."""
     assert where in (Where.KEYED, Where.SHARD), name
 
     def register(handler: KH) -> KH:
@@ -145,6 +184,7 @@ def command(
             find_keys=find_keys, blocking=blocking, lock_all=lock_all,
             one_key=keys == (1, 1, 1) and where is Where.KEYED and find_keys is None and blocking is None
             and lock_all is None, readonly="readonly" in flags.split(),
+            acl_categories=acl_categories(tuple(flags.split()), group, acl, bool(subcommands)),
         ))
         return handler
 
@@ -152,7 +192,7 @@ def command(
 
 
 def client_command(name: str, arity: int, flags: str, *, where: Where, group: str, summary: str,
-                   subcommands: tuple[str, ...] = ()) -> Callable[[CH], CH]:
+                   subcommands: tuple[str, ...] = (), acl: str | None = None) -> Callable[[CH], CH]:
     """Register a command that runs in the router with the client's connection (and the server)."""
     assert where in (Where.CONNECTION, Where.SERVER), name
 
@@ -160,7 +200,8 @@ def client_command(name: str, arity: int, flags: str, *, where: Where, group: st
         _register(Command(
             name=name.lower(), arity=arity, flags=tuple(flags.split()), first_key=0, last_key=0,
             key_step=0, where=where, merge=Merge.NONE, group=group, summary=summary,
-            client_handler=handler, subcommands=subcommands, readonly="readonly" in flags.split()))
+            client_handler=handler, subcommands=subcommands, readonly="readonly" in flags.split(),
+            acl_categories=acl_categories(tuple(flags.split()), group, acl, bool(subcommands))))
         return handler
 
     return register

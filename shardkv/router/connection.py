@@ -79,6 +79,10 @@ class Connection(asyncio.BufferedProtocol):
         self.worker.unsent_bytes -= self.unsent_bytes
         self.unsent_bytes = self.queued_bytes = 0
 
+    @property
+    def connected(self) -> bool:
+        return self.transport is not None
+
     def get_buffer(self, sizehint: int) -> memoryview:
         if self.end >= len(self.buf):
             assert self.closing, "reading must pause when the buffer is full"
