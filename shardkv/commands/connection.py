@@ -6,6 +6,7 @@ the router asks each worker for its part (`__clients`, `__kill`) and joins the a
 
 from __future__ import annotations
 
+import hashlib
 import hmac
 from typing import TYPE_CHECKING, Any
 
@@ -52,8 +53,11 @@ def select(conn: Connection, argv: list[bytes]) -> bytes:
 
 
 def check_password(conn: Connection, user: bytes, password: bytes) -> None:
-    expected = conn.worker.limits.requirepass.encode()
-    if user != b"default" or not hmac.compare_digest(password, expected):
+    """Compare digests, not passwords: equal lengths, and compare_digest takes the same time
+    wherever they differ, so neither the length nor a prefix of the password leaks by timing."""
+    given = hashlib.sha256(password).digest()
+    expected = conn.worker.stats.password_digest()
+    if not hmac.compare_digest(given, expected) or user != b"default":
         raise CommandError(errors.WRONGPASS)
     conn.authenticated = True
 
@@ -63,7 +67,7 @@ def check_password(conn: Connection, user: bytes, password: bytes) -> None:
 def auth(conn: Connection, argv: list[bytes]) -> bytes:
     if len(argv) > 3:
         raise CommandError(errors.SYNTAX)
-    if not conn.worker.limits.requirepass:
+    if not conn.worker.stats.password_set():
         if len(argv) == 2:
             raise CommandError(errors.AUTH_NOT_CONFIGURED)
         if argv[1] != b"default":
@@ -90,7 +94,7 @@ def hello(conn: Connection, argv: list[bytes]) -> bytes:
     while i < len(argv):
         opt = argv[i].upper()
         if opt == b"AUTH" and i + 2 < len(argv):
-            if not conn.worker.limits.requirepass:
+            if not conn.worker.stats.password_set():
                 if argv[i + 1] != b"default":
                     raise CommandError(errors.WRONGPASS)
             else:

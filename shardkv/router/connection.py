@@ -43,7 +43,7 @@ class Connection(asyncio.BufferedProtocol):
         self.name = b""
         self.lib_name = b""
         self.lib_ver = b""
-        self.authenticated = not worker.limits.requirepass
+        self.authenticated = not worker.stats.password_set()  # the current one: CONFIG SET may change it
         self.created = time.monotonic()
         self.last_active = self.created
         self.last_command = b"NULL"

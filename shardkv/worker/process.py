@@ -35,6 +35,7 @@ from shardkv.router.blocking import Blocking
 from shardkv.router.connection import Connection
 from shardkv.router.dispatch import Router, parse_forwarded
 from shardkv.stats import (
+    W_BLOCKED,
     W_COMMAND_STATS,
     W_COMMANDS,
     W_CONNECTED,
@@ -42,10 +43,12 @@ from shardkv.stats import (
     W_CPU_SYS_US,
     W_CPU_USER_US,
     W_GENERATION,
+    W_HEARTBEAT_MS,
     W_HITS,
     W_MISSES,
     W_NET_INPUT,
     W_NET_OUTPUT,
+    W_NEXT_CLIENT_ID,
     W_PID,
     W_READY,
     W_REJECTED,
@@ -57,6 +60,7 @@ from shardkv.worker.peers import K_APPLY, K_LOCK, K_LOCKED, K_REP, K_REQ, K_RESE
 NO_LOCK = -1
 EXPIRE_PERIOD_S = 0.1
 STATS_PERIOD_S = 0.5
+HEARTBEAT_PERIOD_S = 0.1  # the supervisor's watchdog reads W_HEARTBEAT_MS
 PAGE = 4096
 
 
@@ -101,12 +105,15 @@ class Worker:
         self.footprint = Footprint(boot.limits)
         self.loop = uvloop.new_event_loop()
         asyncio.set_event_loop(self.loop)
+        self.stats_mm = segments.attach(boot.stats_name)
+        self.command_index = command_index()
+        self.stats = Stats(self.stats_mm, self.workers, len(self.command_index), segments.open_fd(boot.stats_name))
+        self.heartbeat_word = self.stats.base(self.id) + W_HEARTBEAT_MS
+        self.beat()  # from here on the watchdog expects a beat every watchdog-timeout-ms
         self.maps = [segments.attach(name) for name in boot.shard_names]
         self.stores = [Store(mm, self.footprint, format_segment=False) for mm in self.maps]
         self.store = self.stores[self.id]
-        self.stats_mm = segments.attach(boot.stats_name)
-        self.command_index = command_index()
-        self.stats = Stats(self.stats_mm, self.workers, len(self.command_index))
+        self.store.progress = self.beat  # long loops (rebuild, flush, KEYS ...) beat as they go
         mine = self.stats.base(self.id) + W_COMMAND_STATS
         self.command_stats_word = {name: mine + 3 * i for name, i in self.command_index.items()}
         self.ring_mm = segments.attach(boot.ring_name) if self.workers > 1 else None
@@ -123,7 +130,9 @@ class Worker:
         self.dirty: set[Connection] = set()
         self.connections: set[Connection] = set()
         self.slots = [touched(self.limits.connection_buffer_bytes) for _ in range(self.limits.clients_per_worker_max)]
+        self.beat()
         self.arenas = [touched(self.limits.query_buffer_bytes_max) for _ in range(self.limits.large_requests_max)]
+        self.beat()
         self.arena_waiters: list[Connection] = []
         self.next_client_id = 1
         self.net_input = 0
@@ -135,19 +144,28 @@ class Worker:
 
     # ------------------------------------------------------------------ lifecycle
 
+    def beat(self) -> None:
+        """Show the watchdog that this worker makes progress (a timer, and the store's long loops)."""
+        self.stats.q[self.heartbeat_word] = int(time.monotonic() * 1000)
+
     def start(self) -> None:
         generation = self.store.q[H_GENERATION]
         if generation:
             found = self.store.rebuild()
+            self.beat()
             print(f"worker {self.id}: restarted, shard has {found} keys", file=sys.stderr, flush=True)
             self.peers.reset_inbound()
             self.peers.announce_restart()
         self.store.q[H_GENERATION] = generation + 1
         self.stats.set(self.id, W_PID, os.getpid())
         self.stats.set(self.id, W_GENERATION, generation + 1)
+        # Counts of the clients a dead predecessor had: none of them is connected any more.
         self.stats.set(self.id, W_CONNECTED, 0)
-        # Client ids are unique across workers: worker id in the low bits.
-        self.next_client_id = 1
+        self.stats.set(self.id, W_BLOCKED, 0)
+        # Client ids are unique across workers (worker id in the low bits) and across restarts
+        # (the sequence continues where the dead predecessor left it), so CLIENT KILL ID never
+        # hits a newer client that got an old id.
+        self.next_client_id = max(1, self.stats.get(self.id, W_NEXT_CLIENT_ID))
         for host in self.limits.bind.split():
             host = host.lstrip("-")
             family = socket.AF_INET6 if ":" in host else socket.AF_INET
@@ -168,6 +186,8 @@ class Worker:
         self.loop.add_signal_handler(signal.SIGINT, self.stop)
         self.loop.call_later(EXPIRE_PERIOD_S, self.expire_tick)
         self.loop.call_later(STATS_PERIOD_S, self.stats_tick)
+        self.loop.call_later(HEARTBEAT_PERIOD_S, self.heartbeat_tick)
+        self.beat()
         self.stats.set(self.id, W_READY, 1)
         if self.workers > 1:
             self.drain()
@@ -197,14 +217,23 @@ class Worker:
     # ------------------------------------------------------------------ connections
 
     def accept(self, conn: Connection) -> bytearray | None:
-        self.stats.add(self.id, W_CONNECTIONS_RECEIVED)
-        if self.stopping or not self.slots or self.stats.total(W_CONNECTED) >= self.limits.maxclients:
-            self.stats.add(self.id, W_REJECTED)
+        stats, me = self.stats, self.id
+        stats.add(me, W_CONNECTIONS_RECEIVED)
+        if self.stopping or not self.slots:
+            stats.add(me, W_REJECTED)
             return None
-        conn.id = self.next_client_id * self.workers + self.id
-        self.next_client_id += 1
+        # Count ourselves in first, then look at the total: two workers accepting at once may
+        # both refuse, but never both admit past maxclients.
+        stats.add(me, W_CONNECTED)
+        if stats.total(W_CONNECTED) > self.limits.maxclients:
+            stats.add(me, W_CONNECTED, -1)
+            stats.add(me, W_REJECTED)
+            return None
+        n = self.next_client_id
+        self.next_client_id = n + 1
+        stats.set(me, W_NEXT_CLIENT_ID, n + 1)
+        conn.id = n * self.workers + me
         self.connections.add(conn)
-        self.stats.add(self.id, W_CONNECTED)
         return self.slots.pop()
 
     def release(self, conn: Connection) -> None:
@@ -410,6 +439,10 @@ class Worker:
                 self.expire_cursor, max(1024, self.store.buckets // 10), self.limits.expire_keys_per_tick_max,
                 int(time.time() * 1000))
         self.loop.call_later(EXPIRE_PERIOD_S, self.expire_tick)
+
+    def heartbeat_tick(self) -> None:
+        self.beat()
+        self.loop.call_later(HEARTBEAT_PERIOD_S, self.heartbeat_tick)
 
     def stats_tick(self) -> None:
         if os.getppid() != self.boot.supervisor_pid:  # the supervisor is gone: so are the segments' owner
