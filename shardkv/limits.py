@@ -260,7 +260,9 @@ def read_password_file(path: str) -> str:
     import stat
 
     try:
-        fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW | os.O_CLOEXEC | os.O_NONBLOCK)
+        # A symlink is followed (Kubernetes mounts a Secret's keys as links); what counts is the
+        # file opened, checked through its fd.  O_NONBLOCK: a FIFO must not hang the boot.
+        fd = os.open(path, os.O_RDONLY | os.O_CLOEXEC | os.O_NONBLOCK)
     except OSError as exc:
         raise LimitsError(f"cannot open requirepass-file {path!r}: {exc.strerror}") from None
     try:

@@ -292,9 +292,22 @@ def warn(text: str) -> None:
     print(f"{os.getpid()}:M {time.strftime('%d %b %Y %H:%M:%S')} # {text}", file=sys.stderr, flush=True)
 
 
-def main() -> None:
-    # Any local user can read /proc/<pid>/cmdline: mask the password there before anything else.
+def set_title_without_password() -> None:
+    """Any local user can read /proc/<pid>/cmdline: rewrite it with the password masked.
+    setproctitle also renames the process (comm, what pgrep and top show): keep the old name."""
+    try:
+        with open("/proc/self/comm") as f:
+            comm = f.read()
+    except OSError:
+        comm = ""
     setproctitle.setproctitle(" ".join(hide_password(sys.orig_argv)))
+    if comm:
+        with open("/proc/self/comm", "w") as f:
+            f.write(comm)
+
+
+def main() -> None:
+    set_title_without_password()  # before anything else: the shorter the window, the better
     try:
         opts = parse_args(sys.argv[1:])
     except LimitsError as exc:

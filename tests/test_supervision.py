@@ -30,6 +30,7 @@ from conftest import ROOT, Server, free_port, raw_roundtrip, request, start_serv
 from shardkv import segments
 from shardkv.limits import REQUIREPASS_BYTES_MAX
 from shardkv.protocol import encode_command
+from shardkv.router.dispatch import key_slot, slot_owners
 from shardkv.stats import Stats, segment_bytes
 from shardkv.supervisor import hide_password
 
@@ -122,12 +123,22 @@ def worker_pids_by_id(srv: Server) -> dict[int, int]:
 
 def connection_on(srv: Server, worker: int, shards: int, **kw: object) -> redis.Redis:
     """A single-connection client whose connection a given worker accepted (ids are n*shards+worker)."""
+    kw.setdefault("socket_timeout", 5)
     for _ in range(200):
-        r = redis.Redis(host="127.0.0.1", port=srv.port, socket_timeout=5, single_connection_client=True,
-                        **kw)  # type: ignore[arg-type]
+        r = redis.Redis(host="127.0.0.1", port=srv.port, single_connection_client=True, **kw)  # type: ignore[arg-type]
         if int(r.client_id()) % shards == worker:
             return r
         r.close()
+    raise AssertionError(f"no connection landed on worker {worker}")
+
+
+def raw_on(srv: Server, worker: int, shards: int) -> socket.socket:
+    """A raw socket whose connection a given worker accepted."""
+    for _ in range(200):
+        s = srv.raw()
+        if int(request(s, b"CLIENT ID\r\n")[1:-2]) % shards == worker:
+            return s
+        s.close()
     raise AssertionError(f"no connection landed on worker {worker}")
 
 
@@ -394,6 +405,48 @@ def test_long_commands_and_rebuilds_are_not_killed() -> None:
         assert r.dbsize() == 0
         assert info_int(r, "worker_restarts") == 1 and srv.worker_pids() == [pid]
         assert "stalled" not in ls.log()
+
+
+def test_shard_locked_by_a_dead_coordinator_is_released() -> None:
+    """Worker 0 coordinates a FLUSHDB whose long part runs on shard 1 (under worker 0's lock) and
+    is killed meanwhile: once its replacement announces itself, shard 1 drops the dead holder's
+    lock and serves everyone again.  (Worker 1 not answering a PING within 50 ms is taken as the
+    sign that it runs its part; on a loaded machine the kill may come before the lock, and the
+    test then proves less, but it never passes with a lock that stays held.)"""
+    owners = slot_owners(2)
+    tag = next(t for t in (f"t{i}" for i in range(100)) if owners[key_slot(t.encode())] == 1)
+    mine = [k for k in (f"x{i}" for i in range(100)) if owners[key_slot(k.encode())] == 1][:3]
+    keys = 300_000
+    with logged_server("--shards", "2", "--maxmemory", "256mb") as ls:
+        srv = ls.srv
+        r1 = connection_on(srv, 1, 2, socket_timeout=30)
+        for start in range(0, keys, 20_000):
+            pipe = r1.pipeline(transaction=False)
+            for first in range(start, start + 20_000, 1000):
+                pipe.mset({f"{{{tag}}}k{i}": "v" for i in range(first, first + 1000)})
+            pipe.execute()
+        coordinator = worker_pids_by_id(srv)[0]
+        probe = raw_on(srv, 1, 2)
+        client0 = connection_on(srv, 0, 2)
+        assert client0.connection is not None
+        client0.connection.send_command("FLUSHDB")
+
+        def shard1_busy() -> bool:
+            """A PING to worker 1 gets no answer within 50 ms: it is running its flush part."""
+            probe.sendall(b"PING\r\n")
+            probe.settimeout(0.05)
+            try:
+                return probe.recv(100) == b""
+            except TimeoutError:
+                return True
+
+        wait_until(shard1_busy, 10, "shard 1 to be flushing under worker 0's lock")
+        os.kill(coordinator, signal.SIGKILL)
+        for key in mine:
+            assert r1.set(key, "after") is True
+        assert r1.mget(mine) == [b"after"] * len(mine)
+        assert r1.dbsize() in (len(mine), keys + len(mine))  # shard 1's part ran whole or not at all
+        assert worker_pids_by_id(srv)[0] != coordinator
 
 
 def test_restarts_back_off_while_a_worker_keeps_dying() -> None:
