@@ -31,6 +31,8 @@ from shardkv.limits import Footprint, Limits, LimitsError, human_bytes, parse_ar
 from shardkv.stats import (
     G_STARTED_MS,
     G_SUPERVISOR_PID,
+    W_BLOCKED,
+    W_CONNECTED,
     W_HEARTBEAT_MS,
     W_READY,
     W_RESTARTS,
@@ -224,6 +226,10 @@ class Supervisor:
             life.delay_s = min(2 * life.delay_s, RESTART_DELAY_MAX_S)
         self.stats.set(worker, W_READY, 0)
         self.stats.add(worker, W_RESTARTS)
+        # Its clients are gone with it: do not let them count against maxclients (or show in
+        # INFO) for the whole restart delay.  Nobody else writes a dead worker's row.
+        self.stats.set(worker, W_CONNECTED, 0)
+        self.stats.set(worker, W_BLOCKED, 0)
         warn(f"worker {worker} (pid {life.proc.pid}) {reason} after {now - life.spawned_at:.1f} s; "
              f"restarting it in {round(life.delay_s * 1000)} ms")
         life.proc = None

@@ -22,7 +22,7 @@ import socket
 import sys
 import time
 import traceback
-from collections.abc import Coroutine
+from collections.abc import Callable, Coroutine
 from dataclasses import dataclass
 from typing import Any
 
@@ -87,11 +87,14 @@ class Boot:
         return Boot(**raw)
 
 
-def touched(size: int) -> bytearray:
-    """A buffer whose pages are all committed now, not on first use."""
+def touched(size: int, beat: Callable[[], None]) -> bytearray:
+    """A buffer whose pages are all committed now, not on first use (beating every 4 MiB: the
+    arenas alone may be hundreds of MiB)."""
     buf = bytearray(size)
     for i in range(0, size, PAGE):
         buf[i] = 1
+        if not i & (4 * 1024 * 1024 - 1):
+            beat()
     return buf
 
 
@@ -129,10 +132,10 @@ class Worker:
         self.paused: set[Connection] = set()
         self.dirty: set[Connection] = set()
         self.connections: set[Connection] = set()
-        self.slots = [touched(self.limits.connection_buffer_bytes) for _ in range(self.limits.clients_per_worker_max)]
-        self.beat()
-        self.arenas = [touched(self.limits.query_buffer_bytes_max) for _ in range(self.limits.large_requests_max)]
-        self.beat()
+        self.slots = [touched(self.limits.connection_buffer_bytes, self.beat)
+                      for _ in range(self.limits.clients_per_worker_max)]
+        self.arenas = [touched(self.limits.query_buffer_bytes_max, self.beat)
+                       for _ in range(self.limits.large_requests_max)]
         self.arena_waiters: list[Connection] = []
         self.next_client_id = 1
         self.net_input = 0
