@@ -23,6 +23,7 @@ DATABASES_MAX = 256  # the shard header has room for this many per-db key counte
 SHARDS_MAX = 256
 SHARD_BYTES_MIN = 4 * 1024 * 1024
 MIB = 1024 * 1024
+REQUIREPASS_BYTES_MAX = 512  # room for the password in the stats segment (Redis has no small limit)
 PROCESS_OVERHEAD_MIB = 48  # CPython + uvloop + our modules, measured RSS of an idle worker, rounded up
 
 
@@ -48,7 +49,8 @@ class Limits:
     inflight_per_client_max: int = 4096  # commands of one client awaiting another shard's reply
     ring_bytes: int = 1024 * 1024  # each one-way ring between two workers
     expire_keys_per_tick_max: int = 200
-    requirepass: str = ""
+    watchdog_timeout_ms: int = 10_000  # a worker whose heartbeat stands still this long is killed; 0: never
+    requirepass: str = ""  # the supervisor's copy only: workers get "" and read the stats segment
     name: str = "shardkv"  # prefix of the /dev/shm segment names
     # A client holding a parse arena (a command bigger than its connection buffer) must keep
     # sending at least this fast, or it is closed: no client can hold the arenas by stalling.
@@ -110,6 +112,15 @@ class Limits:
             raise LimitsError("large-request-bytes-per-s-min must be at least 1")
         if self.timeout < 0:
             raise LimitsError("timeout must not be negative")
+        if self.watchdog_timeout_ms < 0:
+            raise LimitsError("watchdog-timeout-ms must be 0 (off) or positive")
+        if len(self.password()) > REQUIREPASS_BYTES_MAX:
+            raise LimitsError(f"requirepass is {len(self.password())} bytes; "
+                              f"at most {REQUIREPASS_BYTES_MAX} are allowed")
+
+    def password(self) -> bytes:
+        """requirepass as bytes (a command line or file may hold any bytes: surrogateescape)."""
+        return self.requirepass.encode("utf-8", errors="surrogateescape")
 
     @property
     def clients_per_worker_max(self) -> int:
@@ -258,6 +269,35 @@ def available_memory_bytes() -> int:
     return os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES")
 
 
+def read_password_file(path: str) -> str:
+    """--requirepass-file: the password is the file's first line.  The file must be a regular
+    file that neither group nor others can read, like an ssh key."""
+    import stat
+
+    try:
+        # A symlink is followed (Kubernetes mounts a Secret's keys as links); what counts is the
+        # file opened, checked through its fd.  O_NONBLOCK: a FIFO must not hang the boot.
+        fd = os.open(path, os.O_RDONLY | os.O_CLOEXEC | os.O_NONBLOCK)
+    except OSError as exc:
+        raise LimitsError(f"cannot open requirepass-file {path!r}: {exc.strerror}") from None
+    try:
+        st = os.fstat(fd)
+        if not stat.S_ISREG(st.st_mode):
+            raise LimitsError(f"requirepass-file {path!r} is not a regular file")
+        if st.st_mode & 0o077:
+            raise LimitsError(f"requirepass-file {path!r} has mode {stat.S_IMODE(st.st_mode):04o}; "
+                              "group and others must have no access (chmod 600)")
+        raw = os.read(fd, REQUIREPASS_BYTES_MAX + 3)
+    finally:
+        os.close(fd)
+    text = raw.decode("utf-8", errors="surrogateescape").split("\n", 1)[0].removesuffix("\r")
+    if len(text.encode("utf-8", errors="surrogateescape")) > REQUIREPASS_BYTES_MAX:
+        raise LimitsError(f"requirepass-file {path!r} holds more than {REQUIREPASS_BYTES_MAX} bytes")
+    if not text:
+        raise LimitsError(f"requirepass-file {path!r} is empty: no password would be required")
+    return text
+
+
 def _int(text: str) -> int:
     try:
         return int(text)
@@ -284,7 +324,9 @@ OPTIONS: dict[str, tuple[str, object]] = {
     "inflight-per-client-max": ("inflight_per_client_max", _int),
     "ring-bytes": ("ring_bytes", parse_memory),
     "expire-keys-per-tick-max": ("expire_keys_per_tick_max", _int),
+    "watchdog-timeout-ms": ("watchdog_timeout_ms", _int),
     "requirepass": ("requirepass", str),
+    "requirepass-file": ("requirepass", read_password_file),
     "name": ("name", str),
     "large-request-bytes-per-s-min": ("large_request_bytes_per_s_min", parse_memory),
     "output-bytes-per-worker-max": ("output_bytes_per_worker_max", parse_memory),

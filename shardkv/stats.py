@@ -1,16 +1,34 @@
 """Server-wide counters in a small shared segment: one row per worker, summed by INFO.
 
 Each worker writes only its own row; any worker may read every row (8-byte loads), so INFO,
-DBSIZE-like totals and commandstats need no message to other workers.
+DBSIZE-like totals and commandstats need no message to other workers.  The global area also
+holds the runtime parameters (CONFIG SET) and the `requirepass` password with its SHA-256
+digest, so no password travels on a command line; the segment is mode 0600, like the shards.
+
+The password lives in two slots, each guarded by its own sequence word (a seqlock: odd while a
+writer is in it).  A writer (holding an exclusive `flock` on the segment, so writers take turns)
+fills the slot that is not active and then publishes it by storing its index in one word.  A
+reader copies the active slot and retries if that slot's sequence word was odd or changed
+meanwhile, so it never sees a torn password; a writer killed half-way leaves only the inactive
+slot torn, which readers never use and the next writer overwrites.
 """
 
 from __future__ import annotations
 
+import fcntl
+import hashlib
 import mmap
 
-GLOBAL_WORDS = 64
+from shardkv.limits import REQUIREPASS_BYTES_MAX
+
+GLOBAL_WORDS = 256
 G_SUPERVISOR_PID, G_STARTED_MS, G_SHUTDOWN = range(3)
 G_TUNABLES = 16  # runtime parameters (CONFIG SET), one word each, shared by every worker
+G_PASSWORD_ACTIVE = 32  # which of the two password slots readers use (0 or 1)
+G_PASSWORD_SLOTS = 33  # two slots of PASSWORD_SLOT_WORDS: sequence, length, digest (4), text
+PASSWORD_SLOT_WORDS = 6 + REQUIREPASS_BYTES_MAX // 8
+PASSWORD_READ_TRIES_MAX = 100_000  # a reader that loses this many races to writers is a bug
+assert G_PASSWORD_SLOTS + 2 * PASSWORD_SLOT_WORDS <= GLOBAL_WORDS
 
 # name -> (slot, default); the *-ziplist-* names are Redis's aliases.  They only change which
 # encoding OBJECT ENCODING reports: the storage layout does not depend on them.
@@ -31,7 +49,9 @@ TUNABLE_ALIASES = {"hash-max-ziplist-entries": "hash-max-listpack-entries",
 (W_PID, W_GENERATION, W_CONNECTED, W_CONNECTIONS_RECEIVED, W_REJECTED, W_COMMANDS, W_HITS,
  W_MISSES, W_NET_INPUT, W_NET_OUTPUT, W_BLOCKED, W_READY, W_RESTARTS, W_CPU_SYS_US,
  W_CPU_USER_US, W_OUTPUT_LIMIT) = range(16)
-W_COMMAND_STATS = 16  # then CMD_WORDS words per command, in table order:
+W_HEARTBEAT_MS = 16  # CLOCK_MONOTONIC ms the worker last showed progress (0: not yet, this life)
+W_NEXT_CLIENT_ID = 17  # the next client id's sequence number, kept across restarts of the worker
+W_COMMAND_STATS = 18  # then CMD_WORDS words per command, in table order:
 CMD_CALLS, CMD_USEC, CMD_FAILED, CMD_REJECTED, CMD_WORDS = range(5)
 
 
@@ -52,15 +72,16 @@ def segment_bytes(workers: int, commands: int) -> int:
 
 
 class Stats:
-    def __init__(self, mm: mmap.mmap, workers: int, commands: int) -> None:
-        self.raw = memoryview(mm)
-        self.q = self.raw.cast("Q")
+    def __init__(self, mm: mmap.mmap, workers: int, commands: int, lock_fd: int = -1) -> None:
+        self.view = memoryview(mm)
+        self.q = self.view.cast("Q")
         self.workers = workers
         self.row = row_words(commands)
+        self.lock_fd = lock_fd  # an fd of the segment itself: flock'ed by password writers
 
     def close(self) -> None:
         self.q.release()
-        self.raw.release()
+        self.view.release()
 
     def base(self, worker: int) -> int:
         return GLOBAL_WORDS + worker * self.row
@@ -117,7 +138,7 @@ class Stats:
         q[word] += 1
 
     def _error_entry(self, base: int, code: bytes) -> int | None:
-        raw = self.raw
+        raw = self.view
         for i in range(ERROR_CODES_MAX):
             word = base + 1 + i * _ERROR_ENTRY_WORDS
             at = (word + 1) * 8
@@ -131,7 +152,7 @@ class Stats:
 
     def error_totals(self) -> tuple[int, dict[bytes, int]]:
         """Error replies of every worker: the total, and the count per code."""
-        raw = self.raw
+        raw = self.view
         total = 0
         per_code: dict[bytes, int] = {}
         for w in range(self.workers):
@@ -152,6 +173,65 @@ class Stats:
         self.q[base] = 0
         for i in range(ERROR_CODES_MAX):
             self.q[base + 1 + i * _ERROR_ENTRY_WORDS] = 0
+    # ------------------------------------------------------------------ password
+
+    def _password_slot(self) -> tuple[int, int]:
+        """(first word of the active slot, its sequence value), once no writer is in it."""
+        q = self.q
+        for _ in range(PASSWORD_READ_TRIES_MAX):
+            slot = G_PASSWORD_SLOTS + (q[G_PASSWORD_ACTIVE] & 1) * PASSWORD_SLOT_WORDS
+            seq = q[slot]
+            if not seq & 1:
+                return slot, seq
+        raise AssertionError("the active password slot stayed busy")
+
+    def _password_read(self, words: slice) -> bytes:
+        """Bytes of the active slot's words (relative to the slot), never torn."""
+        q = self.q
+        for _ in range(PASSWORD_READ_TRIES_MAX):
+            slot, seq = self._password_slot()
+            data = self.view[8 * (slot + words.start) : 8 * (slot + words.stop)].tobytes()
+            if q[slot] == seq:
+                return data
+        raise AssertionError("the password kept changing under a reader")
+
+    def password(self) -> bytes:
+        """The current requirepass (b"": none)."""
+        head = self._password_read(slice(1, PASSWORD_SLOT_WORDS))
+        length = int.from_bytes(head[:8], "little")
+        assert length <= REQUIREPASS_BYTES_MAX
+        return head[40 : 40 + length]
+
+    def password_digest(self) -> bytes:
+        """SHA-256 of the current requirepass (of b"" when there is none)."""
+        return self._password_read(slice(2, 6))
+
+    def password_set(self) -> bool:
+        """Whether clients must authenticate: decides a new connection's state."""
+        return self._password_read(slice(1, 2)) != bytes(8)
+
+    def set_password(self, password: bytes) -> None:
+        """Store a new requirepass for every worker; b"" removes it.  Writers take turns on the
+        segment's flock (held for a few stores); a writer that dies releases it."""
+        assert len(password) <= REQUIREPASS_BYTES_MAX
+        if self.lock_fd >= 0:
+            fcntl.flock(self.lock_fd, fcntl.LOCK_EX)
+        try:
+            q = self.q
+            active = q[G_PASSWORD_ACTIVE] & 1
+            slot = G_PASSWORD_SLOTS + (1 - active) * PASSWORD_SLOT_WORDS
+            q[slot] = q[slot] + (1 if q[slot] % 2 == 0 else 2)  # odd: readers keep out
+            q[slot + 1] = len(password)
+            text = 8 * (slot + 6)
+            self.view[8 * (slot + 2) : 8 * (slot + 6)] = hashlib.sha256(password).digest()
+            self.view[text : text + REQUIREPASS_BYTES_MAX] = password.ljust(REQUIREPASS_BYTES_MAX, b"\0")
+            q[slot] = q[slot] + 1  # even: complete
+            q[G_PASSWORD_ACTIVE] = 1 - active  # the one store that publishes it
+        finally:
+            if self.lock_fd >= 0:
+                fcntl.flock(self.lock_fd, fcntl.LOCK_UN)
+
+    # ------------------------------------------------------------------ counters
 
     def reset(self, worker: int) -> None:
         """CONFIG RESETSTAT: the cumulative counters of one worker's row."""

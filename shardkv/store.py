@@ -38,7 +38,7 @@ from __future__ import annotations
 import mmap
 import struct
 import zlib
-from collections.abc import Collection, Iterator
+from collections.abc import Callable, Collection, Iterator
 
 from shardkv.errors import OOM, WRONGTYPE, CommandError
 from shardkv.limits import DATABASES_MAX, PAGE_BYTES, PAGE_ENTRY_BYTES, SEGMENT_HEADER_BYTES, Footprint
@@ -130,6 +130,13 @@ def word_journal_sizes(stores: int) -> list[int]:
     return [8 + 16 * stores] if stores > 1 else []
 
 
+PROGRESS_EVERY = 4096  # a long loop calls Store.progress once per this many steps (a power of two)
+
+
+def _no_progress() -> None:
+    pass
+
+
 def key_hash(db: int, key: bytes) -> int:
     return zlib.crc32(key, db)
 
@@ -169,6 +176,9 @@ class Store:
         # written for one of them is noted in `touched`, which the router checks after the command.
         self.watched: Collection[tuple[int, bytes]] = ()
         self.touched: list[tuple[int, bytes]] = []
+        # Called every PROGRESS_EVERY steps of a loop over buckets, pages or a collection's nodes,
+        # so that the worker's watchdog heartbeat moves during a long command or a rebuild.
+        self.progress: Callable[[], None] = _no_progress
 
     def close(self) -> None:
         self.u32.release()
@@ -357,7 +367,9 @@ class Store:
 
     def _free_record(self, off: int) -> None:
         if (self.q[(off >> 3) + 2] >> 32) & 0xFF in COLLECTION_TYPES:
-            for child in self.children(off):
+            for i, child in enumerate(self.children(off)):
+                if i and not i & (PROGRESS_EVERY - 1):
+                    self.progress()
                 self._free(child)
         self._free(off)
 
@@ -581,6 +593,8 @@ class Store:
             return
         db = self.dbmap[db]
         for b in range(self.buckets):
+            if not b & (PROGRESS_EVERY - 1):
+                self.progress()
             link = self.bucket_word + b
             w = q[link]
             while w:
@@ -595,6 +609,8 @@ class Store:
 
     def bucket_keys(self, bucket: int, db: int, now_ms: int) -> list[bytes]:
         """Live keys of db in one bucket (SCAN's unit of work; buckets never move)."""
+        if not bucket & (PROGRESS_EVERY - 1):  # KEYS and SCAN walk buckets in order
+            self.progress()
         q = self.q
         db = self.dbmap[db]
         out = []
@@ -611,6 +627,8 @@ class Store:
         """(bucket, record offset) of every record, expired or not."""
         q = self.q
         for b in range(self.buckets):
+            if not b & (PROGRESS_EVERY - 1):
+                self.progress()
             w = q[self.bucket_word + b]
             while w:
                 off = (w & OFF_MASK) << 3
@@ -633,9 +651,11 @@ class Store:
         end = min(cursor + buckets_max, self.buckets)
         base = self.bucket_word
         busy = [b for b, w in enumerate(q[base + cursor : base + end], cursor) if w]  # C-speed skip of empties
-        for b in busy:
+        for i, b in enumerate(busy):
             if removed >= removed_max:
                 return b, removed
+            if not i & (PROGRESS_EVERY - 1):
+                self.progress()
             link = base + b
             w = q[link]
             while w:
@@ -807,7 +827,9 @@ class Store:
             if q[w + 1]:
                 q[H_EXPIRES + db] += 1
             self._recount(head)
-            for off in [head] + self.children(head):
+            for i, off in enumerate([head] + self.children(head)):
+                if i and not i & (PROGRESS_EVERY - 1):  # a large collection's nodes
+                    self.progress()
                 self._mark_live(off, live_bits)
         self._free_holes(live_bits)
         return found
@@ -846,6 +868,8 @@ class Store:
         """rebuild(), pass 2: free lists of the holes below each slab page's highest live block."""
         q, u = self.q, self.u32
         for page in range(self.pages):
+            if not page & 63:  # up to 4096 blocks a page
+                self.progress()
             e = self.page_u32 + page * 8
             cls = u[e + P_CLASS]
             if not 0 < cls <= CLASSES:

@@ -160,3 +160,21 @@ def test_unsent_replies_of_a_worker_are_bounded() -> None:
         assert closed >= 1
     finally:
         s.stop()
+
+
+def test_removing_the_password_lets_waiting_clients_in() -> None:
+    """Redis asks for AUTH only while a password is set: a connection that never authenticated
+    is let in once `CONFIG SET requirepass ""` removed it."""
+    s = start_server("--shards", "2", "--maxmemory", "64mb", "--requirepass", "pw")
+    try:
+        waiting = [s.raw() for _ in range(4)]  # on both workers, most likely
+        for sock in waiting:
+            assert str(reply_of(sock, b"PING\r\n")) == "NOAUTH Authentication required."
+        admin = s.client(password="pw")
+        admin.config_set("requirepass", "")
+        for sock in waiting:
+            assert reply_of(sock, b"PING\r\n") == b"PONG"
+            assert reply_of(sock, encode_command([b"MGET"] + [b"k"] * 20)) == [None] * 20  # full limits
+            sock.close()
+    finally:
+        s.stop()

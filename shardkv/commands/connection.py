@@ -6,6 +6,7 @@ the router asks each worker for its part (`__clients`, `__kill`) and joins the a
 
 from __future__ import annotations
 
+import hashlib
 import hmac
 from dataclasses import dataclass
 
@@ -48,8 +49,11 @@ def select(conn: Client, argv: list[bytes]) -> bytes:
 
 
 def check_password(conn: Client, user: bytes, password: bytes) -> None:
-    expected = conn.server.limits.requirepass.encode()
-    if user != b"default" or not hmac.compare_digest(password, expected):
+    """Compare digests, not passwords: equal lengths, and compare_digest takes the same time
+    wherever they differ, so neither the length nor a prefix of the password leaks by timing."""
+    given = hashlib.sha256(password).digest()
+    expected = conn.server.stats.password_digest()
+    if not hmac.compare_digest(given, expected) or user != b"default":
         raise CommandError(errors.WRONGPASS)
     conn.authenticated = True
 
@@ -59,7 +63,7 @@ def check_password(conn: Client, user: bytes, password: bytes) -> None:
 def auth(conn: Client, argv: list[bytes]) -> bytes:
     if len(argv) > 3:
         raise CommandError(errors.SYNTAX)
-    if not conn.server.limits.requirepass:
+    if not conn.server.stats.password_set():
         if len(argv) == 2:
             raise CommandError(errors.AUTH_NOT_CONFIGURED)
         if argv[1] != b"default":
@@ -86,7 +90,7 @@ def hello(conn: Client, argv: list[bytes]) -> bytes:
     while i < len(argv):
         opt = argv[i].upper()
         if opt == b"AUTH" and i + 2 < len(argv):
-            if not conn.server.limits.requirepass:
+            if not conn.server.stats.password_set():
                 if argv[i + 1] != b"default":
                     raise CommandError(errors.WRONGPASS)
             else:

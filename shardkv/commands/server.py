@@ -14,6 +14,7 @@ import platform
 import random
 import sys
 import time
+from collections.abc import Callable
 
 from shardkv import errors, protocol
 from shardkv.commands.args import ShardCtx, parse_cursor, parse_int
@@ -21,7 +22,7 @@ from shardkv.commands.context import Client, Pending
 from shardkv.commands.keyspace import ScanPart
 from shardkv.commands.table import Command, Where, client_command, command, lookup, public_commands
 from shardkv.errors import CommandError
-from shardkv.limits import Footprint
+from shardkv.limits import REQUIREPASS_BYTES_MAX, Footprint
 from shardkv.protocol import read_reply
 from shardkv.stats import (
     CMD_WORDS,
@@ -184,31 +185,64 @@ def _public(name: bytes) -> Command | None:
 
 
 def config_values(conn: Client) -> dict[str, str]:
+    """Every parameter CONFIG GET knows, as text (the password as surrogate-escaped UTF-8, so
+    that any bytes survive the round trip)."""
     lim = conn.server.limits
+    password = conn.server.stats.password().decode("utf-8", errors="surrogateescape")
     return {
         "port": str(lim.port), "bind": lim.bind, "shards": str(lim.shards),
         "maxmemory": str(lim.maxmemory), "maxmemory-policy": "noeviction", "maxclients": str(lim.maxclients),
         "databases": str(lim.databases), "proto-max-bulk-len": str(lim.value_bytes_max),
         "client-query-buffer-limit": str(lim.query_buffer_bytes_max), "key-bytes-max": str(lim.key_bytes_max),
-        "args-max": str(lim.args_max), "requirepass": lim.requirepass, "save": "", "appendonly": "no",
+        "args-max": str(lim.args_max), "requirepass": password, "save": "", "appendonly": "no",
         "timeout": "0", "tcp-keepalive": "0", "io-threads": "1", "cluster-enabled": "no",
         "daemonize": "no", "dir": os.getcwd(), "dbfilename": "dump.rdb", "loglevel": "notice",
         **{name: str(conn.server.stats.tunable(name)) for name in (*TUNABLES, *TUNABLE_ALIASES)},
     }
 
 
-def _config_set_value(conn: Client, name: str, raw: bytes, fixed: dict[str, str]) -> None:
-    """Apply one CONFIG SET pair: runtime parameters change, boot-fixed ones must not."""
+def _config_set_failed(name: str, reason: str) -> CommandError:
+    return CommandError(f"ERR CONFIG SET failed (possibly related to argument '{name}') - {reason}")
+
+
+def _config_change(conn: Client, name: str, raw: bytes, fixed: dict[str, str]) -> Callable[[], None] | None:
+    """Check one CONFIG SET pair and return what applies it (None: nothing changes).  Runtime
+    parameters may change; boot-fixed ones only to the value they have."""
+    stats = conn.server.stats
     if name in TUNABLES or name in TUNABLE_ALIASES:
         try:
             value = int(raw)
         except ValueError:
-            raise CommandError(f"ERR CONFIG SET failed (possibly related to argument '{name}') - "
-                               f"argument couldn't be parsed into an integer") from None
-        conn.server.stats.set_tunable(name, value)
-    elif raw.decode(errors="replace") != fixed[name]:
-        raise CommandError(f"ERR CONFIG SET failed (possibly related to argument '{name}') - "
-                           "can't set immutable config")
+            raise _config_set_failed(name, "argument couldn't be parsed into an integer") from None
+        return lambda: stats.set_tunable(name, value)
+    if name == "requirepass":  # every worker reads it from the stats segment: new clients see it at once
+        if len(raw) > REQUIREPASS_BYTES_MAX:
+            raise _config_set_failed(name, f"password is longer than {REQUIREPASS_BYTES_MAX} bytes")
+        return lambda: stats.set_password(raw)
+    if raw.decode(errors="replace") != fixed[name]:
+        raise _config_set_failed(name, "can't set immutable config")
+    return None
+
+
+def config_set(conn: Client, argv: list[bytes]) -> bytes:
+    """All or nothing, as in Redis 7.0: every pair is checked before any is applied."""
+    values = config_values(conn)
+    names = [argv[i].decode(errors="replace").lower() for i in range(2, len(argv), 2)]
+    for name in names:
+        if name not in values and name not in TUNABLE_ALIASES:
+            raise CommandError(f"ERR Unknown option or number of arguments for CONFIG SET - '{name}'")
+    seen: set[str] = set()
+    changes = []
+    for name, raw in zip(names, argv[3::2], strict=True):
+        canonical = TUNABLE_ALIASES.get(name, name)
+        if canonical in seen:
+            raise _config_set_failed(name, "duplicate parameter")
+        seen.add(canonical)
+        changes.append(_config_change(conn, name, raw, values))
+    for change in changes:
+        if change is not None:
+            change()
+    return protocol.OK
 
 
 # No flags, as Redis's CONFIG container has none; admin, noscript, loading and stale belong to its
@@ -225,17 +259,11 @@ def config(conn: Client, argv: list[bytes]) -> bytes:
             for name, value in values.items():
                 if fnmatch.fnmatchcase(name, pattern):
                     pairs[name] = value
-        return protocol.map_reply(conn.proto, [(protocol.bulk(k.encode()), protocol.bulk(v.encode()))
+        return protocol.map_reply(conn.proto, [(protocol.bulk(k.encode()),
+                                                protocol.bulk(v.encode("utf-8", errors="surrogateescape")))
                                                for k, v in pairs.items()])
     if sub == b"set" and len(argv) >= 4 and len(argv) % 2 == 0:
-        values = config_values(conn)
-        for i in range(2, len(argv), 2):
-            name = argv[i].decode(errors="replace").lower()
-            if name not in values and name not in TUNABLE_ALIASES:
-                raise CommandError(f"ERR Unknown option or number of arguments for CONFIG SET - '{name}'")
-        for i in range(2, len(argv), 2):
-            _config_set_value(conn, argv[i].decode(errors="replace").lower(), argv[i + 1], values)
-        return protocol.OK
+        return config_set(conn, argv)
     if sub == b"resetstat" and len(argv) == 2:
         stats = conn.server.stats
         for w in range(stats.workers):

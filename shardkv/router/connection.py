@@ -46,7 +46,7 @@ class Connection(asyncio.BufferedProtocol):
         self.name = b""
         self.lib_name = b""
         self.lib_ver = b""
-        self.authenticated = not worker.limits.requirepass
+        self.authenticated = not worker.stats.password_set()  # the current one: CONFIG SET may change it
         self.created = time.monotonic()
         self.last_active = self.created
         self.received = 0  # bytes read so far
@@ -126,6 +126,9 @@ class Connection(asyncio.BufferedProtocol):
             self._update_reading()
             return
         lim = worker.limits
+        worker.beat()  # a long batch of commands shows the watchdog it progresses
+        if not self.authenticated and not worker.stats.password_set():
+            self.authenticated = True  # CONFIG SET requirepass "" lets everyone in, as in Redis
         unauthenticated = not self.authenticated
         parsed = protocol.parse_requests(self.buf, self.end, lim.args_max, lim.value_bytes_max,
                                          unauthenticated=unauthenticated)

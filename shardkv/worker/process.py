@@ -22,7 +22,7 @@ import socket
 import sys
 import time
 import traceback
-from collections.abc import Coroutine
+from collections.abc import Callable, Coroutine
 from dataclasses import dataclass
 from typing import Any
 
@@ -40,6 +40,7 @@ from shardkv.stats import (
     CMD_REJECTED,
     CMD_USEC,
     CMD_WORDS,
+    W_BLOCKED,
     W_COMMAND_STATS,
     W_COMMANDS,
     W_CONNECTED,
@@ -47,10 +48,12 @@ from shardkv.stats import (
     W_CPU_SYS_US,
     W_CPU_USER_US,
     W_GENERATION,
+    W_HEARTBEAT_MS,
     W_HITS,
     W_MISSES,
     W_NET_INPUT,
     W_NET_OUTPUT,
+    W_NEXT_CLIENT_ID,
     W_PID,
     W_READY,
     W_REJECTED,
@@ -75,6 +78,7 @@ NO_LOCK = -1
 EXPIRE_PERIOD_S = 0.1
 CLIENTS_PERIOD_S = 1.0  # idle clients (timeout) and stalled large requests are looked at this often
 STATS_PERIOD_S = 0.5
+HEARTBEAT_PERIOD_S = 0.1  # the supervisor's watchdog reads W_HEARTBEAT_MS
 PAGE = 4096
 
 
@@ -101,11 +105,14 @@ class Boot:
         return Boot(**raw)
 
 
-def touched(size: int) -> bytearray:
-    """A buffer whose pages are all committed now, not on first use."""
+def touched(size: int, beat: Callable[[], None]) -> bytearray:
+    """A buffer whose pages are all committed now, not on first use (beating every 4 MiB: the
+    arenas alone may be hundreds of MiB)."""
     buf = bytearray(size)
     for i in range(0, size, PAGE):
         buf[i] = 1
+        if not i & (4 * 1024 * 1024 - 1):
+            beat()
     return buf
 
 
@@ -119,12 +126,15 @@ class Worker:
         self.footprint = Footprint(boot.limits)
         self.loop = uvloop.new_event_loop()
         asyncio.set_event_loop(self.loop)
+        self.stats_mm = segments.attach(boot.stats_name)
+        self.command_index = command_index()
+        self.stats = Stats(self.stats_mm, self.workers, len(self.command_index), segments.open_fd(boot.stats_name))
+        self.heartbeat_word = self.stats.base(self.id) + W_HEARTBEAT_MS
+        self.beat()  # from here on the watchdog expects a beat every watchdog-timeout-ms
         self.maps = [segments.attach(name) for name in boot.shard_names]
         self.stores = [Store(mm, self.footprint, format_segment=False) for mm in self.maps]
         self.store = self.stores[self.id]
-        self.stats_mm = segments.attach(boot.stats_name)
-        self.command_index = command_index()
-        self.stats = Stats(self.stats_mm, self.workers, len(self.command_index))
+        self.store.progress = self.beat  # long loops (rebuild, flush, KEYS ...) beat as they go
         mine = self.stats.base(self.id) + W_COMMAND_STATS
         self.command_stats_word = {name: mine + CMD_WORDS * i for name, i in self.command_index.items()}
         self.ring_mm = segments.attach(boot.ring_name) if self.workers > 1 else None
@@ -138,8 +148,10 @@ class Worker:
         self.paused: set[Connection] = set()
         self.dirty: set[Connection] = set()
         self.connections: set[Connection] = set()
-        self.slots = [touched(self.limits.connection_buffer_bytes) for _ in range(self.limits.clients_per_worker_max)]
-        self.arenas = [touched(self.limits.query_buffer_bytes_max) for _ in range(self.limits.large_requests_max)]
+        self.slots = [touched(self.limits.connection_buffer_bytes, self.beat)
+                      for _ in range(self.limits.clients_per_worker_max)]
+        self.arenas = [touched(self.limits.query_buffer_bytes_max, self.beat)
+                       for _ in range(self.limits.large_requests_max)]
         self.arena_waiters: list[Connection] = []
         self.next_client_id = 1
         self.unsent_bytes = 0  # replies not yet sent, all clients together (an estimate from above)
@@ -153,19 +165,28 @@ class Worker:
 
     # ------------------------------------------------------------------ lifecycle
 
+    def beat(self) -> None:
+        """Show the watchdog that this worker makes progress (a timer, and the store's long loops)."""
+        self.stats.q[self.heartbeat_word] = int(time.monotonic() * 1000)
+
     def start(self) -> None:
         generation = self.store.q[H_GENERATION]
         if generation:
             found = self.store.rebuild()
+            self.beat()
             print(f"worker {self.id}: restarted, shard has {found} keys", file=sys.stderr, flush=True)
             self.peers.reset_inbound()
             self.peers.announce_restart()
         self.store.q[H_GENERATION] = generation + 1
         self.stats.set(self.id, W_PID, os.getpid())
         self.stats.set(self.id, W_GENERATION, generation + 1)
+        # Counts of the clients a dead predecessor had: none of them is connected any more.
         self.stats.set(self.id, W_CONNECTED, 0)
-        # Client ids are unique across workers: worker id in the low bits.
-        self.next_client_id = 1
+        self.stats.set(self.id, W_BLOCKED, 0)
+        # Client ids are unique across workers (worker id in the low bits) and across restarts
+        # (the sequence continues where the dead predecessor left it), so CLIENT KILL ID never
+        # hits a newer client that got an old id.
+        self.next_client_id = max(1, self.stats.get(self.id, W_NEXT_CLIENT_ID))
         for host in self.limits.bind.split():
             host = host.lstrip("-")
             family = socket.AF_INET6 if ":" in host else socket.AF_INET
@@ -187,6 +208,8 @@ class Worker:
         self.loop.call_later(EXPIRE_PERIOD_S, self.expire_tick)
         self.loop.call_later(STATS_PERIOD_S, self.stats_tick)
         self.loop.call_later(CLIENTS_PERIOD_S, self.clients_tick)
+        self.loop.call_later(HEARTBEAT_PERIOD_S, self.heartbeat_tick)
+        self.beat()
         self.stats.set(self.id, W_READY, 1)
         if self.workers > 1:
             self.drain()
@@ -216,14 +239,23 @@ class Worker:
     # ------------------------------------------------------------------ connections
 
     def accept(self, conn: Connection) -> bytearray | None:
-        self.stats.add(self.id, W_CONNECTIONS_RECEIVED)
-        if self.stopping or not self.slots or self.stats.total(W_CONNECTED) >= self.limits.maxclients:
-            self.stats.add(self.id, W_REJECTED)
+        stats, me = self.stats, self.id
+        stats.add(me, W_CONNECTIONS_RECEIVED)
+        if self.stopping or not self.slots:
+            stats.add(me, W_REJECTED)
             return None
-        conn.id = self.next_client_id * self.workers + self.id
-        self.next_client_id += 1
+        # Count ourselves in first, then look at the total: two workers accepting at once may
+        # both refuse, but never both admit past maxclients.
+        stats.add(me, W_CONNECTED)
+        if stats.total(W_CONNECTED) > self.limits.maxclients:
+            stats.add(me, W_CONNECTED, -1)
+            stats.add(me, W_REJECTED)
+            return None
+        n = self.next_client_id
+        self.next_client_id = n + 1
+        stats.set(me, W_NEXT_CLIENT_ID, n + 1)
+        conn.id = n * self.workers + me
         self.connections.add(conn)
-        self.stats.add(self.id, W_CONNECTED)
         return self.slots.pop()
 
     def release(self, conn: Connection) -> None:
@@ -392,7 +424,8 @@ class Worker:
                 blocks, self.reserved = self.reserved, []
             peers.send(src, K_REP, rid, self.router.run_raw(body, blocks))
         elif kind == K_UNLOCK:
-            assert self.lock_owner == src, f"UNLOCK from {src} while held by {self.lock_owner}"
+            if self.lock_owner != src:
+                return  # sent to the process this one replaced, which held the lock: nothing to undo
             leftover, self.reserved = self.reserved, []
             self.unlock_own(leftover)
         elif kind == K_WATCH:
@@ -452,6 +485,9 @@ class Worker:
         self.unsent_bytes = total
         if total > self.limits.output_bytes_per_worker_max and biggest is not None:
             biggest.close_for_output()
+    def heartbeat_tick(self) -> None:
+        self.beat()
+        self.loop.call_later(HEARTBEAT_PERIOD_S, self.heartbeat_tick)
 
     def stats_tick(self) -> None:
         if os.getppid() != self.boot.supervisor_pid:  # the supervisor is gone: so are the segments' owner
