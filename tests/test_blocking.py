@@ -85,8 +85,10 @@ def test_a_blocked_client_runs_nothing_while_it_waits(shards: int) -> None:
     try:
         r = s.client()
         key = key_on(shards - 1, "nothere", shards)
+        calls0 = lmpop_calls(r)
         sock = send_blocking(s, "BLPOP", key, 3)
         wait_for(lambda: blocked(r) == 1, why="the client to block")
+        wait_for(lambda: lmpop_calls(r) >= calls0 + 2, why="the try and the try after watching")
         before = lmpop_calls(r)
         deadline = time.monotonic() + 1.0
         while time.monotonic() < deadline:  # a second of waiting: the count must not move
@@ -159,8 +161,10 @@ def test_writes_that_add_nothing_do_not_wake_the_waiter(srv: Server) -> None:
     r = srv.client()
     r.flushall()
     key = key_on(1, "quiet")
+    calls0 = lmpop_calls(r)
     sock = send_blocking(srv, "BLPOP", key, 10)
     wait_for(lambda: blocked(r) == 1, why="the client to block")
+    wait_for(lambda: lmpop_calls(r) >= calls0 + 2, why="the try and the try after watching")
     before = lmpop_calls(r)
     r.lpushx(key, "no")  # adds nothing: the key does not exist
     r.set(key, "a string")  # not a list
