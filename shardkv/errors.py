@@ -64,4 +64,6 @@ def unknown_subcommand(sub: bytes, cmd: str) -> str:
 
 
 def _text(b: bytes) -> str:
-    return b[:128].decode("utf-8", "replace")
+    """A client's bytes inside an error text: sent back as they came (protocol.error encodes the
+    text with surrogateescape), as Redis does."""
+    return b[:128].decode("utf-8", "surrogateescape")

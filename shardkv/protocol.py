@@ -268,7 +268,8 @@ NULL_ARRAY2 = b"*-1\r\n"
 
 
 def error(text: str) -> bytes:
-    return b"-" + text.replace("\r", " ").replace("\n", " ").encode() + b"\r\n"
+    """An error reply; bytes of the client's that were decoded with surrogateescape go back raw."""
+    return b"-" + text.replace("\r", " ").replace("\n", " ").encode("utf-8", "surrogateescape") + b"\r\n"
 
 
 def protocol_error(error: ProtocolError) -> bytes:

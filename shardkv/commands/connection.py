@@ -101,7 +101,7 @@ def hello(conn: Client, argv: list[bytes]) -> bytes:
             check_client_name(name)
             i += 2
         else:
-            raise CommandError(f"ERR Syntax error in HELLO option '{argv[i].decode(errors='replace')}'")
+            raise CommandError(f"ERR Syntax error in HELLO option '{argv[i].decode(errors='surrogateescape')}'")
     if not conn.authenticated:
         raise CommandError(
             "NOAUTH HELLO must be called with the client already authenticated, otherwise the HELLO "
@@ -161,14 +161,14 @@ def client(conn: Client, argv: list[bytes]) -> Reply:
     if sub == b"setinfo" and n == 4:
         attr = argv[2].lower()
         if any(c < 33 or c > 126 for c in argv[3]):
-            raise CommandError(f"ERR {argv[2].decode(errors='replace')} cannot contain spaces, newlines or "
+            raise CommandError(f"ERR {argv[2].decode(errors='surrogateescape')} cannot contain spaces, newlines or "
                                "special characters.")
         if attr == b"lib-name":
             conn.lib_name = argv[3]
         elif attr == b"lib-ver":
             conn.lib_ver = argv[3]
         else:
-            raise CommandError(f"ERR Unrecognized option '{argv[2].decode(errors='replace')}'")
+            raise CommandError(f"ERR Unrecognized option '{argv[2].decode(errors='surrogateescape')}'")
         return protocol.OK
     if sub == b"info" and n == 2:
         return protocol.verbatim(conn.proto, conn.client_info().encode() + b"\n")
@@ -197,7 +197,7 @@ def client_list(conn: Client, argv: list[bytes]) -> Pending:
         if opt == b"TYPE" and i + 1 < len(argv):
             kind = argv[i + 1].lower()
             if kind not in (b"normal", b"master", b"replica", b"slave", b"pubsub"):
-                raise CommandError(f"ERR Unknown client type '{argv[i + 1].decode(errors='replace')}'")
+                raise CommandError(f"ERR Unknown client type '{argv[i + 1].decode(errors='surrogateescape')}'")
             if kind != b"normal":
                 ids = [b"-1"]  # no such clients here
             i += 2
@@ -265,7 +265,7 @@ def client_kill(conn: Client, argv: list[bytes]) -> Pending:
             fields["client_id"] = n
         elif opt == b"TYPE":
             if value.lower() not in CLIENT_TYPES:
-                raise CommandError(f"ERR Unknown client type '{value.decode(errors='replace')}'")
+                raise CommandError(f"ERR Unknown client type '{value.decode(errors='surrogateescape')}'")
             fields["kind"] = CLIENT_TYPES[value.lower()]
         elif opt == b"ADDR":
             fields["addr"] = value
@@ -273,7 +273,7 @@ def client_kill(conn: Client, argv: list[bytes]) -> Pending:
             fields["laddr"] = value
         elif opt == b"USER":
             if value != b"default":
-                raise CommandError(f"ERR No such user '{value.decode(errors='replace')}'")
+                raise CommandError(f"ERR No such user '{value.decode(errors='surrogateescape')}'")
         elif opt == b"SKIPME":
             if value.lower() not in (b"yes", b"no"):
                 raise CommandError(errors.SYNTAX)
