@@ -17,6 +17,8 @@ from dataclasses import dataclass, field
 import pytest
 import redis
 
+from shardkv.protocol import ReplyError, read_reply
+
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 
@@ -106,11 +108,16 @@ class Outcome:
 
 def whole_replies(data: bytes) -> tuple[list[object], int]:
     """Decode the complete RESP replies at the front of data; also return how many bytes they use."""
-    from shardkv.protocol import read_reply
-
     out: list[object] = []
     pos = 0
     while pos < len(data):
+        if data[pos] == 45:  # '-': an error, whose text may quote bytes that are no UTF-8
+            nl = data.find(b"\r\n", pos)
+            if nl < 0:
+                break
+            out.append(ReplyError(data[pos + 1 : nl].decode("utf-8", "replace")))
+            pos = nl + 2
+            continue
         try:
             reply, end = read_reply(data, pos)
         except (IndexError, ValueError):

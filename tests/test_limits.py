@@ -136,12 +136,23 @@ def test_databases_limit(tight: Server) -> None:
     (b"SET \"foo\r\n", b"-ERR Protocol error: unbalanced quotes in request\r\n"),
     (b"*1\r\n$" + b"1" * 70000, b"-ERR Protocol error: too big bulk count string\r\n"),
     (b"A" * 70000, b"-ERR Protocol error: too big inline request\r\n"),
+    # Redis reads these counts with string2ll: no sign but '-', no space, no leading zero, no '_'.
+    (b"*01\r\n$4\r\nPING\r\n", b"-ERR Protocol error: invalid multibulk length\r\n"),
+    (b"*+1\r\n$4\r\nPING\r\n", b"-ERR Protocol error: invalid multibulk length\r\n"),
+    (b"*-0\r\nPING\r\n", b"-ERR Protocol error: invalid multibulk length\r\n"),
+    (b"*1_0\r\n", b"-ERR Protocol error: invalid multibulk length\r\n"),
+    (b"*1\r\n$04\r\nPING\r\n", b"-ERR Protocol error: invalid bulk length\r\n"),
+    (b"*1\r\n$+4\r\nPING\r\n", b"-ERR Protocol error: invalid bulk length\r\n"),
+    (b"*1\r\n$ 4\r\nPING\r\n", b"-ERR Protocol error: invalid bulk length\r\n"),
+    (b"*1\r\n$4 \r\nPING\r\n", b"-ERR Protocol error: invalid bulk length\r\n"),
+    (b"*1\r\n$-0\r\n", b"-ERR Protocol error: invalid bulk length\r\n"),
+    (b"*1\r\n$1_0\r\n", b"-ERR Protocol error: invalid bulk length\r\n"),
 ])
 def test_protocol_errors_close_and_leave_the_server_intact(tight: Server, data: bytes, reply: bytes) -> None:
     r = tight.client()
     r.set("survivor", "yes")
     s = tight.raw()
-    assert exchange(s, data, replies=None) == Outcome(reply, "closed")
+    assert exchange(s, data, 5, replies=None) == Outcome(reply, "closed")
     assert r.get("survivor") == b"yes"
 
 
