@@ -4,6 +4,7 @@ server still serves everyone else and that nothing was half-applied or leaked.""
 
 from __future__ import annotations
 
+import os
 import re
 import socket
 import threading
@@ -31,6 +32,8 @@ from shardkv.protocol import ReplyError, _parse_walk, encode_command, parse_requ
 from shardkv.router.dispatch import key_slot, slot_owners
 
 ARGS_MAX, BULK_MAX = 1024, 1 << 20
+# Examples per live-server fuzz test; a long hunt: SHARDKV_FUZZ_EXAMPLES=5000 pytest -k mutated -o timeout=0
+FUZZ_EXAMPLES = int(os.environ.get("SHARDKV_FUZZ_EXAMPLES", "150"))
 PROTOCOL_ERROR = re.compile(
     rb"-ERR Protocol error: (too big inline request|too big mbulk count string|invalid multibulk length|"
     rb"expected '\$', got '.'|too big bulk count string|invalid bulk length|unbalanced quotes in request)\r\n"
@@ -301,7 +304,7 @@ def test_live_server_survives_mutated_frames(srv: Server, commands_known: None) 
 
     @given(st.lists(command, min_size=1, max_size=4), st.integers(0, 10_000), st.integers(0, 3),
            st.integers(0, 255))
-    @settings(max_examples=150, deadline=None)
+    @settings(max_examples=FUZZ_EXAMPLES, deadline=None)
     def one(cmds: list[list[bytes]], at: int, how: int, byte: int) -> None:
         safe = [[b"ECHO", *c[:1]] if c[0].upper() not in (b"ECHO", b"PING") else c for c in cmds]
         wire = mutate(b"".join(encode_command(c) for c in safe), at, how, byte)
@@ -411,7 +414,7 @@ def test_live_server_answers_commands_with_mutated_arguments(srv: Server) -> Non
 
     @given(st.lists(st.tuples(st.sampled_from(ARGUMENT_FUZZ_COMMANDS), st.lists(argument_edit, min_size=1, max_size=3)),
                     min_size=1, max_size=4))
-    @settings(max_examples=300, deadline=None)
+    @settings(max_examples=FUZZ_EXAMPLES * 2, deadline=None)
     def one(batch: list[tuple[list[bytes], list[tuple[str, int, int, int, bytes]]]]) -> None:
         argvs = [edit_arguments(argv, edits) for argv, edits in batch]
         pids_restarts = worker_state(srv)
