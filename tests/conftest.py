@@ -172,6 +172,22 @@ def expect_silence(sock: socket.socket, data: bytes, quiet_s: float = 0.3) -> No
     assert exchange(sock, data, quiet_s, replies=1) == Outcome(b"", "silent")
 
 
+def hops_drained(server: Server, workers: int = 2) -> None:
+    """Return once every command that any worker had sent to another shard has run there: from a
+    client on each worker, a command on keys of every shard travels behind them on the same FIFO
+    rings (the keys "a" and "b" are on different shards of two)."""
+    by_worker: dict[int, redis.Redis] = {}
+    for _ in range(200):
+        c = server.client(single_connection_client=True)
+        by_worker.setdefault(int(c.info("server")["worker_id"]), c)
+        if len(by_worker) == workers:
+            break
+    assert len(by_worker) == workers, by_worker
+    for c in by_worker.values():
+        c.exists("a", "b")
+        c.close()
+
+
 def wait_until(condition: Callable[[], object], timeout_s: float = 10, what: str = "condition") -> None:
     """Poll condition() until it is true; fail when the deadline passes first."""
     deadline = time.monotonic() + timeout_s

@@ -7,7 +7,6 @@ from __future__ import annotations
 import os
 import re
 import socket
-import threading
 import time
 from collections.abc import Iterator
 
@@ -22,6 +21,7 @@ from conftest import (
     exchange,
     expect_replies,
     expect_silence,
+    hops_drained,
     start_server,
     wait_blocked,
     whole_replies,
@@ -66,21 +66,6 @@ def settle_clients(r: redis.Redis, want: int) -> int:
             break
         time.sleep(0.05)
     return n
-
-
-def hops_drained(server: Server, workers: int = 2) -> None:
-    """Return once every command that any worker had sent to another shard has run there: from a
-    client on each worker, a command to each shard travels behind them on the same FIFO ring."""
-    by_worker: dict[int, redis.Redis] = {}
-    for _ in range(200):
-        c = server.client(single_connection_client=True)
-        by_worker.setdefault(int(c.info("server")["worker_id"]), c)
-        if len(by_worker) == workers:
-            break
-    assert len(by_worker) == workers, by_worker
-    for c in by_worker.values():
-        assert c.mget("health{a}", "health{b}") == [b"1", b"2"]
-        c.close()
 
 
 # a and b live on different shards of a 2-shard shardkv
@@ -470,34 +455,28 @@ def test_many_writers_fill_to_full_then_flushall_makes_it_all_reusable() -> None
                           "--client-query-buffer-limit", "2mb")
     try:
         r = server.client()
-        other: list[str] = []
-        written: list[int] = []
 
-        def writer(w: int) -> None:
+        def writer(crew: Crew, w: int) -> None:
             c = server.client(socket_timeout=10)
             n = ooms = 0
             while ooms < 20:
                 key = f"w{w}:{n}"
                 try:
-                    c.set(key, key * 20)  # the value says which key it belongs to
-                    n += 1
+                    assert c.set(key, key * 20) is True  # the value says which key it belongs to
+                    crew.done("sets")
                 except redis.exceptions.OutOfMemoryError:
                     ooms += 1
-                    n += 1
-                except redis.RedisError as e:
-                    other.append(repr(e))
-                    return
-            written.append(n)
+                    crew.done("ooms")
+                n += 1
 
         def fill() -> int:
-            threads = [threading.Thread(target=writer, args=(w,)) for w in range(8)]
-            for t in threads:
-                t.start()
-            for t in threads:
-                t.join(120)
-            assert not other, other[:3]
-            return int(r.dbsize())
-
+            crew = Crew()
+            for w in range(8):
+                crew.start(writer, crew, w)
+            crew.join(120)
+            assert crew.count("ooms") == 8 * 20
+            assert int(r.dbsize()) == crew.count("sets")  # every acknowledged SET is there, and no other
+            return crew.count("sets")
         first = fill()
         assert first > 1000
         keys = list(r.scan_iter(count=1000))
@@ -508,7 +487,6 @@ def test_many_writers_fill_to_full_then_flushall_makes_it_all_reusable() -> None
         assert int(r.info("memory")["used_memory_dataset"]) > 6 * 2**20
         r.flushall()
         assert int(r.dbsize()) == 0 and int(r.info("memory")["used_memory_dataset"]) == 0
-        written.clear()
         second = fill()
         assert second >= first * 0.98  # everything FLUSHALL freed could be used again
     finally:
