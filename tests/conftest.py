@@ -72,9 +72,7 @@ def start_server(*args: str, wait: bool = True) -> Server:
                 raise RuntimeError(f"server exited with {proc.returncode}")
             try:
                 with socket.create_connection(("127.0.0.1", port), timeout=2) as s:
-                    s.sendall(b"PING\r\nINFO server\r\n")
-                    time.sleep(0.02)
-                    reply = s.recv(65536)
+                    reply = exchange(s, b"PING\r\nINFO server\r\n", 2, replies=2).data
                     if reply.startswith(b"-NOAUTH"):
                         break  # it serves; with a password the tests wait for themselves
                     shards = args[args.index("--shards") + 1] if "--shards" in args else None
