@@ -12,7 +12,7 @@ from collections.abc import Iterator
 
 import pytest
 import redis
-from hypothesis import assume, example, given, settings
+from hypothesis import Phase, assume, example, given, settings
 from hypothesis import strategies as st
 
 from conftest import (
@@ -35,6 +35,10 @@ from shardkv.router.dispatch import key_slot, slot_owners
 ARGS_MAX, BULK_MAX = 1024, 1 << 20
 # Examples per live-server fuzz test; a long hunt: SHARDKV_FUZZ_EXAMPLES=5000 pytest -k mutated -o timeout=0
 FUZZ_EXAMPLES = int(os.environ.get("SHARDKV_FUZZ_EXAMPLES", "150"))
+# A live fuzz test reports the first failing example as found: shrinking one where the server
+# stays silent would cost REPLY_S_MAX per try, past the test's timeout.
+FUZZ_PHASES = [Phase.explicit, Phase.reuse, Phase.generate]
+REPLY_S_MAX = 3  # a reply to a small command that takes longer than this is no reply
 PROTOCOL_ERROR = re.compile(
     rb"-ERR Protocol error: (too big inline request|too big mbulk count string|invalid multibulk length|"
     rb"expected '\$', got '.'|too big bulk count string|invalid bulk length|unbalanced quotes in request)\r\n"
@@ -290,7 +294,7 @@ def test_live_server_survives_mutated_frames(srv: Server, commands_known: None) 
 
     @given(st.lists(command, min_size=1, max_size=4), st.integers(0, 10_000), st.integers(0, 3),
            st.integers(0, 255))
-    @settings(max_examples=FUZZ_EXAMPLES, deadline=None)
+    @settings(max_examples=FUZZ_EXAMPLES, deadline=None, phases=FUZZ_PHASES)
     def one(cmds: list[list[bytes]], at: int, how: int, byte: int) -> None:
         safe = [[b"ECHO", *c[:1]] if c[0].upper() not in (b"ECHO", b"PING") else c for c in cmds]
         wire = mutate(b"".join(encode_command(c) for c in safe), at, how, byte)
@@ -299,23 +303,23 @@ def test_live_server_survives_mutated_frames(srv: Server, commands_known: None) 
         # A mutation may spell a real command (inline, from an argument's bytes): not run here.
         assume(all(argv[0].upper() in (b"ECHO", b"PING") or table.lookup(argv[0]) is None for argv in argvs))
         pids_restarts = worker_state(srv)
-        s = srv.raw()
-        if parsed.error is not None:
-            out = exchange(s, wire, replies=None)
-            assert out.state == "closed", (wire, out)
-            replies, used = whole_replies(out.data)
-            refusal = protocol_error(parsed.error)
-            assert PROTOCOL_ERROR.fullmatch(refusal)
-            assert used == len(out.data) and len(replies) == len(argvs) + 1 and out.data.endswith(refusal), (wire, out)
-        else:
-            replies = expect_replies(s, wire, len(argvs))
-            if parsed.consumed < len(wire):
-                expect_silence(s, b"", 0.1)  # the rest is an incomplete command: it waits
+        with srv.raw() as s:
+            if parsed.error is not None:
+                out = exchange(s, wire, REPLY_S_MAX, replies=None)
+                assert out.state == "closed", (wire, out)
+                replies, used = whole_replies(out.data)
+                refusal = protocol_error(parsed.error)
+                assert PROTOCOL_ERROR.fullmatch(refusal)
+                assert used == len(out.data) and len(replies) == len(argvs) + 1, (wire, out)
+                assert out.data.endswith(refusal), (wire, out)
             else:
-                assert expect_replies(s, b"PING\r\n", 1) == [b"PONG"]  # and nothing was left over
+                replies = expect_replies(s, wire, len(argvs), REPLY_S_MAX)
+                if parsed.consumed < len(wire):
+                    expect_silence(s, b"", 0.1)  # the rest is an incomplete command: it waits
+                else:
+                    assert expect_replies(s, b"PING\r\n", 1, REPLY_S_MAX) == [b"PONG"]  # nothing was left over
         for argv, reply in zip(argvs, replies, strict=False):
             check_echo_reply(argv, reply)
-        s.close()
         assert worker_state(srv) == pids_restarts
 
     one()
@@ -400,21 +404,20 @@ def test_live_server_answers_commands_with_mutated_arguments(srv: Server) -> Non
 
     @given(st.lists(st.tuples(st.sampled_from(ARGUMENT_FUZZ_COMMANDS), st.lists(argument_edit, min_size=1, max_size=3)),
                     min_size=1, max_size=4))
-    @settings(max_examples=FUZZ_EXAMPLES * 2, deadline=None)
+    @settings(max_examples=FUZZ_EXAMPLES * 2, deadline=None, phases=FUZZ_PHASES)
     def one(batch: list[tuple[list[bytes], list[tuple[str, int, int, int, bytes]]]]) -> None:
         argvs = [edit_arguments(argv, edits) for argv, edits in batch]
         pids_restarts = worker_state(srv)
-        s = srv.raw()
         wire = b"SELECT 9\r\nFLUSHDB\r\n" + b"".join(encode_command(argv) for argv in argvs)
-        out = exchange(s, wire, replies=len(argvs) + 2)
-        replies, used = whole_replies(out.data)
-        assert out.state == "open" and used == len(out.data) and len(replies) == len(argvs) + 2, (argvs, out)
+        with srv.raw() as s:
+            out = exchange(s, wire, REPLY_S_MAX, replies=len(argvs) + 2)
+            replies, used = whole_replies(out.data)
+            assert out.state == "open" and used == len(out.data) and len(replies) == len(argvs) + 2, (argvs, out)
+            assert expect_replies(s, b"PING\r\n", 1, REPLY_S_MAX) == [b"PONG"]  # nothing more came for them
         assert replies[:2] == [b"OK", b"OK"]
         for argv, reply in zip(argvs, replies[2:], strict=True):
             if isinstance(reply, ReplyError):
                 assert ERROR_PREFIX.match(reply), (argv, reply)
-        assert expect_replies(s, b"PING\r\n", 1) == [b"PONG"]  # nothing more came for them
-        s.close()
         assert worker_state(srv) == pids_restarts
 
     one()
