@@ -10,8 +10,11 @@ import time
 from collections.abc import Iterator
 
 import pytest
+from hypothesis import Phase, example, given, settings
+from hypothesis import strategies as st
 
-from conftest import Server, free_port, request, start_server
+from conftest import Server, exchange, free_port, request, start_server
+from shardkv.protocol import encode_command
 from shardkv.router.dispatch import key_slot, slot_owners
 
 pytestmark = pytest.mark.skipif(shutil.which("redis-server") is None, reason="redis-server not installed")
@@ -226,3 +229,44 @@ def test_large_collections_match_redis(pair: tuple[int, Server]) -> None:
     both("DEL", "ha", "hb", "sb", "sb2", "la", "lb", "lb2", "hcopy")
     both("DBSIZE")
     assert srv.client().info("memory")["used_memory_dataset"] == 0, "large collections were not freed"
+
+
+# Commands whose frames the next test mutates: only ECHO and PING, which change nothing.
+echo_or_ping = st.one_of(
+    st.binary(max_size=20).map(lambda a: [b"ECHO", a]),
+    st.lists(st.binary(max_size=20), max_size=1).map(lambda a: [b"PING", *a]),
+)
+
+
+def mutate_frame(wire: bytes, at: int, how: int, byte: int) -> bytes:
+    """One byte changed, dropped or inserted, or the frame cut short."""
+    at %= len(wire) + 1
+    if how == 0:
+        return wire[:at] + bytes((byte,)) + wire[at + 1 :]
+    if how == 1:
+        return wire[:at] + wire[at + 1 :]
+    if how == 2:
+        return wire[:at] + bytes((byte,)) + wire[at:]
+    return wire[:at]
+
+
+def test_mutated_frames_get_what_redis_gives(pair: tuple[int, Server]) -> None:
+    """The same mutated RESP framing to redis-server and to shardkv: the same bytes back and the
+    same ending (closed after a protocol error, or silent while a command is incomplete).  Redis
+    is the reference for which counts and lengths are valid, not shardkv's own parser."""
+    ref_port, srv = pair
+
+    @given(st.lists(echo_or_ping, min_size=1, max_size=3), st.integers(0, 1000), st.integers(0, 3),
+           st.integers(0, 255))
+    @example([[b"PING"]], 1, 2, ord("0"))  # "*01": Redis refuses a count with a leading zero
+    @settings(max_examples=150, deadline=None, phases=[Phase.explicit, Phase.reuse, Phase.generate])
+    def one(cmds: list[list[bytes]], at: int, how: int, byte: int) -> None:
+        wire = mutate_frame(b"".join(encode_command(c) for c in cmds), at, how, byte)
+        with socket.create_connection(("127.0.0.1", ref_port), timeout=5) as ref, srv.raw() as ours:
+            ref.sendall(wire)
+            ours.sendall(wire)
+            want = exchange(ref, b"", 0.2, replies=None)
+            got = exchange(ours, b"", 0.2, replies=None)
+        assert got == want, (wire, want, got)
+
+    one()
