@@ -152,6 +152,9 @@ def test_unknown_command_and_arity(server: Server) -> None:
         Outcome(b"-ERR unknown command 'foo', with args beginning with: \r\n", "open")
     assert exchange(s, b"*1\r\n$3\r\nGET\r\n") == \
         Outcome(b"-ERR wrong number of arguments for 'get' command\r\n", "open")
+    # The name and arguments come back as the bytes sent, UTF-8 or not, as Redis sends them.
+    assert exchange(s, b"*2\r\n$2\r\n\xff1\r\n$3\r\na\x80b\r\n") == \
+        Outcome(b"-ERR unknown command '\xff1', with args beginning with: 'a\x80b' \r\n", "open")
     # internal commands are not reachable by clients
     out = exchange(s, b"*2\r\n$7\r\n__flush\r\n$3\r\nall\r\n")
     assert out.state == "open" and out.data.startswith(b"-ERR unknown command '__flush'")
