@@ -98,11 +98,6 @@ class Outcome:
     data: bytes
     state: str
 
-    @property
-    def replies(self) -> list[object]:
-        """The whole RESP replies at the front of data, decoded."""
-        return whole_replies(self.data)[0]
-
 
 def whole_replies(data: bytes) -> tuple[list[object], int]:
     """Decode the complete RESP replies at the front of data; also return how many bytes they use."""
