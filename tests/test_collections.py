@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 import redis
 
-from conftest import Server
+from conftest import Crew, Server, wait_blocked, wait_until
 from shardkv.router.dispatch import key_slot, slot_owners
 
 
@@ -125,7 +125,6 @@ def test_list_moves_across_shards(server2: Server) -> None:
 
 
 def test_blocking_pops(server2: Server) -> None:
-    import threading
     import time
 
     r = server2.client()
@@ -137,51 +136,48 @@ def test_blocking_pops(server2: Server) -> None:
     assert r.blpop([a, b], timeout=0.3) is None  # times out
     assert time.monotonic() - t0 >= 0.25
 
+    crew = Crew()
     results: list[object] = []
 
     def waiter(tag: str) -> None:
-        results.append((tag, server2.client().blpop([a, b], timeout=5)))
+        results.append((tag, server2.client().blpop([a, b], timeout=10)))
 
-    first = threading.Thread(target=waiter, args=("first",))
-    first.start()
-    time.sleep(0.3)
-    second = threading.Thread(target=waiter, args=("second",))
-    second.start()
-    time.sleep(0.3)
-    assert r.info("clients")["blocked_clients"] == 2
+    crew.start(waiter, "first")
+    wait_blocked(r, 1)
+    crew.start(waiter, "second")
+    wait_blocked(r, 2)
     r.rpush(b, "x")  # one element: the client that blocked first gets it
-    time.sleep(0.5)
-    assert results == [("first", (b.encode(), b"x"))]
+    wait_until(lambda: results or crew.errors, 5, "a blocked client served")
+    wait_blocked(r, 1)  # and the other one still waits
+    assert results == [("first", (b.encode(), b"x"))] and r.exists(b) == 0
     r.rpush(a, "y", "z")  # the second client gets one, and only one
-    second.join(5)
-    first.join(5)
+    crew.join(10)
     assert results[1] == ("second", (a.encode(), b"y"))
     assert r.lrange(a, 0, -1) == [b"z"]
     assert r.info("clients")["blocked_clients"] == 0
 
 
 def test_blocking_move_and_unblock(server2: Server) -> None:
-    import threading
-    import time
-
     r = server2.client()
     r.flushall()
     a, b = on_shard(0, "ma"), on_shard(1, "mb")
     got: list[object] = []
     c = server2.client()
     cid = c.client_id()
-    t = threading.Thread(target=lambda: got.append(c.blmove(a, b, 5, "LEFT", "RIGHT")))
-    t.start()
-    time.sleep(0.3)
+    crew = Crew()
+    crew.start(lambda: got.append(c.blmove(a, b, 10, "LEFT", "RIGHT")), name="blmove")
+    wait_blocked(r, 1)
     r.rpush(a, "m")
-    t.join(5)
+    crew.join(10)
     assert got == [b"m"] and r.lrange(b, 0, -1) == [b"m"] and r.exists(a) == 0
-    t = threading.Thread(target=lambda: got.append(c.brpop([a], timeout=0)))
-    t.start()
-    time.sleep(0.3)
+    assert r.info("clients")["blocked_clients"] == 0
+    crew = Crew()
+    crew.start(lambda: got.append(c.brpop([a], timeout=0)), name="brpop")
+    wait_blocked(r, 1)
     assert r.client_unblock(cid) is True
-    t.join(5)
-    assert got[-1] is None
+    crew.join(10)
+    assert got[-1] is None and len(got) == 2
+    assert r.info("clients")["blocked_clients"] == 0
     with pytest.raises(redis.ResponseError) as e:
         r.blpop([a], timeout=-1)
     assert str(e.value) == "timeout is negative"

@@ -7,7 +7,7 @@ import time
 import pytest
 import redis
 
-from conftest import Server, call, raw_roundtrip
+from conftest import Outcome, Server, call, exchange, expect_replies, wait_until
 
 
 def err(excinfo: pytest.ExceptionInfo[BaseException]) -> str:
@@ -17,7 +17,7 @@ def err(excinfo: pytest.ExceptionInfo[BaseException]) -> str:
 def test_ping_echo(server: Server) -> None:
     r = server.client()
     assert r.ping() is True
-    assert raw_roundtrip(server.raw(), b"PING hi\r\n") == b"$2\r\nhi\r\n"
+    assert exchange(server.raw(), b"PING hi\r\n") == Outcome(b"$2\r\nhi\r\n", "open")
     assert r.echo("abc") == b"abc"
     with pytest.raises(redis.ResponseError) as e:
         r.execute_command("PING", "a", "b")
@@ -71,9 +71,10 @@ def test_set_errors(server: Server) -> None:
 
 def test_expired_key_is_gone(server: Server) -> None:
     r = server.client()
+    t0 = time.monotonic()
     r.set("short", "v", px=50)
-    time.sleep(0.1)
-    assert r.get("short") is None
+    wait_until(lambda: r.get("short") is None, 5, "the key to expire")
+    assert time.monotonic() - t0 >= 0.05  # not before its time
     assert r.ttl("short") == -2
 
 
@@ -145,19 +146,27 @@ def test_expire_family(server: Server) -> None:
 
 def test_unknown_command_and_arity(server: Server) -> None:
     s = server.raw()
-    assert raw_roundtrip(s, b"*3\r\n$3\r\nfoo\r\n$1\r\na\r\n$1\r\nb\r\n") == \
-        b"-ERR unknown command 'foo', with args beginning with: 'a' 'b' \r\n"
-    assert raw_roundtrip(s, b"*1\r\n$3\r\nfoo\r\n") == b"-ERR unknown command 'foo', with args beginning with: \r\n"
-    assert raw_roundtrip(s, b"*1\r\n$3\r\nGET\r\n") == b"-ERR wrong number of arguments for 'get' command\r\n"
+    assert exchange(s, b"*3\r\n$3\r\nfoo\r\n$1\r\na\r\n$1\r\nb\r\n") == \
+        Outcome(b"-ERR unknown command 'foo', with args beginning with: 'a' 'b' \r\n", "open")
+    assert exchange(s, b"*1\r\n$3\r\nfoo\r\n") == \
+        Outcome(b"-ERR unknown command 'foo', with args beginning with: \r\n", "open")
+    assert exchange(s, b"*1\r\n$3\r\nGET\r\n") == \
+        Outcome(b"-ERR wrong number of arguments for 'get' command\r\n", "open")
+    # The name and arguments come back as the bytes sent, UTF-8 or not, as Redis sends them.
+    assert exchange(s, b"*2\r\n$2\r\n\xff1\r\n$3\r\na\x80b\r\n") == \
+        Outcome(b"-ERR unknown command '\xff1', with args beginning with: 'a\x80b' \r\n", "open")
     # internal commands are not reachable by clients
-    assert raw_roundtrip(s, b"*2\r\n$7\r\n__flush\r\n$3\r\nall\r\n").startswith(b"-ERR unknown command '__flush'")
+    out = exchange(s, b"*2\r\n$7\r\n__flush\r\n$3\r\nall\r\n")
+    assert out.state == "open" and out.data.startswith(b"-ERR unknown command '__flush'")
 
 
 def test_inline_commands(server: Server) -> None:
     s = server.raw()
-    assert raw_roundtrip(s, b"PING\r\n") == b"+PONG\r\n"
-    assert raw_roundtrip(s, b"SET inl \"a b\\x41\"\r\nGET inl\r\n") == b"+OK\r\n$4\r\na bA\r\n"
-    assert raw_roundtrip(s, b"\r\n\r\nPING\n") == b"+PONG\r\n"
+    assert exchange(s, b"PING\r\n") == Outcome(b"+PONG\r\n", "open")
+    assert exchange(s, b"SET inl \"a b\\x41\"\r\nGET inl\r\n", replies=2) == Outcome(b"+OK\r\n$4\r\na bA\r\n", "open")
+    # Empty lines are no commands: one reply, and nothing more for them.
+    assert exchange(s, b"\r\n\r\nPING\n") == Outcome(b"+PONG\r\n", "open")
+    assert exchange(s, b"\r\n\n", 0.3) == Outcome(b"", "silent")
     s.close()
 
 
@@ -189,11 +198,13 @@ def test_hello_resp3(server: Server) -> None:
     assert info[b"proto"] == 3 and info[b"server"] == b"redis" and info[b"version"] == b"7.0.15"
     assert r.get("missing") is None
     s = server.raw()
-    assert raw_roundtrip(s, b"HELLO 3\r\n").startswith(b"%7\r\n")
-    assert raw_roundtrip(s, b"GET missing\r\n") == b"_\r\n"
-    assert raw_roundtrip(s, b"HELLO 4\r\n") == b"-NOPROTO unsupported protocol version\r\n"
-    assert raw_roundtrip(s, b"HELLO 2\r\n").startswith(b"*14\r\n")
-    assert raw_roundtrip(s, b"GET missing\r\n") == b"$-1\r\n"
+    out = exchange(s, b"HELLO 3\r\n")
+    assert out.state == "open" and out.data.startswith(b"%7\r\n")
+    assert exchange(s, b"GET missing\r\n") == Outcome(b"_\r\n", "open")
+    assert exchange(s, b"HELLO 4\r\n") == Outcome(b"-NOPROTO unsupported protocol version\r\n", "open")
+    out = exchange(s, b"HELLO 2\r\n")
+    assert out.state == "open" and out.data.startswith(b"*14\r\n")
+    assert exchange(s, b"GET missing\r\n") == Outcome(b"$-1\r\n", "open")
 
 
 def test_client_commands(server: Server) -> None:
@@ -211,9 +222,10 @@ def test_client_commands(server: Server) -> None:
     assert any(c["name"] == "tester" and int(c["id"]) == cid for c in listed)
     assert len(listed) >= 5
     victim = server.raw()
-    victim_id = int(raw_roundtrip(victim, b"CLIENT ID\r\n")[1:-2])
+    victim_id = expect_replies(victim, b"CLIENT ID\r\n", 1)[0]
+    assert isinstance(victim_id, int)
     assert r.execute_command("CLIENT", "KILL", "ID", victim_id) == 1
-    assert raw_roundtrip(victim, b"PING\r\n") == b""  # closed by the server
+    assert exchange(victim, b"", 5, replies=None) == Outcome(b"", "closed")  # closed by the server, unasked
     assert r.execute_command("CLIENT", "KILL", "ID", victim_id) == 0
     assert r.execute_command("CLIENT", "SETINFO", "LIB-NAME", "x") in (b"OK", True)
     info = r.execute_command("CLIENT", "INFO")

@@ -3,12 +3,9 @@ cross-shard RENAME / COPY / MSETNX transactions under concurrent readers."""
 
 from __future__ import annotations
 
-import threading
-import time
-
 import redis
 
-from conftest import Server
+from conftest import Crew, Server, wait_until
 from shardkv.router.dispatch import key_slot, slot_owners
 
 
@@ -43,25 +40,28 @@ def test_scan_keeps_returning_keys_present_throughout(server2: Server) -> None:
     r.flushall()
     stable = {f"stable:{i}".encode() for i in range(1000)}
     r.mset({k: b"1" for k in stable})
-    stop = threading.Event()
+    crew = Crew()
 
     def churn() -> None:
         c = server2.client()
         i = 0
-        while not stop.is_set():
-            c.set(f"churn:{i}", 1)
-            if i > 50:
-                c.delete(f"churn:{i - 50}")
+        while crew.running():
+            assert c.set(f"churn:{i}", 1) is True
+            if i >= 50:
+                assert c.delete(f"churn:{i - 50}") == 1
+            crew.done("changes")
             i += 1
 
-    t = threading.Thread(target=churn)
-    t.start()
+    crew.start(churn)
+    crew.wait_for("changes", 100)  # the keyspace is changing when the scan starts
+    before = crew.count("changes")
     try:
         seen = set(r.scan_iter(count=20))
+        during = crew.count("changes") - before
     finally:
-        stop.set()
-        t.join(10)
+        crew.finish()
     assert stable <= seen
+    assert during >= 20, during  # keys came and went while the scan ran
 
 
 def test_scan_errors(server2: Server) -> None:
@@ -105,10 +105,7 @@ def test_active_expiry_removes_keys_nobody_reads(server2: Server) -> None:
     r.mset({f"ttl:{i}": 1 for i in range(200)})
     for i in range(200):
         r.pexpire(f"ttl:{i}", 100)
-    deadline = time.monotonic() + 5
-    while r.dbsize() and time.monotonic() < deadline:
-        time.sleep(0.1)
-    assert r.dbsize() == 0
+    wait_until(lambda: r.dbsize() == 0, 5, "active expiry of 200 keys")
     assert r.info("stats")["expired_keys"] - before == 200
 
 
@@ -125,28 +122,30 @@ def test_cross_shard_rename_is_atomic(server2: Server) -> None:
     r.flushall()
     a, b = shard_pair()
     r.set(a, "payload", ex=1000)
-    stop = threading.Event()
+    crew = Crew()
     bad: list[list[bytes | None]] = []
 
     def reader() -> None:
         c = server2.client()
-        while not stop.is_set():
+        while crew.running():
             got = c.mget(a, b)
             if sorted(got, key=lambda x: x is None) != [b"payload", None]:
                 bad.append(got)
+            crew.done("reads")
 
-    threads = [threading.Thread(target=reader) for _ in range(2)]
-    for t in threads:
-        t.start()
+    for _ in range(2):
+        crew.start(reader)
+    crew.wait_for("reads", 2)  # both readers are reading before the renames start
+    before = crew.count("reads")
     try:
         for _ in range(100):
             assert r.rename(a, b) is True
             assert r.rename(b, a) is True
+        during = crew.count("reads") - before
     finally:
-        stop.set()
-        for t in threads:
-            t.join(10)
+        crew.finish()
     assert not bad, bad[:3]
+    assert during >= 50, during  # reads that each checked the key is in exactly one place
     assert 990 < r.ttl(a) <= 1000  # the time to live travels with the key
     assert r.renamenx(a, b) is True and r.renamenx(b, b) is False
 

@@ -3,11 +3,10 @@
 from __future__ import annotations
 
 import random
-import threading
 
 import redis
 
-from conftest import Server, raw_roundtrip
+from conftest import Crew, Outcome, Server, exchange
 from shardkv.router.dispatch import key_slot, slot_owners
 
 
@@ -77,7 +76,7 @@ def test_raw_pipeline_across_shards_keeps_order(server2: Server) -> None:
                     for i, k in enumerate(keys))
     data += b"".join(b"*2\r\n$3\r\nGET\r\n$%d\r\n%s\r\n" % (len(k), k.encode()) for k in keys)
     expect = b"+OK\r\n" * 50 + b"".join(b"$%d\r\n%d\r\n" % (len(str(i)), i) for i in range(50))
-    assert raw_roundtrip(s, data, expect_bytes=len(expect), wait_s=5) == expect
+    assert exchange(s, data, replies=100) == Outcome(expect, "open")
 
 
 def test_cross_shard_multi_key_counts(server2: Server) -> None:
@@ -95,79 +94,90 @@ def test_cross_shard_multi_key_counts(server2: Server) -> None:
 
 def test_concurrent_mset_mget_never_torn(server2: Server) -> None:
     """Writers MSET the same keys (on both shards) to one value each round; readers MGET them
-    all and must always see a single value, never a mix of two MSETs."""
+    all and must always see a single value, never a mix of two MSETs.  Readers run until the
+    writers are done and must have checked at least a hundred MGETs while the writers ran."""
     keys = keys_on_both_shards(16)
     server2.client().mset({k: "init" for k in keys})
-    stop = threading.Event()
+    crew = Crew()
+    writers = Crew()
     torn: list[list[bytes | None]] = []
-    errors: list[BaseException] = []
 
     def writer(wid: int) -> None:
         r = server2.client()
-        try:
-            for i in range(300):
-                r.mset({k: f"w{wid}-{i}" for k in keys})
-        except BaseException as exc:  # pragma: no cover - reported below
-            errors.append(exc)
+        for i in range(300):
+            assert r.mset({k: f"w{wid}-{i}" for k in keys}) is True
+            writers.done("msets")
 
     def reader() -> None:
         r = server2.client()
-        try:
-            while not stop.is_set():
-                values = r.mget(keys)
-                if len(set(values)) != 1:
-                    torn.append(values)
-        except BaseException as exc:  # pragma: no cover
-            errors.append(exc)
+        while crew.running():
+            values = r.mget(keys)
+            if len(set(values)) != 1:
+                torn.append(values)
+            crew.done("mgets")
 
-    writers = [threading.Thread(target=writer, args=(w,)) for w in range(3)]
-    readers = [threading.Thread(target=reader) for _ in range(3)]
-    for t in writers + readers:
-        t.start()
-    for t in writers:
-        t.join(120)
-    stop.set()
-    for t in readers:
-        t.join(30)
-    assert not errors, errors
+    for _ in range(3):
+        crew.start(reader)
+    crew.wait_for("mgets", 3)  # readers are up before the writers start
+    before = crew.count("mgets")
+    for w in range(3):
+        writers.start(writer, w)
+    writers.join(120)
+    during = crew.count("mgets") - before
+    crew.finish(30)
+    assert writers.count("msets") == 900
+    assert during >= 100, during  # MGETs that raced the MSETs
     assert not torn, torn[:3]
     final = server2.client().mget(keys)
-    assert len(set(final)) == 1
+    assert len(set(final)) == 1 and final[0] is not None and final[0].endswith(b"-299")
 
 
 def test_random_mixed_load_matches_a_model(server2: Server) -> None:
+    """Pipelines of random SET / GET / DEL / MGET / INCR on keys of both shards: every reply is
+    what a dict says it must be, and so is the whole keyspace at the end."""
     r = server2.client()
     r.flushall()
     rng = random.Random(7)
     model: dict[str, str] = {}
     keys = [f"m{i}" for i in range(100)]
+    assert len({slot_owners(2)[key_slot(k.encode())] for k in keys}) == 2
+    checked = 0
     for _ in range(30):
         pipe = r.pipeline(transaction=False)
-        ops = []
+        expected: list[object] = []
         for _ in range(50):
-            k = rng.choice(keys)
-            if rng.random() < 0.5:
+            k, k2 = rng.choice(keys), rng.choice(keys)
+            roll = rng.random()
+            if roll < 0.4:
                 v = str(rng.random())
                 pipe.set(k, v)
-                ops.append(("set", k, v))
-            elif rng.random() < 0.7:
+                model[k] = v
+                expected.append(True)
+            elif roll < 0.6:
                 pipe.get(k)
-                ops.append(("get", k, None))
+                expected.append(model[k].encode() if k in model else None)
+            elif roll < 0.75:
+                pipe.delete(k, k2)
+                expected.append(len({k, k2} & model.keys()))
+                model.pop(k, None)
+                model.pop(k2, None)
+            elif roll < 0.9:
+                pipe.mget(k, k2)
+                expected.append([model[x].encode() if x in model else None for x in (k, k2)])
             else:
-                pipe.delete(k, rng.choice(keys))
-                ops.append(("del", k, None))
-        pipe.execute()
-        for op, k, v in ops:
-            if op == "set":
-                model[k] = v  # type: ignore[assignment]
-    # Deletes make the model inexact; check only keys written after the last delete of them
-    # by reading back and comparing to what a second, delete-free pass writes.
-    pipe = r.pipeline(transaction=False)
-    for k in keys:
-        pipe.set(k, f"final-{k}")
-    pipe.execute()
-    assert r.mget(keys) == [f"final-{k}".encode() for k in keys]
-    assert r.dbsize() == 100
+                counter = f"n{k}"
+                pipe.incr(counter)
+                model[counter] = str(int(model.get(counter, "0")) + 1)
+                expected.append(int(model[counter]))
+        got = pipe.execute()
+        assert got == expected
+        checked += len(got)
+    assert checked == 1500
+    assert len(model) > 50  # the final comparison covers a well-filled keyspace
+    everything = sorted(r.scan_iter(count=100))
+    assert everything == sorted(k.encode() for k in model)
+    assert r.mget(sorted(model)) == [model[k].encode() for k in sorted(model)]
+    assert r.dbsize() == len(model)
 
 
 def test_errors_from_the_other_shard_are_exact(server2: Server) -> None:
@@ -197,6 +207,6 @@ def test_pipeline_throttled_by_inflight_limit_keeps_order() -> None:
         data += b"".join(b"*2\r\n$3\r\nGET\r\n$%d\r\n%s\r\n" % (len(k), k.encode()) for k in keys * 15)
         last = {k: i for i, k in enumerate(keys * 15)}
         expect = b"+OK\r\n" * 1500 + b"".join(b"$%d\r\n%d\r\n" % (len(str(last[k])), last[k]) for k in keys * 15)
-        assert raw_roundtrip(s, data, expect_bytes=len(expect), wait_s=10) == expect
+        assert exchange(s, data, 30, replies=3000) == Outcome(expect, "open")
     finally:
         assert srv.stop() == 0
