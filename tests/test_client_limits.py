@@ -10,39 +10,19 @@ from collections.abc import Iterator
 
 import pytest
 
-from conftest import Server, start_server
-from shardkv.protocol import encode_command, read_reply
+from conftest import Server, exchange, expect_replies, start_server
+from shardkv.protocol import encode_command
 
 
 def recv_until_closed(sock: socket.socket, timeout_s: float) -> bytes:
-    """Everything the server sends until it closes the connection; a timeout fails the test."""
-    sock.settimeout(timeout_s)
-    data = b""
-    deadline = time.monotonic() + timeout_s
-    while True:
-        try:
-            chunk = sock.recv(1 << 20)
-        except ConnectionResetError:
-            return data
-        if not chunk:
-            return data
-        data += chunk
-        assert time.monotonic() < deadline, "the connection was not closed in time"
+    """Everything the server sends until it closes the connection; silence until the deadline fails."""
+    out = exchange(sock, b"", timeout_s, replies=None)
+    assert out.state == "closed", out
+    return out.data
 
 
 def reply_of(sock: socket.socket, data: bytes, timeout_s: float = 10) -> object:
-    sock.sendall(data)
-    sock.settimeout(timeout_s)
-    buf = b""
-    while True:
-        try:
-            value, end = read_reply(buf)
-            assert end == len(buf)
-            return value
-        except (IndexError, ValueError):
-            chunk = sock.recv(65536)
-            assert chunk, f"closed after {buf!r}"
-            buf += chunk
+    return expect_replies(sock, data, 1, timeout_s)[0]
 
 
 @pytest.fixture(scope="module")

@@ -26,7 +26,7 @@ from dataclasses import dataclass
 import pytest
 import redis
 
-from conftest import ROOT, Server, free_port, raw_roundtrip, request, start_server
+from conftest import ROOT, Server, exchange, free_port, request, start_server
 from shardkv import segments
 from shardkv.limits import REQUIREPASS_BYTES_MAX
 from shardkv.protocol import encode_command
@@ -179,8 +179,8 @@ def test_password_is_on_no_command_line() -> None:
                 assert b"s3cret" not in f.read()
         assert r.set("k", "v") and r.get("k") == b"v"
         s = srv.raw()
-        assert raw_roundtrip(s, b"GET k\r\n") == b"-NOAUTH Authentication required.\r\n"
-        assert raw_roundtrip(s, b"AUTH s3cret\r\nGET k\r\n") == b"+OK\r\n$1\r\nv\r\n"
+        assert request(s, b"GET k\r\n") == b"-NOAUTH Authentication required.\r\n"
+        assert exchange(s, b"AUTH s3cret\r\nGET k\r\n", replies=2).data == b"+OK\r\n$1\r\nv\r\n"
     finally:
         assert srv.stop() == 0
 
@@ -310,7 +310,7 @@ def test_config_set_requirepass_on_every_worker() -> None:
             r = connection_on(srv, w, 2)  # no AUTH needed any more
             assert r.get(f"k{w}") == b"v"
             s = srv.raw()
-            assert raw_roundtrip(s, b"AUTH x\r\n").startswith(b"-ERR AUTH <password> called without any password")
+            assert request(s, b"AUTH x\r\n").startswith(b"-ERR AUTH <password> called without any password")
     finally:
         assert srv.stop() == 0
 
