@@ -183,12 +183,20 @@ def string2ll(text: bytes | bytearray) -> int | None:
     return value if LLONG_MIN <= value <= LLONG_MAX else None
 
 
+# An unquoted inline argument, as Redis's sdssplitargs reads one: white space (isspace) before it
+# is skipped, and it runs to the next space, tab, CR or LF (so \v and \f inside it are its own).
+_INLINE_ARG = re.compile(rb"[ \t\n\r\x0b\x0c]*([^ \t\n\r\x0b\x0c][^ \t\n\r]*)")
+
+
 def split_inline(line: bytes) -> list[bytes]:
     """Split an inline command as Redis does: spaces separate, quotes group, escapes in "..."."""
     if line.endswith(b"\r"):
         line = line[:-1]
+    nul = line.find(b"\0")
+    if nul >= 0:
+        line = line[:nul]  # Redis splits the line as a C string: it ends at a NUL
     if b'"' not in line and b"'" not in line:
-        return line.split()
+        return _INLINE_ARG.findall(line)
     args: list[bytes] = []
     i, n = 0, len(line)
     while True:
@@ -232,7 +240,7 @@ def split_inline(line: bytes) -> list[bytes]:
                 else:
                     cur.append(c)
             else:
-                if c in b" \t\n\r\v\f":
+                if c in b" \t\n\r":  # an argument ends there; \v and \f belong to it
                     break
                 if c in (34, 39):
                     quote = c
