@@ -23,6 +23,10 @@ class ProtocolError(Exception):
         self.why = why
 
 
+class ReplyTooLarge(Exception):
+    """A reply grew past the client's output buffer limit: Redis closes such a client."""
+
+
 SYNTAX = "ERR syntax error"
 NOT_INTEGER = "ERR value is not an integer or out of range"
 NOT_FLOAT = "ERR value is not a valid float"

@@ -10,7 +10,7 @@ from shardkv import errors, protocol
 from shardkv.collstore import Chunks, clamp_range, items_of
 from shardkv.commands.across import CrossShard, is_error
 from shardkv.commands.args import ShardCtx, maybe_int, parse_int
-from shardkv.commands.collections import Found, batch_op, check_sizes, chunks_of, find_typed, load, save
+from shardkv.commands.collections import Found, batch_op, check_sizes, chunks_of, find_typed, load, reply_budget, save
 from shardkv.commands.table import Where, command
 from shardkv.errors import CommandError
 from shardkv.protocol import read_reply
@@ -127,7 +127,7 @@ def lrange(ctx: ShardCtx, argv: list[bytes]) -> bytes:
     start, stop = parse_int(argv[2]), parse_int(argv[3])
     found, large = _open(ctx, argv[1])
     if large is not None:
-        return protocol.bulk_array(large.range(start, stop))
+        return protocol.bulk_array(large.range(start, stop, reply_budget(ctx).bulks))
     items = items_of(ctx.store, found[0]) if found[0] else []
     a, b = clamp_range(len(items), start, stop)
     return protocol.bulk_array(items[a : b + 1] if a <= b else [])

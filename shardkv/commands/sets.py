@@ -8,7 +8,7 @@ from collections.abc import Callable
 from shardkv import errors, protocol
 from shardkv.commands.across import CrossShard, is_error
 from shardkv.commands.args import ShardCtx, glob_matcher, maybe_int, parse_cursor, parse_int
-from shardkv.commands.collections import Fields, batch_op, load, replace
+from shardkv.commands.collections import Fields, batch_op, load, replace, reply_budget
 from shardkv.commands.table import Where, command
 from shardkv.errors import CommandError
 from shardkv.protocol import read_reply
@@ -57,7 +57,7 @@ def set_reply(proto: int, members: list[bytes]) -> bytes:
 
 @command("smembers", 2, "readonly", keys=(1, 1, 1), group="set", summary="All the members of a set")
 def smembers(ctx: ShardCtx, argv: list[bytes]) -> bytes:
-    return set_reply(ctx.proto, _members(ctx, argv[1]))
+    return set_reply(ctx.proto, reply_budget(ctx).bulks(_members(ctx, argv[1])))
 
 
 @command("srandmember", -2, "readonly", keys=(1, 1, 1), group="set", summary="Random members of a set")
@@ -71,9 +71,10 @@ def srandmember(ctx: ShardCtx, argv: list[bytes]) -> bytes:
     if count is None:
         picked = members.random_entries(1)
         return protocol.bulk(picked[0][0]) if picked else protocol.null(ctx.proto)
+    budget = reply_budget(ctx)
     if count < 0:
-        return protocol.bulk_array([m for m, _ in members.random_entries(-count)])
-    return protocol.bulk_array([m for m, _ in members.random_distinct(count)])
+        return protocol.bulk_array([m for m, _ in members.random_repeats(-count, budget, with_values=False)])
+    return protocol.bulk_array(budget.bulks([m for m, _ in members.random_distinct(count)]))
 
 
 @command("spop", -2, "write fast", keys=(1, 1, 1), group="set", summary="Remove and return random members")

@@ -15,13 +15,15 @@ from shardkv import errors, protocol
 from shardkv.collstore import items_of
 from shardkv.commands.across import CrossShard, is_error
 from shardkv.commands.args import ShardCtx, parse_float, parse_int
-from shardkv.commands.collections import Fields, replace
+from shardkv.commands.collections import Fields, ReplyBudget, replace
+from shardkv.commands.strings import limits_across
 from shardkv.commands.table import Where, command
 from shardkv.errors import CommandError
 from shardkv.protocol import read_reply
 from shardkv.store import TYPE_HASH, TYPE_LIST, TYPE_SET, TYPE_STRING
 
 SCORES_ERROR = "ERR One or more scores can't be converted into double"
+NULL_BYTES_MIN = 3  # RESP3's null "_\r\n": the least an element of SORT's reply (or a stored one) takes
 Lookup = Callable[[bytes, bytes | None], bytes | None]  # key, hash field -> value
 
 
@@ -85,7 +87,10 @@ def needs_other_keys(o: SortOptions) -> bool:
     return (o.by is not None and not o.dont_sort) or any(g != b"#" for g in o.gets)
 
 
-def sort_elements(elements: list[bytes], is_set: bool, o: SortOptions, lookup: Lookup) -> list[bytes | None]:
+def sort_elements(elements: list[bytes], is_set: bool, o: SortOptions, lookup: Lookup,
+                  budget: ReplyBudget) -> list[bytes | None]:
+    """The reply (or the list to STORE); budget pays for it as it grows: LIMIT and repeated GETs
+    let a client ask for far more elements than the source holds."""
     dont_sort = o.dont_sort
     alpha = o.alpha
     if is_set and dont_sort and o.store is not None:  # a set's order must not depend on its layout
@@ -117,19 +122,31 @@ def sort_elements(elements: list[bytes], is_set: bool, o: SortOptions, lookup: L
     start = max(o.offset, 0)
     end = len(elements) if o.count < 0 else start + o.count
     chosen = elements[start:end]
+    budget.spend(NULL_BYTES_MIN * len(chosen) * max(len(o.gets), 1))  # the least each element takes
     if not o.gets:
+        budget.spend(sum(map(len, chosen)))
         return list(chosen)
     out: list[bytes | None] = []
     for e in chosen:
         for g in o.gets:
             target = pattern_target(g, e)
-            out.append(lookup(*target) if target else e)
+            value = lookup(*target) if target else e
+            if value is not None:
+                budget.spend(len(value))
+            out.append(value)
     return out
 
 
 def _reply(ctx_proto: int, items: list[bytes | None]) -> bytes:
     null = protocol.null(ctx_proto)
     return protocol.array([protocol.bulk(x) if x is not None else null for x in items])
+
+
+def _budget(o: SortOptions, output_bytes_max: int, maxmemory: int) -> ReplyBudget:
+    """A reply may grow to the client's output limit; a list to STORE no larger than the memory."""
+    if o.store is not None:
+        return ReplyBudget(maxmemory, CommandError(errors.OOM))
+    return ReplyBudget(output_bytes_max)
 
 
 def _local_source(ctx: ShardCtx, key: bytes) -> tuple[list[bytes], bool]:
@@ -165,7 +182,8 @@ def _sort_keys(argv: list[bytes]) -> list[int]:
 def _sort(ctx: ShardCtx, argv: list[bytes], read_only: bool) -> bytes:
     o = parse_sort(argv, read_only)
     elements, is_set = _local_source(ctx, argv[1])
-    result = sort_elements(elements, is_set, o, _local_lookup(ctx))
+    budget = _budget(o, ctx.limits.output_buffer_bytes_max, ctx.limits.maxmemory)
+    result = sort_elements(elements, is_set, o, _local_lookup(ctx), budget)
     if o.store is None:
         return _reply(ctx.proto, result)
     items = [x if x is not None else b"" for x in result]
@@ -198,7 +216,9 @@ async def sort_across(tx: CrossShard, argv: list[bytes]) -> bytes:
         reply = read_reply(await tx.apply(shard, [b"__sortlookup", flags, *args]))[0]
         assert isinstance(reply, list)
         values.update(zip(targets, reply, strict=True))
-    result = sort_elements(elements, is_set, o, lambda k, f: values.get((k, f)))
+    _, output_bytes_max, maxmemory = await limits_across(tx, argv[1])
+    budget = _budget(o, output_bytes_max, maxmemory)
+    result = sort_elements(elements, is_set, o, lambda k, f: values.get((k, f)), budget)
     if o.store is None:
         return _reply(tx.proto, result)
     items = [x if x is not None else b"" for x in result]
