@@ -185,6 +185,20 @@ def _copy_to(ctx: ShardCtx, off: int, key: bytes, db: int, replace: bool) -> boo
     return True
 
 
+INT32_MIN, INT32_MAX = -(1 << 31), (1 << 31) - 1
+
+
+def db_index(raw: bytes, databases: int) -> int:
+    """A target database as Redis reads it for MOVE and COPY: a C int (else its range error),
+    then one of the databases."""
+    db = parse_int(raw)
+    if not INT32_MIN <= db <= INT32_MAX:
+        raise CommandError(f"ERR value is out of range, value must between {INT32_MIN} and {INT32_MAX}")
+    if not 0 <= db < databases:
+        raise CommandError(errors.DB_INDEX)
+    return db
+
+
 def _copy_options(argv: list[bytes], current_db: int, databases: int) -> tuple[int, bool]:
     """(target db, REPLACE) of a COPY."""
     db = current_db
@@ -195,9 +209,7 @@ def _copy_options(argv: list[bytes], current_db: int, databases: int) -> tuple[i
         if opt == b"REPLACE":
             replace = True
         elif opt == b"DB" and i + 1 < len(argv):
-            db = parse_int(argv[i + 1])
-            if not 0 <= db < databases:
-                raise CommandError(errors.DB_INDEX)
+            db = db_index(argv[i + 1], databases)
             i += 1
         else:
             raise CommandError(errors.SYNTAX)
@@ -219,9 +231,7 @@ def copy(ctx: ShardCtx, argv: list[bytes]) -> bytes:
 
 @command("move", 3, "write fast", keys=(1, 1, 1), group="generic", summary="Move a key to another database")
 def move(ctx: ShardCtx, argv: list[bytes]) -> bytes:
-    db = parse_int(argv[2])
-    if not 0 <= db < ctx.limits.databases:
-        raise CommandError(errors.DB_INDEX)
+    db = db_index(argv[2], ctx.limits.databases)
     if db == ctx.db:
         raise CommandError("ERR source and destination objects are the same")
     store = ctx.store

@@ -100,6 +100,8 @@ def spop(ctx: ShardCtx, argv: list[bytes]) -> bytes:
          across=lambda tx, argv: smove_across(tx, argv))
 def smove(ctx: ShardCtx, argv: list[bytes]) -> bytes:
     src = Fields(ctx, argv[1], TYPE_SET)
+    if not src.exists:  # as in Redis: 0 before looking at the destination
+        return protocol.ZERO
     dst = Fields(ctx, argv[2], TYPE_SET)  # WRONGTYPE before anything changes
     if not src.contains(argv[3]):
         return protocol.ZERO
@@ -119,8 +121,11 @@ def smove(ctx: ShardCtx, argv: list[bytes]) -> bytes:
 
 async def smove_across(tx: CrossShard, argv: list[bytes]) -> bytes:
     src_shard, dst_shard = tx.shard_of(argv[1]), tx.shard_of(argv[2])
+    src_type = read_reply(await tx.apply(src_shard, [b"type", argv[1]]))[0]
+    if src_type == b"none":  # as in Redis: 0 before looking at the destination
+        return protocol.ZERO
     dst_type = read_reply(await tx.apply(dst_shard, [b"type", argv[2]]))[0]
-    if dst_type not in (b"set", b"none"):
+    if src_type != b"set" or dst_type not in (b"set", b"none"):
         return protocol.error(errors.WRONGTYPE)
     removed = await tx.apply(src_shard, [b"srem", argv[1], argv[3]])
     if is_error(removed) or removed == protocol.ZERO:
@@ -219,12 +224,14 @@ def _sintercard_args(argv: list[bytes]) -> tuple[list[bytes], int]:
         raise CommandError("ERR Number of keys can't be greater than number of args")
     limit = 0
     rest = argv[2 + n :]
-    if rest:
-        if len(rest) != 2 or rest[0].upper() != b"LIMIT":
+    i = 0
+    while i < len(rest):  # in order, as Redis reads them; the last LIMIT counts
+        if rest[i].upper() != b"LIMIT" or i + 1 >= len(rest):
             raise CommandError(errors.SYNTAX)
-        limit = parse_int(rest[1], "ERR LIMIT can't be negative")
+        limit = parse_int(rest[i + 1], "ERR LIMIT can't be negative")
         if limit < 0:
             raise CommandError("ERR LIMIT can't be negative")
+        i += 2
     return argv[2 : 2 + n], limit
 
 
