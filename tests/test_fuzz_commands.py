@@ -966,13 +966,34 @@ REDIS_CASES: list[tuple[tuple[str, ...], object]] = [  # replies of redis-server
     (('COPY', '{a}str', '{b}c', 'DB', '4294967296'),
      'ERR value is out of range, value must between -2147483648 and 2147483647'),
     (('COPY', '{a}str', '{a}c', 'DB', '16'), 'ERR DB index is out of range'),
+    # SORT: a GET pattern without '*' names no key; a list left unsorted comes DESC from its tail
+    (('RPUSH', '{a}sl', '3', '1', '2'), 3),
+    (('HSET', '{a}hk', 'f', 'hv'), 1),
+    (('SET', '{a}fixed', 'fv'), b'OK'),
+    (('HSET', '{a}h->', 'f', 'x'), 1),
+    (('SET', '{a}h->1', 'one'), b'OK'),
+    (('HSET', '{a}w1', 'f', '30'), 1),
+    (('HSET', '{a}w2', 'f', '10'), 1),
+    (('HSET', '{a}w3', 'f', '20'), 1),
+    (('SORT', '{a}sl', 'GET', '#', 'GET', '{a}fixed', 'GET', '{a}hk->f'),
+     [b'1', None, None, b'2', None, None, b'3', None, None]),
+    (('SORT', '{a}sl', 'GET', '{a}h->*'), [b'one', None, None]),
+    (('SORT', '{a}sl', 'BY', '{a}w*->f', 'GET', '{a}w*->f'), [b'10', b'20', b'30']),
+    (('SORT', '{a}sl', 'BY', 'nosort', 'DESC'), [b'2', b'1', b'3']),
+    (('SORT', '{a}sl', 'BY', 'nosort', 'DESC', 'LIMIT', '1', '5'), [b'1', b'3']),
+    (('SORT', '{a}sl', 'BY', 'nosort', 'LIMIT', '1', '1'), [b'1']),
+    (('SORT', '{a}sl', 'BY', '{a}fixed', 'DESC', 'GET', '#'), [b'2', b'1', b'3']),
+    (('SORT', '{a}sl', 'BY', 'nosort', 'DESC', 'STORE', '{a}dst'), 3),
+    (('LRANGE', '{a}dst', '0', '-1'), [b'2', b'1', b'3']),
+    (('SORT', '{a}sl', 'BY', '{a}w*->f', 'DESC', 'GET', '{b}x*', 'GET', '#'), [None, b'1', None, b'3', None, b'2']),
 ]
 
 
 def test_replies_match_redis_in_the_order_it_checks_things(srv: Server) -> None:
     """Each of these answered differently from redis-server 7.0.15 (most: which error comes first
     when a command has two things wrong, or none when the key is missing); BITFIELD's unsigned SET
-    of a negative value saturated to 0 where Redis (reading it as a uint64) saturates to the top."""
+    of a negative value saturated to 0 where Redis (reading it as a uint64) saturates to the top;
+    SORT looked up GET patterns without '*' and ignored DESC on a list it does not sort."""
     s = srv.raw()
     assert request(s, cmd("FLUSHALL")) == b"+OK\r\n"
     wrong = []

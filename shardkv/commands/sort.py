@@ -71,16 +71,26 @@ def parse_sort(argv: list[bytes], read_only: bool) -> SortOptions:
 
 
 def pattern_target(pattern: bytes, element: bytes) -> tuple[bytes, bytes | None] | None:
-    """The key (and hash field) a BY/GET pattern names for an element; None for '#'."""
-    if pattern == b"#":
+    """The key (and hash field) a BY/GET pattern names for an element, as Redis reads it: the
+    first '*' takes the element, a '->' after it (with a field after that) names a hash field.
+    None where there is nothing to look up: a pattern without '*' names no key (GET answers
+    nil), and GET '#' is the element itself (the caller's case)."""
+    star = pattern.find(b"*")
+    if star < 0:
         return None
     field_name = None
-    arrow = pattern.find(b"->")
+    arrow = pattern.find(b"->", star + 1)
     if arrow > 0 and arrow + 2 < len(pattern):
         pattern, field_name = pattern[:arrow], pattern[arrow + 2 :]
-    star = pattern.find(b"*")
-    key = pattern if star < 0 else pattern[:star] + element + pattern[star + 1 :]
-    return key, field_name
+    return pattern[:star] + element + pattern[star + 1 :], field_name
+
+
+def _get(pattern: bytes, element: bytes, lookup: Lookup) -> bytes | None:
+    """What GET pattern gives for an element."""
+    if pattern == b"#":
+        return element
+    target = pattern_target(pattern, element)
+    return lookup(*target) if target is not None else None
 
 
 def needs_other_keys(o: SortOptions) -> bool:
@@ -100,8 +110,8 @@ def sort_elements(elements: list[bytes], is_set: bool, o: SortOptions, lookup: L
         for e in elements:
             raw: bytes | None = e
             if o.by is not None:
-                target = pattern_target(o.by, e)
-                raw = lookup(*target) if target else e
+                target = pattern_target(o.by, e)  # BY with a '*' (else nothing is sorted)
+                raw = lookup(*target) if target is not None else None
             if alpha:
                 keys[e] = raw
             else:
@@ -119,6 +129,8 @@ def sort_elements(elements: list[bytes], is_set: bool, o: SortOptions, lookup: L
             return c or (a > b) - (a < b)
 
         elements = sorted(elements, key=functools.cmp_to_key(compare), reverse=o.desc)
+    elif o.desc and not is_set:  # a list left unsorted comes in its order, DESC from the tail
+        elements = elements[::-1]
     start = max(o.offset, 0)
     end = len(elements) if o.count < 0 else start + o.count
     chosen = elements[start:end]
@@ -129,8 +141,7 @@ def sort_elements(elements: list[bytes], is_set: bool, o: SortOptions, lookup: L
     out: list[bytes | None] = []
     for e in chosen:
         for g in o.gets:
-            target = pattern_target(g, e)
-            value = lookup(*target) if target else e
+            value = _get(g, e, lookup)
             if value is not None:
                 budget.spend(len(value))
             out.append(value)
@@ -203,7 +214,7 @@ async def sort_across(tx: CrossShard, argv: list[bytes]) -> bytes:
     wanted: list[tuple[bytes, bytes | None]] = []
     for pattern in ([o.by] if o.by is not None and not o.dont_sort else []) + o.gets:
         for e in elements:
-            target = pattern_target(pattern, e)
+            target = pattern_target(pattern, e) if pattern != b"#" else None
             if target is not None:
                 wanted.append(target)
     values: dict[tuple[bytes, bytes | None], bytes | None] = {}
