@@ -966,6 +966,12 @@ REDIS_CASES: list[tuple[tuple[str, ...], object]] = [  # replies of redis-server
     (('COPY', '{a}str', '{b}c', 'DB', '4294967296'),
      'ERR value is out of range, value must between -2147483648 and 2147483647'),
     (('COPY', '{a}str', '{a}c', 'DB', '16'), 'ERR DB index is out of range'),
+    # SORT: weights read as C's strtod reads them (white space, hex, '' is 0; ERANGE refused)
+    (('RPUSH', '{a}num', ' 1', '0x10', '', '5', '-inf', '1e3'), 6),
+    (('SORT', '{a}num'), [b'-inf', b'', b' 1', b'5', b'0x10', b'1e3']),
+    (('RPUSH', '{a}num', '1e400'), 7),
+    (('SORT', '{a}num'), "ERR One or more scores can't be converted into double"),
+    (('SORT', '{a}num', 'ALPHA', 'LIMIT', '0', '3'), [b'', b' 1', b'-inf']),
     # SORT: a GET pattern without '*' names no key; a list left unsorted comes DESC from its tail
     (('RPUSH', '{a}sl', '3', '1', '2'), 3),
     (('HSET', '{a}hk', 'f', 'hv'), 1),
@@ -993,7 +999,8 @@ def test_replies_match_redis_in_the_order_it_checks_things(srv: Server) -> None:
     """Each of these answered differently from redis-server 7.0.15 (most: which error comes first
     when a command has two things wrong, or none when the key is missing); BITFIELD's unsigned SET
     of a negative value saturated to 0 where Redis (reading it as a uint64) saturates to the top;
-    SORT looked up GET patterns without '*' and ignored DESC on a list it does not sort."""
+    SORT looked up GET patterns without '*', ignored DESC on a list it does not sort, and read
+    weights more strictly than strtod."""
     s = srv.raw()
     assert request(s, cmd("FLUSHALL")) == b"+OK\r\n"
     wrong = []

@@ -8,13 +8,16 @@ owning shard sorts in place.  Both paths share `sort_elements`.
 from __future__ import annotations
 
 import functools
+import math
+import re
+import sys
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
 from shardkv import errors, protocol
 from shardkv.collstore import items_of
 from shardkv.commands.across import CrossShard, is_error
-from shardkv.commands.args import ShardCtx, parse_float, parse_int
+from shardkv.commands.args import ShardCtx, parse_int
 from shardkv.commands.collections import Fields, ReplyBudget, replace
 from shardkv.commands.strings import limits_across
 from shardkv.commands.table import Where, command
@@ -70,6 +73,35 @@ def parse_sort(argv: list[bytes], read_only: bool) -> SortOptions:
     return o
 
 
+_STRTOD = re.compile(  # what C's strtod reads: a decimal or hex float, inf, nan, after white space
+    rb"[ \t\n\v\f\r]*([+-]?)(?:(inf(?:inity)?)|(nan(?:\([0-9a-z_]*\))?)"
+    rb"|0x((?:[0-9a-f]+(?:\.[0-9a-f]*)?|\.[0-9a-f]+)(?:p[+-]?[0-9]+)?)"
+    rb"|((?:[0-9]+(?:\.[0-9]*)?|\.[0-9]+)(?:e[+-]?[0-9]+)?))", re.IGNORECASE)
+
+
+def sort_score(raw: bytes) -> float | None:
+    """A SORT weight as Redis reads it, with strtod up to the first NUL byte: the whole of it must
+    be a number (else None: the scores error); NaN and results out of a double's normal range
+    (ERANGE) are refused too.  So ' 1', '0x10' and '' (0) sort, '1e400' does not."""
+    text = raw.split(b"\0", 1)[0]
+    if not text:
+        return 0.0
+    m = _STRTOD.fullmatch(text)
+    if m is None or m.group(3):
+        return None
+    sign, inf, hex_digits, decimal = m.group(1), m.group(2), m.group(4), m.group(5)
+    if inf:
+        return -math.inf if sign == b"-" else math.inf
+    try:
+        value = float.fromhex("0x" + hex_digits.decode()) if hex_digits is not None else float(decimal)
+    except OverflowError:
+        return None
+    mantissa = (hex_digits or decimal).lower().split(b"p" if hex_digits is not None else b"e")[0]
+    if math.isinf(value) or (abs(value) < sys.float_info.min and mantissa.strip(b"0.")):
+        return None  # overflow or underflow: strtod sets ERANGE
+    return -value if sign == b"-" else value
+
+
 def pattern_target(pattern: bytes, element: bytes) -> tuple[bytes, bytes | None] | None:
     """The key (and hash field) a BY/GET pattern names for an element, as Redis reads it: the
     first '*' takes the element, a '->' after it (with a field after that) names a hash field.
@@ -115,10 +147,10 @@ def sort_elements(elements: list[bytes], is_set: bool, o: SortOptions, lookup: L
             if alpha:
                 keys[e] = raw
             else:
-                try:
-                    keys[e] = parse_float(raw) if raw is not None else 0.0
-                except CommandError:
-                    raise CommandError(SCORES_ERROR) from None
+                score = sort_score(raw) if raw is not None else 0.0
+                if score is None:
+                    raise CommandError(SCORES_ERROR)
+                keys[e] = score
 
         def compare(a: bytes, b: bytes) -> int:
             ka, kb = keys[a], keys[b]
