@@ -306,8 +306,11 @@ def _bitfield(ctx: ShardCtx, argv: list[bytes], read_only: bool) -> bytes:
     ops = parse_bitfield(ctx, argv, read_only)
     found, old = _value(ctx, argv[1])
     buf = bytearray(old or b"")
+    writes = [op for op in ops if op.kind != b"GET"]
+    if writes:  # as in Redis, the string grows to the farthest field written, even if a write FAILs
+        size = max(op.offset + op.bits - 1 for op in writes) // 8 + 1
+        buf.extend(bytes(max(0, size - len(buf))))
     replies = []
-    changed = False
     for op in ops:
         current = _read_field(buf, op)
         if op.kind == b"GET":
@@ -321,9 +324,8 @@ def _bitfield(ctx: ShardCtx, argv: list[bytes], read_only: bool) -> bytes:
             replies.append(protocol.null(ctx.proto))
             continue
         _write_field(buf, op, fitted)
-        changed = True
         replies.append(protocol.integer(current if op.kind == b"SET" else fitted))
-    if changed and (old is None or bytes(buf) != old):  # an unchanged value is no write (dirty)
+    if (old is None and writes) or (old is not None and bytes(buf) != old):  # unchanged: no write
         _store(ctx, argv[1], bytes(buf), found)
     return protocol.array(replies)
 
