@@ -49,7 +49,6 @@ def type_(ctx: ShardCtx, argv: list[bytes]) -> bytes:
 
 def expire_generic(ctx: ShardCtx, argv: list[bytes], unit_ms: int, absolute: bool) -> bytes:
     cmd = argv[0].decode(errors="replace").lower()
-    n = parse_int(argv[2])
     nx = xx = gt = lt = False
     for opt in argv[3:]:
         o = opt.upper()
@@ -67,6 +66,7 @@ def expire_generic(ctx: ShardCtx, argv: list[bytes], unit_ms: int, absolute: boo
         raise CommandError("ERR NX and XX, GT or LT options at the same time are not compatible")
     if gt and lt:
         raise CommandError("ERR GT and LT options at the same time are not compatible")
+    n = parse_int(argv[2])  # after the options, as in Redis
     if unit_ms == 1000:
         if not -(-INT64_MIN // 1000) <= n <= INT64_MAX // 1000:  # C's truncating division, as Redis
             raise CommandError(errors.INVALID_EXPIRE.format(cmd))
@@ -248,7 +248,7 @@ def _expiretime(ctx: ShardCtx, key: bytes, unit_ms: int) -> bytes:
     if not off:
         return protocol.integer(-2)
     exp = ctx.store.expire_of(off)
-    return protocol.integer(exp // unit_ms if exp else -1)
+    return protocol.integer((exp + unit_ms // 2) // unit_ms if exp else -1)  # rounded, as Redis does
 
 
 @command("expiretime", 2, "readonly fast", keys=(1, 1, 1), group="generic",

@@ -70,7 +70,8 @@ def set_(ctx: ShardCtx, argv: list[bytes]) -> bytes:
             get_old = True
         elif opt == b"KEEPTTL" and not expire_unit:
             keepttl = True
-        elif opt in (b"EX", b"PX", b"EXAT", b"PXAT") and not expire_unit and not keepttl and i + 1 < len(argv):
+        elif opt in (b"EX", b"PX", b"EXAT", b"PXAT") and expire_unit in (b"", opt) and not keepttl \
+                and i + 1 < len(argv):  # the same unit again replaces the time, as in Redis
             expire_unit, expire_raw = opt, argv[i + 1]
             i += 1
         else:
@@ -243,18 +244,18 @@ def getex(ctx: ShardCtx, argv: list[bytes]) -> bytes:
     i = 2
     while i < len(argv):
         opt = argv[i].upper()
-        if opt in (b"EX", b"PX", b"EXAT", b"PXAT") and not unit and not persist and i + 1 < len(argv):
+        if opt in (b"EX", b"PX", b"EXAT", b"PXAT") and unit in (b"", opt) and not persist and i + 1 < len(argv):
             unit, raw = opt, argv[i + 1]
             i += 2
-        elif opt == b"PERSIST" and not unit and not persist:
+        elif opt == b"PERSIST" and not unit:
             persist = True
             i += 1
         else:
             raise CommandError(errors.SYNTAX)
-    expire_ms = expire_at_ms(ctx, unit, raw, "getex") if unit else 0
-    found, value = _find_string(ctx, argv[1])
+    found, value = _find_string(ctx, argv[1])  # as in Redis: null or WRONGTYPE before the time
     if value is None:
         return protocol.null(ctx.proto)
+    expire_ms = expire_at_ms(ctx, unit, raw, "getex") if unit else 0
     if unit:
         ctx.store.set_expire(found[0], ctx.db, expire_ms)
     elif persist:
