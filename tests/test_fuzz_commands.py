@@ -1004,6 +1004,15 @@ REDIS_CASES: list[tuple[tuple[str, ...], object]] = [  # replies of redis-server
     (('SET', '{a}ex', 'w', 'KEEPTTL', 'KEEPTTL'), b'OK'),
     (('TTL', '{a}ex'), 300),
     (('SET', '{a}ex', 'w', 'EX', '100', 'PX', '300'), 'ERR syntax error'),
+    # OBJECT: HELP takes no argument; the integers Redis shares (0 .. 9999) have its shared refcount
+    (('OBJECT', 'HELP', 'HELP'), "ERR wrong number of arguments for 'object|help' command"),
+    (('OBJECT', 'HELP', 'x', 'y'), "ERR wrong number of arguments for 'object|help' command"),
+    (('SET', '{a}rc', '9999'), b'OK'),
+    (('OBJECT', 'REFCOUNT', '{a}rc'), 2147483647),
+    (('SET', '{a}rc', '10000'), b'OK'),
+    (('OBJECT', 'REFCOUNT', '{a}rc'), 1),
+    (('SET', '{a}rc', '01'), b'OK'),
+    (('OBJECT', 'REFCOUNT', '{a}rc'), 1),
     # SORT: weights read as C's strtod reads them (white space, hex, '' is 0; ERANGE refused)
     (('RPUSH', '{a}num', ' 1', '0x10', '', '5', '-inf', '1e3'), 6),
     (('SORT', '{a}num'), [b'-inf', b'', b' 1', b'5', b'0x10', b'1e3']),

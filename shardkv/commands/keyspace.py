@@ -283,9 +283,9 @@ def object_(ctx: ShardCtx, argv: list[bytes]) -> bytes:
     sub = argv[1].lower()
     if sub == b"help" and len(argv) == 2:
         return protocol.array([protocol.simple(line) for line in OBJECT_HELP])
-    if sub not in (b"encoding", b"freq", b"idletime", b"refcount"):
+    if sub not in (b"help", b"encoding", b"freq", b"idletime", b"refcount"):
         raise CommandError(errors.unknown_subcommand(argv[1], "object"))
-    if len(argv) != 3:
+    if len(argv) != 3 or sub == b"help":
         raise CommandError(errors.wrong_arity(f"object|{sub.decode()}"))
     off = ctx.store.lookup(ctx.db, argv[2], ctx.now_ms)
     if not off:
@@ -296,7 +296,22 @@ def object_(ctx: ShardCtx, argv: list[bytes]) -> bytes:
         raise CommandError("ERR An LFU maxmemory policy is not selected, access frequency not tracked. Please note "
                            "that when switching between policies at runtime LRU and LFU data will take some time "
                            "to adjust.")
-    return protocol.integer(1 if sub == b"refcount" else 0)
+    if sub == b"refcount":
+        return protocol.integer(SHARED_REFCOUNT if _shared_integer(ctx, off) else 1)
+    return protocol.ZERO
+
+
+SHARED_REFCOUNT = 2147483647  # what Redis reports for one of its shared objects
+SHARED_INTEGERS = 10000  # Redis keeps the integers 0 .. 9999 as shared objects
+
+
+def _shared_integer(ctx: ShardCtx, off: int) -> bool:
+    """A string Redis would hold as one of its shared integers (it does so with no LRU/LFU
+    policy, shardkv's only one)."""
+    if ctx.store.type_of(off) != TYPE_STRING:
+        return False
+    n = maybe_int(ctx.store.string_value(off))
+    return n is not None and 0 <= n < SHARED_INTEGERS
 
 
 def encoding_name(ctx: ShardCtx, off: int) -> bytes:
