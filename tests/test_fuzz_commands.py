@@ -1057,3 +1057,27 @@ def test_replies_match_redis_in_the_order_it_checks_things(srv: Server) -> None:
         if got != expected or type(got) is not type(expected) and not isinstance(got, ReplyError):
             wrong.append((argv, got, expected))
     assert not wrong
+
+
+@pytest.mark.parametrize("target", [b"DB", b"REPLACE"])
+def test_copy_and_rename_to_a_key_named_like_an_option_across_shards(srv: Server, target: bytes) -> None:
+    """COPY src DB (and RENAME src DB) with the keys on two shards: the receiving shard read its
+    DB option from the whole command, key included, raised on int(blob), and the client got no
+    reply.  Redis copies to the key named DB."""
+    owners = slot_owners(2)
+    src = next(k for k in (b"{a}cp", b"{b}cp") if owners[key_slot(k)] != owners[key_slot(target)])
+    s = srv.raw()
+    assert request(s, cmd("DEL", target)) in (b":0\r\n", b":1\r\n")
+    assert request(s, cmd("SET", src, "v1")) == b"+OK\r\n"
+    assert request(s, cmd("COPY", src, target)) == b":1\r\n"
+    assert request(s, cmd("COPY", src, target)) == b":0\r\n"
+    assert request(s, cmd("SET", src, "v2")) == b"+OK\r\n"
+    assert request(s, cmd("COPY", src, target, "REPLACE")) == b":1\r\n"
+    assert request(s, cmd("GET", target)) == b"$2\r\nv2\r\n"
+    assert request(s, cmd("COPY", src, target, "DB", 1)) == b":1\r\n"
+    assert request(s, cmd("RENAME", src, target)) == b"+OK\r\n"
+    assert request(s, cmd("GET", target)) == b"$2\r\nv2\r\n"
+    assert request(s, cmd("SELECT", 1)) == b"+OK\r\n"
+    assert request(s, cmd("GETDEL", target)) == b"$2\r\nv2\r\n"
+    assert request(s, cmd("SELECT", 0)) == b"+OK\r\n"
+    assert request(s, cmd("DEL", target)) == b":1\r\n"

@@ -401,9 +401,10 @@ def shard_dump(ctx: ShardCtx, argv: list[bytes]) -> bytes:
          summary="Write a blob from __dump under a key: __restore key blob [REPLACE] [DB n]")
 def shard_restore(ctx: ShardCtx, argv: list[bytes]) -> bytes:
     kind, expire_ms, value = unpack_blob(argv[2])
-    db = int(argv[argv.index(b"DB") + 1]) if b"DB" in argv[3:] else ctx.db
+    options = argv[3:]  # only here: the key itself may be named DB or REPLACE
+    db = int(options[options.index(b"DB") + 1]) if b"DB" in options else ctx.db
     found = ctx.store.find(db, argv[1], ctx.now_ms)
-    if found[0] and b"REPLACE" not in argv[3:]:
+    if found[0] and b"REPLACE" not in options:
         return protocol.ZERO
     ctx.store.put(db, argv[1], kind, value, expire_ms, found)
     return protocol.ONE
