@@ -1,18 +1,21 @@
 """Command fuzzing: many mutated real commands against a two-shard server, and the bugs it found.
 
 `test_fuzz_commands` sends SHARDKV_FUZZ_COMMANDS (default FUZZ_COMMANDS_DEFAULT) commands, generated
-from SHARDKV_FUZZ_SEED (default FUZZ_SEED_DEFAULT; the seed is printed), pipelined in batches on
-several raw connections.  Every public command of the table is generated (bar the few in
-EXCLUDED) with arguments biased toward valid ones: a small pool of keys of every type, some with
-hash tags so that multi-key commands sometimes stay on one shard and sometimes span both, numbers
-and options from each command's syntax; a share of the commands is then mutated (an argument
-dropped, doubled, swapped or replaced with junk).  What it proves: every command gets exactly one
-reply before a deadline, no worker dies or restarts, the connections still answer PING, and at
-least a quarter of the replies are not errors (so the fuzzer exercises the commands, not only their
-argument checks).
+from SHARDKV_FUZZ_SEED (default FUZZ_SEED_DEFAULT; the seed is printed), pipelined in batches of
+BATCH on CONNECTIONS raw connections.  Every public command of the table is generated (bar the
+few in EXCLUDED, and in the safe forms RESTRICTED says) with arguments biased toward valid ones: a
+small pool of keys of every type, some with hash tags so that multi-key commands sometimes stay
+on one shard and sometimes span both, numbers and options from each command's syntax; a share of
+the commands is then mutated (an argument dropped, doubled, swapped or replaced with junk).  What
+it proves: every command gets exactly one reply before a deadline (a command left without one is
+named), no handler fails with anything but a Redis error (no "internal error" reply, no traceback
+in the server's log), no worker dies or restarts, every connection still answers PING, and at
+least a quarter of the replies are not errors (so the fuzzer exercises the commands, not only
+their argument checks).  `test_fuzz_commands_with_the_memory_full` does the same with a fifth of
+the commands on the smallest server and large values, so writes keep meeting OOM.
 
-The tests after it are the regressions of the bugs the fuzzer (or the issue) found in the keyed
-command families, each checked against what redis-server 7.0 answers.
+The tests after them are the regressions of the bugs the fuzzer (or the issue) found in the keyed
+command families, each checked against what redis-server 7.0.15 answers.
 """
 
 from __future__ import annotations
@@ -93,8 +96,9 @@ JUNK = [b"", b"0", b"-1", b"1", b"abc", b"-0", b"+1", b"1.5", b"inf", b"-inf", b
 class Gen:
     """Random arguments, mostly valid, for one command at a time."""
 
-    def __init__(self, rng: random.Random) -> None:
+    def __init__(self, rng: random.Random, big_share: float = 0.0) -> None:
         self.r = rng
+        self.big_share = big_share  # values of 1 KB to 60 KB, to fill a small memory
 
     def chance(self, p: float) -> bool:
         return self.r.random() < p
@@ -119,6 +123,8 @@ class Gen:
         return out
 
     def value(self) -> bytes:
+        if self.big_share and self.chance(self.big_share):
+            return b"w" * self.r.randint(1000, 60_000)
         x = self.r.random()
         if x < 0.3:
             return self.member()
@@ -538,8 +544,8 @@ def mutate(g: Gen, argv: list[bytes]) -> list[bytes]:
     return argv
 
 
-def generate(rng: random.Random) -> Iterator[list[bytes]]:
-    g = Gen(rng)
+def generate(rng: random.Random, big_share: float = 0.0) -> Iterator[list[bytes]]:
+    g = Gen(rng, big_share)
     while True:
         name = rng.choices(NAMES, WEIGHTS)[0]
         argv = GENERATORS[name](g)
@@ -652,11 +658,12 @@ def start_logged_server(monkeypatch: pytest.MonkeyPatch, log: BinaryIO, *args: s
         return start_server(*args)
 
 
-@pytest.mark.timeout(600)
-def test_fuzz_commands(monkeypatch: pytest.MonkeyPatch, tmp_path: pathlib.Path) -> None:
+def fuzz(monkeypatch: pytest.MonkeyPatch, tmp_path: pathlib.Path, total: int, server_args: list[str],
+         big_share: float = 0.0) -> Counter[str]:
+    """Send total generated commands to a fresh server started with server_args and check what
+    the module docstring says; returns the error replies by their first word (OOM, ERR ...)."""
     seed = int(os.environ.get("SHARDKV_FUZZ_SEED", FUZZ_SEED_DEFAULT))
-    total = int(os.environ.get("SHARDKV_FUZZ_COMMANDS", FUZZ_COMMANDS_DEFAULT))
-    print(f"\nshardkv command fuzz: seed {seed}, {total} commands "
+    print(f"\nshardkv command fuzz: seed {seed}, {total} commands on {' '.join(server_args)} "
           f"(SHARDKV_FUZZ_SEED / SHARDKV_FUZZ_COMMANDS to vary)")
     public = {c.name for c in public_commands()}
     assert set(GENERATORS) | set(EXCLUDED) == public, "every public command is fuzzed or listed as excluded"
@@ -664,24 +671,27 @@ def test_fuzz_commands(monkeypatch: pytest.MonkeyPatch, tmp_path: pathlib.Path) 
     groups = {c.name: c.group for c in public_commands()}
     log_path = tmp_path / "server.log"
     with open(log_path, "wb") as log:
-        server = start_logged_server(monkeypatch, log, "--shards", "2", "--maxmemory", "64mb", "--maxclients", "64")
+        server = start_logged_server(monkeypatch, log, *server_args)
     try:
         pids = server.worker_pids()
         restarts = _info_field(server, "worker_restarts")
         replies: Counter[str] = Counter()
         errors: Counter[str] = Counter()
+        kinds: Counter[str] = Counter()
         internal: list[tuple[list[bytes], str]] = []  # a handler raised something not a CommandError
 
         def tally(argv: list[bytes], reply: object) -> None:
             name = argv[0].decode().lower()
             replies[name] += 1
-            errors[name] += isinstance(reply, ReplyError)
-            if isinstance(reply, ReplyError) and "internal error" in reply:
-                internal.append((argv, reply))
+            if isinstance(reply, ReplyError):
+                errors[name] += 1
+                kinds[reply.split(" ", 1)[0]] += 1
+                if "internal error" in reply:
+                    internal.append((argv, reply))
 
         conns = [Conn(server) for _ in range(CONNECTIONS)]
         started = time.monotonic()
-        run_batches(server, conns, generate(random.Random(seed)), total, tally)
+        run_batches(server, conns, generate(random.Random(seed), big_share), total, tally)
         elapsed = time.monotonic() - started
         for c in conns:
             c.sock.setblocking(True)
@@ -700,13 +710,35 @@ def test_fuzz_commands(monkeypatch: pytest.MonkeyPatch, tmp_path: pathlib.Path) 
         for group, (n, ok) in sorted(by_group.items()):
             print(f"  {group:12} {n:7} commands, {ok / n:6.1%} not errors")
         ok_share = 1 - sum(errors.values()) / total
-        print(f"  {'all':12} {total:7} commands, {ok_share:6.1%} not errors")
+        print(f"  {'all':12} {total:7} commands, {ok_share:6.1%} not errors; errors {dict(kinds.most_common(6))}")
         assert ok_share >= 0.25
+        return kinds
     finally:
         stopped = server.stop()
         traceback = log_path.read_text(errors="replace")
         assert "Traceback" not in traceback, traceback[-4000:]
         assert stopped == 0
+
+
+def fuzz_total(default: int) -> int:
+    return int(os.environ.get("SHARDKV_FUZZ_COMMANDS", default))
+
+
+@pytest.mark.timeout(600)
+def test_fuzz_commands(monkeypatch: pytest.MonkeyPatch, tmp_path: pathlib.Path) -> None:
+    fuzz(monkeypatch, tmp_path, fuzz_total(FUZZ_COMMANDS_DEFAULT),
+         ["--shards", "2", "--maxmemory", "64mb", "--maxclients", "64"])
+
+
+@pytest.mark.timeout(600)
+def test_fuzz_commands_with_the_memory_full(monkeypatch: pytest.MonkeyPatch, tmp_path: pathlib.Path) -> None:
+    """The same on the smallest two-shard server, a quarter of the values 1 KB to 60 KB: writes
+    meet OOM all the time (and must leave everything as it was), reads and deletes go on.  The
+    output limit is raised so that HRANDFIELD -N of such values stays a reply."""
+    kinds = fuzz(monkeypatch, tmp_path, fuzz_total(FUZZ_COMMANDS_DEFAULT) // 5,
+                 ["--shards", "2", "--maxmemory", "8mb", "--maxclients", "64", "--proto-max-bulk-len", "64kb",
+                  "--key-bytes-max", "1kb", "--output-buffer-bytes-max", "256mb"], big_share=0.25)
+    assert kinds["OOM"] > 0
 
 
 # ---------------------------------------------------------------------- regressions
