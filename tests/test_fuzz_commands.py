@@ -60,7 +60,7 @@ EXCLUDED = {
 # Sent, but only in forms that cannot end a fuzzing connection or the server; never mutated.
 RESTRICTED = {
     "client": "CLIENT KILL only with filters that match no client (no ID of a live client, no "
-              "TYPE/USER/SKIPME that would close the fuzzing connections)",
+              "TYPE/USER/SKIPME/MAXAGE that would close the fuzzing connections)",
     "blpop": "timeout is 0.01 s or invalid, never 0 (0 blocks forever)",
     "brpop": "as BLPOP",
     "blmove": "as BLPOP",
@@ -330,7 +330,7 @@ def _client(g: Gen) -> list[bytes]:
     if sub == b"KILL":  # only filters that match no client: the fuzzing connections must live
         return [b"CLIENT", sub, *g.r.choice([
             [b"ID", b"9999999"], [b"ADDR", b"10.255.255.1:1"], [b"LADDR", b"10.255.255.1:1"],
-            [b"USER", b"nosuchuser"], [b"MAXAGE", g.pick(b"abc", b"-1", b"100000000")], [b"10.255.255.1:1"],
+            [b"USER", b"nosuchuser"], [b"MAXAGE", g.pick(b"abc", b"100000000")], [b"10.255.255.1:1"],
             [b"ID", b"abc"], [b"TYPE", b"bogus"], [b"ID"], [b"SKIPME", b"maybe"],
         ])]
     return [b"CLIENT", sub]
