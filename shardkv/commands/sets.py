@@ -7,7 +7,7 @@ from collections.abc import Callable
 
 from shardkv import errors, protocol
 from shardkv.commands.across import CrossShard, is_error
-from shardkv.commands.args import ShardCtx, glob_matcher, maybe_int, parse_cursor, parse_int
+from shardkv.commands.args import INT64_MAX, INT64_MIN, ShardCtx, glob_matcher, maybe_int, parse_cursor, parse_int
 from shardkv.commands.collections import Fields, batch_op, load, replace, reply_budget
 from shardkv.commands.table import Where, command
 from shardkv.errors import CommandError
@@ -60,13 +60,19 @@ def smembers(ctx: ShardCtx, argv: list[bytes]) -> bytes:
     return set_reply(ctx.proto, reply_budget(ctx).bulks(_members(ctx, argv[1])))
 
 
+def random_count(raw: bytes) -> int:
+    """The count of SRANDMEMBER/HRANDFIELD: a C long other than LONG_MIN (its negation must fit)."""
+    count = parse_int(raw)
+    if count == INT64_MIN:
+        raise CommandError(f"ERR value is out of range, value must between {-INT64_MAX} and {INT64_MAX}")
+    return count
+
+
 @command("srandmember", -2, "readonly", keys=(1, 1, 1), group="set", summary="Random members of a set")
 def srandmember(ctx: ShardCtx, argv: list[bytes]) -> bytes:
     if len(argv) > 3:
         raise CommandError(errors.SYNTAX)
-    count = parse_int(argv[2]) if len(argv) == 3 else None
-    if count is not None and count < -(1 << 62):
-        raise CommandError("ERR value is out of range")
+    count = random_count(argv[2]) if len(argv) == 3 else None
     members = Fields(ctx, argv[1], TYPE_SET)
     if count is None:
         picked = members.random_entries(1)
@@ -252,12 +258,22 @@ def sintercard(ctx: ShardCtx, argv: list[bytes]) -> bytes:
     return _card(algebra("inter", _gather_local(ctx, keys)), limit)
 
 
-def scan_args(argv: list[bytes], first: int) -> tuple[Callable[[bytes], bool] | None, int, int]:
-    """Cursor, MATCH matcher (or None) and COUNT of an SSCAN/HSCAN/ZSCAN, with Redis's errors."""
-    cursor = parse_cursor(argv[first])
+EMPTY_SCAN = b"*2\r\n$1\r\n0\r\n*0\r\n"
+
+
+def scan_open(ctx: ShardCtx, argv: list[bytes], kind: int) -> tuple[Fields, int] | None:
+    """The collection and cursor of an SSCAN/HSCAN in Redis's order: the cursor, then the key
+    (None if missing: the empty scan, whatever the options; WRONGTYPE), the options after."""
+    cursor = parse_cursor(argv[2])
+    fields = Fields(ctx, argv[1], kind)
+    return (fields, cursor) if fields.exists else None
+
+
+def scan_options(argv: list[bytes], first: int) -> tuple[Callable[[bytes], bool] | None, int]:
+    """MATCH matcher (or None) and COUNT of a SCAN-family command, with Redis's errors."""
     match = None
     count = 10
-    i = first + 1
+    i = first
     while i < len(argv):
         opt = argv[i].upper()
         if opt == b"MATCH" and i + 1 < len(argv):
@@ -269,12 +285,16 @@ def scan_args(argv: list[bytes], first: int) -> tuple[Callable[[bytes], bool] | 
         else:
             raise CommandError(errors.SYNTAX)
         i += 2
-    return match, cursor, count
+    return match, count
 
 
 @command("sscan", -3, "readonly", keys=(1, 1, 1), group="set", summary="Incrementally iterate set members")
 def sscan(ctx: ShardCtx, argv: list[bytes]) -> bytes:
-    match, cursor, count = scan_args(argv, 2)
-    cursor, entries = Fields(ctx, argv[1], TYPE_SET).scan(cursor, count)
+    opened = scan_open(ctx, argv, TYPE_SET)
+    if opened is None:
+        return EMPTY_SCAN
+    members_of, cursor = opened
+    match, count = scan_options(argv, 3)
+    cursor, entries = members_of.scan(cursor, count)
     members = [m for m, _ in entries if match is None or match(m)]
     return protocol.array([protocol.bulk(b"%d" % cursor), protocol.bulk_array(members)])
