@@ -31,6 +31,7 @@ import struct
 import zlib
 from array import array
 from bisect import bisect_right
+from collections.abc import Callable
 from itertools import accumulate
 
 from shardkv.errors import OOM, CommandError
@@ -491,8 +492,9 @@ class Chunks(_Large):
         first, _ = self._window()
         return self._node_items(self.store.q[self.slot0 + first + pos])[at]
 
-    def range(self, start: int, stop: int) -> list[bytes]:
-        """Entries start..stop inclusive, Python-style negative indexes, clamped (LRANGE)."""
+    def range(self, start: int, stop: int, pay: Callable[[list[bytes]], list[bytes]] | None = None) -> list[bytes]:
+        """Entries start..stop inclusive, Python-style negative indexes, clamped (LRANGE).  `pay`
+        sees each node's share before it is kept, and may stop a reply that grows too large."""
         start, stop = clamp_range(len(self), start, stop)
         if start > stop:
             return []
@@ -501,8 +503,8 @@ class Chunks(_Large):
         out: list[bytes] = []
         want = stop - start + 1
         while len(out) < want:
-            items = self._node_items(slots[pos])
-            out += items[at : at + want - len(out)]
+            items = self._node_items(slots[pos])[at : at + want - len(out)]
+            out += pay(items) if pay is not None else items
             pos, at = pos + 1, 0
         return out
 
@@ -610,6 +612,8 @@ class Chunks(_Large):
     def pop(self, count: int, left: bool) -> list[bytes]:
         """LPOP / RPOP of up to count entries, in the order popped.  The caller deletes the key
         when the list becomes empty."""
+        if count <= 0:  # nothing to take: no journal, nothing published (LPOP key 0)
+            return []
         store = self.store
         q = store.q
         first, n = self._window()

@@ -214,3 +214,14 @@ def test_info_has_the_cluster_section_clients_look_for(srv: Server) -> None:
     assert headers == ["# Server", "# Clients", "# Memory", "# Persistence", "# Stats", "# Replication", "# CPU",
                        "# Modules", "# Errorstats", "# Cluster", "# Keyspace"]
     assert "# Commandstats" in everything.decode()
+
+
+def test_server_commands_see_the_pipeline_before_them(srv: Server) -> None:
+    """DBSIZE reads every shard's counters at once: it must run after this client's earlier
+    writes on the other shard have been applied, as on one Redis."""
+    a, b = on_shard(0, "p"), on_shard(1, "p")
+    with srv.raw() as sock:
+        for _ in range(30):
+            got = replies(sock, [cmd("FLUSHALL"), cmd(f"SET {a} v"), cmd(f"SET {b} v"), cmd("DBSIZE"),
+                                 cmd(f"DEL {b}"), cmd("KEYS *"), cmd(f"SET {b} w"), cmd("RANDOMKEY"), cmd("DBSIZE")])
+            assert got[3] == 2 and got[5] == [a.encode()] and got[8] == 2, (_, got)

@@ -14,6 +14,7 @@ from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 
 from shardkv import protocol
+from shardkv.limits import Limits
 from shardkv.protocol import read_reply
 
 _BLOB_HEAD = struct.Struct("<BQ")  # type, expire-at ms; then the record's value area
@@ -25,7 +26,7 @@ class CrossShard:
     shard_of: Callable[[bytes], int]
     db: int
     proto: int
-    databases: int
+    limits: Limits
 
     async def value(self, key: bytes) -> object:
         """GET key on its shard, decoded (bytes, None, or a protocol.ReplyError)."""

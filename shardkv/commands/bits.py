@@ -119,9 +119,9 @@ def bitcount(ctx: ShardCtx, argv: list[bytes]) -> bytes:
     if len(argv) not in (4, 5):
         raise CommandError(errors.SYNTAX)
     start, end = parse_int(argv[2]), parse_int(argv[3])
-    in_bits = _unit(argv[4]) if len(argv) == 5 else False
-    if start < 0 and end < 0 and start > end:
+    if start < 0 and end < 0 and start > end:  # as in Redis: 0 before the unit is read
         return protocol.ZERO
+    in_bits = _unit(argv[4]) if len(argv) == 5 else False
     first, last = bit_range(len(value), start, end, in_bits)
     if first > last:
         return protocol.ZERO
@@ -140,8 +140,8 @@ def bitpos(ctx: ShardCtx, argv: list[bytes]) -> bytes:
     if len(argv) > 6:
         raise CommandError(errors.SYNTAX)
     end_given = len(argv) >= 5
+    start = parse_int(argv[3]) if len(argv) >= 4 else 0  # Redis's order: start, unit, end
     in_bits = _unit(argv[5]) if len(argv) == 6 else False
-    start = parse_int(argv[3]) if len(argv) >= 4 else 0
     end = parse_int(argv[4]) if end_given else -1
     first, last = bit_range(len(value), start, end, in_bits)
     if first > last:
@@ -306,22 +306,26 @@ def _bitfield(ctx: ShardCtx, argv: list[bytes], read_only: bool) -> bytes:
     ops = parse_bitfield(ctx, argv, read_only)
     found, old = _value(ctx, argv[1])
     buf = bytearray(old or b"")
+    writes = [op for op in ops if op.kind != b"GET"]
+    if writes:  # as in Redis, the string grows to the farthest field written, even if a write FAILs
+        size = max(op.offset + op.bits - 1 for op in writes) // 8 + 1
+        buf.extend(bytes(max(0, size - len(buf))))
     replies = []
-    changed = False
     for op in ops:
         current = _read_field(buf, op)
         if op.kind == b"GET":
             replies.append(protocol.integer(current))
             continue
         target = op.value if op.kind == b"SET" else current + op.value
+        if op.kind == b"SET" and not op.signed and target < 0:
+            target += 1 << 64  # Redis reads the value as a uint64: past the field's top (SAT: max)
         fitted = _fit(op, target)
         if fitted is None:
             replies.append(protocol.null(ctx.proto))
             continue
         _write_field(buf, op, fitted)
-        changed = True
         replies.append(protocol.integer(current if op.kind == b"SET" else fitted))
-    if changed and (old is None or bytes(buf) != old):  # an unchanged value is no write (dirty)
+    if (old is None and writes) or (old is not None and bytes(buf) != old):  # unchanged: no write
         _store(ctx, argv[1], bytes(buf), found)
     return protocol.array(replies)
 

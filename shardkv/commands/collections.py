@@ -12,10 +12,38 @@ from collections.abc import Iterable
 from shardkv import collstore, errors
 from shardkv.collstore import Chunks, Entry, Table, items_of, pack, wants_large
 from shardkv.commands.args import ShardCtx
-from shardkv.errors import CommandError
+from shardkv.errors import CommandError, ReplyTooLarge
 from shardkv.store import TYPE_HASH, TYPE_LIST, BatchOp
 
 Found = tuple[int, int, int]
+
+
+BULK_BYTES_MIN = 6  # the least one bulk string adds to a reply: "$0\r\n\r\n"
+
+
+class ReplyBudget:
+    """The bytes a reply may still take before it passes the client's output buffer limit.
+    Replies whose size the client chooses (SRANDMEMBER key -N, HRANDFIELD, LRANGE, SORT ... GET)
+    spend from it while they are built, so one past the limit stops early with ReplyTooLarge
+    (Redis closes such a client) instead of holding the worker and its memory to build it."""
+
+    def __init__(self, bytes_max: int, too_large: Exception | None = None) -> None:
+        self.left = bytes_max
+        self.too_large = too_large  # raised instead of ReplyTooLarge (SORT ... STORE: OOM)
+
+    def spend(self, nbytes: int) -> None:
+        self.left -= nbytes
+        if self.left < 0:
+            raise self.too_large or ReplyTooLarge(f"reply past the client's output buffer limit by {-self.left} bytes")
+
+    def bulks(self, items: list[bytes]) -> list[bytes]:
+        """items, after paying for them as bulk strings."""
+        self.spend(sum(map(len, items)) + BULK_BYTES_MIN * len(items))
+        return items
+
+
+def reply_budget(ctx: ShardCtx) -> ReplyBudget:
+    return ReplyBudget(ctx.limits.output_buffer_bytes_max)
 
 
 def check_sizes(ctx: ShardCtx, items: Iterable[bytes]) -> None:
@@ -166,6 +194,19 @@ class Fields:
             return self.table.random_entries(n)
         items = list(self.small.items())
         return [random.choice(items) for _ in range(n)]
+
+    def random_repeats(self, n: int, budget: ReplyBudget, with_values: bool) -> list[Entry]:
+        """random_entries(n) for a reply of their names (and values): the least such a reply takes
+        is paid first, the rest as entries are picked, a batch at a time."""
+        if not len(self) or n <= 0:
+            return []
+        budget.spend(n * BULK_BYTES_MIN * (2 if with_values else 1))
+        out: list[Entry] = []
+        while len(out) < n:
+            batch = self.random_entries(min(n - len(out), 4096))
+            budget.spend(sum(len(f) + (len(v) if with_values else 0) for f, v in batch))
+            out += batch
+        return out
 
     def random_distinct(self, count: int) -> list[Entry]:
         """count distinct entries at random (all of them once count reaches the size)."""

@@ -84,8 +84,9 @@ class Server(Protocol):
         """Run an internal SHARD or WORKER command on one worker."""
         ...
 
-    def later(self, client: Client, coro: Coroutine[Any, Any, bytes], barrier: bool = False) -> Pending:
-        """The client's reply is what coro returns; an exception in it becomes an error reply."""
+    def later(self, client: Client, coro: Coroutine[Any, Any, bytes]) -> Pending:
+        """The client's reply is what coro returns; an exception in it becomes an error reply.
+        The client's next commands wait for it (what coro sends to other shards goes first)."""
         ...
 
     def transaction_reply(self, client: Client, parts: dict[int, list[bytes]],

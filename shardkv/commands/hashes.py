@@ -7,8 +7,8 @@ import math
 
 from shardkv import errors, protocol
 from shardkv.commands.args import INT64_MAX, INT64_MIN, ShardCtx, maybe_int, parse_float, parse_int
-from shardkv.commands.collections import Fields
-from shardkv.commands.sets import scan_args
+from shardkv.commands.collections import Fields, reply_budget
+from shardkv.commands.sets import EMPTY_SCAN, random_count, scan_open, scan_options
 from shardkv.commands.strings import format_float_human
 from shardkv.commands.table import command
 from shardkv.errors import CommandError
@@ -81,17 +81,18 @@ def hexists(ctx: ShardCtx, argv: list[bytes]) -> bytes:
 
 @command("hkeys", 2, "readonly", keys=(1, 1, 1), group="hash", summary="All the fields of a hash")
 def hkeys(ctx: ShardCtx, argv: list[bytes]) -> bytes:
-    return protocol.bulk_array(_fields(ctx, argv[1]).names())
+    return protocol.bulk_array(reply_budget(ctx).bulks(_fields(ctx, argv[1]).names()))
 
 
 @command("hvals", 2, "readonly", keys=(1, 1, 1), group="hash", summary="All the values of a hash")
 def hvals(ctx: ShardCtx, argv: list[bytes]) -> bytes:
-    return protocol.bulk_array([v for _, v in _fields(ctx, argv[1]).entries()])
+    return protocol.bulk_array(reply_budget(ctx).bulks([v for _, v in _fields(ctx, argv[1]).entries()]))
 
 
 @command("hgetall", 2, "readonly", keys=(1, 1, 1), group="hash", summary="All the fields and values of a hash")
 def hgetall(ctx: ShardCtx, argv: list[bytes]) -> bytes:
     entries = _fields(ctx, argv[1]).entries()
+    reply_budget(ctx).bulks([x for entry in entries for x in entry])
     return protocol.map_reply(ctx.proto, [(protocol.bulk(f), protocol.bulk(v)) for f, v in entries])
 
 
@@ -138,17 +139,22 @@ def hincrbyfloat(ctx: ShardCtx, argv: list[bytes]) -> bytes:
 
 @command("hrandfield", -2, "readonly", keys=(1, 1, 1), group="hash", summary="Random fields of a hash")
 def hrandfield(ctx: ShardCtx, argv: list[bytes]) -> bytes:
+    count = random_count(argv[2]) if len(argv) >= 3 else None  # Redis's order: count, syntax, range
     if len(argv) > 4 or (len(argv) == 4 and argv[3].upper() != b"WITHVALUES"):
         raise CommandError(errors.SYNTAX)
-    count = parse_int(argv[2]) if len(argv) >= 3 else None
     with_values = len(argv) == 4
-    if count is not None and not -(1 << 62) <= count <= (1 << 62):
+    if with_values and count is not None and not -(INT64_MAX // 2) <= count <= INT64_MAX // 2:
         raise CommandError("ERR value is out of range")
     fields = _fields(ctx, argv[1])
     if count is None:
         picked = fields.random_entries(1)
         return protocol.bulk(picked[0][0]) if picked else protocol.null(ctx.proto)
-    entries = fields.random_entries(-count) if count < 0 else fields.random_distinct(count)
+    budget = reply_budget(ctx)
+    if count < 0:
+        entries = fields.random_repeats(-count, budget, with_values)
+    else:
+        entries = fields.random_distinct(count)
+        budget.bulks([x for entry in entries for x in (entry if with_values else entry[:1])])
     if not with_values:
         return protocol.bulk_array([f for f, _ in entries])
     if ctx.proto == 3:
@@ -158,8 +164,12 @@ def hrandfield(ctx: ShardCtx, argv: list[bytes]) -> bytes:
 
 @command("hscan", -3, "readonly", keys=(1, 1, 1), group="hash", summary="Incrementally iterate hash fields")
 def hscan(ctx: ShardCtx, argv: list[bytes]) -> bytes:
-    match, cursor, count = scan_args(argv, 2)
-    cursor, entries = _fields(ctx, argv[1]).scan(cursor, count)
+    opened = scan_open(ctx, argv, TYPE_HASH)
+    if opened is None:
+        return EMPTY_SCAN
+    fields, cursor = opened
+    match, count = scan_options(argv, 3)
+    cursor, entries = fields.scan(cursor, count)
     out: list[bytes] = []
     for f, v in entries:
         if match is None or match(f):

@@ -59,7 +59,6 @@ def type_(ctx: ShardCtx, argv: list[bytes]) -> bytes:
 
 def expire_generic(ctx: ShardCtx, argv: list[bytes], unit_ms: int, absolute: bool) -> bytes:
     cmd = argv[0].decode(errors="replace").lower()
-    n = parse_int(argv[2])
     nx = xx = gt = lt = False
     for opt in argv[3:]:
         o = opt.upper()
@@ -77,6 +76,7 @@ def expire_generic(ctx: ShardCtx, argv: list[bytes], unit_ms: int, absolute: boo
         raise CommandError("ERR NX and XX, GT or LT options at the same time are not compatible")
     if gt and lt:
         raise CommandError("ERR GT and LT options at the same time are not compatible")
+    n = parse_int(argv[2])  # after the options, as in Redis
     if unit_ms == 1000:
         if not -(-INT64_MIN // 1000) <= n <= INT64_MAX // 1000:  # C's truncating division, as Redis
             raise CommandError(errors.INVALID_EXPIRE.format(cmd))
@@ -195,6 +195,20 @@ def _copy_to(ctx: ShardCtx, off: int, key: bytes, db: int, replace: bool) -> boo
     return True
 
 
+INT32_MIN, INT32_MAX = -(1 << 31), (1 << 31) - 1
+
+
+def db_index(raw: bytes, databases: int) -> int:
+    """A target database as Redis reads it for MOVE and COPY: a C int (else its range error),
+    then one of the databases."""
+    db = parse_int(raw)
+    if not INT32_MIN <= db <= INT32_MAX:
+        raise CommandError(f"ERR value is out of range, value must between {INT32_MIN} and {INT32_MAX}")
+    if not 0 <= db < databases:
+        raise CommandError(errors.DB_INDEX)
+    return db
+
+
 def _copy_options(argv: list[bytes], current_db: int, databases: int) -> tuple[int, bool]:
     """(target db, REPLACE) of a COPY."""
     db = current_db
@@ -205,9 +219,7 @@ def _copy_options(argv: list[bytes], current_db: int, databases: int) -> tuple[i
         if opt == b"REPLACE":
             replace = True
         elif opt == b"DB" and i + 1 < len(argv):
-            db = parse_int(argv[i + 1])
-            if not 0 <= db < databases:
-                raise CommandError(errors.DB_INDEX)
+            db = db_index(argv[i + 1], databases)
             i += 1
         else:
             raise CommandError(errors.SYNTAX)
@@ -229,9 +241,7 @@ def copy(ctx: ShardCtx, argv: list[bytes]) -> bytes:
 
 @command("move", 3, "write fast", keys=(1, 1, 1), group="generic", summary="Move a key to another database")
 def move(ctx: ShardCtx, argv: list[bytes]) -> bytes:
-    db = parse_int(argv[2])
-    if not 0 <= db < ctx.limits.databases:
-        raise CommandError(errors.DB_INDEX)
+    db = db_index(argv[2], ctx.limits.databases)
     if db == ctx.db:
         raise CommandError("ERR source and destination objects are the same")
     store = ctx.store
@@ -248,7 +258,7 @@ def _expiretime(ctx: ShardCtx, key: bytes, unit_ms: int) -> bytes:
     if not off:
         return protocol.integer(-2)
     exp = ctx.store.expire_of(off)
-    return protocol.integer(exp // unit_ms if exp else -1)
+    return protocol.integer((exp + unit_ms // 2) // unit_ms if exp else -1)  # rounded, as Redis does
 
 
 @command("expiretime", 2, "readonly fast", keys=(1, 1, 1), group="generic",
@@ -283,9 +293,9 @@ def object_(ctx: ShardCtx, argv: list[bytes]) -> bytes:
     sub = argv[1].lower()
     if sub == b"help" and len(argv) == 2:
         return protocol.array([protocol.simple(line) for line in OBJECT_HELP])
-    if sub not in (b"encoding", b"freq", b"idletime", b"refcount"):
+    if sub not in (b"help", b"encoding", b"freq", b"idletime", b"refcount"):
         raise CommandError(errors.unknown_subcommand(argv[1], "object"))
-    if len(argv) != 3:
+    if len(argv) != 3 or sub == b"help":
         raise CommandError(errors.wrong_arity(f"object|{sub.decode()}"))
     off = ctx.store.lookup(ctx.db, argv[2], ctx.now_ms)
     if not off:
@@ -296,7 +306,22 @@ def object_(ctx: ShardCtx, argv: list[bytes]) -> bytes:
         raise CommandError("ERR An LFU maxmemory policy is not selected, access frequency not tracked. Please note "
                            "that when switching between policies at runtime LRU and LFU data will take some time "
                            "to adjust.")
-    return protocol.integer(1 if sub == b"refcount" else 0)
+    if sub == b"refcount":
+        return protocol.integer(SHARED_REFCOUNT if _shared_integer(ctx, off) else 1)
+    return protocol.ZERO
+
+
+SHARED_REFCOUNT = 2147483647  # what Redis reports for one of its shared objects
+SHARED_INTEGERS = 10000  # Redis keeps the integers 0 .. 9999 as shared objects
+
+
+def _shared_integer(ctx: ShardCtx, off: int) -> bool:
+    """A string Redis would hold as one of its shared integers (it does so with no LRU/LFU
+    policy, shardkv's only one)."""
+    if ctx.store.type_of(off) != TYPE_STRING:
+        return False
+    n = maybe_int(ctx.store.string_value(off))
+    return n is not None and 0 <= n < SHARED_INTEGERS
 
 
 def encoding_name(ctx: ShardCtx, off: int) -> bytes:
@@ -452,7 +477,7 @@ async def rename_across(tx: CrossShard, argv: list[bytes]) -> bytes:
 
 async def copy_across(tx: CrossShard, argv: list[bytes]) -> bytes:
     """COPY with source and destination on different shards (options checked as COPY does)."""
-    db, replace = _copy_options(argv, tx.db, tx.databases)
+    db, replace = _copy_options(argv, tx.db, tx.limits.databases)
     blob = read_reply(await tx.apply(tx.shard_of(argv[1]), [b"__dump", argv[1]]))[0]
     if blob is None:
         return protocol.ZERO

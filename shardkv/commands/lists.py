@@ -7,8 +7,8 @@ from __future__ import annotations
 from shardkv import errors, protocol
 from shardkv.collstore import Chunks, clamp_range, items_of
 from shardkv.commands.across import CrossShard, is_error
-from shardkv.commands.args import ShardCtx, maybe_int, parse_int
-from shardkv.commands.collections import Found, batch_op, check_sizes, chunks_of, find_typed, load, save
+from shardkv.commands.args import INT64_MIN, ShardCtx, maybe_int, parse_int
+from shardkv.commands.collections import Found, batch_op, check_sizes, chunks_of, find_typed, load, reply_budget, save
 from shardkv.commands.context import BlockPlan
 from shardkv.commands.table import command
 from shardkv.errors import CommandError
@@ -122,7 +122,7 @@ def lrange(ctx: ShardCtx, argv: list[bytes]) -> bytes:
     start, stop = parse_int(argv[2]), parse_int(argv[3])
     found, large = _open(ctx, argv[1])
     if large is not None:
-        return protocol.bulk_array(large.range(start, stop))
+        return protocol.bulk_array(large.range(start, stop, reply_budget(ctx).bulks))
     items = items_of(ctx.store, found[0]) if found[0] else []
     a, b = clamp_range(len(items), start, stop)
     return protocol.bulk_array(items[a : b + 1] if a <= b else [])
@@ -130,8 +130,10 @@ def lrange(ctx: ShardCtx, argv: list[bytes]) -> bytes:
 
 @command("lindex", 3, "readonly", keys=(1, 1, 1), group="list", summary="Get an element by its index")
 def lindex(ctx: ShardCtx, argv: list[bytes]) -> bytes:
+    found, large = _open(ctx, argv[1])  # as in Redis: a missing key or WRONGTYPE before the index
+    if not found[0]:
+        return protocol.null(ctx.proto)
     index = parse_int(argv[2])
-    found, large = _open(ctx, argv[1])
     if large is not None:
         index += len(large) if index < 0 else 0
         return protocol.bulk(large.index(index)) if 0 <= index < len(large) else protocol.null(ctx.proto)
@@ -143,10 +145,10 @@ def lindex(ctx: ShardCtx, argv: list[bytes]) -> bytes:
 
 @command("lset", 4, "write denyoom", keys=(1, 1, 1), group="list", summary="Set an element by its index")
 def lset(ctx: ShardCtx, argv: list[bytes]) -> bytes:
-    index = parse_int(argv[2])
-    found, large = _open(ctx, argv[1])
+    found, large = _open(ctx, argv[1])  # as in Redis: no such key or WRONGTYPE before the index
     if not found[0]:
         raise CommandError(errors.NO_SUCH_KEY)
+    index = parse_int(argv[2])
     check_sizes(ctx, [argv[3]])
     if large is not None:
         index += len(large) if index < 0 else 0
@@ -233,15 +235,15 @@ def lpos(ctx: ShardCtx, argv: list[bytes]) -> bytes:
             raise CommandError(errors.SYNTAX)
         if opt == b"RANK":
             rank = parse_int(argv[i + 1])
-            if rank == 0 or rank < -(1 << 62):
+            if rank == 0:
                 raise CommandError("ERR RANK can't be zero: use 1 to start from the first match, 2 from the "
                                    "second ... or use negative to start from the end of the list")
         elif opt == b"COUNT":
-            count = parse_int(argv[i + 1])
+            count = parse_int(argv[i + 1], "ERR COUNT can't be negative")
             if count < 0:
                 raise CommandError("ERR COUNT can't be negative")
         elif opt == b"MAXLEN":
-            maxlen = parse_int(argv[i + 1])
+            maxlen = parse_int(argv[i + 1], "ERR MAXLEN can't be negative")
             if maxlen < 0:
                 raise CommandError("ERR MAXLEN can't be negative")
         else:
@@ -250,7 +252,7 @@ def lpos(ctx: ShardCtx, argv: list[bytes]) -> bytes:
     items = _load(ctx, argv[1])[1] or []
     n = len(items)
     order = range(n) if rank > 0 else range(n - 1, -1, -1)
-    skip = abs(rank) - 1
+    skip = 0 if rank == INT64_MIN else abs(rank) - 1  # Redis's -rank wraps: LONG_MIN acts as -1
     want = 1 if count is None else (count or n)
     hits: list[int] = []
     for seen, idx in enumerate(order):
@@ -277,9 +279,9 @@ def _side(raw: bytes) -> bool:
 
 def _lmove_local(ctx: ShardCtx, src: bytes, dst: bytes, from_left: bool, to_left: bool) -> bytes:
     src_found, src_large = _open(ctx, src)
-    dst_found, dst_large = _open(ctx, dst)  # WRONGTYPE before anything changes
-    if not src_found[0]:
+    if not src_found[0]:  # as in Redis: null before looking at the destination
         return protocol.null(ctx.proto)
+    dst_found, dst_large = _open(ctx, dst)  # WRONGTYPE before anything changes
     if src_large is not None or dst_large is not None:
         # A large list changes in place: push the element first, then pop it, so a crash in
         # between never loses it.
@@ -348,14 +350,16 @@ def lmpop_args(argv: list[bytes]) -> tuple[list[bytes], bool, int]:
         raise CommandError(errors.SYNTAX)
     left = _side(argv[2 + n])
     rest = argv[3 + n :]
-    count = 1
-    if rest:
-        if len(rest) != 2 or rest[0].upper() != b"COUNT":
+    count = None
+    i = 0
+    while i < len(rest):  # in order, as Redis reads them: a bad count before a later syntax error
+        if count is not None or rest[i].upper() != b"COUNT" or i + 1 >= len(rest):
             raise CommandError(errors.SYNTAX)
-        count = parse_int(rest[1], "ERR count should be greater than 0")
+        count = parse_int(rest[i + 1], "ERR count should be greater than 0")
         if count <= 0:
             raise CommandError("ERR count should be greater than 0")
-    return argv[2 : 2 + n], left, count
+        i += 2
+    return argv[2 : 2 + n], left, 1 if count is None else count
 
 
 def _lmpop_reply(key: bytes, popped: list[bytes]) -> bytes:
@@ -388,7 +392,7 @@ async def lmpop_across(tx: CrossShard, argv: list[bytes]) -> bytes:
 
 # ---------------------------------------------------------------------- blocking forms
 # The router runs these through router/blocking.py: the non-blocking form first, then a wait
-# until a write to one of the keys (the owner shards watch them; __watch / __unwatch / __ready).
+# until a key is ready (the owner shards watch them: router/blocking.py).
 
 
 def parse_timeout(raw: bytes) -> float:

@@ -573,7 +573,7 @@ def wait(conn: Client, argv: list[bytes]) -> bytes | Pending:
         raise CommandError("ERR timeout is negative")
     if replicas <= 0:
         return protocol.ZERO
-    return conn.server.later(conn, _wait_out(conn, timeout_ms), barrier=True)  # the client blocks
+    return conn.server.later(conn, _wait_out(conn, timeout_ms))  # the client blocks
 
 
 async def _wait_out(conn: Client, timeout_ms: int) -> bytes:

@@ -7,8 +7,8 @@ from collections.abc import Callable
 
 from shardkv import errors, protocol
 from shardkv.commands.across import CrossShard, is_error
-from shardkv.commands.args import ShardCtx, glob_matcher, maybe_int, parse_cursor, parse_int
-from shardkv.commands.collections import Fields, batch_op, load, replace
+from shardkv.commands.args import INT64_MAX, INT64_MIN, ShardCtx, glob_matcher, maybe_int, parse_cursor, parse_int
+from shardkv.commands.collections import Fields, batch_op, load, replace, reply_budget
 from shardkv.commands.table import Where, command
 from shardkv.errors import CommandError
 from shardkv.protocol import read_reply
@@ -57,23 +57,30 @@ def set_reply(proto: int, members: list[bytes]) -> bytes:
 
 @command("smembers", 2, "readonly", keys=(1, 1, 1), group="set", summary="All the members of a set")
 def smembers(ctx: ShardCtx, argv: list[bytes]) -> bytes:
-    return set_reply(ctx.proto, _members(ctx, argv[1]))
+    return set_reply(ctx.proto, reply_budget(ctx).bulks(_members(ctx, argv[1])))
+
+
+def random_count(raw: bytes) -> int:
+    """The count of SRANDMEMBER/HRANDFIELD: a C long other than LONG_MIN (its negation must fit)."""
+    count = parse_int(raw)
+    if count == INT64_MIN:
+        raise CommandError(f"ERR value is out of range, value must between {-INT64_MAX} and {INT64_MAX}")
+    return count
 
 
 @command("srandmember", -2, "readonly", keys=(1, 1, 1), group="set", summary="Random members of a set")
 def srandmember(ctx: ShardCtx, argv: list[bytes]) -> bytes:
     if len(argv) > 3:
         raise CommandError(errors.SYNTAX)
-    count = parse_int(argv[2]) if len(argv) == 3 else None
-    if count is not None and count < -(1 << 62):
-        raise CommandError("ERR value is out of range")
+    count = random_count(argv[2]) if len(argv) == 3 else None
     members = Fields(ctx, argv[1], TYPE_SET)
     if count is None:
         picked = members.random_entries(1)
         return protocol.bulk(picked[0][0]) if picked else protocol.null(ctx.proto)
+    budget = reply_budget(ctx)
     if count < 0:
-        return protocol.bulk_array([m for m, _ in members.random_entries(-count)])
-    return protocol.bulk_array([m for m, _ in members.random_distinct(count)])
+        return protocol.bulk_array([m for m, _ in members.random_repeats(-count, budget, with_values=False)])
+    return protocol.bulk_array(budget.bulks([m for m, _ in members.random_distinct(count)]))
 
 
 @command("spop", -2, "write fast", keys=(1, 1, 1), group="set", summary="Remove and return random members")
@@ -99,6 +106,8 @@ def spop(ctx: ShardCtx, argv: list[bytes]) -> bytes:
          across=lambda tx, argv: smove_across(tx, argv))
 def smove(ctx: ShardCtx, argv: list[bytes]) -> bytes:
     src = Fields(ctx, argv[1], TYPE_SET)
+    if not src.exists:  # as in Redis: 0 before looking at the destination
+        return protocol.ZERO
     dst = Fields(ctx, argv[2], TYPE_SET)  # WRONGTYPE before anything changes
     if not src.contains(argv[3]):
         return protocol.ZERO
@@ -118,8 +127,11 @@ def smove(ctx: ShardCtx, argv: list[bytes]) -> bytes:
 
 async def smove_across(tx: CrossShard, argv: list[bytes]) -> bytes:
     src_shard, dst_shard = tx.shard_of(argv[1]), tx.shard_of(argv[2])
+    src_type = read_reply(await tx.apply(src_shard, [b"type", argv[1]]))[0]
+    if src_type == b"none":  # as in Redis: 0 before looking at the destination
+        return protocol.ZERO
     dst_type = read_reply(await tx.apply(dst_shard, [b"type", argv[2]]))[0]
-    if dst_type not in (b"set", b"none"):
+    if src_type != b"set" or dst_type not in (b"set", b"none"):
         return protocol.error(errors.WRONGTYPE)
     removed = await tx.apply(src_shard, [b"srem", argv[1], argv[3]])
     if is_error(removed) or removed == protocol.ZERO:
@@ -218,12 +230,14 @@ def _sintercard_args(argv: list[bytes]) -> tuple[list[bytes], int]:
         raise CommandError("ERR Number of keys can't be greater than number of args")
     limit = 0
     rest = argv[2 + n :]
-    if rest:
-        if len(rest) != 2 or rest[0].upper() != b"LIMIT":
+    i = 0
+    while i < len(rest):  # in order, as Redis reads them; the last LIMIT counts
+        if rest[i].upper() != b"LIMIT" or i + 1 >= len(rest):
             raise CommandError(errors.SYNTAX)
-        limit = parse_int(rest[1], "ERR LIMIT can't be negative")
+        limit = parse_int(rest[i + 1], "ERR LIMIT can't be negative")
         if limit < 0:
             raise CommandError("ERR LIMIT can't be negative")
+        i += 2
     return argv[2 : 2 + n], limit
 
 
@@ -244,12 +258,22 @@ def sintercard(ctx: ShardCtx, argv: list[bytes]) -> bytes:
     return _card(algebra("inter", _gather_local(ctx, keys)), limit)
 
 
-def scan_args(argv: list[bytes], first: int) -> tuple[Callable[[bytes], bool] | None, int, int]:
-    """Cursor, MATCH matcher (or None) and COUNT of an SSCAN/HSCAN/ZSCAN, with Redis's errors."""
-    cursor = parse_cursor(argv[first])
+EMPTY_SCAN = b"*2\r\n$1\r\n0\r\n*0\r\n"
+
+
+def scan_open(ctx: ShardCtx, argv: list[bytes], kind: int) -> tuple[Fields, int] | None:
+    """The collection and cursor of an SSCAN/HSCAN in Redis's order: the cursor, then the key
+    (None if missing: the empty scan, whatever the options; WRONGTYPE), the options after."""
+    cursor = parse_cursor(argv[2])
+    fields = Fields(ctx, argv[1], kind)
+    return (fields, cursor) if fields.exists else None
+
+
+def scan_options(argv: list[bytes], first: int) -> tuple[Callable[[bytes], bool] | None, int]:
+    """MATCH matcher (or None) and COUNT of a SCAN-family command, with Redis's errors."""
     match = None
     count = 10
-    i = first + 1
+    i = first
     while i < len(argv):
         opt = argv[i].upper()
         if opt == b"MATCH" and i + 1 < len(argv):
@@ -261,12 +285,16 @@ def scan_args(argv: list[bytes], first: int) -> tuple[Callable[[bytes], bool] | 
         else:
             raise CommandError(errors.SYNTAX)
         i += 2
-    return match, cursor, count
+    return match, count
 
 
 @command("sscan", -3, "readonly", keys=(1, 1, 1), group="set", summary="Incrementally iterate set members")
 def sscan(ctx: ShardCtx, argv: list[bytes]) -> bytes:
-    match, cursor, count = scan_args(argv, 2)
-    cursor, entries = Fields(ctx, argv[1], TYPE_SET).scan(cursor, count)
+    opened = scan_open(ctx, argv, TYPE_SET)
+    if opened is None:
+        return EMPTY_SCAN
+    members_of, cursor = opened
+    match, count = scan_options(argv, 3)
+    cursor, entries = members_of.scan(cursor, count)
     members = [m for m, _ in entries if match is None or match(m)]
     return protocol.array([protocol.bulk(b"%d" % cursor), protocol.bulk_array(members)])

@@ -8,20 +8,24 @@ owning shard sorts in place.  Both paths share `sort_elements`.
 from __future__ import annotations
 
 import functools
+import math
+import re
+import sys
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
 from shardkv import errors, protocol
 from shardkv.collstore import items_of
 from shardkv.commands.across import CrossShard, is_error
-from shardkv.commands.args import ShardCtx, parse_float, parse_int
-from shardkv.commands.collections import Fields, replace
+from shardkv.commands.args import ShardCtx, parse_int
+from shardkv.commands.collections import Fields, ReplyBudget, replace
 from shardkv.commands.table import Where, command
 from shardkv.errors import CommandError
 from shardkv.protocol import read_reply
 from shardkv.store import TYPE_HASH, TYPE_LIST, TYPE_SET, TYPE_STRING
 
 SCORES_ERROR = "ERR One or more scores can't be converted into double"
+NULL_BYTES_MIN = 3  # RESP3's null "_\r\n": the least an element of SORT's reply (or a stored one) takes
 Lookup = Callable[[bytes, bytes | None], bytes | None]  # key, hash field -> value
 
 
@@ -68,24 +72,66 @@ def parse_sort(argv: list[bytes], read_only: bool) -> SortOptions:
     return o
 
 
+_STRTOD = re.compile(  # what C's strtod reads: a decimal or hex float, inf, nan, after white space
+    rb"[ \t\n\v\f\r]*([+-]?)(?:(inf(?:inity)?)|(nan(?:\([0-9a-z_]*\))?)"
+    rb"|0x((?:[0-9a-f]+(?:\.[0-9a-f]*)?|\.[0-9a-f]+)(?:p[+-]?[0-9]+)?)"
+    rb"|((?:[0-9]+(?:\.[0-9]*)?|\.[0-9]+)(?:e[+-]?[0-9]+)?))", re.IGNORECASE)
+
+
+def sort_score(raw: bytes) -> float | None:
+    """A SORT weight as Redis reads it, with strtod up to the first NUL byte: the whole of it must
+    be a number (else None: the scores error); NaN and results out of a double's normal range
+    (ERANGE) are refused too.  So ' 1', '0x10' and '' (0) sort, '1e400' does not."""
+    text = raw.split(b"\0", 1)[0]
+    if not text:
+        return 0.0
+    m = _STRTOD.fullmatch(text)
+    if m is None or m.group(3):
+        return None
+    sign, inf, hex_digits, decimal = m.group(1), m.group(2), m.group(4), m.group(5)
+    if inf:
+        return -math.inf if sign == b"-" else math.inf
+    try:
+        value = float.fromhex("0x" + hex_digits.decode()) if hex_digits is not None else float(decimal)
+    except OverflowError:
+        return None
+    mantissa = (hex_digits or decimal).lower().split(b"p" if hex_digits is not None else b"e")[0]
+    if math.isinf(value) or (abs(value) < sys.float_info.min and mantissa.strip(b"0.")):
+        return None  # overflow or underflow: strtod sets ERANGE
+    return -value if sign == b"-" else value
+
+
 def pattern_target(pattern: bytes, element: bytes) -> tuple[bytes, bytes | None] | None:
-    """The key (and hash field) a BY/GET pattern names for an element; None for '#'."""
-    if pattern == b"#":
+    """The key (and hash field) a BY/GET pattern names for an element, as Redis reads it: the
+    first '*' takes the element, a '->' after it (with a field after that) names a hash field.
+    None where there is nothing to look up: a pattern without '*' names no key (GET answers
+    nil), and GET '#' is the element itself (the caller's case)."""
+    star = pattern.find(b"*")
+    if star < 0:
         return None
     field_name = None
-    arrow = pattern.find(b"->")
+    arrow = pattern.find(b"->", star + 1)
     if arrow > 0 and arrow + 2 < len(pattern):
         pattern, field_name = pattern[:arrow], pattern[arrow + 2 :]
-    star = pattern.find(b"*")
-    key = pattern if star < 0 else pattern[:star] + element + pattern[star + 1 :]
-    return key, field_name
+    return pattern[:star] + element + pattern[star + 1 :], field_name
+
+
+def _get(pattern: bytes, element: bytes, lookup: Lookup) -> bytes | None:
+    """What GET pattern gives for an element."""
+    if pattern == b"#":
+        return element
+    target = pattern_target(pattern, element)
+    return lookup(*target) if target is not None else None
 
 
 def needs_other_keys(o: SortOptions) -> bool:
     return (o.by is not None and not o.dont_sort) or any(g != b"#" for g in o.gets)
 
 
-def sort_elements(elements: list[bytes], is_set: bool, o: SortOptions, lookup: Lookup) -> list[bytes | None]:
+def sort_elements(elements: list[bytes], is_set: bool, o: SortOptions, lookup: Lookup,
+                  budget: ReplyBudget) -> list[bytes | None]:
+    """The reply (or the list to STORE); budget pays for it as it grows: LIMIT and repeated GETs
+    let a client ask for far more elements than the source holds."""
     dont_sort = o.dont_sort
     alpha = o.alpha
     if is_set and dont_sort and o.store is not None:  # a set's order must not depend on its layout
@@ -95,15 +141,15 @@ def sort_elements(elements: list[bytes], is_set: bool, o: SortOptions, lookup: L
         for e in elements:
             raw: bytes | None = e
             if o.by is not None:
-                target = pattern_target(o.by, e)
-                raw = lookup(*target) if target else e
+                target = pattern_target(o.by, e)  # BY with a '*' (else nothing is sorted)
+                raw = lookup(*target) if target is not None else None
             if alpha:
                 keys[e] = raw
             else:
-                try:
-                    keys[e] = parse_float(raw) if raw is not None else 0.0
-                except CommandError:
-                    raise CommandError(SCORES_ERROR) from None
+                score = sort_score(raw) if raw is not None else 0.0
+                if score is None:
+                    raise CommandError(SCORES_ERROR)
+                keys[e] = score
 
         def compare(a: bytes, b: bytes) -> int:
             ka, kb = keys[a], keys[b]
@@ -114,22 +160,35 @@ def sort_elements(elements: list[bytes], is_set: bool, o: SortOptions, lookup: L
             return c or (a > b) - (a < b)
 
         elements = sorted(elements, key=functools.cmp_to_key(compare), reverse=o.desc)
+    elif o.desc and not is_set:  # a list left unsorted comes in its order, DESC from the tail
+        elements = elements[::-1]
     start = max(o.offset, 0)
     end = len(elements) if o.count < 0 else start + o.count
     chosen = elements[start:end]
+    budget.spend(NULL_BYTES_MIN * len(chosen) * max(len(o.gets), 1))  # the least each element takes
     if not o.gets:
+        budget.spend(sum(map(len, chosen)))
         return list(chosen)
     out: list[bytes | None] = []
     for e in chosen:
         for g in o.gets:
-            target = pattern_target(g, e)
-            out.append(lookup(*target) if target else e)
+            value = _get(g, e, lookup)
+            if value is not None:
+                budget.spend(len(value))
+            out.append(value)
     return out
 
 
 def _reply(ctx_proto: int, items: list[bytes | None]) -> bytes:
     null = protocol.null(ctx_proto)
     return protocol.array([protocol.bulk(x) if x is not None else null for x in items])
+
+
+def _budget(o: SortOptions, output_bytes_max: int, maxmemory: int) -> ReplyBudget:
+    """A reply may grow to the client's output limit; a list to STORE no larger than the memory."""
+    if o.store is not None:
+        return ReplyBudget(maxmemory, CommandError(errors.OOM))
+    return ReplyBudget(output_bytes_max)
 
 
 def _local_source(ctx: ShardCtx, key: bytes) -> tuple[list[bytes], bool]:
@@ -165,7 +224,8 @@ def _sort_keys(argv: list[bytes]) -> list[int]:
 def _sort(ctx: ShardCtx, argv: list[bytes], read_only: bool) -> bytes:
     o = parse_sort(argv, read_only)
     elements, is_set = _local_source(ctx, argv[1])
-    result = sort_elements(elements, is_set, o, _local_lookup(ctx))
+    budget = _budget(o, ctx.limits.output_buffer_bytes_max, ctx.limits.maxmemory)
+    result = sort_elements(elements, is_set, o, _local_lookup(ctx), budget)
     if o.store is None:
         return _reply(ctx.proto, result)
     items = [x if x is not None else b"" for x in result]
@@ -185,7 +245,7 @@ async def sort_across(tx: CrossShard, argv: list[bytes]) -> bytes:
     wanted: list[tuple[bytes, bytes | None]] = []
     for pattern in ([o.by] if o.by is not None and not o.dont_sort else []) + o.gets:
         for e in elements:
-            target = pattern_target(pattern, e)
+            target = pattern_target(pattern, e) if pattern != b"#" else None
             if target is not None:
                 wanted.append(target)
     values: dict[tuple[bytes, bytes | None], bytes | None] = {}
@@ -198,7 +258,8 @@ async def sort_across(tx: CrossShard, argv: list[bytes]) -> bytes:
         reply = read_reply(await tx.apply(shard, [b"__sortlookup", flags, *args]))[0]
         assert isinstance(reply, list)
         values.update(zip(targets, reply, strict=True))
-    result = sort_elements(elements, is_set, o, lambda k, f: values.get((k, f)))
+    budget = _budget(o, tx.limits.output_buffer_bytes_max, tx.limits.maxmemory)
+    result = sort_elements(elements, is_set, o, lambda k, f: values.get((k, f)), budget)
     if o.store is None:
         return _reply(tx.proto, result)
     items = [x if x is not None else b"" for x in result]

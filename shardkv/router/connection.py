@@ -40,6 +40,8 @@ class Connection(asyncio.BufferedProtocol):
         self.reading_paused = False  # the buffer is full and cannot be drained yet
         self.writing_paused = False  # the client is not reading its replies fast enough
         self.inflight = 0  # replies this client awaits from other shards (bounds the peer outboxes)
+        self.settling = False  # a command waits until those replies are all back
+        self.wants_input = False  # the buffer ends in part of a command and nothing else holds it up
         self.id = 0
         self.db = 0
         self.proto = 2
@@ -137,7 +139,14 @@ class Connection(asyncio.BufferedProtocol):
         execute = self.router.execute
         inflight_max = lim.inflight_per_client_max
         self.last_active = time.monotonic()
+        stopped = False
         for argv, start, end in parsed.requests:
+            if self.inflight and self.router.runs_here(argv):
+                # A connection or server command (DBSIZE, KEYS, CLIENT ...) sees what this client's
+                # earlier commands did on other shards: it waits until they have all answered.
+                consumed, error, stopped = start, None, True
+                self.settling = True
+                break
             reply = execute(self, argv, start, end)
             self.replies.append(reply)
             if isinstance(reply, bytes):
@@ -148,12 +157,12 @@ class Connection(asyncio.BufferedProtocol):
                 else:
                     self.inflight += 1
             if self.barrier is not None or self.closing or worker.shard_locked or self.inflight >= inflight_max:
-                consumed, error = end, None
+                consumed, error, stopped = end, None, True
                 if worker.shard_locked and self.barrier is None:
                     worker.paused.add(self)
                 break
             if unauthenticated and self.authenticated:  # what follows AUTH is parsed with the full limits
-                consumed, error = end, None
+                consumed, error, stopped = end, None, True
                 worker.loop.call_soon(self.resume)
                 break
         self.last_command = parsed.requests[-1][0][0].lower() if parsed.requests else self.last_command
@@ -161,6 +170,9 @@ class Connection(asyncio.BufferedProtocol):
             self.replies.append(protocol.protocol_error(error))
             self.closing = True
         self._shift(consumed)
+        # Waiting for the client to send the rest of a command (not for anything of ours): the
+        # clients tick holds a client holding a parse arena to a minimum rate only then.
+        self.wants_input = not stopped and error is None and self.end > 0
         if not self.closing and not self._room_for(parsed.needed):
             return
         self._update_reading()
@@ -212,7 +224,7 @@ class Connection(asyncio.BufferedProtocol):
 
     def arena_available(self) -> None:
         """Called by the worker when a parse arena this connection waited for is free."""
-        if self.transport is None:
+        if self.transport is None or self.arena is not None:
             return
         if self._room_for(len(self.buf) + 1):
             self._update_reading()
@@ -233,6 +245,9 @@ class Connection(asyncio.BufferedProtocol):
         elif not pending.barrier:
             self.inflight -= 1
             if self.inflight == lim_inflight(self) // 2:  # throttled: go on once half came back
+                self.worker.loop.call_soon(self.resume)
+            elif self.settling and not self.inflight:
+                self.settling = False
                 self.worker.loop.call_soon(self.resume)
         self.worker.mark_dirty(self)
 

@@ -174,6 +174,12 @@ class Router:
             return self.worker.blocking.start(conn, cmd, argv)
         return self.route(cmd, conn, argv, start, end)
 
+    def runs_here(self, argv: list[bytes]) -> bool:
+        """A connection or server command: it runs here, with no ring to order it after the
+        client's earlier commands on other shards."""
+        cmd = COMMANDS.get(argv[0]) or lookup(argv[0])
+        return cmd is not None and (cmd.where is Where.CONNECTION or cmd.where is Where.SERVER)
+
     def rejected(self, cmd: Command, text: str) -> bytes:
         """A command refused before it ran (Redis counts it in the command's rejected_calls)."""
         self.worker.count_rejected(cmd)
@@ -274,9 +280,10 @@ class Router:
                 return internal_error(cmd.name)
         return self.run_keyed(cmd, argv, db, proto, blocks)
 
-    def later(self, client: Client, coro: Coroutine[Any, Any, bytes], barrier: bool = False) -> Pending:
-        """The client's reply is what coro returns, on every outcome (the error contract)."""
-        pending = Pending(client, barrier)
+    def later(self, client: Client, coro: Coroutine[Any, Any, bytes]) -> Pending:
+        """The client's reply is what coro returns, on every outcome (the error contract).  The
+        client's next commands wait for it: what coro sends to other shards goes before theirs."""
+        pending = Pending(client, barrier=True)
 
         async def run() -> None:
             try:
@@ -318,15 +325,14 @@ class Router:
             async def body(tx: CrossShard) -> bytes:
                 return await across(tx, argv)
 
-            return self.later(conn, self._transaction_merged(parts, conn.db, conn.proto, body), barrier=True)
+            return self.later(conn, self._transaction_merged(parts, conn.db, conn.proto, body))
         return self.transaction_reply(conn, parts, lambda replies: merge_replies(
             cmd, argv, positions, replies, conn.proto))
 
     def transaction_reply(self, client: Client, parts: dict[int, list[bytes]],
                           merge: Callable[[dict[int, bytes]], bytes]) -> Pending:
         """Run parts as one transaction; the client's reply is merge(replies of the parts)."""
-        return self.later(client, self._transaction_merged(parts, client.db, client.proto, None, merge),
-                          barrier=True)
+        return self.later(client, self._transaction_merged(parts, client.db, client.proto, None, merge))
 
     async def _transaction_merged(self, parts: dict[int, list[bytes]], db: int, proto: int,
                                   body: Callable[[CrossShard], Awaitable[bytes]] | None,
@@ -376,7 +382,7 @@ class Router:
                         return self.run_keyed(cmd, argv, db, proto, blocks)
 
                     try:
-                        return await body(CrossShard(apply, self.shard_of, db, proto, self.limits.databases))
+                        return await body(CrossShard(apply, self.shard_of, db, proto, self.limits))
                     finally:
                         local_blocks = blocks_box[0]
                 futures = {s: self.worker.loop.create_future() for s in parts if s != self.me}

@@ -284,7 +284,8 @@ class Worker:
     def take_arena(self, conn: Connection) -> bytearray | None:
         if self.arenas:
             return self.arenas.pop()
-        self.arena_waiters.append(conn)
+        if conn not in self.arena_waiters:  # it may ask again while it waits (a resume)
+            self.arena_waiters.append(conn)
         return None
 
     def give_arena(self, arena: bytearray) -> None:
@@ -462,7 +463,7 @@ class Worker:
             if conn.arena is None:
                 conn.arena_mark = conn.received
                 continue
-            waiting_for_client = conn.barrier is None and not conn.reading_paused and not conn.writing_paused
+            waiting_for_client = conn.wants_input and not conn.reading_paused and not conn.writing_paused
             if waiting_for_client and conn.received - conn.arena_mark < rate_min:
                 print(f"worker {self.id}: closing client {conn.id} ({conn.addr}): its large request "
                       f"arrives slower than {self.limits.large_request_bytes_per_s_min} bytes/s",
