@@ -371,7 +371,7 @@ def read_reply(data: bytes, pos: int = 0) -> tuple[object, int]:
     head = data[pos + 1 : nl]
     pos = nl + 2
     if kind in (43, 45):  # + -
-        return (bytes(head) if kind == 43 else ReplyError(head.decode())), pos
+        return (bytes(head) if kind == 43 else ReplyError(head.decode("utf-8", "surrogateescape"))), pos
     if kind == 58:  # :
         return int(head), pos
     if kind in (36, 61):  # $ =

@@ -744,7 +744,8 @@ def test_fuzz_commands_with_the_memory_full(monkeypatch: pytest.MonkeyPatch, tmp
     output limit is raised so that HRANDFIELD -N of such values stays a reply."""
     kinds = fuzz(monkeypatch, tmp_path, fuzz_total(FUZZ_COMMANDS_DEFAULT) // 5,
                  ["--shards", "2", "--maxmemory", "8mb", "--maxclients", "64", "--proto-max-bulk-len", "64kb",
-                  "--key-bytes-max", "1kb", "--output-buffer-bytes-max", "256mb", "--output-bytes-per-worker-max", "256mb"], big_share=0.25)
+                  "--key-bytes-max", "1kb", "--output-buffer-bytes-max", "256mb",
+                  "--output-bytes-per-worker-max", "256mb"], big_share=0.25)
     assert kinds["OOM"] > 0
 
 

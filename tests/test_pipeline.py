@@ -225,3 +225,14 @@ def test_server_commands_see_the_pipeline_before_them(srv: Server) -> None:
             got = replies(sock, [cmd("FLUSHALL"), cmd(f"SET {a} v"), cmd(f"SET {b} v"), cmd("DBSIZE"),
                                  cmd(f"DEL {b}"), cmd("KEYS *"), cmd(f"SET {b} w"), cmd("RANDOMKEY"), cmd("DBSIZE")])
             assert got[3] == 2 and got[5] == [a.encode()] and got[8] == 2, (_, got)
+
+
+def test_database_indexes_are_read_as_redis_reads_them(srv: Server) -> None:
+    with srv.raw() as sock:
+        got = replies(sock, [cmd("SELECT 4294967296"), cmd("SELECT x"), cmd("SELECT 16"), cmd("SWAPDB 0 4294967296"),
+                             cmd("SWAPDB x 0"), cmd("SWAPDB 0 16"), cmd("SELECT 15")])
+    assert [str(e) for e in got[:6]] == [
+        "ERR value is out of range, value must between -2147483648 and 2147483647",
+        "ERR value is not an integer or out of range", "ERR DB index is out of range",
+        "ERR invalid second DB index", "ERR invalid first DB index", "ERR DB index is out of range"]
+    assert got[6] == b"OK"

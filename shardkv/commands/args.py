@@ -7,7 +7,7 @@ import re
 from collections.abc import Callable
 from dataclasses import dataclass
 
-from shardkv.errors import NOT_FLOAT, NOT_INTEGER, CommandError
+from shardkv.errors import DB_INDEX, NOT_FLOAT, NOT_INTEGER, CommandError
 from shardkv.limits import Limits
 from shardkv.stats import Stats
 from shardkv.store import Store
@@ -47,6 +47,25 @@ def parse_int(raw: bytes, error: str = NOT_INTEGER) -> int:
     if not INT64_MIN <= n <= INT64_MAX:
         raise CommandError(error)
     return n
+
+
+INT32_MIN, INT32_MAX = -(1 << 31), (1 << 31) - 1
+
+
+def parse_int32(raw: bytes, error: str | None = None) -> int:
+    """A C int as Redis reads one: past its range, `error` or Redis's range error."""
+    n = parse_int(raw, error or NOT_INTEGER)
+    if not INT32_MIN <= n <= INT32_MAX:
+        raise CommandError(error or f"ERR value is out of range, value must between {INT32_MIN} and {INT32_MAX}")
+    return n
+
+
+def db_index(raw: bytes, databases: int) -> int:
+    """A database as Redis reads it for SELECT, MOVE and COPY: a C int, then one of the databases."""
+    db = parse_int32(raw)
+    if not 0 <= db < databases:
+        raise CommandError(DB_INDEX)
+    return db
 
 
 def parse_cursor(raw: bytes) -> int:

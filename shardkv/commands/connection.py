@@ -11,7 +11,7 @@ import hmac
 from dataclasses import dataclass
 
 from shardkv import errors, protocol
-from shardkv.commands.args import decode_optional, encode_optional, parse_int
+from shardkv.commands.args import db_index, decode_optional, encode_optional, parse_int
 from shardkv.commands.context import Client, Pending, Reply, WorkerClient, WorkerView
 from shardkv.commands.table import Where, client_command, worker_command
 from shardkv.errors import CommandError
@@ -41,10 +41,7 @@ def quit_(conn: Client, argv: list[bytes]) -> bytes:
 
 @client_command("select", 2, "fast", where=CONN, group="connection", summary="Change the selected database")
 def select(conn: Client, argv: list[bytes]) -> bytes:
-    db = parse_int(argv[1])
-    if not 0 <= db < conn.server.limits.databases:
-        raise CommandError(errors.DB_INDEX)
-    conn.db = db
+    conn.db = db_index(argv[1], conn.server.limits.databases)
     return protocol.OK
 
 

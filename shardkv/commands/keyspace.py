@@ -13,6 +13,7 @@ from shardkv.commands.args import (
     INT64_MAX,
     INT64_MIN,
     ShardCtx,
+    db_index,
     decode_optional,
     encode_optional,
     glob_matcher,
@@ -193,20 +194,6 @@ def _copy_to(ctx: ShardCtx, off: int, key: bytes, db: int, replace: bool) -> boo
         return False
     store.put(db, key, store.type_of(off), value_bytes(store, off), store.expire_of(off), dst)
     return True
-
-
-INT32_MIN, INT32_MAX = -(1 << 31), (1 << 31) - 1
-
-
-def db_index(raw: bytes, databases: int) -> int:
-    """A target database as Redis reads it for MOVE and COPY: a C int (else its range error),
-    then one of the databases."""
-    db = parse_int(raw)
-    if not INT32_MIN <= db <= INT32_MAX:
-        raise CommandError(f"ERR value is out of range, value must between {INT32_MIN} and {INT32_MAX}")
-    if not 0 <= db < databases:
-        raise CommandError(errors.DB_INDEX)
-    return db
 
 
 def _copy_options(argv: list[bytes], current_db: int, databases: int) -> tuple[int, bool]:

@@ -17,7 +17,7 @@ import time
 from collections.abc import Callable
 
 from shardkv import errors, protocol
-from shardkv.commands.args import ShardCtx, parse_cursor, parse_int
+from shardkv.commands.args import ShardCtx, parse_cursor, parse_int, parse_int32
 from shardkv.commands.context import Client, Pending
 from shardkv.commands.keyspace import ScanPart
 from shardkv.commands.table import Command, Where, client_command, command, lookup, public_commands
@@ -490,8 +490,8 @@ def shard_flush(ctx: ShardCtx, argv: list[bytes]) -> bytes:
 @client_command("swapdb", 3, "write fast", where=SERVER, group="server", acl="@keyspace @dangerous",
          summary="Swap two databases")
 def swapdb(conn: Client, argv: list[bytes]) -> Pending:
-    a = parse_int(argv[1], "ERR invalid first DB index")
-    b = parse_int(argv[2], "ERR invalid second DB index")
+    a = parse_int32(argv[1], "ERR invalid first DB index")
+    b = parse_int32(argv[2], "ERR invalid second DB index")
     if not (0 <= a < conn.server.limits.databases and 0 <= b < conn.server.limits.databases):
         raise CommandError(errors.DB_INDEX)
     parts = {s: [b"__swapdb", argv[1], argv[2]] for s in range(conn.server.workers)}
