@@ -13,7 +13,7 @@ from collections.abc import Callable, Iterator
 import pytest
 import redis
 
-from conftest import Server, start_server
+from conftest import Server, start_server, wait_until
 from shardkv.protocol import encode_command, read_reply
 from shardkv.router.blocking import Ready, Unwatch, Watch
 from shardkv.router.dispatch import key_slot
@@ -28,14 +28,6 @@ def srv() -> Iterator[Server]:
 
 def info(r: redis.Redis, section: str) -> dict[str, object]:
     return r.info(section)  # type: ignore[no-any-return]
-
-
-def wait_for(what: Callable[[], bool], timeout_s: float = 10, why: str = "") -> None:
-    deadline = time.monotonic() + timeout_s
-    while not what():
-        if time.monotonic() > deadline:
-            raise AssertionError(f"timed out waiting for {why or what}")
-        time.sleep(0.01)
 
 
 def blocked(r: redis.Redis) -> int:
@@ -87,8 +79,8 @@ def test_a_blocked_client_runs_nothing_while_it_waits(shards: int) -> None:
         key = key_on(shards - 1, "nothere", shards)
         calls0 = lmpop_calls(r)
         sock = send_blocking(s, "BLPOP", key, 3)
-        wait_for(lambda: blocked(r) == 1, why="the client to block")
-        wait_for(lambda: lmpop_calls(r) >= calls0 + 2, why="the try and the try after watching")
+        wait_until(lambda: blocked(r) == 1, what="the client to block")
+        wait_until(lambda: lmpop_calls(r) >= calls0 + 2, what="the try and the try after watching")
         before = lmpop_calls(r)
         deadline = time.monotonic() + 1.0
         while time.monotonic() < deadline:  # a second of waiting: the count must not move
@@ -112,7 +104,7 @@ def test_a_hundred_blocked_clients_cost_under_five_percent_of_a_core(srv: Server
     r = srv.client()
     r.flushall()
     socks = [send_blocking(srv, "BLPOP", f"idle{i}", f"other{i}", 5) for i in range(100)]
-    wait_for(lambda: blocked(r) == 100, why="100 blocked clients")
+    wait_until(lambda: blocked(r) == 100, what="100 blocked clients")
     pids = srv.worker_pids()
     ticks0 = sum(_cpu_ticks(p) for p in pids)
     t0 = time.monotonic()
@@ -150,10 +142,10 @@ def test_every_write_that_creates_the_list_serves_the_waiter(srv: Server, how: s
     sock = srv.raw()
     sock.sendall(encode_command([b"SELECT", b"9"]) + encode_command([b"BLPOP", key.encode(), b"10"]))
     assert read_one(sock) == b"OK"
-    wait_for(lambda: blocked(r) == 1, why="the client to block")
+    wait_until(lambda: blocked(r) == 1, what="the client to block")
     READY_WRITES[how](r, key)
     assert read_one(sock) == [key.encode(), b"v"]
-    wait_for(lambda: blocked(r) == 0, why="the client to be served")
+    wait_until(lambda: blocked(r) == 0, what="the client to be served")
     sock.close()
 
 
@@ -163,8 +155,8 @@ def test_writes_that_add_nothing_do_not_wake_the_waiter(srv: Server) -> None:
     key = key_on(1, "quiet")
     calls0 = lmpop_calls(r)
     sock = send_blocking(srv, "BLPOP", key, 10)
-    wait_for(lambda: blocked(r) == 1, why="the client to block")
-    wait_for(lambda: lmpop_calls(r) >= calls0 + 2, why="the try and the try after watching")
+    wait_until(lambda: blocked(r) == 1, what="the client to block")
+    wait_until(lambda: lmpop_calls(r) >= calls0 + 2, what="the try and the try after watching")
     before = lmpop_calls(r)
     r.lpushx(key, "no")  # adds nothing: the key does not exist
     r.set(key, "a string")  # not a list
@@ -185,7 +177,7 @@ def test_waiters_are_served_first_come_first_served_across_shards(srv: Server) -
     socks = []
     for i in range(5):
         socks.append(send_blocking(srv, "BLPOP", key, 10))
-        wait_for(lambda n=i + 1: blocked(r) == n, why=f"{i + 1} blocked")
+        wait_until(lambda n=i + 1: blocked(r) == n, what=f"{i + 1} blocked")
     r.rpush(key, *[f"v{i}" for i in range(5)])
     assert [read_one(s) for s in socks] == [[key.encode(), f"v{i}".encode()] for i in range(5)]
     for s in socks:
@@ -217,9 +209,9 @@ def test_a_wait_survives_a_restart_of_the_key_owner(srv: Server) -> None:
     assert home is not None and owner_pid, "connections did not reach both workers"
     key = key_on(1, "survivor")
     home.sendall(encode_command([b"BLPOP", key.encode(), b"30"]))
-    wait_for(lambda: blocked(r) == 1, why="the client to block")
+    wait_until(lambda: blocked(r) == 1, what="the client to block")
     os.kill(owner_pid, signal.SIGKILL)
-    wait_for(lambda: _restarted(srv, restarts), 15, "the owner to restart")
+    wait_until(lambda: _restarted(srv, restarts), 15, "the owner to restart")
     srv.client().rpush(key, "after")
     assert read_one(home, 15) == [key.encode(), b"after"]
     home.close()
@@ -236,7 +228,7 @@ def _restarted(srv: Server, restarts: int) -> bool:
 def test_blocked_client_shows_flag_b_in_client_list(srv: Server) -> None:
     r = srv.client()
     sock = send_blocking(srv, "BLPOP", "flagged", 10)
-    wait_for(lambda: blocked(r) == 1, why="the client to block")
+    wait_until(lambda: blocked(r) == 1, what="the client to block")
     lines = r.execute_command("CLIENT", "LIST").decode().splitlines()
     assert sum(" flags=b " in line for line in lines) == 1
     r.rpush("flagged", "x")
@@ -283,4 +275,4 @@ def test_many_waiters_pushes_and_timeouts_end_with_none_blocked(srv: Server) -> 
     left = sum(r.llen(k) for k in keys)
     assert len(popped) + left == pushed
     assert len(set(popped)) == len(popped)
-    wait_for(lambda: blocked(r) == 0, why="no client left blocked")
+    wait_until(lambda: blocked(r) == 0, what="no client left blocked")

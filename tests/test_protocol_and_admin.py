@@ -87,10 +87,8 @@ def call(port: int, *argv: bytes | str) -> object:
 
 
 @pytest.fixture(scope="module")
-def skv() -> Iterator[Server]:
-    srv = start_server("--shards", "1", "--maxmemory", "32mb", "--maxclients", "64")
-    yield srv
-    srv.stop()
+def skv(server1: Server) -> Server:
+    return server1
 
 
 @pytest.fixture(scope="module")
