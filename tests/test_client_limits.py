@@ -158,3 +158,18 @@ def test_removing_the_password_lets_waiting_clients_in() -> None:
             sock.close()
     finally:
         s.stop()
+
+
+def test_a_large_command_with_a_short_pause_is_served() -> None:
+    """Held to the minimum rate only over a whole second with the arena: a 50 KB command that
+    arrives in two parts 0.6 s apart is served (Redis's own list-3 test sends such commands)."""
+    s = start_server("--shards", "1", "--maxmemory", "32mb", "--large-request-bytes-per-s-min", "64kb")
+    try:
+        frame = encode_command([b"RPUSH", b"key", b"b" * 50_000])
+        with s.raw() as sock:
+            for i in range(3):
+                sock.sendall(frame[:40_000])
+                time.sleep(0.6)  # pacing the sender: the pause is the stimulus
+                assert reply_of(sock, frame[40_000:]) == i + 1
+    finally:
+        s.stop()

@@ -53,6 +53,7 @@ class Connection(asyncio.BufferedProtocol):
         self.last_active = self.created
         self.received = 0  # bytes read so far
         self.arena_mark = 0  # `received` when the client tick last looked at its use of an arena
+        self.arena_held = False  # it held an arena at the last tick
         self.queued_bytes = 0  # replies ready but not yet handed to the transport
         self.unsent_bytes = 0  # queued + the transport's buffer, as of the last flush
         self.last_command = b"NULL"

@@ -460,7 +460,10 @@ class Worker:
             if timeout_s > 0 and not conn.blocked and now - conn.last_active > timeout_s:
                 conn.close_now()
                 continue
-            if conn.arena is None:
+            if conn.arena is None or not conn.arena_held:
+                # Judged only over a whole period with the arena: one taken since the last tick
+                # has not had a full second to arrive yet.
+                conn.arena_held = conn.arena is not None
                 conn.arena_mark = conn.received
                 continue
             waiting_for_client = conn.wants_input and not conn.reading_paused and not conn.writing_paused
