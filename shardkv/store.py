@@ -62,6 +62,8 @@ H_KEYS = 64  # per db: number of keys
 H_EXPIRES = H_KEYS + DATABASES_MAX  # per db: number of keys with an expire time
 DBMAP_BYTE = (H_EXPIRES + DATABASES_MAX) * 8  # 1 byte per db: the db (as clients number it) -> stored db
 H_SWAP_JOURNAL = (DBMAP_BYTE + DATABASES_MAX) // 8  # a SWAPDB in progress, redone at restart
+H_FLUSH_JOURNAL = H_SWAP_JOURNAL + 1  # a FLUSHDB / FLUSHALL in progress (stored db or FLUSH_ALL), redone at restart
+FLUSH_ALL = 0xFFFF
 
 # Page table entry fields (u32).
 P_CLASS, P_LIVE, P_FREE, P_BUMP, P_PREV, P_NEXT, P_RUN = range(7)
@@ -95,7 +97,7 @@ def _size_classes() -> list[int]:
 
 CLASS_BYTES = [0] + _size_classes()  # class 0 is "not a slab"
 CLASSES = len(CLASS_BYTES) - 1
-assert H_PARTIAL + CLASSES < H_KEYS and (H_SWAP_JOURNAL + 1) * 8 <= SEGMENT_HEADER_BYTES
+assert H_PARTIAL + CLASSES < H_KEYS and (H_FLUSH_JOURNAL + 1) * 8 <= SEGMENT_HEADER_BYTES
 # class of a size, by (size + 15) // 16
 _CLASS_OF = [0] * (SMALL_RECORD_BYTES_MAX // 16 + 1)
 for _i in range(len(_CLASS_OF)):
@@ -580,18 +582,31 @@ class Store:
         self._free_record(off)
 
     def flush(self, db: int | None) -> None:
-        """Remove every key of db (None: of every db)."""
+        """Remove every key of db (None: of every db).  A journal word first, so a flush cut
+        short by a crash is finished at restart: never half a database."""
         q = self.q
+        pdb = FLUSH_ALL if db is None else self.dbmap[db]
+        q[H_FLUSH_JOURNAL] = 1 << 63 | pdb
         if db is None:
             q[H_DIRTY] += sum(q[H_KEYS + i] for i in range(DATABASES_MAX))
-            start = self.bucket_word
-            self.view[start * 8 : (start + self.buckets) * 8] = bytes(self.buckets * 8)
+            self._unlink_all()
             for i in range(DATABASES_MAX):
                 q[H_KEYS + i] = 0
                 q[H_EXPIRES + i] = 0
             self._reset_allocator()
-            return
-        db = self.dbmap[db]
+        else:
+            self._unlink_db(pdb, live=True)
+        q[H_FLUSH_JOURNAL] = 0
+
+    def _unlink_all(self) -> None:
+        """Empty every bucket: the records are gone from the index (freed by the caller)."""
+        start = self.bucket_word
+        self.view[start * 8 : (start + self.buckets) * 8] = bytes(self.buckets * 8)
+
+    def _unlink_db(self, pdb: int, live: bool) -> None:
+        """Unlink every record of stored db pdb; `live`: also free them and keep the counters
+        (at restart both are derived from the index afterwards instead)."""
+        q = self.q
         for b in range(self.buckets):
             if not b & (PROGRESS_EVERY - 1):
                 self.progress()
@@ -599,11 +614,24 @@ class Store:
             w = q[link]
             while w:
                 off = (w & OFF_MASK) << 3
-                if (q[(off >> 3) + 2] >> 40) & 0xFF == db:
-                    self._unlink(link, off, db)
+                if (q[(off >> 3) + 2] >> 40) & 0xFF == pdb:
+                    if live:
+                        self._unlink(link, off, pdb)
+                    else:
+                        q[link] = q[off >> 3]
                 else:
                     link = off >> 3
                 w = q[link]
+
+    def _redo_flush(self) -> None:
+        j = self.q[H_FLUSH_JOURNAL]
+        if j:
+            pdb = j & 0xFFFF
+            if pdb == FLUSH_ALL:
+                self._unlink_all()
+            else:
+                self._unlink_db(pdb, live=False)
+            self.q[H_FLUSH_JOURNAL] = 0
 
     # ------------------------------------------------------------------ walking
 
@@ -807,6 +835,7 @@ class Store:
         Returns the number of records found.  Blocks that were allocated but never published,
         or unlinked but never freed, become free again."""
         self._redo_swap()
+        self._redo_flush()
         self._redo_words()
         if self.q[H_JOURNAL]:  # a batch was committed but not wholly published: finish it
             self._redo(self.q[H_JOURNAL], live=False)

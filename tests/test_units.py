@@ -268,3 +268,40 @@ def test_batch_redo_is_idempotent_with_repeated_keys(store: Store) -> None:
     assert store.string_value(store.lookup(0, b"k", 0)) == b"2" and store.keys_in(0) == 1
     assert store.q[H_JOURNAL] == 0
     store.check()
+
+
+@pytest.mark.parametrize("every_db", [False, True])
+def test_flush_cut_short_is_finished_at_restart(store: Store, every_db: bool) -> None:
+    """A worker killed in the middle of FLUSHDB / FLUSHALL: the restart finishes it, so the
+    database is either as it was or empty, never half flushed; other databases keep their keys."""
+    for i in range(3000):
+        store.put(0, b"k%d" % i, TYPE_STRING, resp_bulk(b"v"), 0, store.find(0, b"k%d" % i, 0))
+        store.put(1, b"k%d" % i, TYPE_STRING, resp_bulk(b"w"), 0, store.find(1, b"k%d" % i, 0))
+
+    class Crash(Exception):
+        pass
+
+    unlinked = 0
+    real_unlink = store._unlink
+
+    def unlink_then_die(link: int, off: int, db: int) -> None:
+        nonlocal unlinked
+        real_unlink(link, off, db)
+        unlinked += 1
+        if unlinked == 1000:
+            raise Crash
+
+    def zero_then_die() -> None:
+        start = store.bucket_word
+        store.view[start * 8 : (start + store.buckets // 2) * 8] = bytes(store.buckets // 2 * 8)
+        raise Crash
+
+    store._unlink = unlink_then_die  # type: ignore[method-assign]
+    store._unlink_all = zero_then_die  # type: ignore[method-assign]
+    with pytest.raises(Crash):
+        store.flush(None if every_db else 0)
+    again = Store(store.mm, Footprint(Limits(shards=1, maxmemory=16 * 1024 * 1024).resolved()), format_segment=False)
+    again.rebuild()
+    again.check()
+    assert again.keys_in(0) == 0 and again.lookup(0, b"k5", 0) == 0
+    assert again.keys_in(1) == (0 if every_db else 3000)
