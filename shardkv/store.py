@@ -35,6 +35,7 @@ records take a run of whole pages.  "Full" means no block of the needed class an
 
 from __future__ import annotations
 
+import itertools
 import mmap
 import struct
 import zlib
@@ -651,11 +652,18 @@ class Store:
             w = q[rw]
         return out
 
+    def busy_buckets(self, start: int = 0, end: int | None = None) -> Iterator[int]:
+        """The buckets in [start, end) that hold a chain, empty ones skipped at C speed (most of
+        an index is empty: a full walk in Python cost KEYS ~100 ms on a 64 MB server)."""
+        end = self.buckets if end is None else end
+        base = self.bucket_word
+        return itertools.compress(range(start, end), self.q[base + start : base + end])
+
     def records(self) -> Iterator[tuple[int, int]]:
         """(bucket, record offset) of every record, expired or not."""
         q = self.q
-        for b in range(self.buckets):
-            if not b & (PROGRESS_EVERY - 1):
+        for i, b in enumerate(self.busy_buckets()):
+            if not i & (PROGRESS_EVERY - 1):
                 self.progress()
             w = q[self.bucket_word + b]
             while w:
@@ -678,8 +686,7 @@ class Store:
         removed = 0
         end = min(cursor + buckets_max, self.buckets)
         base = self.bucket_word
-        busy = [b for b, w in enumerate(q[base + cursor : base + end], cursor) if w]  # C-speed skip of empties
-        for i, b in enumerate(busy):
+        for i, b in enumerate(self.busy_buckets(cursor, end)):
             if removed >= removed_max:
                 return b, removed
             if not i & (PROGRESS_EVERY - 1):

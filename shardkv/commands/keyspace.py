@@ -341,7 +341,7 @@ def shard_keys(ctx: ShardCtx, argv: list[bytes]) -> bytes:
     match = glob_matcher(argv[1])
     every = argv[1] == b"*"
     keys: list[bytes] = []
-    for b in range(ctx.store.buckets):
+    for b in ctx.store.busy_buckets():
         keys.extend(k for k in ctx.store.bucket_keys(b, ctx.db, ctx.now_ms) if every or match(k))
     return protocol.bulk_array(keys)
 
