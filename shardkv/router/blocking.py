@@ -23,18 +23,16 @@ from __future__ import annotations
 
 import asyncio
 import itertools
-import sys
 import time
-import traceback
 from collections.abc import Coroutine
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
-from shardkv import errors, protocol
+from shardkv import protocol
 from shardkv.commands.context import BlockPlan, Pending
 from shardkv.commands.table import Command
-from shardkv.errors import CommandError
 from shardkv.protocol import read_reply
+from shardkv.router.dispatch import error_reply
 from shardkv.stats import W_BLOCKED
 from shardkv.store import TYPE_LIST, Store
 from shardkv.worker.peers import K_READY, K_UNWATCH, K_WATCH
@@ -134,8 +132,8 @@ class Blocking:
         assert cmd.blocking is not None
         try:
             plan = cmd.blocking(argv)
-        except CommandError as exc:
-            return protocol.error(exc.text)
+        except Exception as exc:
+            return error_reply(exc, cmd.name)
         pending = Pending(conn, barrier=True)
         token = b"%d:%d:%d" % (self.worker.id, conn.id, next(self.seq))
         b = Blocked(conn, plan, pending, token, conn.db)
@@ -146,9 +144,8 @@ class Blocking:
         """Run a step of a blocked client; an exception ends its wait with an error reply."""
         try:
             await step
-        except Exception:
-            traceback.print_exc(file=sys.stderr)
-            self.finish(b, protocol.error(errors.INTERNAL))
+        except Exception as exc:
+            self.finish(b, error_reply(exc, "a blocked client"))
 
     async def _first(self, b: Blocked) -> None:
         if await self._attempt(b) or b.conn.transport is None:

@@ -305,12 +305,9 @@ class Connection(asyncio.BufferedProtocol):
         """CLIENT KILL: the caller itself is closed once its reply is written, others at once
         (what they have been sent already still goes out)."""
         self.closing = True
-        if after_reply:
-            self.flush()
-        elif self.transport is not None:
-            self.flush()
-            if self.transport is not None:
-                self.transport.close()
+        self.flush()
+        if not after_reply and self.transport is not None:
+            self.transport.close()
 
     def client_info(self) -> str:
         now = time.monotonic()

@@ -58,10 +58,18 @@ CLIENT_CLOSE = b"\x00close\r\n"
 NO_AUTH_COMMANDS = frozenset({b"auth", b"hello", b"quit", b"reset"})
 
 
-def internal_error(where: str) -> bytes:
-    """A bug surfaced as an exception: log it with its traceback; the client gets an error."""
+def error_reply(exc: Exception, where: str) -> bytes:
+    """The one error contract: what the client gets for an exception raised while running `where`.
+    Anything but the three expected kinds is a bug: logged with its traceback, answered
+    `-ERR internal error`."""
+    if isinstance(exc, CommandError):
+        return protocol.error(exc.text)
+    if isinstance(exc, PeerReset):
+        return protocol.error(errors.SHARD_RESTARTED)
+    if isinstance(exc, ReplyTooLarge):
+        return CLIENT_CLOSE
     print(f"shardkv worker {os.getpid()}: internal error in {where}", file=sys.stderr)
-    traceback.print_exc(file=sys.stderr)
+    traceback.print_exception(exc, file=sys.stderr)
     sys.stderr.flush()
     return protocol.error(errors.INTERNAL)
 
@@ -223,12 +231,8 @@ class Router:
         t0 = time.perf_counter_ns()
         try:
             reply: Reply = handler(conn, argv)
-        except CommandError as exc:
-            reply = protocol.error(exc.text)
-        except ReplyTooLarge:
-            reply = CLIENT_CLOSE
-        except Exception:
-            reply = internal_error(cmd.name)
+        except Exception as exc:
+            reply = error_reply(exc, cmd.name)
         self.worker.count_command(cmd, time.perf_counter_ns() - t0, isinstance(reply, bytes) and reply[:1] == b"-")
         return reply
 
@@ -248,12 +252,8 @@ class Router:
         t0 = time.perf_counter_ns()
         try:
             reply = handler(ctx, argv)
-        except CommandError as exc:
-            reply = protocol.error(exc.text)
-        except ReplyTooLarge:
-            reply = CLIENT_CLOSE
-        except Exception:
-            reply = internal_error(cmd.name)
+        except Exception as exc:
+            reply = error_reply(exc, cmd.name)
         failed = reply[:1] == b"-"
         store.counting_reads = False
         if store.hits or store.misses:
@@ -274,10 +274,8 @@ class Router:
         if cmd.worker_handler is not None:
             try:
                 return cmd.worker_handler(self.worker, argv)
-            except CommandError as exc:
-                return protocol.error(exc.text)
-            except Exception:
-                return internal_error(cmd.name)
+            except Exception as exc:
+                return error_reply(exc, cmd.name)
         return self.run_keyed(cmd, argv, db, proto, blocks)
 
     def later(self, client: Client, coro: Coroutine[Any, Any, bytes]) -> Pending:
@@ -288,14 +286,8 @@ class Router:
         async def run() -> None:
             try:
                 reply = await coro
-            except CommandError as exc:
-                reply = protocol.error(exc.text)
-            except PeerReset:
-                reply = protocol.error(errors.SHARD_RESTARTED)
-            except ReplyTooLarge:
-                reply = CLIENT_CLOSE
-            except Exception:
-                reply = internal_error("an asynchronous reply")
+            except Exception as exc:
+                reply = error_reply(exc, "an asynchronous reply")
             pending.resolve(reply)
 
         self.worker.spawn(run())
@@ -322,10 +314,7 @@ class Router:
             parts = {s: [b"__noop"] for s in range(self.worker.workers)}
         across = cmd.across
         if across is not None:
-            async def body(tx: CrossShard) -> bytes:
-                return await across(tx, argv)
-
-            return self.later(conn, self._transaction_merged(parts, conn.db, conn.proto, body))
+            return self.later(conn, self._transaction_merged(parts, conn.db, conn.proto, lambda tx: across(tx, argv)))
         return self.transaction_reply(conn, parts, lambda replies: merge_replies(
             cmd, argv, positions, replies, conn.proto))
 
@@ -396,11 +385,7 @@ class Router:
                 for s, fut in futures.items():
                     replies[s] = await fut
                 return replies
-            except PeerReset:
-                return protocol.error(errors.SHARD_RESTARTED)
-            except CommandError as exc:
-                return protocol.error(exc.text)
-            finally:
+            finally:  # a CommandError or PeerReset goes on to later(), which makes it the reply
                 for shard in locked:
                     if shard == self.me:
                         worker.unlock_own(local_blocks)

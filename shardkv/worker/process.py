@@ -489,6 +489,7 @@ class Worker:
         self.unsent_bytes = total
         if total > self.limits.output_bytes_per_worker_max and biggest is not None:
             biggest.close_for_output()
+
     def heartbeat_tick(self) -> None:
         self.beat()
         self.loop.call_later(HEARTBEAT_PERIOD_S, self.heartbeat_tick)
