@@ -8,7 +8,7 @@ import math
 from shardkv import errors, protocol
 from shardkv.commands.args import INT64_MAX, INT64_MIN, ShardCtx, maybe_int, parse_float, parse_int
 from shardkv.commands.collections import Fields, reply_budget
-from shardkv.commands.sets import EMPTY_SCAN, random_count, scan_open, scan_options
+from shardkv.commands.sets import random_count, scan_step
 from shardkv.commands.strings import format_float_human
 from shardkv.commands.table import command
 from shardkv.errors import CommandError
@@ -164,14 +164,5 @@ def hrandfield(ctx: ShardCtx, argv: list[bytes]) -> bytes:
 
 @command("hscan", -3, "readonly", keys=(1, 1, 1), group="hash", summary="Incrementally iterate hash fields")
 def hscan(ctx: ShardCtx, argv: list[bytes]) -> bytes:
-    opened = scan_open(ctx, argv, TYPE_HASH)
-    if opened is None:
-        return EMPTY_SCAN
-    fields, cursor = opened
-    match, count = scan_options(argv, 3)
-    cursor, entries = fields.scan(cursor, count)
-    out: list[bytes] = []
-    for f, v in entries:
-        if match is None or match(f):
-            out += (f, v)
-    return protocol.array([protocol.bulk(b"%d" % cursor), protocol.bulk_array(out)])
+    cursor, entries = scan_step(ctx, argv, TYPE_HASH)
+    return protocol.array([protocol.bulk(b"%d" % cursor), protocol.bulk_array([x for entry in entries for x in entry])])

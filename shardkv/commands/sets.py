@@ -6,6 +6,7 @@ from __future__ import annotations
 from collections.abc import Callable
 
 from shardkv import errors, protocol
+from shardkv.collstore import Entry
 from shardkv.commands.across import CrossShard, is_error
 from shardkv.commands.args import INT64_MAX, INT64_MIN, ShardCtx, glob_matcher, maybe_int, parse_cursor, parse_int
 from shardkv.commands.collections import Fields, batch_op, load, replace, reply_budget
@@ -258,15 +259,17 @@ def sintercard(ctx: ShardCtx, argv: list[bytes]) -> bytes:
     return _card(algebra("inter", _gather_local(ctx, keys)), limit)
 
 
-EMPTY_SCAN = b"*2\r\n$1\r\n0\r\n*0\r\n"
-
-
-def scan_open(ctx: ShardCtx, argv: list[bytes], kind: int) -> tuple[Fields, int] | None:
-    """The collection and cursor of an SSCAN/HSCAN in Redis's order: the cursor, then the key
-    (None if missing: the empty scan, whatever the options; WRONGTYPE), the options after."""
+def scan_step(ctx: ShardCtx, argv: list[bytes], kind: int) -> tuple[int, list[Entry]]:
+    """One SSCAN/HSCAN call: the next cursor and the entries that match.  Read in Redis's order:
+    the cursor, then the key (missing: the empty scan, whatever the options; WRONGTYPE), then
+    the options."""
     cursor = parse_cursor(argv[2])
     fields = Fields(ctx, argv[1], kind)
-    return (fields, cursor) if fields.exists else None
+    if not fields.exists:
+        return 0, []
+    match, count = scan_options(argv, 3)
+    cursor, entries = fields.scan(cursor, count)
+    return cursor, [e for e in entries if match is None or match(e[0])]
 
 
 def scan_options(argv: list[bytes], first: int) -> tuple[Callable[[bytes], bool] | None, int]:
@@ -290,11 +293,5 @@ def scan_options(argv: list[bytes], first: int) -> tuple[Callable[[bytes], bool]
 
 @command("sscan", -3, "readonly", keys=(1, 1, 1), group="set", summary="Incrementally iterate set members")
 def sscan(ctx: ShardCtx, argv: list[bytes]) -> bytes:
-    opened = scan_open(ctx, argv, TYPE_SET)
-    if opened is None:
-        return EMPTY_SCAN
-    members_of, cursor = opened
-    match, count = scan_options(argv, 3)
-    cursor, entries = members_of.scan(cursor, count)
-    members = [m for m, _ in entries if match is None or match(m)]
-    return protocol.array([protocol.bulk(b"%d" % cursor), protocol.bulk_array(members)])
+    cursor, entries = scan_step(ctx, argv, TYPE_SET)
+    return protocol.array([protocol.bulk(b"%d" % cursor), protocol.bulk_array([m for m, _ in entries])])
