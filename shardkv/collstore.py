@@ -243,6 +243,11 @@ class _Large:
         self.pdb = (info >> 40) & 0xFF  # the stored db its records carry
         self._attach(store.struct_of(head))
 
+    def _changed(self) -> None:
+        """Tell the store this collection changes in place (a client may WATCH its key)."""
+        if self.store.cas:
+            self.store.note_record(self.head)
+
     def _attach(self, structure: int) -> None:
         self.structure = structure
         self.s = (structure + 32) >> 3
@@ -306,6 +311,7 @@ class Table(_Large):
 
     def set_many(self, entries: dict[bytes, bytes]) -> int:
         """Write entries (new or replacing) as one change; returns how many are new."""
+        self._changed()
         store = self.store
         q = store.q
         if q[self.s + 1] + len(entries) > (3 << self.log2) // 4:
@@ -343,6 +349,7 @@ class Table(_Large):
         slots = {i for i in (self._probe(f, _fp(f))[0] for f in set(fields)) if i >= 0}
         if not slots:
             return 0
+        self._changed()
         journal = store.reserve(word_journal_sizes(len(slots)))
         store.commit_words([(self.slot0 + i, TOMBSTONE) for i in slots], journal[0] if journal else 0,
                            [self._node(i) for i in slots])
@@ -509,6 +516,7 @@ class Chunks(_Large):
         return out
 
     def set(self, index: int, value: bytes) -> None:
+        self._changed()
         pos, at = self._locate(index)
         first, _ = self._window()
         word = self.slot0 + first + pos
@@ -520,6 +528,7 @@ class Chunks(_Large):
         """LTRIM: keep entries start..stop (0 <= start <= stop < len) as one change."""
         if start == 0 and stop == len(self) - 1:
             return
+        self._changed()
         first, n = self._window()
         pos_a, at_a = self._locate(start)
         pos_b, at_b = self._locate(stop)
@@ -580,6 +589,7 @@ class Chunks(_Large):
 
     def push(self, items: list[bytes], left: bool) -> int:
         """LPUSH (items in the order pushed) / RPUSH; returns the new length."""
+        self._changed()
         store = self.store
         q = store.q
         first, n = self._window()
@@ -614,6 +624,7 @@ class Chunks(_Large):
         when the list becomes empty."""
         if count <= 0:  # nothing to take: no journal, nothing published (LPOP key 0)
             return []
+        self._changed()
         store = self.store
         q = store.q
         first, n = self._window()

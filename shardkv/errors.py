@@ -48,6 +48,9 @@ SHARD_RESTARTED = "ERR shard worker restarted while the command was in flight; i
 STRING_TOO_LONG = "ERR string exceeds maximum allowed size (proto-max-bulk-len)"
 KEY_TOO_LONG = "ERR key exceeds maximum allowed size (key-bytes-max)"
 PROTO_UNSUPPORTED = "NOPROTO unsupported protocol version"
+EXECABORT = "EXECABORT Transaction discarded because of previous errors."
+NOT_IN_MULTI = "ERR Command not allowed inside a transaction"
+TRANSACTION_TOO_LARGE = "ERR transaction queue exceeds client-query-buffer-limit"
 
 
 def wrong_arity(name: str) -> str:

@@ -24,6 +24,7 @@ SHARDS_MAX = 256
 SHARD_BYTES_MIN = 4 * 1024 * 1024
 MIB = 1024 * 1024
 REQUIREPASS_BYTES_MAX = 512  # room for the password in the stats segment (Redis has no small limit)
+WATCH_ENTRY_BYTES = 256  # one WATCHed (key, client) in a worker's table, Python objects included, rounded up
 PROCESS_OVERHEAD_MIB = 48  # CPython + uvloop + our modules, measured RSS of an idle worker, rounded up
 
 
@@ -58,6 +59,11 @@ class Limits:
     # Unsent replies of all the clients of one worker; past it the client with the most is closed.
     output_bytes_per_worker_max: int = 64 * 1024 * 1024
     timeout: int = 0  # seconds a client may stay idle before it is closed (Redis's `timeout`), 0 = never
+    # Commands queued after MULTI, all the clients of one worker together (one client: at most
+    # client-query-buffer-limit); past it a queued command is refused and its EXEC aborts.
+    transaction_bytes_per_worker_max: int = 64 * 1024 * 1024
+    # (key, client) entries of WATCH per shard; past it a client's WATCH covers its whole shard.
+    watched_keys_per_shard_max: int = 65536
 
     def resolved(self) -> Limits:
         shards = self.shards or (os.cpu_count() or 1)
@@ -112,6 +118,9 @@ class Limits:
             raise LimitsError("large-request-bytes-per-s-min must be at least 1")
         if self.timeout < 0:
             raise LimitsError("timeout must not be negative")
+        if self.transaction_bytes_per_worker_max < 1024 or self.watched_keys_per_shard_max < 1:
+            raise LimitsError("transaction-bytes-per-worker-max must be at least 1024, "
+                              "watched-keys-per-shard-max at least 1")
         if self.watchdog_timeout_ms < 0:
             raise LimitsError("watchdog-timeout-ms must be 0 (off) or positive")
         if len(self.password()) > REQUIREPASS_BYTES_MAX:
@@ -185,7 +194,12 @@ class Footprint:
 
     @property
     def worker_bytes(self) -> int:
-        return self.connection_bytes_per_worker + self.arena_bytes_per_worker + self.limits.output_bytes_per_worker_max
+        return (self.connection_bytes_per_worker + self.arena_bytes_per_worker + self.limits.output_bytes_per_worker_max
+                + self.limits.transaction_bytes_per_worker_max + self.watch_bytes_per_worker)
+
+    @property
+    def watch_bytes_per_worker(self) -> int:
+        return self.limits.watched_keys_per_shard_max * WATCH_ENTRY_BYTES
 
     @property
     def total_bytes(self) -> int:
@@ -216,6 +230,10 @@ class Footprint:
              s * self.arena_bytes_per_worker),
             ("unsent replies (bound)", f"{s} x {lim.output_bytes_per_worker_max}",
              s * lim.output_bytes_per_worker_max),
+            ("queued transactions (bound)", f"{s} x {lim.transaction_bytes_per_worker_max}",
+             s * lim.transaction_bytes_per_worker_max),
+            ("watched keys (bound)", f"{s} x {lim.watched_keys_per_shard_max} x {WATCH_ENTRY_BYTES}",
+             s * self.watch_bytes_per_worker),
         ]
         width = max(len(r[0]) for r in rows)
         lines = [f"{'part':<{width}}  {'bytes':>12}  layout"]
@@ -330,6 +348,8 @@ OPTIONS: dict[str, tuple[str, object]] = {
     "name": ("name", str),
     "large-request-bytes-per-s-min": ("large_request_bytes_per_s_min", parse_memory),
     "output-bytes-per-worker-max": ("output_bytes_per_worker_max", parse_memory),
+    "transaction-bytes-per-worker-max": ("transaction_bytes_per_worker_max", parse_memory),
+    "watched-keys-per-shard-max": ("watched_keys_per_shard_max", _int),
     "timeout": ("timeout", _int),
 }
 

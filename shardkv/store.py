@@ -42,6 +42,7 @@ import zlib
 from collections.abc import Callable, Collection, Iterator
 
 from shardkv.errors import OOM, WRONGTYPE, CommandError
+from shardkv.keywatch import NOTE_CHANGED, NOTE_SWAPPED, KeyWatches
 from shardkv.limits import DATABASES_MAX, PAGE_BYTES, PAGE_ENTRY_BYTES, SEGMENT_HEADER_BYTES, Footprint
 
 MAGIC = 0x5348_4B56_0001  # "SHKV" v1
@@ -179,6 +180,12 @@ class Store:
         # written for one of them is noted in `touched`, which the router checks after the command.
         self.watched: Collection[tuple[int, bytes]] = ()
         self.touched: list[tuple[int, bytes]] = []
+        # Keys clients WATCH (owned by keywatch.KeyWatches): every change to one of them is noted
+        # in `noted` (how, db, key), which the router settles after the command.
+        self.cas: Collection[tuple[int, bytes]] = ()
+        self.key_watches: KeyWatches | None = None
+        self.noted: list[tuple[int, int, bytes]] = []
+        self.noted_existed: dict[tuple[int, bytes], bool] = {}  # SWAPDB: existed in its db before
         # Called every PROGRESS_EVERY steps of a loop over buckets, pages or a collection's nodes,
         # so that the worker's watchdog heartbeat moves during a long command or a rebuild.
         self.progress: Callable[[], None] = _no_progress
@@ -226,6 +233,13 @@ class Store:
     def swap_dbs(self, a: int, b: int) -> None:
         """SWAPDB on this shard: a journal word first, so a crash half-way is redone at restart."""
         pa, pb = self.dbmap[a], self.dbmap[b]
+        if self.cas:  # a watched key of either db is changed if it exists in either db
+            for db, key in list(self.cas):
+                if db in (a, b) and a != b:
+                    here = bool(self._find_stored(self.dbmap[db], key)[0])
+                    if here or self._find_stored(pb if db == a else pa, key)[0]:
+                        self.noted.append((NOTE_SWAPPED, db, key))
+                        self.noted_existed[(db, key)] = here
         self.q[H_SWAP_JOURNAL] = 1 << 63 | a | b << 8 | pa << 16 | pb << 24
         self.mm[DBMAP_BYTE + a] = pb
         self.mm[DBMAP_BYTE + b] = pa
@@ -438,6 +452,8 @@ class Store:
         off_old, link, bucket = found
         if self.watched and (db, key) in self.watched:
             self.touched.append((db, key))
+        if self.cas and (db, key) in self.cas:
+            self.noted.append((NOTE_CHANGED, db, key))
         db = self.dbmap[db]
         off = block or self._alloc(record_bytes(len(key), len(value)))
         self.write_record(off, db, key, kind, value, expire_ms)
@@ -482,6 +498,8 @@ class Store:
             if value is not None:
                 if self.watched and (db, key) in self.watched:
                     self.touched.append((db, key))
+                if self.cas and (db, key) in self.cas:
+                    self.noted.append((NOTE_CHANGED, db, key))
                 new_off = next(record_blocks)
                 self.write_record(new_off, pdb, key, kind, value, expire_ms)
             _JOURNAL_ENTRY.pack_into(mm, at, value is not None, pdb, len(key), new_off)
@@ -538,6 +556,24 @@ class Store:
                 else:
                     q[link] = q[off_old >> 3]
 
+    def note_record(self, off: int) -> None:
+        """A change to the key of record `off` (a head record), if a client WATCHes it."""
+        info = self.q[(off >> 3) + 2]
+        wk = (self.dbmap.index((info >> 40) & 0xFF), bytes(self.key_of(off)))
+        if wk in self.cas:
+            self.noted.append((NOTE_CHANGED, *wk))
+
+    def presence(self, db: int, key: bytes, now_ms: int) -> tuple[bool, bool]:
+        """(a record exists, it exists but its time has passed), deleting nothing."""
+        off = self._find_stored(self.dbmap[db], key)[0]
+        if not off:
+            return False, False
+        exp = self.q[(off >> 3) + 1]
+        return True, bool(exp and exp <= now_ms)
+
+    def is_stale(self, db: int, key: bytes, now_ms: int) -> bool:
+        return self.presence(db, key, now_ms)[1]
+
     def _find_stored(self, pdb: int, key: bytes) -> tuple[int, int, int]:
         """The chain walk of find(), by stored db, expired or not, changing nothing."""
         h = zlib.crc32(key, pdb)
@@ -558,6 +594,8 @@ class Store:
         return 0, 0, bucket
 
     def set_expire(self, off: int, db: int, expire_ms: int) -> None:
+        if self.cas:
+            self.note_record(off)
         db = self.dbmap[db]
         q = self.q
         old = q[(off >> 3) + 1]
@@ -574,6 +612,8 @@ class Store:
         return True
 
     def _unlink(self, link: int, off: int, db: int) -> None:
+        if self.cas:
+            self.note_record(off)
         q = self.q
         q[link] = q[off >> 3]  # publish the removal
         q[H_DIRTY] += 1
@@ -585,8 +625,18 @@ class Store:
     def flush(self, db: int | None) -> None:
         """Remove every key of db (None: of every db).  A journal word first, so a flush cut
         short by a crash is finished at restart: never half a database."""
-        q = self.q
         pdb = FLUSH_ALL if db is None else self.dbmap[db]
+        watched, self.cas = self.cas, ()  # a flush changes the watched keys that exist, once each
+        for wdb, key in watched:
+            if (db is None or wdb == db) and self._find_stored(self.dbmap[wdb], key)[0]:
+                self.noted.append((NOTE_CHANGED, wdb, key))
+        try:
+            self._flush(db, pdb)
+        finally:
+            self.cas = watched
+
+    def _flush(self, db: int | None, pdb: int) -> None:
+        q = self.q
         q[H_FLUSH_JOURNAL] = 1 << 63 | pdb
         if db is None:
             q[H_DIRTY] += sum(q[H_KEYS + i] for i in range(DATABASES_MAX))

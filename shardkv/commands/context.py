@@ -89,6 +89,20 @@ class Server(Protocol):
         The client's next commands wait for it (what coro sends to other shards goes first)."""
         ...
 
+    def shard_of(self, key: bytes) -> int:
+        """The shard owning key (its hash slot's)."""
+        ...
+
+    def tell_shard(self, shard: int, argv: list[bytes]) -> None:
+        """Run an internal SHARD command on one shard, one way: no reply, in order after what
+        this worker sent that shard before."""
+        ...
+
+    def exec_transaction(self, client: Client, queue: list[list[bytes]], watching: set[int]) -> Reply:
+        """EXEC: run the queued commands as one transaction, if the client's watched keys (on
+        the shards `watching`) did not change; ends those watches."""
+        ...
+
     def transaction_reply(self, client: Client, parts: dict[int, list[bytes]],
                           merge: Callable[[dict[int, bytes]], bytes]) -> Pending:
         """Run internal parts on their shards as one transaction; reply merge(their replies)."""
@@ -110,6 +124,11 @@ class Client(Protocol):
     lib_ver: bytes
     authenticated: bool
     closing: bool  # close once the replies queued so far are written
+    multi: list[list[bytes]] | None  # after MULTI: the commands queued for EXEC
+    multi_bytes: int  # their argument bytes (bounded by client-query-buffer-limit)
+    multi_failed: bool  # a command was refused while queueing: EXEC answers EXECABORT
+    watching: set[int]  # shards holding keys this client WATCHes
+    executing: bool  # its EXEC is running: commands that would block answer at once
 
     @property
     def server(self) -> Server: ...

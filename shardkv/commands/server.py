@@ -571,7 +571,7 @@ def wait(conn: Client, argv: list[bytes]) -> bytes | Pending:
     timeout_ms = parse_int(argv[2], "ERR timeout is not an integer or out of range")
     if timeout_ms < 0:
         raise CommandError("ERR timeout is negative")
-    if replicas <= 0:
+    if replicas <= 0 or conn.executing:  # in EXEC nothing blocks: it answers at once, as in Redis
         return protocol.ZERO
     return conn.server.later(conn, _wait_out(conn, timeout_ms))  # the client blocks
 

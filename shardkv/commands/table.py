@@ -147,7 +147,8 @@ def acl_categories(flags: tuple[str, ...], group: str, declared: str | None, con
 def _register(cmd: Command) -> None:
     key = cmd.name.encode()
     assert key not in COMMANDS, f"command {cmd.name} registered twice"
-    assert (cmd.first_key > 0) == (cmd.where is Where.KEYED), f"{cmd.name}: keyed commands and only they have keys"
+    assert cmd.first_key > 0 or cmd.where is not Where.KEYED, f"{cmd.name}: a keyed command has keys"
+    assert cmd.first_key == 0 or cmd.where in (Where.KEYED, Where.CONNECTION), f"{cmd.name}: parts have no keys"
     handlers = (cmd.handler, cmd.client_handler, cmd.worker_handler)
     assert sum(h is not None for h in handlers) == 1, f"{cmd.name}: one handler"
     COMMANDS[key] = cmd
@@ -192,14 +193,16 @@ def command(
 
 
 def client_command(name: str, arity: int, flags: str, *, where: Where, group: str, summary: str,
-                   subcommands: tuple[str, ...] = (), acl: str | None = None) -> Callable[[CH], CH]:
-    """Register a command that runs in the router with the client's connection (and the server)."""
+                   subcommands: tuple[str, ...] = (), acl: str | None = None,
+                   keys: tuple[int, int, int] = (0, 0, 0)) -> Callable[[CH], CH]:
+    """Register a command that runs in the router with the client's connection (and the server).
+    `keys`: the key positions COMMAND reports (WATCH); the router does not route by them."""
     assert where in (Where.CONNECTION, Where.SERVER), name
 
     def register(handler: CH) -> CH:
         _register(Command(
-            name=name.lower(), arity=arity, flags=tuple(flags.split()), first_key=0, last_key=0,
-            key_step=0, where=where, merge=Merge.NONE, group=group, summary=summary,
+            name=name.lower(), arity=arity, flags=tuple(flags.split()), first_key=keys[0], last_key=keys[1],
+            key_step=keys[2], where=where, merge=Merge.NONE, group=group, summary=summary,
             client_handler=handler, subcommands=subcommands, readonly="readonly" in flags.split(),
             acl_categories=acl_categories(tuple(flags.split()), group, acl, bool(subcommands))))
         return handler
@@ -234,7 +237,7 @@ def check_arity(cmd: Command, argc: int) -> None:
 
 # The command families, registered explicitly; every other module of the package is a helper.
 # A module that is neither is an error at start (`load_all`), not a silently missing family.
-FAMILIES = ("bits", "connection", "hashes", "keyspace", "lists", "server", "sets", "sort", "strings")
+FAMILIES = ("bits", "connection", "hashes", "keyspace", "lists", "multi", "server", "sets", "sort", "strings")
 HELPERS = ("across", "args", "collections", "context", "table")
 
 

@@ -57,6 +57,11 @@ class Connection(asyncio.BufferedProtocol):
         self.queued_bytes = 0  # replies ready but not yet handed to the transport
         self.unsent_bytes = 0  # queued + the transport's buffer, as of the last flush
         self.last_command = b"NULL"
+        self.multi: list[list[bytes]] | None = None
+        self._multi_bytes = 0
+        self.multi_failed = False
+        self.watching: set[int] = set()
+        self.executing = False
         self.addr = ""
         self.laddr = ""
 
@@ -81,6 +86,16 @@ class Connection(asyncio.BufferedProtocol):
         self.replies.clear()
         self.worker.unsent_bytes -= self.unsent_bytes
         self.unsent_bytes = self.queued_bytes = 0
+
+    @property
+    def multi_bytes(self) -> int:
+        return self._multi_bytes
+
+    @multi_bytes.setter
+    def multi_bytes(self, n: int) -> None:
+        """The client's queued transaction bytes; the worker keeps their sum (a bounded budget)."""
+        self.worker.transaction_bytes += n - self._multi_bytes
+        self._multi_bytes = n
 
     @property
     def connected(self) -> bool:
@@ -311,11 +326,12 @@ class Connection(asyncio.BufferedProtocol):
 
     def client_info(self) -> str:
         now = time.monotonic()
-        flags = "b" if self.blocked else "N"
+        flags = "b" if self.blocked else "x" if self.multi is not None else "N"
+        multi = -1 if self.multi is None else len(self.multi)
         return (
             f"id={self.id} addr={self.addr} laddr={self.laddr} fd=-1 name={self.name.decode(errors='replace')} "
             f"age={int(now - self.created)} idle={int(now - self.last_active)} flags={flags} db={self.db} "
-            f"sub=0 psub=0 ssub=0 multi=-1 qbuf={self.end} qbuf-free={len(self.buf) - self.end} "
+            f"sub=0 psub=0 ssub=0 multi={multi} qbuf={self.end} qbuf-free={len(self.buf) - self.end} "
             f"argv-mem=0 multi-mem=0 rbs={len(self.buf)} rbp={len(self.buf)} obl=0 oll={len(self.replies)} "
             f"omem=0 tot-mem={len(self.buf)} events=r cmd={self.last_command.decode(errors='replace')} "
             f"user=default redir=-1 resp={self.proto} lib-name={self.lib_name.decode(errors='replace')} "

@@ -31,6 +31,7 @@ import sys
 import time
 import traceback
 from collections.abc import Awaitable, Callable, Coroutine
+from contextvars import ContextVar
 from typing import TYPE_CHECKING, Any
 
 from shardkv import errors, protocol
@@ -50,12 +51,23 @@ if TYPE_CHECKING:
     from shardkv.worker.process import Worker
 
 SLOTS = 16384
+# The shards an EXEC holds locked, in its task and the tasks it starts (a FLUSHALL queued in
+# MULTI runs its parts on them without locking again); None elsewhere.
+HOLDING: ContextVar[frozenset[int] | None] = ContextVar("HOLDING", default=None)
 
 
 # A reply that tells the client's connection to close without a reply: the command's reply grew
 # past the output buffer limit.  No RESP reply starts with a NUL byte.
 CLIENT_CLOSE = b"\x00close\r\n"
 NO_AUTH_COMMANDS = frozenset({b"auth", b"hello", b"quit", b"reset"})
+MULTI_CONTROL = frozenset({"exec", "discard", "multi", "watch", "quit", "reset"})  # run, not queued, in MULTI
+
+
+def refused(conn: Connection, reply: bytes) -> bytes:
+    """A command refused before it ran; in MULTI that also dooms the transaction (EXECABORT)."""
+    if conn.multi is not None:
+        conn.multi_failed = True
+    return reply
 
 
 def error_reply(exc: Exception, where: str) -> bytes:
@@ -125,6 +137,8 @@ class Router:
         self.key_bytes_max = worker.limits.key_bytes_max
         self.ctx = ShardCtx(worker.store, 0, 2, 0, worker.limits, worker.stats)
         self.txn_lock = asyncio.Lock()
+        from shardkv.router.transaction import Transactions  # it builds on this module
+        self.transactions = Transactions(self)
 
     # ------------------------------------------------------------------ the Server view
 
@@ -163,7 +177,7 @@ class Router:
     def execute(self, conn: Connection, argv: list[bytes], start: int = -1, end: int = -1) -> Reply:
         """Run or route one command; conn.buf[start:end] is its RESP frame, if it came as one."""
         cmd = COMMANDS.get(argv[0]) or lookup(argv[0])
-        if cmd is not None and cmd.one_key and conn.authenticated:
+        if cmd is not None and cmd.one_key and conn.authenticated and conn.multi is None:
             # The common case in short: the same checks as below, in the same order.
             if cmd.arity_ok(len(argv)) and len(argv[1]) <= self.key_bytes_max:
                 shard = self.me if self.single else self.owners[key_slot(argv[1])]
@@ -171,16 +185,33 @@ class Router:
                     return self.run_keyed(cmd, argv, conn.db, conn.proto)
                 return self.forward(conn, shard, argv, start, end)
         if cmd is None or cmd.internal:
-            return protocol.error(errors.unknown_command(argv[0], argv[1:]))
+            return refused(conn, protocol.error(errors.unknown_command(argv[0], argv[1:])))
         if not cmd.arity_ok(len(argv)):
-            return self.rejected(cmd, errors.wrong_arity(cmd.name))
+            return refused(conn, self.rejected(cmd, errors.wrong_arity(cmd.name)))
         if not conn.authenticated and cmd.name.encode() not in NO_AUTH_COMMANDS:
-            return self.rejected(cmd, errors.NOAUTH)
+            return refused(conn, self.rejected(cmd, errors.NOAUTH))
+        if conn.multi is not None and cmd.name not in MULTI_CONTROL:
+            return self.queue(conn, cmd, argv)
         if cmd.where is not Where.KEYED:
             return self.run_client(cmd, conn, argv)
         if cmd.blocking is not None:
             return self.worker.blocking.start(conn, cmd, argv)
         return self.route(cmd, conn, argv, start, end)
+
+    def queue(self, conn: Connection, cmd: Command, argv: list[bytes]) -> bytes:
+        """In MULTI: keep the command for EXEC, or refuse it (which dooms the EXEC)."""
+        if "no_multi" in cmd.flags:
+            return refused(conn, protocol.error(errors.NOT_IN_MULTI))
+        if cmd.where is Where.KEYED and any(len(argv[i]) > self.key_bytes_max for i in cmd.key_indexes(argv)):
+            return refused(conn, self.rejected(cmd, errors.KEY_TOO_LONG))
+        size = sum(len(a) for a in argv)
+        if conn.multi_bytes + size > self.limits.query_buffer_bytes_max or \
+                self.worker.transaction_bytes + size > self.limits.transaction_bytes_per_worker_max:
+            return refused(conn, protocol.error(errors.TRANSACTION_TOO_LARGE))
+        assert conn.multi is not None
+        conn.multi.append(argv)
+        conn.multi_bytes += size
+        return protocol.QUEUED
 
     def runs_here(self, argv: list[bytes]) -> bool:
         """A connection or server command: it runs here, with no ring to order it after the
@@ -224,7 +255,7 @@ class Router:
             reply if reply is not None else protocol.error(errors.SHARD_RESTARTED)))
         return pending
 
-    def run_client(self, cmd: Command, conn: Connection, argv: list[bytes]) -> Reply:
+    def run_client(self, cmd: Command, conn: Client, argv: list[bytes]) -> Reply:
         """A connection or server command, run here with the client's context."""
         handler = cmd.client_handler
         assert handler is not None, cmd.name
@@ -263,6 +294,8 @@ class Router:
         worker.count_command(cmd, time.perf_counter_ns() - t0, failed)
         if store.touched:
             worker.watchers.after_command()
+        if store.noted:
+            worker.key_watches.settle(ctx.now_ms)
         return reply
 
     def run_raw(self, body: bytes, blocks: list[int] | None = None) -> bytes:
@@ -337,7 +370,15 @@ class Router:
                               ) -> dict[int, bytes] | bytes:
         """Lock every shard of `parts` in ascending order (each prepares its part: memory for a
         write is reserved then), apply each part -- or run `body`, which applies what it wants --
-        and unlock.  Returns the reply of each part, body's reply, or one error reply."""
+        and unlock.  Returns the reply of each part, body's reply, or one error reply.
+        Inside an EXEC (FLUSHALL queued in MULTI ...) the shards are held already: it just runs."""
+        held = HOLDING.get()
+        if held is not None:
+            assert set(parts) <= held, "an EXEC locks every shard its commands reach"
+            if body is not None:
+                return await body(CrossShard(lambda s, a: self.apply_held(s, a, db, proto), self.shard_of, db, proto,
+                                             self.limits))
+            return {s: await self.apply_held(s, a, db, proto) for s, a in parts.items()}
         async with self.txn_lock:  # one transaction at a time per coordinating worker
             worker = self.worker
             locked: list[int] = []
@@ -386,11 +427,49 @@ class Router:
                     replies[s] = await fut
                 return replies
             finally:  # a CommandError or PeerReset goes on to later(), which makes it the reply
-                for shard in locked:
-                    if shard == self.me:
-                        worker.unlock_own(local_blocks)
-                    else:
-                        worker.peers.send(shard, K_UNLOCK, 0, b"")
+                self.unlock_shards(locked, local_blocks)
+
+    async def lock_shards(self, shards: list[int], db: int, proto: int) -> list[int]:
+        """Lock these shards (ascending) for a transaction that reserves nothing (EXEC); returns
+        those locked so far if it stops half-way (a peer restarted): unlock_shards them."""
+        locked: list[int] = []
+        noop = bytes((proto, db)) + protocol.encode_command([b"__noop"])
+        try:
+            for shard in sorted(shards):
+                if shard == self.me:
+                    await self.worker.lock_own(self.me)
+                else:
+                    await self.ask(shard, K_LOCK, noop)
+                locked.append(shard)
+        except BaseException:
+            self.unlock_shards(locked, None)
+            raise
+        return locked
+
+    def unlock_shards(self, locked: list[int], local_blocks: list[int] | None) -> None:
+        for shard in locked:
+            if shard == self.me:
+                self.worker.unlock_own(local_blocks)
+            else:
+                self.worker.peers.send(shard, K_UNLOCK, 0, b"")
+
+    async def apply_held(self, shard: int, argv: list[bytes], db: int, proto: int) -> bytes:
+        """Run a keyed command (or internal part) on a shard this transaction holds locked."""
+        if shard == self.me:
+            cmd = lookup(argv[0])
+            assert cmd is not None
+            return self.run_keyed(cmd, argv, db, proto)
+        return await self.ask(shard, K_REQ, bytes((proto, db)) + protocol.encode_command(argv))
+
+    def tell_shard(self, shard: int, argv: list[bytes]) -> None:
+        body = bytes((2, 0)) + protocol.encode_command(argv)
+        if shard == self.me:
+            self.run_raw(body)
+        else:
+            self.worker.peers.request(shard, K_REQ, body, _ignore)
+
+    def exec_transaction(self, client: Client, queue: list[list[bytes]], watching: set[int]) -> Reply:
+        return self.transactions.exec(client, queue, watching)
 
     async def ask(self, shard: int, kind: int, body: bytes) -> bytes:
         fut: asyncio.Future[bytes] = self.worker.loop.create_future()
@@ -437,6 +516,10 @@ def parse_forwarded(body: bytes) -> list[bytes]:
     parsed = protocol.parse_requests(body[2:], len(body) - 2, 1 << 30, 1 << 40, 1)
     assert parsed.requests and parsed.error is None, "a peer sent a malformed command"
     return parsed.requests[0][0]
+
+
+def _ignore(reply: bytes | None) -> None:
+    pass
 
 
 def _settle(fut: asyncio.Future[bytes]) -> Callback:

@@ -29,7 +29,9 @@ from typing import Any
 import uvloop
 
 from shardkv import errors, protocol, segments
+from shardkv.commands.multi import reset_multi, unwatch_all
 from shardkv.commands.table import Command, command_index, load_all, lookup
+from shardkv.keywatch import KeyWatches
 from shardkv.limits import Footprint, Limits
 from shardkv.router.blocking import Blocking, Ready, Unwatch, Watch, Watchers
 from shardkv.router.connection import Connection
@@ -142,6 +144,10 @@ class Worker:
         self.router = Router(self)
         self.blocking = Blocking(self)  # this worker's blocked clients
         self.watchers = Watchers(self, self.store)  # clients blocked on this shard's keys
+        self.key_watches = KeyWatches(self.store, self.limits.watched_keys_per_shard_max)  # WATCHed keys
+        self.store.key_watches = self.key_watches
+        self.store.cas = self.key_watches.by_key
+        self.transaction_bytes = 0  # commands queued after MULTI, all clients together
         self.lock_owner = NO_LOCK
         self.lock_waiters: list[asyncio.Future[None]] = []
         self.reserved: list[int] = []  # blocks prepared for the lock holder's write
@@ -261,6 +267,8 @@ class Worker:
     def release(self, conn: Connection) -> None:
         assert conn.slot is not None
         self.blocking.disconnected(conn)
+        reset_multi(conn)
+        unwatch_all(conn)
         self.connections.discard(conn)
         self.paused.discard(conn)
         self.dirty.discard(conn)
@@ -379,6 +387,7 @@ class Worker:
                 if kind == K_RESET:
                     peers.peer_restarted(src)
                     self.watchers.drop_home(src)
+                    self.key_watches.drop_home(src, self.workers)
                     self.blocking.owner_restarted(src)
                     if self.lock_owner == src:
                         self.unlock_own(self.reserved)
@@ -444,9 +453,11 @@ class Worker:
         """Every 100 ms sweep a tenth of the buckets (so a key's time is enforced within about a
         second even if nobody reads it), removing at most expire-keys-per-tick-max keys."""
         if not self.shard_locked and self.store.has_expires():
+            now_ms = int(time.time() * 1000)
             self.expire_cursor, _ = self.store.expire_some(
-                self.expire_cursor, max(1024, self.store.buckets // 10), self.limits.expire_keys_per_tick_max,
-                int(time.time() * 1000))
+                self.expire_cursor, max(1024, self.store.buckets // 10), self.limits.expire_keys_per_tick_max, now_ms)
+            if self.store.noted:
+                self.key_watches.settle(now_ms)
         self.loop.call_later(EXPIRE_PERIOD_S, self.expire_tick)
 
     def clients_tick(self) -> None:

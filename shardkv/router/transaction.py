@@ -1,0 +1,187 @@
+"""EXEC: a MULTI's queued commands, run as one transaction wherever their keys live.
+
+Which shards: those of every key the queue names (each command's key positions; a command that
+reaches keys it does not name, and any server command, takes every shard) and those of the
+client's WATCHed keys.  Then:
+  * all of them this worker's own shard, and only keyed commands: the queue runs here at once,
+    in one go of the event loop, so nothing else on this worker or any other can come between;
+  * otherwise: under the worker's transaction lock, this worker's shard and every involved one
+    are locked in ascending order (no cycle can form; see worker/process.py), the watches are
+    checked, the commands run in order -- each on its shard, a multi-shard one split and merged
+    or run by its cross-shard body, a server command with the shards already held (`HOLDING`)
+    -- and everything is unlocked.  Locking the own shard too holds back this worker's other
+    clients, which would otherwise reach the locked shards through this worker.
+Every command gets its own reply in EXEC's array, errors included, as in Redis; blocking commands
+do not block (they answer as if their timeout had passed).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from typing import TYPE_CHECKING
+
+from shardkv import protocol
+from shardkv.commands.across import CrossShard
+from shardkv.commands.context import Client, Reply
+from shardkv.commands.table import Command, Merge, Where, lookup
+from shardkv.protocol import read_reply
+from shardkv.router.dispatch import CLIENT_CLOSE, HOLDING, error_reply, merge_replies
+
+if TYPE_CHECKING:
+    from shardkv.router.dispatch import Router
+
+NULL_BULK_RESP2 = b"$-1\r\n"
+
+
+class Transactions:
+    def __init__(self, router: Router) -> None:
+        self.router = router
+
+    def shards_of(self, queue: list[tuple[Command, list[bytes]]]) -> tuple[set[int], bool]:
+        """The shards the queued commands reach, and whether they are all keyed commands."""
+        router = self.router
+        every = set(range(router.workers))
+        shards: set[int] = set()
+        only_keyed = True
+        for cmd, argv in queue:
+            if cmd.where is Where.KEYED:
+                if cmd.lock_all is not None and cmd.lock_all(argv):
+                    return every, False
+                shards.update(router.shard_of(argv[i]) for i in cmd.key_indexes(argv))
+            elif cmd.where is Where.SERVER:
+                return every, False
+            else:
+                only_keyed = False
+        return shards, only_keyed
+
+    def exec(self, client: Client, queue: list[list[bytes]], watching: set[int]) -> Reply:
+        commands = []
+        for argv in queue:
+            cmd = lookup(argv[0])
+            assert cmd is not None, "queued commands were looked up"
+            commands.append((cmd, argv))
+        shards, only_keyed = self.shards_of(commands)
+        shards |= watching
+        router = self.router
+        me = router.me
+        if only_keyed and shards <= {me}:
+            return self.exec_here(client, commands, watching)
+        return router.later(client, self.exec_locked(client, commands, shards | {me}, watching))
+
+    def exec_here(self, client: Client, commands: list[tuple[Command, list[bytes]]], watching: set[int]) -> bytes:
+        """Every key on this worker's shard: run the queue now, with no await in between."""
+        router = self.router
+        store = router.worker.store
+        if watching:
+            assert store.key_watches is not None
+            if not store.key_watches.check(client.id, int(time.time() * 1000)):
+                return protocol.null_array(client.proto)
+        replies = []
+        for cmd, argv in commands:
+            if cmd.blocking is not None:
+                replies.append(self._blocking_here(client, cmd, argv))
+            else:
+                replies.append(router.run_keyed(cmd, argv, client.db, client.proto))
+        return self._array(replies)
+
+    def _blocking_here(self, client: Client, cmd: Command, argv: list[bytes]) -> bytes:
+        assert cmd.blocking is not None
+        try:
+            plan = cmd.blocking(argv)
+        except Exception as exc:
+            return error_reply(exc, cmd.name)
+        attempt = lookup(plan.attempt_argv[0])
+        assert attempt is not None
+        raw = self.router.run_keyed(attempt, plan.attempt_argv, client.db, client.proto)
+        return self._blocking_answer(client, plan.reply, raw)
+
+    @staticmethod
+    def _blocking_answer(client: Client, reply: object, raw: bytes) -> bytes:
+        """A blocking command in EXEC answers what its non-blocking form found, or, if nothing,
+        what its timeout would (LMOVE's null bulk for BLMOVE, a null array for BLPOP ...)."""
+        if raw.startswith(b"-"):
+            return raw
+        answer = reply(read_reply(raw)[0])  # type: ignore[operator]
+        if answer is not None:
+            return answer  # type: ignore[no-any-return]
+        return raw if raw == NULL_BULK_RESP2 else protocol.null_array(client.proto)
+
+    async def exec_locked(self, client: Client, commands: list[tuple[Command, list[bytes]]], shards: set[int],
+                          watching: set[int]) -> bytes:
+        router = self.router
+        async with router.txn_lock:
+            locked = await router.lock_shards(sorted(shards), client.db, client.proto)
+            token = HOLDING.set(frozenset(locked))
+            try:
+                clean = True
+                for shard in sorted(watching):  # every one: the check also ends the watch
+                    answer = await router.apply_held(shard, [b"__watchcheck", b"%d" % client.id], client.db,
+                                                     client.proto)
+                    clean = clean and answer == protocol.ONE
+                if not clean:
+                    return protocol.null_array(client.proto)
+                client.executing = True
+                replies = []
+                for cmd, argv in commands:
+                    try:
+                        replies.append(await self.run_one(client, cmd, argv))
+                    except Exception as exc:
+                        replies.append(error_reply(exc, cmd.name))
+                return self._array(replies)
+            finally:
+                client.executing = False
+                HOLDING.reset(token)
+                router.unlock_shards(locked, None)
+
+    async def run_one(self, client: Client, cmd: Command, argv: list[bytes]) -> bytes:
+        router = self.router
+        if cmd.where is not Where.KEYED:
+            reply = router.run_client(cmd, client, argv)
+            return await _value(reply)
+        db, proto = client.db, client.proto
+        if cmd.blocking is not None:
+            try:
+                plan = cmd.blocking(argv)
+            except Exception as exc:
+                return error_reply(exc, cmd.name)
+            attempt = lookup(plan.attempt_argv[0])
+            assert attempt is not None
+            raw = await self.run_one(client, attempt, plan.attempt_argv)
+            return self._blocking_answer(client, plan.reply, raw)
+        positions = cmd.key_indexes(argv)
+        if not positions:  # a bad key count: the handler says so
+            return router.run_keyed(cmd, argv, db, proto)
+        shards = {router.shard_of(argv[i]) for i in positions}
+        reaches_all = cmd.lock_all is not None and cmd.lock_all(argv)
+        if len(shards) == 1 and not reaches_all:
+            return await router.apply_held(shards.pop(), argv, db, proto)
+        if cmd.across is not None:
+            return await cmd.across(CrossShard(lambda s, a: router.apply_held(s, a, db, proto), router.shard_of, db,
+                                               proto, router.limits), argv)
+        if cmd.merge is Merge.NONE:
+            return protocol.error("CROSSSLOT Keys in request don't hash to the same slot")
+        parts, positions_of = router.split(cmd, argv)
+        replies = {s: await router.apply_held(s, part, db, proto) for s, part in parts.items()}
+        return merge_replies(cmd, argv, positions_of, replies, proto)
+
+    @staticmethod
+    def _array(replies: list[bytes]) -> bytes:
+        if CLIENT_CLOSE in replies:
+            return CLIENT_CLOSE  # one reply grew past the output limit: the client is closed
+        return protocol.array_header(len(replies)) + b"".join(replies)
+
+
+async def _value(reply: Reply) -> bytes:
+    """The bytes of a reply that may come later (a server command's Pending)."""
+    if isinstance(reply, bytes):
+        return reply
+    if reply.value is not None:
+        return reply.value
+    fut: asyncio.Future[bytes] = asyncio.get_running_loop().create_future()
+    reply.conn = None  # the reply goes into EXEC's array, not to the connection
+    reply.callback = fut.set_result
+    return await fut
+
+
+__all__ = ["Transactions"]
