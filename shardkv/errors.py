@@ -50,6 +50,7 @@ KEY_TOO_LONG = "ERR key exceeds maximum allowed size (key-bytes-max)"
 PROTO_UNSUPPORTED = "NOPROTO unsupported protocol version"
 EXECABORT = "EXECABORT Transaction discarded because of previous errors."
 NOT_IN_MULTI = "ERR Command not allowed inside a transaction"
+SUBSCRIPTIONS_FULL = "ERR max number of subscriptions reached (subscriptions-per-worker-max)"
 TRANSACTION_TOO_LARGE = "ERR transaction queue exceeds client-query-buffer-limit"
 
 
@@ -60,6 +61,11 @@ def wrong_arity(name: str) -> str:
 def unknown_command(name: bytes, args: list[bytes]) -> str:
     shown = " ".join(f"'{_text(a)}'" for a in args[:])
     return f"ERR unknown command '{_text(name)}', with args beginning with: {shown}" + (" " if shown else "")
+
+
+def subscribed_context(name: str) -> str:
+    return (f"ERR Can't execute '{_text(name.encode('utf-8', 'surrogateescape'))}': only (P|S)SUBSCRIBE / "
+            "(P|S)UNSUBSCRIBE / PING / QUIT / RESET are allowed in this context")
 
 
 def unknown_subcommand(sub: bytes, cmd: str) -> str:

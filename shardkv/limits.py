@@ -24,6 +24,7 @@ SHARDS_MAX = 256
 SHARD_BYTES_MIN = 4 * 1024 * 1024
 MIB = 1024 * 1024
 REQUIREPASS_BYTES_MAX = 512  # room for the password in the stats segment (Redis has no small limit)
+SUBSCRIPTION_ENTRY_BYTES = 256  # one subscription in a worker's tables, Python objects included, rounded up
 WATCH_ENTRY_BYTES = 256  # one WATCHed (key, client) in a worker's table, Python objects included, rounded up
 PROCESS_OVERHEAD_MIB = 48  # CPython + uvloop + our modules, measured RSS of an idle worker, rounded up
 
@@ -61,9 +62,14 @@ class Limits:
     timeout: int = 0  # seconds a client may stay idle before it is closed (Redis's `timeout`), 0 = never
     # Commands queued after MULTI, all the clients of one worker together (one client: at most
     # client-query-buffer-limit); past it a queued command is refused and its EXEC aborts.
-    transaction_bytes_per_worker_max: int = 64 * 1024 * 1024
+    transaction_bytes_per_worker_max: int = 16 * 1024 * 1024
     # (key, client) entries of WATCH per shard; past it a client's WATCH covers its whole shard.
-    watched_keys_per_shard_max: int = 65536
+    watched_keys_per_shard_max: int = 16384
+    # Pub/sub: channel, pattern and shard-channel subscriptions of one worker's clients together;
+    # a subscriber's unsent messages past pubsub-output-bytes-max close it (Redis's
+    # `client-output-buffer-limit pubsub` hard limit, 32mb by default).
+    subscriptions_per_worker_max: int = 16384
+    pubsub_output_bytes_max: int = 32 * 1024 * 1024
 
     def resolved(self) -> Limits:
         shards = self.shards or (os.cpu_count() or 1)
@@ -118,6 +124,10 @@ class Limits:
             raise LimitsError("large-request-bytes-per-s-min must be at least 1")
         if self.timeout < 0:
             raise LimitsError("timeout must not be negative")
+        if self.subscriptions_per_worker_max < 1:
+            raise LimitsError("subscriptions-per-worker-max must be at least 1")
+        if self.pubsub_output_bytes_max < 64 * 1024:
+            raise LimitsError("pubsub-output-bytes-max must be at least 65536")
         if self.transaction_bytes_per_worker_max < 1024 or self.watched_keys_per_shard_max < 1:
             raise LimitsError("transaction-bytes-per-worker-max must be at least 1024, "
                               "watched-keys-per-shard-max at least 1")
@@ -195,7 +205,12 @@ class Footprint:
     @property
     def worker_bytes(self) -> int:
         return (self.connection_bytes_per_worker + self.arena_bytes_per_worker + self.limits.output_bytes_per_worker_max
-                + self.limits.transaction_bytes_per_worker_max + self.watch_bytes_per_worker)
+                + self.limits.transaction_bytes_per_worker_max + self.watch_bytes_per_worker
+                + self.subscription_bytes_per_worker)
+
+    @property
+    def subscription_bytes_per_worker(self) -> int:
+        return self.limits.subscriptions_per_worker_max * SUBSCRIPTION_ENTRY_BYTES
 
     @property
     def watch_bytes_per_worker(self) -> int:
@@ -232,6 +247,8 @@ class Footprint:
              s * lim.output_bytes_per_worker_max),
             ("queued transactions (bound)", f"{s} x {lim.transaction_bytes_per_worker_max}",
              s * lim.transaction_bytes_per_worker_max),
+            ("subscriptions (bound)", f"{s} x {lim.subscriptions_per_worker_max} x {SUBSCRIPTION_ENTRY_BYTES}",
+             s * self.subscription_bytes_per_worker),
             ("watched keys (bound)", f"{s} x {lim.watched_keys_per_shard_max} x {WATCH_ENTRY_BYTES}",
              s * self.watch_bytes_per_worker),
         ]
@@ -350,6 +367,8 @@ OPTIONS: dict[str, tuple[str, object]] = {
     "output-bytes-per-worker-max": ("output_bytes_per_worker_max", parse_memory),
     "transaction-bytes-per-worker-max": ("transaction_bytes_per_worker_max", parse_memory),
     "watched-keys-per-shard-max": ("watched_keys_per_shard_max", _int),
+    "subscriptions-per-worker-max": ("subscriptions_per_worker_max", _int),
+    "pubsub-output-bytes-max": ("pubsub_output_bytes_max", parse_memory),
     "timeout": ("timeout", _int),
 }
 

@@ -56,6 +56,8 @@ BLOCK_TIMEOUT = b"0.01"  # blocking commands wait a little, never forever
 EXCLUDED = {
     "shutdown": "stops the server under test",
     "quit": "closes the fuzzing connection (its reply is checked elsewhere)",
+    **{name: "answers once per channel and then receives messages, not one reply per command (tests/test_pubsub.py)"
+       for name in ("subscribe", "psubscribe", "ssubscribe", "unsubscribe", "punsubscribe", "sunsubscribe")},
 }
 # Sent, but only in forms that cannot end a fuzzing connection or the server; never mutated.
 RESTRICTED = {
@@ -73,7 +75,7 @@ RESTRICTED = {
 # Commands that wipe the keyspace are sent rarely, so the collections get large between them;
 # KEYS answers with every key of the db and WAIT for replicas sleeps out its timeout, so they
 # are sent rarely too, to keep the run short.
-RARE = {"flushall": 0.02, "flushdb": 0.03, "swapdb": 0.2, "keys": 0.1, "wait": 0.2}
+RARE = {"flushall": 0.02, "flushdb": 0.03, "swapdb": 0.2, "keys": 0.1, "wait": 0.2, "multi": 0.3, "discard": 0.3}
 SLOW = {"blpop": 0.3, "brpop": 0.3, "blmove": 0.3, "brpoplpush": 0.3, "blmpop": 0.3}
 
 # {a} and {b} live on different shards of a two-shard server: a command naming keys of one tag
@@ -521,7 +523,16 @@ GENERATORS: dict[str, Callable[[Gen], list[bytes]]] = {
     "ping": lambda g: [b"PING", *([g.value()] if g.chance(0.3) else [])],
     "select": lambda g: [b"SELECT", g.pick(b"0", b"0", b"0", b"1", b"2", b"16", b"-1", b"x")],
     "swapdb": lambda g: [b"SWAPDB", g.int_(0, 2), g.int_(0, 2)], "time": _const(b"TIME"),
-    "role": _const(b"ROLE"),
+    "role": _const(b"ROLE"), "save": _const(b"SAVE"),
+    # transactions: a MULTI queues what follows (blocking commands and WAIT then answer at once)
+    "multi": _const(b"MULTI"), "exec": _const(b"EXEC"), "discard": _const(b"DISCARD"),
+    "watch": lambda g: [b"WATCH", *g.keys(None, 1, 3)], "unwatch": _const(b"UNWATCH"),
+    # pub/sub (nobody subscribes on the fuzzing connections)
+    "publish": lambda g: [b"PUBLISH", g.pick(b"ch", b"news.1", b""), g.value()],
+    "spublish": lambda g: [b"SPUBLISH", g.pick(b"ch", b"{a}"), g.value()],
+    "pubsub": lambda g: [b"PUBSUB", *g.r.choice([[b"CHANNELS"], [b"CHANNELS", b"n*"], [b"NUMPAT"], [b"NUMSUB", b"ch"],
+                                                  [b"SHARDCHANNELS"], [b"SHARDNUMSUB", b"a", b"b"], [b"HELP"],
+                                                  [b"NOPE"], [b"NUMPAT", b"x"]])],
     "wait": lambda g: [b"WAIT", *g.r.choice([[b"0", g.int_(-2, 5)], [g.int_(1, 3), g.pick(b"1", b"5", b"-1", b"x")]])],
 }
 NAMES = sorted(GENERATORS)

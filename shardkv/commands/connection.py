@@ -25,6 +25,8 @@ SERVER_VERSION = b"7.0.15"
 def ping(conn: Client, argv: list[bytes]) -> bytes:
     if len(argv) > 2:
         raise CommandError(errors.wrong_arity("ping"))
+    if conn.proto == 2 and (conn.channels or conn.patterns or conn.shard_channels):
+        return protocol.bulk_array([b"pong", argv[1] if len(argv) == 2 else b""])  # as a subscriber sees it
     return protocol.bulk(argv[1]) if len(argv) == 2 else protocol.PONG
 
 

@@ -14,11 +14,14 @@ from __future__ import annotations
 
 from collections.abc import Awaitable, Callable, Coroutine, Iterable
 from dataclasses import dataclass
-from typing import Any, Protocol
+from typing import TYPE_CHECKING, Any, Protocol
 
 from shardkv.limits import Limits
 from shardkv.stats import Stats
 from shardkv.store import Store
+
+if TYPE_CHECKING:
+    from shardkv.commands.pubsub import Subscriptions
 
 
 @dataclass(frozen=True, slots=True)
@@ -76,8 +79,13 @@ class Server(Protocol):
     @property
     def command_index(self) -> dict[str, int]: ...
 
-    def fan_out(self, argv: list[bytes], db: int = 0, proto: int = 2) -> Awaitable[list[bytes]]:
-        """Run an internal SHARD or WORKER command on every worker; replies in worker order."""
+    @property
+    def pubsub(self) -> Subscriptions: ...  # this worker's subscribers
+
+    def fan_out(self, argv: list[bytes], db: int = 0, proto: int = 2,
+                exclude_self: bool = False) -> Awaitable[list[bytes]]:
+        """Run an internal SHARD or WORKER command on every worker (or every other one);
+        replies in worker order."""
         ...
 
     def call_shard(self, shard: int, argv: list[bytes], db: int, proto: int) -> Awaitable[bytes]:
@@ -129,6 +137,9 @@ class Client(Protocol):
     multi_failed: bool  # a command was refused while queueing: EXEC answers EXECABORT
     watching: set[int]  # shards holding keys this client WATCHes
     executing: bool  # its EXEC is running: commands that would block answer at once
+    channels: dict[bytes, None]  # SUBSCRIBEd channels, in order
+    patterns: dict[bytes, None]  # PSUBSCRIBEd patterns
+    shard_channels: dict[bytes, None]  # SSUBSCRIBEd shard channels
 
     @property
     def server(self) -> Server: ...
@@ -139,6 +150,10 @@ class Client(Protocol):
     def client_info(self) -> str: ...
 
     def reply_ready(self, pending: Pending) -> None: ...
+
+    def push(self, data: bytes) -> None:
+        """Send an out-of-band message (a published message), after the replies queued so far."""
+        ...
 
 
 class WorkerClient(Client, Protocol):
@@ -158,6 +173,9 @@ class WorkerView(Protocol):
 
     @property
     def id(self) -> int: ...
+
+    @property
+    def pubsub(self) -> Subscriptions: ...  # its clients' subscriptions
 
     def clients(self) -> Iterable[WorkerClient]:
         """This worker's open connections."""

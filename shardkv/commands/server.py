@@ -548,6 +548,16 @@ def shutdown(conn: Client, argv: list[bytes]) -> bytes | Pending:
     return Pending(None)  # no reply: the connection closes as the server stops
 
 
+@client_command("save", 1, "admin noscript no_async_loading no_multi", where=SERVER, group="server",
+                summary="Synchronously save the dataset to disk")
+def save(conn: Client, argv: list[bytes]) -> bytes:
+    """shardkv keeps nothing on disk yet: SAVE fails the way a Redis save that cannot write
+    does (a bare ERR), and says why in the log."""
+    print(f"worker {conn.server.worker_id}: SAVE refused: shardkv has no persistence to save to",
+          file=sys.stderr, flush=True)
+    raise CommandError("ERR")
+
+
 # ---------------------------------------------------------------------- replication (none)
 
 

@@ -62,6 +62,9 @@ class Connection(asyncio.BufferedProtocol):
         self.multi_failed = False
         self.watching: set[int] = set()
         self.executing = False
+        self.channels: dict[bytes, None] = {}
+        self.patterns: dict[bytes, None] = {}
+        self.shard_channels: dict[bytes, None] = {}
         self.addr = ""
         self.laddr = ""
 
@@ -267,6 +270,17 @@ class Connection(asyncio.BufferedProtocol):
                 self.worker.loop.call_soon(self.resume)
         self.worker.mark_dirty(self)
 
+    def push(self, data: bytes) -> None:
+        if self.transport is None or self.closing:
+            return
+        self.replies.append(data)
+        self.queued_bytes += len(data)
+        self.worker.mark_dirty(self)
+
+    @property
+    def subscribed(self) -> bool:
+        return bool(self.channels or self.patterns or self.shard_channels)
+
     def flush(self) -> None:
         """Write the replies that are ready, in order, up to the first that is not."""
         replies = self.replies
@@ -297,7 +311,8 @@ class Connection(asyncio.BufferedProtocol):
         unsent = self.queued_bytes + self.transport.get_write_buffer_size()
         self.worker.unsent_bytes += unsent - self.unsent_bytes
         self.unsent_bytes = unsent
-        if unsent > self.worker.limits.output_buffer_bytes_max:
+        limits = self.worker.limits
+        if unsent > (limits.pubsub_output_bytes_max if self.subscribed else limits.output_buffer_bytes_max):
             self.close_for_output()  # over the output buffer limit: Redis closes such a client too
             return
         if self.worker.unsent_bytes > self.worker.limits.output_bytes_per_worker_max:
@@ -326,12 +341,13 @@ class Connection(asyncio.BufferedProtocol):
 
     def client_info(self) -> str:
         now = time.monotonic()
-        flags = "b" if self.blocked else "x" if self.multi is not None else "N"
+        flags = "b" if self.blocked else "x" if self.multi is not None else "P" if self.subscribed else "N"
         multi = -1 if self.multi is None else len(self.multi)
         return (
             f"id={self.id} addr={self.addr} laddr={self.laddr} fd=-1 name={self.name.decode(errors='replace')} "
             f"age={int(now - self.created)} idle={int(now - self.last_active)} flags={flags} db={self.db} "
-            f"sub=0 psub=0 ssub=0 multi={multi} qbuf={self.end} qbuf-free={len(self.buf) - self.end} "
+            f"sub={len(self.channels)} psub={len(self.patterns)} ssub={len(self.shard_channels)} multi={multi} "
+            f"qbuf={self.end} qbuf-free={len(self.buf) - self.end} "
             f"argv-mem=0 multi-mem=0 rbs={len(self.buf)} rbp={len(self.buf)} obl=0 oll={len(self.replies)} "
             f"omem=0 tot-mem={len(self.buf)} events=r cmd={self.last_command.decode(errors='replace')} "
             f"user=default redir=-1 resp={self.proto} lib-name={self.lib_name.decode(errors='replace')} "

@@ -38,6 +38,7 @@ from shardkv import errors, protocol
 from shardkv.commands.across import CrossShard
 from shardkv.commands.args import ShardCtx
 from shardkv.commands.context import Client, Pending, Reply
+from shardkv.commands.pubsub import Subscriptions
 from shardkv.commands.table import COMMANDS, Command, Merge, Where, lookup
 from shardkv.errors import CommandError, ReplyTooLarge
 from shardkv.limits import Limits
@@ -60,6 +61,9 @@ HOLDING: ContextVar[frozenset[int] | None] = ContextVar("HOLDING", default=None)
 # past the output buffer limit.  No RESP reply starts with a NUL byte.
 CLIENT_CLOSE = b"\x00close\r\n"
 NO_AUTH_COMMANDS = frozenset({b"auth", b"hello", b"quit", b"reset"})
+# What a RESP2 client may send while subscribed (RESP3 clients may send anything).
+SUBSCRIBED_CONTEXT = frozenset({"subscribe", "psubscribe", "ssubscribe", "unsubscribe", "punsubscribe",
+                                "sunsubscribe", "ping", "quit", "reset"})
 MULTI_CONTROL = frozenset({"exec", "discard", "multi", "watch", "quit", "reset"})  # run, not queued, in MULTI
 
 
@@ -159,6 +163,10 @@ class Router:
         return self.worker.workers
 
     @property
+    def pubsub(self) -> Subscriptions:
+        return self.worker.pubsub
+
+    @property
     def worker_id(self) -> int:
         return self.me
 
@@ -190,6 +198,10 @@ class Router:
             return refused(conn, self.rejected(cmd, errors.wrong_arity(cmd.name)))
         if not conn.authenticated and cmd.name.encode() not in NO_AUTH_COMMANDS:
             return refused(conn, self.rejected(cmd, errors.NOAUTH))
+        if conn.proto == 2 and (conn.channels or conn.patterns or conn.shard_channels) \
+                and cmd.name not in SUBSCRIBED_CONTEXT:
+            name = cmd.name if not cmd.subcommands or len(argv) < 2 else f"{cmd.name}|{argv[1].lower().decode()}"
+            return refused(conn, self.rejected(cmd, errors.subscribed_context(name)))
         if conn.multi is not None and cmd.name not in MULTI_CONTROL:
             return self.queue(conn, cmd, argv)
         if cmd.where is not Where.KEYED:
@@ -486,11 +498,13 @@ class Router:
         except PeerReset:
             return protocol.error(errors.SHARD_RESTARTED)
 
-    async def fan_out(self, argv: list[bytes], db: int = 0, proto: int = 2) -> list[bytes]:
-        """Run a WORKER or SHARD command on every worker; replies in worker order."""
+    async def fan_out(self, argv: list[bytes], db: int = 0, proto: int = 2, exclude_self: bool = False) -> list[bytes]:
+        """Run a WORKER or SHARD command on every worker (or every other); replies in worker order."""
         body = bytes((proto, db)) + protocol.encode_command(argv)
         futures = []
         for w in range(self.worker.workers):
+            if w == self.me and exclude_self:
+                continue
             if w == self.me:
                 fut: asyncio.Future[bytes] = self.worker.loop.create_future()
                 fut.set_result(self.run_raw(body))

@@ -30,6 +30,7 @@ import uvloop
 
 from shardkv import errors, protocol, segments
 from shardkv.commands.multi import reset_multi, unwatch_all
+from shardkv.commands.pubsub import Subscriptions
 from shardkv.commands.table import Command, command_index, load_all, lookup
 from shardkv.keywatch import KeyWatches
 from shardkv.limits import Footprint, Limits
@@ -148,6 +149,7 @@ class Worker:
         self.store.key_watches = self.key_watches
         self.store.cas = self.key_watches.by_key
         self.transaction_bytes = 0  # commands queued after MULTI, all clients together
+        self.pubsub = Subscriptions(self.limits.subscriptions_per_worker_max)
         self.lock_owner = NO_LOCK
         self.lock_waiters: list[asyncio.Future[None]] = []
         self.reserved: list[int] = []  # blocks prepared for the lock holder's write
@@ -269,6 +271,7 @@ class Worker:
         self.blocking.disconnected(conn)
         reset_multi(conn)
         unwatch_all(conn)
+        self.pubsub.drop(conn)
         self.connections.discard(conn)
         self.paused.discard(conn)
         self.dirty.discard(conn)
