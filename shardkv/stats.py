@@ -38,6 +38,7 @@ TUNABLES: dict[str, tuple[int, int]] = {
     "zset-max-listpack-entries": (4, 128), "zset-max-listpack-value": (5, 64),
     "list-compress-depth": (6, 0),
     "timeout": (7, 0),  # seconds an idle client is kept (the boot value comes from Limits.timeout)
+    "notify-keyspace-events": (8, 0),  # the enabled classes as bits (commands/notify.py), "" = 0
 }
 TUNABLE_ALIASES = {"hash-max-ziplist-entries": "hash-max-listpack-entries",
                    "hash-max-ziplist-value": "hash-max-listpack-value",

@@ -66,6 +66,8 @@ DBMAP_BYTE = (H_EXPIRES + DATABASES_MAX) * 8  # 1 byte per db: the db (as client
 H_SWAP_JOURNAL = (DBMAP_BYTE + DATABASES_MAX) // 8  # a SWAPDB in progress, redone at restart
 H_FLUSH_JOURNAL = H_SWAP_JOURNAL + 1  # a FLUSHDB / FLUSHALL in progress (stored db or FLUSH_ALL), redone at restart
 FLUSH_ALL = 0xFFFF
+# The notification classes the store emits itself (the same bits as commands/notify.py's).
+EVENT_EXPIRED, EVENT_NEW = 1 << 8, 1 << 14
 
 # Page table entry fields (u32).
 P_CLASS, P_LIVE, P_FREE, P_BUMP, P_PREV, P_NEXT, P_RUN = range(7)
@@ -186,6 +188,12 @@ class Store:
         self.key_watches: KeyWatches | None = None
         self.noted: list[tuple[int, int, bytes]] = []
         self.noted_existed: dict[tuple[int, bytes], bool] = {}  # SWAPDB: existed in its db before
+        # Keyspace notifications (commands/notify.py): the classes enabled now (set by the router
+        # before each command; 0 when notifications are off) and the events emitted, (db, event,
+        # key), published by the router after the command.  The store itself emits `new` (a key
+        # created) and `expired` (a key removed because its time passed).
+        self.event_flags = 0
+        self.events: list[tuple[int, bytes, bytes]] = []
         # Called every PROGRESS_EVERY steps of a loop over buckets, pages or a collection's nodes,
         # so that the worker's watchdog heartbeat moves during a long command or a rebuild.
         self.progress: Callable[[], None] = _no_progress
@@ -276,6 +284,8 @@ class Store:
         if off:
             exp = self.q[(off >> 3) + 1]
             if exp and exp <= now_ms:
+                if self.event_flags & EVENT_EXPIRED:
+                    self.events.append((db, b"expired", bytes(key)))
                 self._unlink(link, off, pdb)
                 self.q[H_EXPIRED] += 1
                 off = link = 0
@@ -473,6 +483,8 @@ class Store:
             q[w] = q[bucket]
             q[bucket] = new_link  # publish
             q[H_KEYS + db] += 1
+            if self.event_flags & EVENT_NEW:
+                self.events.append((self.dbmap.index(db), b"new", bytes(key)))
             if expire_ms:
                 q[H_EXPIRES + db] += 1
         return off
@@ -747,7 +759,10 @@ class Store:
                 off = (w & OFF_MASK) << 3
                 exp = q[(off >> 3) + 1]
                 if exp and exp <= now_ms:
-                    self._unlink(link, off, (q[(off >> 3) + 2] >> 40) & 0xFF)
+                    pdb = (q[(off >> 3) + 2] >> 40) & 0xFF
+                    if self.event_flags & EVENT_EXPIRED:
+                        self.events.append((self.dbmap.index(pdb), b"expired", bytes(self.key_of(off))))
+                    self._unlink(link, off, pdb)
                     q[H_EXPIRED] += 1
                     removed += 1
                 else:

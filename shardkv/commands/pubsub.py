@@ -226,10 +226,11 @@ def spublish(client: Client, argv: list[bytes]) -> Reply:
     return _publish(client, argv[1], argv[2], shard=True)
 
 
-@worker_command("__publish", 4, summary="Deliver a published message to this worker's subscribers: shard?, "
-                                        "channel, message")
+@worker_command("__publish", -4, summary="Deliver published messages to this worker's subscribers: shard?, "
+                                         "then channel, message pairs")
 def worker_publish(worker: WorkerView, argv: list[bytes]) -> bytes:
-    return protocol.integer(worker.pubsub.deliver(argv[1] == b"1", argv[2], argv[3]))
+    shard = argv[1] == b"1"
+    return protocol.integer(sum(worker.pubsub.deliver(shard, argv[i], argv[i + 1]) for i in range(2, len(argv) - 1, 2)))
 
 
 # ---------------------------------------------------------------------- PUBSUB introspection

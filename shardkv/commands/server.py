@@ -17,6 +17,7 @@ import time
 from collections.abc import Callable
 
 from shardkv import errors, protocol
+from shardkv.commands import notify
 from shardkv.commands.args import ShardCtx, parse_cursor, parse_int, parse_int32
 from shardkv.commands.context import Client, Pending
 from shardkv.commands.keyspace import ScanPart
@@ -198,6 +199,7 @@ def config_values(conn: Client) -> dict[str, str]:
         "timeout": "0", "tcp-keepalive": "0", "io-threads": "1", "cluster-enabled": "no",
         "daemonize": "no", "dir": os.getcwd(), "dbfilename": "dump.rdb", "loglevel": "notice",
         **{name: str(conn.server.stats.tunable(name)) for name in (*TUNABLES, *TUNABLE_ALIASES)},
+        "notify-keyspace-events": notify.format_flags(conn.server.stats.tunable("notify-keyspace-events")),
     }
 
 
@@ -209,6 +211,11 @@ def _config_change(conn: Client, name: str, raw: bytes, fixed: dict[str, str]) -
     """Check one CONFIG SET pair and return what applies it (None: nothing changes).  Runtime
     parameters may change; boot-fixed ones only to the value they have."""
     stats = conn.server.stats
+    if name == "notify-keyspace-events":
+        flags = notify.parse_flags(raw.decode(errors="replace"))
+        if flags is None:
+            raise _config_set_failed(name, notify.INVALID_CLASS)
+        return lambda: stats.set_tunable(name, flags)
     if name in TUNABLES or name in TUNABLE_ALIASES:
         try:
             value = int(raw)

@@ -239,7 +239,7 @@ def check_arity(cmd: Command, argc: int) -> None:
 # A module that is neither is an error at start (`load_all`), not a silently missing family.
 FAMILIES = ("bits", "connection", "hashes", "keyspace", "lists", "multi", "pubsub", "server", "sets", "sort",
             "strings")
-HELPERS = ("across", "args", "collections", "context", "table")
+HELPERS = ("across", "args", "collections", "context", "notify", "table")
 
 
 def load_all() -> None:

@@ -292,6 +292,7 @@ class Router:
         worker = self.worker
         store = worker.store
         store.counting_reads = cmd.readonly
+        store.event_flags = worker.event_flags()
         t0 = time.perf_counter_ns()
         try:
             reply = handler(ctx, argv)
@@ -308,6 +309,8 @@ class Router:
             worker.watchers.after_command()
         if store.noted:
             worker.key_watches.settle(ctx.now_ms)
+        if store.events:
+            worker.publish_events()
         return reply
 
     def run_raw(self, body: bytes, blocks: list[int] | None = None) -> bytes:

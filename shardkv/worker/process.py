@@ -29,6 +29,7 @@ from typing import Any
 import uvloop
 
 from shardkv import errors, protocol, segments
+from shardkv.commands import notify
 from shardkv.commands.multi import reset_multi, unwatch_all
 from shardkv.commands.pubsub import Subscriptions
 from shardkv.commands.table import Command, command_index, load_all, lookup
@@ -43,6 +44,8 @@ from shardkv.stats import (
     CMD_REJECTED,
     CMD_USEC,
     CMD_WORDS,
+    G_TUNABLES,
+    TUNABLES,
     W_BLOCKED,
     W_COMMAND_STATS,
     W_COMMANDS,
@@ -150,6 +153,7 @@ class Worker:
         self.store.cas = self.key_watches.by_key
         self.transaction_bytes = 0  # commands queued after MULTI, all clients together
         self.pubsub = Subscriptions(self.limits.subscriptions_per_worker_max)
+        self.notify_word = G_TUNABLES + TUNABLES["notify-keyspace-events"][0]
         self.lock_owner = NO_LOCK
         self.lock_waiters: list[asyncio.Future[None]] = []
         self.reserved: list[int] = []  # blocks prepared for the lock holder's write
@@ -312,6 +316,22 @@ class Worker:
         if failed:
             q[base + CMD_FAILED] += 1
 
+    def event_flags(self) -> int:
+        """The keyspace notification classes enabled now, 0 when none would be delivered."""
+        flags = self.stats.q[self.notify_word]
+        return flags if flags & (notify.KEYSPACE | notify.KEYEVENT) else 0
+
+    def publish_events(self) -> None:
+        """Publish the keyspace notifications the last command (or expiry) emitted."""
+        events, self.store.events = self.store.events, []
+        pairs = notify.messages(self.stats.q[self.notify_word], events)
+        for channel, message in pairs:
+            self.pubsub.deliver(False, channel, message)
+        if self.workers > 1 and pairs:
+            part = protocol.encode_command([b"__publish", b"0", *(x for pair in pairs for x in pair)])
+            for w in self.peers.others:
+                self.peers.request(w, K_REQ, bytes((2, 0)) + part, _ignore)
+
     def count_rejected(self, cmd: Command) -> None:
         """A command refused before it ran (arity, authentication, key size)."""
         self.stats.q[self.command_stats_word[cmd.name] + CMD_REJECTED] += 1
@@ -457,10 +477,14 @@ class Worker:
         second even if nobody reads it), removing at most expire-keys-per-tick-max keys."""
         if not self.shard_locked and self.store.has_expires():
             now_ms = int(time.time() * 1000)
+            self.store.event_flags = self.event_flags()
             self.expire_cursor, _ = self.store.expire_some(
                 self.expire_cursor, max(1024, self.store.buckets // 10), self.limits.expire_keys_per_tick_max, now_ms)
+            self.store.event_flags = 0
             if self.store.noted:
                 self.key_watches.settle(now_ms)
+            if self.store.events:
+                self.publish_events()
         self.loop.call_later(EXPIRE_PERIOD_S, self.expire_tick)
 
     def clients_tick(self) -> None:
@@ -527,6 +551,10 @@ class Worker:
         first = s.base(me) + W_COMMAND_STATS + CMD_CALLS
         total = sum(s.q[first + CMD_WORDS * i] for i in range(len(self.command_index)))
         s.set(me, W_COMMANDS, total)
+
+
+def _ignore(reply: bytes | None) -> None:
+    pass
 
 
 def main() -> None:
