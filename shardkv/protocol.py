@@ -381,7 +381,7 @@ def read_reply(data: bytes, pos: int = 0) -> tuple[object, int]:
         return bytes(data[pos : pos + n]), pos + n + 2
     if kind == 95:  # _
         return None, pos
-    if kind in (42, 126, 37):  # * ~ %
+    if kind in (42, 126, 37, 62):  # * ~ % >
         n = int(head)
         if n < 0:
             return None, pos

@@ -523,7 +523,7 @@ GENERATORS: dict[str, Callable[[Gen], list[bytes]]] = {
     "ping": lambda g: [b"PING", *([g.value()] if g.chance(0.3) else [])],
     "select": lambda g: [b"SELECT", g.pick(b"0", b"0", b"0", b"1", b"2", b"16", b"-1", b"x")],
     "swapdb": lambda g: [b"SWAPDB", g.int_(0, 2), g.int_(0, 2)], "time": _const(b"TIME"),
-    "role": _const(b"ROLE"), "save": _const(b"SAVE"),
+    "role": _const(b"ROLE"), "save": _const(b"SAVE"), "reset": _const(b"RESET"),
     # transactions: a MULTI queues what follows (blocking commands and WAIT then answer at once)
     "multi": _const(b"MULTI"), "exec": _const(b"EXEC"), "discard": _const(b"DISCARD"),
     "watch": lambda g: [b"WATCH", *g.keys(None, 1, 3)], "unwatch": _const(b"UNWATCH"),

@@ -12,7 +12,8 @@ from dataclasses import dataclass
 
 from shardkv import errors, protocol
 from shardkv.commands.args import db_index, decode_optional, encode_optional, parse_int
-from shardkv.commands.context import Client, Pending, Reply, WorkerClient, WorkerView
+from shardkv.commands.context import REPLY_OFF, REPLY_ON, REPLY_SKIP, Client, Pending, Reply, WorkerClient, WorkerView
+from shardkv.commands.multi import reset_multi, unwatch_all
 from shardkv.commands.table import Where, client_command, worker_command
 from shardkv.errors import CommandError
 from shardkv.protocol import read_reply
@@ -28,6 +29,22 @@ def ping(conn: Client, argv: list[bytes]) -> bytes:
     if conn.proto == 2 and (conn.channels or conn.patterns or conn.shard_channels):
         return protocol.bulk_array([b"pong", argv[1] if len(argv) == 2 else b""])  # as a subscriber sees it
     return protocol.bulk(argv[1]) if len(argv) == 2 else protocol.PONG
+
+
+@client_command("reset", 1, "noscript loading stale fast no_auth allow_busy", where=CONN, group="connection",
+                summary="Reset the connection")
+def reset(conn: Client, argv: list[bytes]) -> bytes:
+    """Back to a fresh connection's state: no MULTI or WATCH, no subscriptions (no replies for
+    them), db 0, RESP2, no name, replies on, and authenticated only if no password is set."""
+    reset_multi(conn)
+    unwatch_all(conn)
+    conn.server.pubsub.drop(conn)
+    conn.db = 0
+    conn.proto = 2
+    conn.name = b""
+    conn.reply_mode = REPLY_ON
+    conn.authenticated = not conn.server.stats.password_set()
+    return protocol.simple("RESET")
 
 
 @client_command("echo", 2, "fast", where=CONN, group="connection", summary="Echo the given string")
@@ -130,6 +147,7 @@ CLIENT_HELP = [
     "CLIENT <subcommand> [<arg> [value] [opt] ...]. Subcommands are:",
     "ID", "    Return the ID of the current connection.",
     "GETNAME", "    Return the name of the current connection.",
+    "REPLY (ON|OFF|SKIP)", "    Control the replies sent to the current connection.",
     "SETNAME <name>", "    Assign the name <name> to the current connection.",
     "SETINFO <LIB-NAME|LIB-VER> <value>", "    Set client library name or version.",
     "INFO", "    Return information about the current client connection.",
@@ -145,7 +163,7 @@ CLIENT_HELP = [
 
 
 @client_command("client", -2, "", where=CONN, group="connection", summary="Inspect and manage client connections",
-         subcommands=("id", "getname", "setname", "setinfo", "info", "list", "kill", "unblock", "help"))
+         subcommands=("id", "getname", "setname", "setinfo", "info", "list", "kill", "unblock", "reply", "help"))
 def client(conn: Client, argv: list[bytes]) -> Reply:
     sub = argv[1].lower()
     n = len(argv)
@@ -181,9 +199,23 @@ def client(conn: Client, argv: list[bytes]) -> Reply:
         if mode not in (b"TIMEOUT", b"ERROR"):
             raise CommandError("ERR CLIENT UNBLOCK reason should be TIMEOUT or ERROR")
         return fan_out_sum(conn, [b"__unblock", b"%d" % client_id, mode])
+    if sub == b"reply" and n == 3:
+        # The connection drops the replies: of every command while OFF, of the next after SKIP.
+        mode = argv[2].lower()
+        if mode == b"on":
+            conn.reply_mode = REPLY_ON
+            return protocol.OK
+        if mode == b"off":
+            conn.reply_mode = REPLY_OFF
+            return b""
+        if mode == b"skip":
+            if conn.reply_mode != REPLY_OFF:
+                conn.reply_mode = REPLY_SKIP
+            return b""
+        raise CommandError(errors.SYNTAX)
     if sub == b"help" and n == 2:
         return protocol.array([protocol.simple(line) for line in CLIENT_HELP])
-    if sub in (b"id", b"getname", b"setname", b"setinfo", b"info", b"help", b"kill", b"unblock"):
+    if sub in (b"id", b"getname", b"setname", b"setinfo", b"info", b"help", b"kill", b"unblock", b"reply"):
         raise CommandError(errors.wrong_arity(f"client|{sub.decode()}"))
     raise CommandError(errors.unknown_subcommand(argv[1], "client"))
 

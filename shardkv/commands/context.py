@@ -35,6 +35,9 @@ class BlockPlan:
     reply: Callable[[object], bytes | None]
 
 
+REPLY_ON, REPLY_OFF, REPLY_SKIP = b"on", b"off", b"skip"
+
+
 class ReplySink(Protocol):
     def reply_ready(self, pending: Pending) -> None: ...
 
@@ -140,6 +143,7 @@ class Client(Protocol):
     channels: dict[bytes, None]  # SUBSCRIBEd channels, in order
     patterns: dict[bytes, None]  # PSUBSCRIBEd patterns
     shard_channels: dict[bytes, None]  # SSUBSCRIBEd shard channels
+    reply_mode: bytes  # CLIENT REPLY: REPLY_ON, REPLY_OFF or REPLY_SKIP (the next command's)
 
     @property
     def server(self) -> Server: ...
@@ -186,4 +190,5 @@ class WorkerView(Protocol):
         ...
 
 
-__all__ = ["BlockPlan", "Client", "Pending", "Reply", "ReplySink", "Server", "WorkerClient", "WorkerView"]
+__all__ = ["REPLY_OFF", "REPLY_ON", "REPLY_SKIP", "BlockPlan", "Client", "Pending", "Reply", "ReplySink", "Server",
+           "WorkerClient", "WorkerView"]

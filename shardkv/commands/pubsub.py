@@ -139,8 +139,6 @@ class Subscriptions:
 
 
 def _subscribe(client: Client, argv: list[bytes], kind: str) -> bytes:
-    if client.executing:
-        raise CommandError(f"ERR {argv[0].decode(errors='replace').upper()} isn't allowed for a DENY BLOCKING client")
     hub = client.server.pubsub
     out = []
     for name in argv[1:]:

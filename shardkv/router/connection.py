@@ -15,7 +15,7 @@ from collections import deque
 from typing import TYPE_CHECKING
 
 from shardkv import errors, protocol
-from shardkv.commands.context import Pending
+from shardkv.commands.context import REPLY_ON, REPLY_SKIP, Pending
 from shardkv.router.dispatch import CLIENT_CLOSE, Router
 from shardkv.stats import W_OUTPUT_LIMIT
 
@@ -65,6 +65,8 @@ class Connection(asyncio.BufferedProtocol):
         self.channels: dict[bytes, None] = {}
         self.patterns: dict[bytes, None] = {}
         self.shard_channels: dict[bytes, None] = {}
+        self.reply_mode = REPLY_ON
+        self.silenced: set[Pending] = set()  # replies to drop when they come (CLIENT REPLY OFF / SKIP)
         self.addr = ""
         self.laddr = ""
 
@@ -166,7 +168,17 @@ class Connection(asyncio.BufferedProtocol):
                 consumed, error, stopped = start, None, True
                 self.settling = True
                 break
+            mode = self.reply_mode
             reply = execute(self, argv, start, end)
+            if mode is not REPLY_ON and self.reply_mode is not REPLY_ON:
+                # CLIENT REPLY OFF, or SKIP before it: this command's reply is not sent (CLIENT
+                # REPLY ON's own OK is); a reply still to come is dropped when it comes.
+                if mode is REPLY_SKIP and self.reply_mode is REPLY_SKIP:
+                    self.reply_mode = REPLY_ON
+                if isinstance(reply, bytes) or reply.value is not None:
+                    reply = b""
+                else:
+                    self.silenced.add(reply)
             self.replies.append(reply)
             if isinstance(reply, bytes):
                 self.queued_bytes += len(reply)  # a Pending's bytes are counted when it resolves
@@ -296,7 +308,12 @@ class Connection(asyncio.BufferedProtocol):
             if value is CLIENT_CLOSE:
                 over_limit = True
                 break
-            if value[0] == 45:  # '-': an error reply, counted in INFO errorstats
+            if self.silenced and head in self.silenced:
+                self.silenced.discard(head)
+                replies.popleft()
+                self.queued_bytes -= len(value)
+                continue
+            if value[:1] == b"-":  # '-': an error reply, counted in INFO errorstats
                 self.worker.count_error(value)
             out.append(value)
             replies.popleft()

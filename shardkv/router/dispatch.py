@@ -185,7 +185,8 @@ class Router:
     def execute(self, conn: Connection, argv: list[bytes], start: int = -1, end: int = -1) -> Reply:
         """Run or route one command; conn.buf[start:end] is its RESP frame, if it came as one."""
         cmd = COMMANDS.get(argv[0]) or lookup(argv[0])
-        if cmd is not None and cmd.one_key and conn.authenticated and conn.multi is None:
+        if cmd is not None and cmd.one_key and conn.authenticated and conn.multi is None and not (
+                conn.channels or conn.patterns or conn.shard_channels):
             # The common case in short: the same checks as below, in the same order.
             if cmd.arity_ok(len(argv)) and len(argv[1]) <= self.key_bytes_max:
                 shard = self.me if self.single else self.owners[key_slot(argv[1])]
