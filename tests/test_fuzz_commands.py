@@ -713,6 +713,7 @@ def fuzz(monkeypatch: pytest.MonkeyPatch, tmp_path: pathlib.Path, total: int, se
         elapsed = time.monotonic() - started
         for c in conns:
             c.sock.setblocking(True)
+            assert request(c.sock, b"RESET\r\n") == b"+RESET\r\n"  # it may have been left in a MULTI
             assert request(c.sock, b"PING\r\n") == b"+PONG\r\n"
         assert not internal, f"internal errors: {internal[:5]}"
         assert server.worker_pids() == pids, "a worker died"
