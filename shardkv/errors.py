@@ -50,6 +50,8 @@ KEY_TOO_LONG = "ERR key exceeds maximum allowed size (key-bytes-max)"
 PROTO_UNSUPPORTED = "NOPROTO unsupported protocol version"
 EXECABORT = "EXECABORT Transaction discarded because of previous errors."
 NOT_IN_MULTI = "ERR Command not allowed inside a transaction"
+EXEC_SHARD_RESTARTED = ("EXECABORT Transaction discarded because of: a shard worker restarted during EXEC; "
+                        "none of it was applied")
 SUBSCRIPTIONS_FULL = "ERR max number of subscriptions reached (subscriptions-per-worker-max)"
 TRANSACTION_TOO_LARGE = "ERR transaction queue exceeds client-query-buffer-limit"
 

@@ -52,7 +52,12 @@ TUNABLE_ALIASES = {"hash-max-ziplist-entries": "hash-max-listpack-entries",
  W_CPU_USER_US, W_OUTPUT_LIMIT) = range(16)
 W_HEARTBEAT_MS = 16  # CLOCK_MONOTONIC ms the worker last showed progress (0: not yet, this life)
 W_NEXT_CLIENT_ID = 17  # the next client id's sequence number, kept across restarts of the worker
-W_COMMAND_STATS = 18  # then CMD_WORDS words per command, in table order:
+# Transactions this worker coordinates (router/transaction.py): the last id it gave one (kept
+# across restarts, so no id is used twice), the one it is running and has not decided yet (0:
+# none), and the last one it committed.  A shard holding an undo log of this worker's
+# transaction reads them to learn its fate.
+W_TXN_LAST, W_TXN_ACTIVE, W_TXN_DECIDED = 18, 19, 20
+W_COMMAND_STATS = 21  # then CMD_WORDS words per command, in table order:
 CMD_CALLS, CMD_USEC, CMD_FAILED, CMD_REJECTED, CMD_WORDS = range(5)
 
 

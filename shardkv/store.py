@@ -66,6 +66,12 @@ DBMAP_BYTE = (H_EXPIRES + DATABASES_MAX) * 8  # 1 byte per db: the db (as client
 H_SWAP_JOURNAL = (DBMAP_BYTE + DATABASES_MAX) // 8  # a SWAPDB in progress, redone at restart
 H_FLUSH_JOURNAL = H_SWAP_JOURNAL + 1  # a FLUSHDB / FLUSHALL in progress (stored db or FLUSH_ALL), redone at restart
 FLUSH_ALL = 0xFFFF
+# The undo log of a transaction (see `undo_begin`): the transaction (coordinating worker << 56 |
+# its id), the newest undo record (each links the next older one by its first word), and the
+# record being put back by a rollback.
+H_UNDO_TXN, H_UNDO_HEAD, H_UNDO_CURRENT = H_FLUSH_JOURNAL + 1, H_FLUSH_JOURNAL + 2, H_FLUSH_JOURNAL + 3
+UNDO_ABSENT = 0xFF  # the type of an undo record for a key that did not exist
+TXN_ID_MASK = (1 << 56) - 1
 # The notification classes the store emits itself (the same bits as commands/notify.py's).
 EVENT_EXPIRED, EVENT_NEW = 1 << 8, 1 << 14
 
@@ -101,7 +107,7 @@ def _size_classes() -> list[int]:
 
 CLASS_BYTES = [0] + _size_classes()  # class 0 is "not a slab"
 CLASSES = len(CLASS_BYTES) - 1
-assert H_PARTIAL + CLASSES < H_KEYS and (H_FLUSH_JOURNAL + 1) * 8 <= SEGMENT_HEADER_BYTES
+assert H_PARTIAL + CLASSES < H_KEYS and (H_UNDO_CURRENT + 1) * 8 <= SEGMENT_HEADER_BYTES
 # class of a size, by (size + 15) // 16
 _CLASS_OF = [0] * (SMALL_RECORD_BYTES_MAX // 16 + 1)
 for _i in range(len(_CLASS_OF)):
@@ -568,6 +574,10 @@ class Store:
                 else:
                     q[link] = q[off_old >> 3]
 
+    def raw_lookup(self, db: int, key: bytes) -> int:
+        """The key's record, expired or not, deleting nothing (0: none)."""
+        return self._find_stored(self.dbmap[db], key)[0]
+
     def note_record(self, off: int) -> None:
         """A change to the key of record `off` (a head record), if a client WATCHes it."""
         info = self.q[(off >> 3) + 2]
@@ -585,6 +595,103 @@ class Store:
 
     def is_stale(self, db: int, key: bytes, now_ms: int) -> bool:
         return self.presence(db, key, now_ms)[1]
+
+    # ------------------------------------------------------------------ undo log of a transaction
+    #
+    # Before a transaction first changes a key on this shard, the key's record is copied into an
+    # undo record (a record of the same layout, kept out of the index; a large collection is
+    # copied packed).  Commit frees them (`undo_discard`); abort puts each back in the index in
+    # place of what the transaction left (`undo_rollback`), with no allocation, so a rollback
+    # cannot run out of memory.  Every step is one aligned store or is redone at restart: the
+    # chain and the record being put back stay reachable from the header until they are done.
+
+    @property
+    def undo_txn(self) -> int:
+        return self.q[H_UNDO_TXN]
+
+    def undo_begin(self, txn: int) -> None:
+        q = self.q
+        assert not q[H_UNDO_TXN], "the last transaction's undo log was resolved first"
+        q[H_UNDO_HEAD] = 0
+        q[H_UNDO_CURRENT] = 0
+        q[H_UNDO_TXN] = txn
+
+    def undo_save(self, db: int, key: bytes, kind: int, expire_ms: int, value: bytes) -> None:
+        """Keep the record key has now (kind UNDO_ABSENT: none); OOM before anything changes."""
+        off = self._alloc(record_bytes(len(key), len(value)))
+        self.write_record(off, self.dbmap[db], key, kind, value, expire_ms)
+        q = self.q
+        q[off >> 3] = q[H_UNDO_HEAD]
+        q[H_UNDO_HEAD] = off  # publish
+
+    def undo_discard(self) -> None:
+        """Commit: the transaction's changes stay; its undo records are freed."""
+        q = self.q
+        head = q[H_UNDO_HEAD]
+        q[H_UNDO_TXN] = 0  # this shard's commit (a restart frees what is left: nothing reaches it)
+        q[H_UNDO_HEAD] = 0
+        while head:
+            nxt = q[head >> 3]
+            self._free(head)
+            head = nxt
+
+    def undo_rollback(self) -> None:
+        """Abort: every key the transaction changed gets back the record it had before."""
+        q = self.q
+        if q[H_UNDO_CURRENT]:
+            self._undo_restore(q[H_UNDO_CURRENT])
+        while q[H_UNDO_HEAD]:
+            rec = q[H_UNDO_HEAD]
+            q[H_UNDO_CURRENT] = rec
+            q[H_UNDO_HEAD] = q[rec >> 3]
+            self._undo_restore(rec)
+        q[H_UNDO_TXN] = 0
+
+    def _undo_restore(self, rec: int) -> None:
+        q = self.q
+        w = rec >> 3
+        info = q[w + 2]
+        kind, pdb = (info >> 32) & 0xFF, (info >> 40) & 0xFF
+        key = bytes(self.key_of(rec))
+        off, link, bucket = self._find_stored(pdb, key)
+        if kind == UNDO_ABSENT:
+            if off:
+                self._unlink(link, off, pdb)
+            q[H_UNDO_CURRENT] = 0
+            self._free(rec)
+            return
+        if off == rec:  # put back already, before a crash
+            q[H_UNDO_CURRENT] = 0
+            return
+        new_link = (zlib.crc32(key, pdb) >> 8) << 40 | w
+        q[H_DIRTY] += 1
+        if off:
+            had_expire = bool(q[(off >> 3) + 1])
+            q[w] = q[off >> 3]
+            q[link] = new_link  # publish
+            q[H_UNDO_CURRENT] = 0
+            self._free_record(off)
+            if had_expire != bool(q[w + 1]):
+                q[H_EXPIRES + pdb] += 1 if q[w + 1] else -1
+        else:
+            q[w] = q[bucket]
+            q[bucket] = new_link  # publish
+            q[H_UNDO_CURRENT] = 0
+            q[H_KEYS + pdb] += 1
+            if q[w + 1]:
+                q[H_EXPIRES + pdb] += 1
+
+    def undo_records(self) -> list[int]:
+        """The undo records a restart must keep (the chain, and the one being put back)."""
+        q = self.q
+        if not q[H_UNDO_TXN]:
+            return []
+        out = [q[H_UNDO_CURRENT]] if q[H_UNDO_CURRENT] else []
+        rec = q[H_UNDO_HEAD]
+        while rec:
+            out.append(rec)
+            rec = q[rec >> 3]
+        return out
 
     def _find_stored(self, pdb: int, key: bytes) -> tuple[int, int, int]:
         """The chain walk of find(), by stored db, expired or not, changing nothing."""
@@ -932,8 +1039,20 @@ class Store:
                 if i and not i & (PROGRESS_EVERY - 1):  # a large collection's nodes
                     self.progress()
                 self._mark_live(off, live_bits)
+        for off in self.undo_records():  # a transaction's undo log, resolved after the restart
+            if not self._marked(off, live_bits):  # (one being put back may be in the index already)
+                self._mark_live(off, live_bits)
+        if not q[H_UNDO_TXN]:
+            q[H_UNDO_HEAD] = q[H_UNDO_CURRENT] = 0
         self._free_holes(live_bits)
         return found
+
+    def _marked(self, off: int, live_bits: bytearray) -> bool:
+        page = (off - self.heap_off) // PAGE_BYTES
+        if self.record_size(off) > SMALL_RECORD_BYTES_MAX:
+            return bool(self.mm[self.map_off + page])
+        bit = (off - self.heap_off) >> 4
+        return bool(live_bits[bit >> 3] & (1 << (bit & 7)))
 
     def _mark_live(self, off: int, live_bits: bytearray) -> None:
         """rebuild(): account one block found in use."""

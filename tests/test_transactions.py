@@ -84,30 +84,28 @@ def test_blocking_commands_do_not_block_in_exec(srv: Server) -> None:
 def test_watch_sees_a_write_from_a_client_of_the_other_worker(srv: Server) -> None:
     keys = [key_on(0, "wx"), key_on(1, "wy")]
     for watcher_worker in (0, 1):
-        watcher = client_on(srv, watcher_worker)
+        watcher = client_on(srv, watcher_worker)  # its commands go on its own connection
         writer = client_on(srv, 1 - watcher_worker)
         for changed in keys:
             watcher.delete(*keys)
-            with watcher.pipeline() as p:
-                p.watch(*keys)
-                writer.set(changed, "theirs")
-                p.multi()
-                p.set(keys[0], "mine")
-                p.set(keys[1], "mine")
-                with pytest.raises(redis.WatchError):
-                    p.execute()
+            assert watcher.execute_command("WATCH", *keys) is True
+            writer.set(changed, "theirs")
+            watcher.execute_command("MULTI")
+            watcher.execute_command("SET", keys[0], "mine")
+            watcher.execute_command("SET", keys[1], "mine")
+            assert watcher.execute_command("EXEC") is None
             assert watcher.mget(keys) == ([b"theirs", None] if changed == keys[0] else [None, b"theirs"])
         # Unchanged: EXEC runs, and the keys are no longer watched afterwards.
-        with watcher.pipeline() as p:
-            p.watch(*keys)
-            p.multi()
-            p.set(keys[0], "mine")
-            assert p.execute() == [True]
+        watcher.execute_command("WATCH", *keys)
+        watcher.execute_command("MULTI")
+        watcher.execute_command("SET", keys[0], "mine")
+        assert watcher.execute_command("EXEC") == [b"OK"]
         writer.set(keys[1], "later")
-        with watcher.pipeline() as p:
-            p.multi()
-            p.get(keys[1])
-            assert p.execute() == [b"later"]
+        watcher.execute_command("MULTI")
+        watcher.execute_command("GET", keys[1])
+        assert watcher.execute_command("EXEC") == [b"later"]
+        watcher.close()
+        writer.close()
 
 
 def test_watch_rules_for_expiry_flush_and_swapdb(srv: Server) -> None:

@@ -123,6 +123,12 @@ def shard_watch_check(ctx: ShardCtx, argv: list[bytes]) -> bytes:
     return protocol.ONE if _watches(ctx).check(int(argv[1]), ctx.now_ms) else protocol.ZERO
 
 
+@command("__txnbegin", 2, "readonly", where=Where.SHARD, group="internal",
+         summary="The lock part of an EXEC: the shard keeps an undo log for transaction <txn>")
+def shard_txn_begin(ctx: ShardCtx, argv: list[bytes]) -> bytes:
+    return protocol.OK  # the worker starts the undo log as it takes the lock
+
+
 @command("__unwatch", 2, "readonly", where=Where.SHARD, group="internal",
          summary="End a client's watch of keys of this shard")
 def shard_unwatch(ctx: ShardCtx, argv: list[bytes]) -> bytes:

@@ -35,16 +35,18 @@ from contextvars import ContextVar
 from typing import TYPE_CHECKING, Any
 
 from shardkv import errors, protocol
+from shardkv.collstore import value_bytes
 from shardkv.commands.across import CrossShard
 from shardkv.commands.args import ShardCtx
 from shardkv.commands.context import Client, Pending, Reply
+from shardkv.commands.keyspace import RestorePart
 from shardkv.commands.pubsub import Subscriptions
 from shardkv.commands.table import COMMANDS, Command, Merge, Where, lookup
 from shardkv.errors import CommandError, ReplyTooLarge
 from shardkv.limits import Limits
 from shardkv.protocol import read_reply
-from shardkv.stats import G_SUPERVISOR_PID, Stats
-from shardkv.store import Store
+from shardkv.stats import G_SUPERVISOR_PID, W_TXN_DECIDED, Stats
+from shardkv.store import TXN_ID_MASK, UNDO_ABSENT, Store
 from shardkv.worker.peers import K_APPLY, K_LOCK, K_REQ, K_UNLOCK, Callback, PeerReset
 
 if TYPE_CHECKING:
@@ -143,6 +145,9 @@ class Router:
         self.txn_lock = asyncio.Lock()
         from shardkv.router.transaction import Transactions  # it builds on this module
         self.transactions = Transactions(self)
+        # While this shard is in a transaction with an undo log: the keys saved so far.
+        self.undo_saved: set[tuple[int, bytes]] | None = None
+        self.undo_writes = 0
 
     # ------------------------------------------------------------------ the Server view
 
@@ -296,9 +301,14 @@ class Router:
         store.event_flags = worker.event_flags()
         t0 = time.perf_counter_ns()
         try:
+            if self.undo_saved is not None and cmd.is_write:
+                self.save_undo(cmd, argv, db)
             reply = handler(ctx, argv)
         except Exception as exc:
             reply = error_reply(exc, cmd.name)
+        if self.undo_saved is not None and cmd.is_write:
+            self.undo_writes += 1
+            worker.crash_point(f"part:{self.undo_writes}")
         failed = reply[:1] == b"-"
         store.counting_reads = False
         if store.hits or store.misses:
@@ -313,6 +323,61 @@ class Router:
         if store.events:
             worker.publish_events()
         return reply
+
+    # ------------------------------------------------------------------ undo log (this shard's part of an EXEC)
+
+    def undo_begin(self, txn: int) -> None:
+        self.worker.store.undo_begin(txn)
+        self.undo_saved = set()
+        self.undo_writes = 0
+
+    def undo_end(self, commit: bool) -> None:
+        """The transaction is decided: keep its changes here, or put the keys back."""
+        store = self.worker.store
+        if store.undo_txn:
+            if commit:
+                store.undo_discard()
+            else:
+                store.undo_rollback()
+        self.undo_saved = None
+
+    def undo_settle_after(self, coordinator: int) -> None:
+        """The coordinator of the transaction holding this shard restarted (its new process has
+        closed what the old one left undecided): keep or undo by what it had decided."""
+        txn = self.worker.store.undo_txn
+        if txn and txn >> 56 == coordinator:
+            self.undo_end(self.stats.get(coordinator, W_TXN_DECIDED) == txn & TXN_ID_MASK)
+        else:
+            self.undo_saved = None
+
+    def save_undo(self, cmd: Command, argv: list[bytes], db: int) -> None:
+        """Before a write in a transaction: keep the records of the keys it may change, once each."""
+        if cmd.where is Where.KEYED:
+            keys = [(db, argv[i]) for i in cmd.key_indexes(argv)]
+            name = cmd.name
+            if name == "move" and len(argv) == 3 and argv[2].isdigit():
+                keys.append((int(argv[2]), argv[1]))  # MOVE writes the key in the other db
+            elif name == "copy":
+                for i in range(3, len(argv) - 1):
+                    if argv[i].lower() == b"db" and argv[i + 1].isdigit():
+                        keys.append((int(argv[i + 1]), argv[2]))
+        elif cmd.name == "__restore":
+            part = RestorePart.decode(argv)
+            keys = [(part.db, part.key)]
+        else:
+            return  # FLUSHDB / FLUSHALL / SWAPDB parts: not undone (see the README)
+        saved = self.undo_saved
+        assert saved is not None
+        store = self.worker.store
+        for wk in keys:
+            if wk in saved or not 0 <= wk[0] < self.limits.databases:
+                continue
+            off = store.raw_lookup(*wk)
+            if off:
+                store.undo_save(wk[0], wk[1], store.type_of(off), store.expire_of(off), value_bytes(store, off))
+            else:
+                store.undo_save(wk[0], wk[1], UNDO_ABSENT, 0, b"")
+            saved.add(wk)
 
     def run_raw(self, body: bytes, blocks: list[int] | None = None) -> bytes:
         """Run a command forwarded by another worker: body = proto, db, the command as RESP."""
@@ -445,29 +510,32 @@ class Router:
             finally:  # a CommandError or PeerReset goes on to later(), which makes it the reply
                 self.unlock_shards(locked, local_blocks)
 
-    async def lock_shards(self, shards: list[int], db: int, proto: int) -> list[int]:
-        """Lock these shards (ascending) for a transaction that reserves nothing (EXEC); returns
-        those locked so far if it stops half-way (a peer restarted): unlock_shards them."""
+    async def lock_shards(self, shards: list[int], db: int, proto: int, txn: int) -> list[int]:
+        """Lock these shards (ascending) for an EXEC: each starts an undo log for transaction
+        `txn`.  If it stops half-way (a peer restarted), what it locked is unlocked, undone."""
         locked: list[int] = []
-        noop = bytes((proto, db)) + protocol.encode_command([b"__noop"])
+        begin = bytes((proto, db)) + protocol.encode_command([b"__txnbegin", b"%d" % txn])
         try:
             for shard in sorted(shards):
                 if shard == self.me:
                     await self.worker.lock_own(self.me)
+                    self.undo_begin(txn)
                 else:
-                    await self.ask(shard, K_LOCK, noop)
+                    await self.ask(shard, K_LOCK, begin)
                 locked.append(shard)
         except BaseException:
-            self.unlock_shards(locked, None)
+            self.unlock_shards(locked, None, commit=False)
             raise
         return locked
 
-    def unlock_shards(self, locked: list[int], local_blocks: list[int] | None) -> None:
+    def unlock_shards(self, locked: list[int], local_blocks: list[int] | None, commit: bool = True) -> None:
+        """Unlock; a shard with an undo log keeps the transaction's changes (commit) or undoes them."""
         for shard in locked:
             if shard == self.me:
+                self.undo_end(commit)
                 self.worker.unlock_own(local_blocks)
             else:
-                self.worker.peers.send(shard, K_UNLOCK, 0, b"")
+                self.worker.peers.send(shard, K_UNLOCK, 0, b"" if commit else b"abort")
 
     async def apply_held(self, shard: int, argv: list[bytes], db: int, proto: int) -> bytes:
         """Run a keyed command (or internal part) on a shard this transaction holds locked."""

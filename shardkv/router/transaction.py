@@ -21,12 +21,15 @@ import asyncio
 import time
 from typing import TYPE_CHECKING
 
-from shardkv import protocol
+from shardkv import errors, protocol
 from shardkv.commands.across import CrossShard
 from shardkv.commands.context import Client, Reply
 from shardkv.commands.table import Command, Merge, Where, lookup
 from shardkv.protocol import read_reply
 from shardkv.router.dispatch import CLIENT_CLOSE, HOLDING, error_reply, merge_replies
+from shardkv.stats import W_TXN_ACTIVE, W_TXN_DECIDED
+from shardkv.store import TXN_ID_MASK
+from shardkv.worker.peers import PeerReset
 
 if TYPE_CHECKING:
     from shardkv.router.dispatch import Router
@@ -65,25 +68,67 @@ class Transactions:
         shards |= watching
         router = self.router
         me = router.me
-        if only_keyed and shards <= {me}:
+        if only_keyed and shards <= {me} and not router.txn_lock.locked() and self.settled(0):
+            # (Not while this worker coordinates another transaction, nor while a shard still
+            # holds the undo log of an earlier one: the commit point must not overtake them.)
             return self.exec_here(client, commands, watching)
         return router.later(client, self.exec_locked(client, commands, shards | {me}, watching))
 
     def exec_here(self, client: Client, commands: list[tuple[Command, list[bytes]]], watching: set[int]) -> bytes:
-        """Every key on this worker's shard: run the queue now, with no await in between."""
+        """Every key on this worker's shard: run the queue now, with no await in between.  With
+        two writes or more, an undo log makes it whole or nothing if this worker dies half-way
+        (its restart finds the transaction undecided and rolls it back)."""
         router = self.router
-        store = router.worker.store
+        worker = router.worker
+        store = worker.store
         if watching:
             assert store.key_watches is not None
             if not store.key_watches.check(client.id, int(time.time() * 1000)):
                 return protocol.null_array(client.proto)
+        txn_id = 0
+        if sum(cmd.is_write for cmd, _ in commands) > 1:
+            txn_id = self.begin()
+            router.undo_begin(router.me << 56 | txn_id)
         replies = []
-        for cmd, argv in commands:
+        for i, (cmd, argv) in enumerate(commands, 1):
             if cmd.blocking is not None:
                 replies.append(self._blocking_here(client, cmd, argv))
             else:
                 replies.append(router.run_keyed(cmd, argv, client.db, client.proto))
+            worker.crash_point(f"exec:{i}")
+        if txn_id:
+            self.decide(txn_id, commit=True)
+            router.undo_end(commit=True)
         return self._array(replies)
+
+    def begin(self) -> int:
+        """A new transaction of this coordinator, undecided until `decide`."""
+        worker = self.router.worker
+        txn_id = worker.next_txn_id()
+        worker.stats.set(worker.id, W_TXN_ACTIVE, txn_id)
+        return txn_id
+
+    def decide(self, txn_id: int, commit: bool) -> None:
+        """The commit point (one store), or the abort; shards holding its undo log learn it from
+        here if they restart, or if this worker does."""
+        worker = self.router.worker
+        if commit:
+            worker.stats.set(worker.id, W_TXN_DECIDED, txn_id)
+            worker.crash_point("exec:decided")
+        worker.stats.set(worker.id, W_TXN_ACTIVE, 0)
+
+    def settled(self, txn_id: int) -> bool:
+        """No shard holds the undo log of a transaction of this worker other than txn_id."""
+        me = self.router.me
+        return not any(s.undo_txn >> 56 == me and s.undo_txn & TXN_ID_MASK != txn_id
+                       for s in self.router.worker.stores if s.undo_txn)
+
+    async def decidable(self, txn_id: int) -> None:
+        """Wait until no shard still holds the undo log of an earlier transaction of this worker
+        (its unlock is on its way): W_TXN_DECIDED may only move on once each has settled, or a
+        shard restarting with that log could read the wrong decision."""
+        while not self.settled(txn_id):
+            await asyncio.sleep(0.0005)
 
     def _blocking_here(self, client: Client, cmd: Command, argv: list[bytes]) -> bytes:
         assert cmd.blocking is not None
@@ -109,11 +154,21 @@ class Transactions:
 
     async def exec_locked(self, client: Client, commands: list[tuple[Command, list[bytes]]], shards: set[int],
                           watching: set[int]) -> bytes:
+        """Lock, check the watches, run, decide, unlock.  Each locked shard keeps an undo log of
+        the transaction: a shard worker that restarts before the commit point aborts it (every
+        shard undoes its part; the client gets EXECABORT), after it the transaction stands (the
+        restarted shard keeps its part; the client gets every reply).  If this worker dies, its
+        clients lose their connection, and the shards settle by its decision, if it made one."""
         router = self.router
+        worker = router.worker
         async with router.txn_lock:
-            locked = await router.lock_shards(sorted(shards), client.db, client.proto)
-            token = HOLDING.set(frozenset(locked))
+            txn_id = self.begin()
+            committed = False
+            locked: list[int] = []
+            token = HOLDING.set(frozenset(shards))
             try:
+                locked = await router.lock_shards(sorted(shards), client.db, client.proto, router.me << 56 | txn_id)
+                worker.crash_point("exec:locked")
                 clean = True
                 for shard in sorted(watching):  # every one: the check also ends the watch
                     answer = await router.apply_held(shard, [b"__watchcheck", b"%d" % client.id], client.db,
@@ -123,16 +178,26 @@ class Transactions:
                     return protocol.null_array(client.proto)
                 client.executing = True
                 replies = []
-                for cmd, argv in commands:
+                for i, (cmd, argv) in enumerate(commands, 1):
                     try:
                         replies.append(await self.run_one(client, cmd, argv))
+                    except PeerReset:
+                        raise
                     except Exception as exc:
                         replies.append(error_reply(exc, cmd.name))
+                    worker.crash_point(f"exec:{i}")
+                await self.decidable(txn_id)
+                self.decide(txn_id, commit=True)
+                committed = True
                 return self._array(replies)
+            except PeerReset:
+                return protocol.error(errors.EXEC_SHARD_RESTARTED)
             finally:
                 client.executing = False
                 HOLDING.reset(token)
-                router.unlock_shards(locked, None)
+                if not committed:
+                    self.decide(txn_id, commit=False)
+                router.unlock_shards(locked, None, commit=committed)
 
     async def run_one(self, client: Client, cmd: Command, argv: list[bytes]) -> bytes:
         router = self.router

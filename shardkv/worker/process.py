@@ -63,9 +63,12 @@ from shardkv.stats import (
     W_PID,
     W_READY,
     W_REJECTED,
+    W_TXN_ACTIVE,
+    W_TXN_DECIDED,
+    W_TXN_LAST,
     Stats,
 )
-from shardkv.store import H_GENERATION, Store
+from shardkv.store import H_GENERATION, TXN_ID_MASK, Store
 from shardkv.worker.peers import (
     K_APPLY,
     K_LOCK,
@@ -81,6 +84,7 @@ from shardkv.worker.peers import (
 )
 
 NO_LOCK = -1
+CRASH_ENV = "SHARDKV_TEST_CRASH"
 EXPIRE_PERIOD_S = 0.1
 CLIENTS_PERIOD_S = 1.0  # idle clients (timeout) and stalled large requests are looked at this often
 STATS_PERIOD_S = 0.5
@@ -155,6 +159,7 @@ class Worker:
         self.pubsub = Subscriptions(self.limits.subscriptions_per_worker_max)
         self.notify_word = G_TUNABLES + TUNABLES["notify-keyspace-events"][0]
         self.lock_owner = NO_LOCK
+        self.crash_at = ""  # tests: the step at which this process kills itself (crash_point)
         self.lock_waiters: list[asyncio.Future[None]] = []
         self.reserved: list[int] = []  # blocks prepared for the lock holder's write
         self.paused: set[Connection] = set()
@@ -183,12 +188,18 @@ class Worker:
 
     def start(self) -> None:
         generation = self.store.q[H_GENERATION]
+        # A transaction a dead predecessor coordinated and had not decided is aborted: say so
+        # before the peers hear of the restart, as they then settle their part of it.
+        self.stats.set(self.id, W_TXN_ACTIVE, 0)
         if generation:
             found = self.store.rebuild()
             self.beat()
             print(f"worker {self.id}: restarted, shard has {found} keys", file=sys.stderr, flush=True)
             self.peers.reset_inbound()
             self.peers.announce_restart()
+            self.peers.flush()
+            self.settle_undo_log()
+        self.crash_at = os.environ.get(CRASH_ENV, "") if generation == 0 else ""
         self.store.q[H_GENERATION] = generation + 1
         self.stats.set(self.id, W_PID, os.getpid())
         self.stats.set(self.id, W_GENERATION, generation + 1)
@@ -225,6 +236,33 @@ class Worker:
         self.stats.set(self.id, W_READY, 1)
         if self.workers > 1:
             self.drain()
+
+    def settle_undo_log(self) -> None:
+        """At restart: the shard holds a transaction's undo log.  Once its coordinator has decided
+        (committed, aborted on hearing of this restart, or died and been restarted), keep the
+        transaction's changes or put the keys back as they were."""
+        txn = self.store.undo_txn
+        if not txn:
+            return
+        coordinator, txn_id = txn >> 56, txn & TXN_ID_MASK
+        while self.stats.get(coordinator, W_TXN_ACTIVE) == txn_id:
+            self.beat()
+            time.sleep(0.001)
+        committed = self.stats.get(coordinator, W_TXN_DECIDED) == txn_id
+        self.router.undo_end(committed)
+        print(f"worker {self.id}: transaction {txn_id} of worker {coordinator} "
+              f"{'kept (committed)' if committed else 'rolled back'}", file=sys.stderr, flush=True)
+
+    def crash_point(self, name: str) -> None:
+        """Tests only: the first process of a worker kills itself at the named step
+        (SHARDKV_TEST_CRASH=<worker>:<step>)."""
+        if self.crash_at == f"{self.id}:{name}":
+            os.kill(os.getpid(), signal.SIGKILL)
+
+    def next_txn_id(self) -> int:
+        txn_id = self.stats.get(self.id, W_TXN_LAST) + 1
+        self.stats.set(self.id, W_TXN_LAST, txn_id)
+        return txn_id
 
     def run(self) -> None:
         self.start()
@@ -413,6 +451,7 @@ class Worker:
                     self.key_watches.drop_home(src, self.workers)
                     self.blocking.owner_restarted(src)
                     if self.lock_owner == src:
+                        self.router.undo_settle_after(src)
                         self.unlock_own(self.reserved)
                         self.reserved = []
                 else:
@@ -444,6 +483,8 @@ class Worker:
             argv = parse_forwarded(body)
             cmd = lookup(argv[0])
             assert cmd is not None
+            if argv[0] == b"__txnbegin":  # a transaction with an undo log (EXEC)
+                self.router.undo_begin(int(argv[1]))
             try:
                 self.reserved = self.reserve_for(cmd, argv) or []
             except Exception as exc:  # CommandError(OOM)
@@ -459,6 +500,9 @@ class Worker:
         elif kind == K_UNLOCK:
             if self.lock_owner != src:
                 return  # sent to the process this one replaced, which held the lock: nothing to undo
+            if self.router.undo_saved is not None:
+                self.crash_point("unlock")  # (of an EXEC)
+            self.router.undo_end(commit=body != b"abort")
             leftover, self.reserved = self.reserved, []
             self.unlock_own(leftover)
         elif kind == K_WATCH:
