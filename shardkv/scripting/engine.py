@@ -1,0 +1,461 @@
+"""One worker's Lua 5.1 interpreter (lupa), set up the way Redis 7.0 sets up its own for scripts.
+
+Socket-free: the worker's script runner (router/scripts.py) hands it a `call` function that runs a
+command for `redis.call` / `redis.pcall` and returns the raw RESP reply.  The interpreter has:
+  * the `redis` table (call, pcall, error_reply, status_reply, sha1hex, log, setresp, set_repl,
+    replicate_commands, breakpoint, debug, acl_check_cmd and the constants), Redis's `pcall`,
+    `math.random` on Redis's own generator, and the libraries Redis bundles (scripting/libs);
+  * Redis's sandbox: no print, io, os, require, loadfile, dofile, debug ...; reading an unknown
+    global or writing any global or library field is an error;
+  * a count hook every 100,000 instructions: SCRIPT KILL, and a shard restart, stop a script there;
+  * a heap bounded by lua-heap-bytes-max (lupa's max_memory).
+Replies convert both ways as Redis converts them (RESP2 and RESP3, `redis.setresp`).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import math
+from collections.abc import Callable
+from typing import Any
+
+from lupa import lua51
+
+from shardkv import protocol
+
+ScriptError = lua51.LuaError
+REDIS_VERSION = b"7.0.15"
+REDIS_VERSION_NUM = 0x07000F
+HOOK_INSTRUCTIONS = 100_000
+INT64_MIN = -(1 << 63)
+
+LIBRARIES = ("bit", "cjson", "cmsgpack", "struct_lib")
+
+_SETUP = r"""
+local py = ...
+local error, type, tostring, rawget, rawset, select, unpack, setmetatable, pairs, next =
+      error, type, tostring, rawget, rawset, select, unpack, setmetatable, pairs, next
+local getinfo, sethook = debug.getinfo, debug.sethook
+local lua_pcall = pcall
+
+local function pack(...) return {n = select('#', ...), ...} end
+
+local redis = {}
+redis.call = function(...)
+  local failed, value = py.call(true, ...)
+  if failed then error({err = value}) end
+  return value
+end
+redis.pcall = function(...)
+  local failed, value = py.call(false, ...)
+  if failed then return {err = value} end
+  return value
+end
+redis.error_reply = function(s)
+  if type(s) ~= 'string' then return {err = 'ERR wrong number or type of arguments'} end
+  if s:sub(1, 1) == '-' then s = s:sub(2) end
+  if not s:find(' ', 1, true) then s = 'ERR ' .. s end
+  return {err = s}
+end
+redis.status_reply = function(s)
+  if type(s) ~= 'string' then return {err = 'ERR wrong number or type of arguments'} end
+  return {ok = s}
+end
+redis.sha1hex = function(...)
+  if select('#', ...) ~= 1 then error('wrong number of arguments') end
+  return py.sha1hex(tostring((...)))
+end
+redis.log = function(level, ...)
+  if select('#', ...) < 1 then error('redis.log() requires two arguments or more.') end
+  if type(level) ~= 'number' or level < 0 or level > 3 then error('Invalid debug level.') end
+  local parts = {}
+  for i = 1, select('#', ...) do parts[i] = tostring((select(i, ...))) end
+  py.log(level, table.concat(parts, ' '))
+end
+redis.setresp = function(...)
+  if select('#', ...) ~= 1 then error('redis.setresp() requires one argument.') end
+  local v = ...
+  if v ~= 2 and v ~= 3 then error('RESP version must be 2 or 3.') end
+  py.setresp(v)
+end
+redis.set_repl = function(...)
+  if select('#', ...) ~= 1 then error('redis.set_repl() requires one argument.') end
+  local v = ...
+  if type(v) ~= 'number' or v < 0 or v > 3 then
+    error('Invalid replication flags. Use REPL_AOF, REPL_REPLICA, REPL_ALL or REPL_NONE.')
+  end
+end
+redis.replicate_commands = function() return true end
+redis.breakpoint = function() return false end
+redis.debug = function() end
+redis.acl_check_cmd = function(...)
+  if select('#', ...) < 1 then error('Please specify at least one argument for this redis lib call') end
+  local ok = py.acl_check(...)
+  if ok == nil then error('Invalid command passed to redis.acl_check_cmd()') end
+  return ok
+end
+redis.LOG_DEBUG, redis.LOG_VERBOSE, redis.LOG_NOTICE, redis.LOG_WARNING = 0, 1, 2, 3
+redis.REPL_NONE, redis.REPL_AOF, redis.REPL_SLAVE, redis.REPL_REPLICA, redis.REPL_ALL = 0, 1, 2, 2, 3
+redis.REDIS_VERSION = py.version
+redis.REDIS_VERSION_NUM = py.version_num
+rawset(_G, 'redis', redis)
+
+-- Redis's pcall: a caught Redis error gives its text; a kill or a shard restart is not caught.
+pcall = function(f, ...)
+  local r = pack(lua_pcall(f, ...))
+  if not r[1] then
+    if py.aborting() then error(r[2], 0) end
+    if type(r[2]) == 'table' and rawget(r[2], 'err') then return false, r[2].err end
+  end
+  return unpack(r, 1, r.n)
+end
+
+math.random = function(...) return py.random(select('#', ...), ...) end
+math.randomseed = function(seed) py.randomseed(seed) end
+
+-- The error handler of a script call: the position of the user code that failed.
+local function handler(err)
+  local level, info = 2, nil
+  while true do
+    local i = getinfo(level, 'Sl')
+    if not i then break end
+    if i.source == '@user_script' or i.source == '@user_function' then info = i break end
+    level = level + 1
+  end
+  if type(err) ~= 'table' then err = {err = 'ERR ' .. tostring(err)} end
+  if info then
+    rawset(err, 'source', info.source)
+    rawset(err, 'line', info.currentline)
+  end
+  return err
+end
+
+local function run(f, keys, argv)
+  rawset(_G, 'KEYS', keys)
+  rawset(_G, 'ARGV', argv)
+  sethook(function() py.hook() end, '', py.hook_every)
+  local r = pack(xpcall(f, handler))
+  sethook()
+  rawset(_G, 'KEYS', nil)
+  rawset(_G, 'ARGV', nil)
+  return r[1], r[2]
+end
+
+local function compile(body, name)
+  return loadstring(body, name)
+end
+
+-- The sandbox.
+for _, name in ipairs({'print', 'loadfile', 'dofile', 'getfenv', 'setfenv', 'newproxy', 'require',
+                       'module', 'package', 'os', 'io', 'debug'}) do
+  rawset(_G, name, nil)
+end
+local function readonly(t, name)
+  local mt = getmetatable(t) or {}
+  mt.__newindex = function() error('Attempt to modify a readonly table', 2) end
+  mt.__metatable = false
+  return setmetatable(t, mt)
+end
+local protected = {}
+for name, lib in pairs(_G) do
+  if type(lib) == 'table' and name ~= '_G' then protected[#protected + 1] = lib end
+end
+local G_mt = {
+  __index = function(_, k)
+    error("Script attempted to access nonexistent global variable '" .. tostring(k) .. "'", 2)
+  end,
+  __newindex = function() error('Attempt to modify a readonly table', 2) end,
+  __metatable = false,
+}
+return run, compile, function()
+  for _, lib in ipairs(protected) do readonly(lib) end
+  setmetatable(_G, G_mt)
+end
+"""
+
+
+class Aborted(Exception):
+    """The script was stopped from outside (SCRIPT KILL, a shard restart): not catchable."""
+
+
+class LuaEngine:
+    def __init__(self, heap_bytes_max: int, log: Callable[[int, bytes], None]) -> None:
+        self.lua = lua51.LuaRuntime(unpack_returned_tuples=True, encoding=None, register_eval=False,
+                                    register_builtins=False, max_memory=heap_bytes_max or None)
+        self.heap_bytes_max = heap_bytes_max
+        self.functions: dict[str, Any] = {}  # sha -> compiled function
+        self.resp = 2  # redis.setresp of the running script
+        self.caller: Callable[[bool, list[bytes]], tuple[bool, Any]] | None = None
+        self.hook: Callable[[], None] = _nothing
+        self.aborting: BaseException | None = None
+        self.acl_check: Callable[[list[bytes]], bool | None] = lambda argv: True
+        self.rand_state = 0x1234ABCD330E
+        for name in LIBRARIES:
+            try:
+                module = __import__(f"shardkv.scripting.libs.{name}", fromlist=["install"])
+            except ImportError:
+                continue
+            module.install(self.lua)
+        py = self.lua.table_from({
+            b"call": self._call, b"sha1hex": lambda s: hashlib.sha1(s).hexdigest().encode(),
+            b"log": lambda level, text: log(int(level), text), b"setresp": self._setresp,
+            b"aborting": lambda: self.aborting is not None, b"random": self._random,
+            b"randomseed": self._randomseed, b"hook": self._hook, b"hook_every": HOOK_INSTRUCTIONS,
+            b"acl_check": lambda *argv: self.acl_check([_arg(a) for a in argv]),
+            b"version": REDIS_VERSION, b"version_num": REDIS_VERSION_NUM,
+        })
+        self._run, self._compile, seal = self.lua.execute(_SETUP, py)
+        seal()
+
+    # ------------------------------------------------------------------ running
+
+    def compile(self, sha: str, body: bytes, name: bytes = b"@user_script") -> None:
+        """Compile a script body once (ScriptError: it does not compile)."""
+        if sha in self.functions:
+            return
+        fn, err = self._compile(body, name)
+        if fn is None:
+            raise ScriptError(f"Error compiling script (new function): {_text(err)}")
+        self.functions[sha] = fn
+
+    def flush(self) -> None:
+        self.functions.clear()
+        self.collect()
+
+    def run(self, sha: str, name: str, keys: list[bytes], args: list[bytes], client_proto: int,
+            call: Callable[[bool, list[bytes]], tuple[bool, Any]]) -> bytes:
+        """Run a compiled script; returns its reply for a client of protocol client_proto.
+        Raises Aborted if it was stopped from outside."""
+        fn = self.functions[sha]
+        self.resp = 2
+        self.caller = call
+        self.aborting = None
+        try:
+            ok, value = self._run(fn, self.lua.table_from(keys), self.lua.table_from(args))
+        except lua51.LuaMemoryError:
+            self.collect()
+            return protocol.error(f"ERR script used more memory than lua-heap-bytes-max allows "
+                                  f"({self.heap_bytes_max} bytes) script: {name}")
+        finally:
+            self.caller = None
+        if self.aborting is not None:
+            raise Aborted() from self.aborting
+        if not ok:
+            return self._error_reply(value, name)
+        return self.to_resp(value, client_proto)
+
+    def collect(self) -> None:
+        """A full garbage collection (after a script hit the heap limit)."""
+        limit = self.lua.get_max_memory()
+        self.lua.set_max_memory(0)
+        try:
+            self.lua.execute("collectgarbage()")
+        finally:
+            self.lua.set_max_memory(limit)
+
+    def _error_reply(self, err: Any, name: str) -> bytes:
+        if lua51.lua_type(err) != "table":
+            return protocol.error(f"ERR {_text(err)} script: {name}")
+        text = _text(err[b"err"]) if err[b"err"] is not None else "ERR unknown error"
+        source, line = err[b"source"], err[b"line"]
+        if source is not None and line is not None:
+            return protocol.error(f"{text} script: {name}, on {_text(source)}:{int(line)}.")
+        return protocol.error(f"{text} script: {name}")
+
+    # ------------------------------------------------------------------ helpers Lua calls
+
+    def _call(self, raise_errors: bool, *args: Any) -> tuple[bool, Any]:
+        if self.aborting is not None:
+            raise self.aborting
+        if not args:
+            return True, b"ERR Please specify at least one argument for this redis lib call"
+        argv = []
+        for a in args:
+            if isinstance(a, bytes):
+                argv.append(a)
+            elif isinstance(a, int | float) and not isinstance(a, bool):
+                argv.append(_number_arg(a))
+            else:
+                return True, b"ERR Lua redis lib command arguments must be strings or integers"
+        assert self.caller is not None
+        failed, reply = self.caller(raise_errors, argv)
+        if failed:
+            return True, reply
+        return False, self.from_resp(reply)
+
+    def _setresp(self, v: Any) -> None:
+        self.resp = int(v)
+
+    def _hook(self) -> None:
+        self.hook()
+        if self.aborting is not None:
+            raise self.aborting
+
+    def _random(self, n: int, *bounds: Any) -> Any:
+        """math.random on Redis's generator (drand48-style, state kept across scripts)."""
+        self.rand_state = (self.rand_state * 0x5DEECE66D + 0xB) & ((1 << 48) - 1)
+        r = (self.rand_state >> 17) % 2147483647 / 2147483647
+        if n == 0:
+            return r
+        if n == 1:
+            u = int(bounds[0])
+            if u < 1:
+                raise lua51.LuaError("bad argument #1 to 'random' (interval is empty)")
+            return math.floor(r * u) + 1
+        lo, hi = int(bounds[0]), int(bounds[1])
+        if lo > hi:
+            raise lua51.LuaError("bad argument #2 to 'random' (interval is empty)")
+        return math.floor(r * (hi - lo + 1)) + lo
+
+    def _randomseed(self, seed: Any) -> None:
+        self.rand_state = ((int(seed) & 0xFFFFFFFF) << 16 | 0x330E) & ((1 << 48) - 1)
+
+    # ------------------------------------------------------------------ replies both ways
+
+    def from_resp(self, data: bytes) -> Any:
+        value, _ = self._lua_value(data, 0)
+        return value
+
+    def _lua_value(self, data: bytes, pos: int) -> tuple[Any, int]:
+        kind = data[pos]
+        nl = data.index(b"\r\n", pos)
+        head = data[pos + 1 : nl]
+        pos = nl + 2
+        lua = self.lua
+        if kind == 43:  # +
+            return lua.table_from({b"ok": bytes(head)}), pos
+        if kind == 45:  # -
+            return lua.table_from({b"err": bytes(head)}), pos
+        if kind == 58:  # :
+            return int(head), pos
+        if kind in (36, 61):  # $ =
+            n = int(head)
+            if n < 0:
+                return False, pos
+            raw = bytes(data[pos : pos + n])
+            if kind == 61:
+                return lua.table_from({b"verbatim_string": lua.table_from({b"format": raw[:3], b"string": raw[4:]})}), \
+                    pos + n + 2
+            return raw, pos + n + 2
+        if kind in (42, 62, 126, 37):  # * > ~ %
+            n = int(head)
+            if n < 0:
+                return False, pos
+            t = lua.table()
+            if kind == 37:
+                inner = lua.table()
+                for _ in range(n):
+                    k, pos = self._lua_value(data, pos)
+                    v, pos = self._lua_value(data, pos)
+                    inner[k] = v
+                t[b"map"] = inner
+                return t, pos
+            if kind == 126:
+                inner = lua.table()
+                for _ in range(n):
+                    k, pos = self._lua_value(data, pos)
+                    inner[k] = True
+                t[b"set"] = inner
+                return t, pos
+            for i in range(1, n + 1):
+                t[i], pos = self._lua_value(data, pos)
+            return t, pos
+        if kind == 95:  # _
+            return None, pos
+        if kind == 35:  # #
+            return head == b"t", pos
+        if kind == 44:  # ,
+            return lua.table_from({b"double": float(head)}), pos
+        if kind == 40:  # (
+            return lua.table_from({b"big_number": bytes(head)}), pos
+        raise ValueError(f"unknown RESP type {chr(kind)!r}")
+
+    def to_resp(self, value: Any, proto: int) -> bytes:
+        """A script's return value as the client's reply."""
+        if value is None:
+            return protocol.null(proto)
+        if value is True:
+            return b"#t\r\n" if self.resp == 3 and proto == 3 else protocol.ONE
+        if value is False:
+            if self.resp == 3:
+                return b"#f\r\n" if proto == 3 else protocol.ZERO
+            return protocol.null(proto)
+        if isinstance(value, bytes):
+            return protocol.bulk(value)
+        if isinstance(value, int | float):
+            return protocol.integer(_integer(value))
+        if lua51.lua_type(value) != "table":
+            return protocol.null(proto)
+        err = value[b"err"]
+        if isinstance(err, bytes):
+            return protocol.error(err.decode("utf-8", "surrogateescape"))
+        ok = value[b"ok"]
+        if isinstance(ok, bytes):
+            return b"+" + ok.replace(b"\r", b" ").replace(b"\n", b" ") + b"\r\n"
+        double = value[b"double"]
+        if isinstance(double, int | float):
+            return protocol.double(float(double), proto)
+        big = value[b"big_number"]
+        if isinstance(big, bytes):
+            return b"(" + big + b"\r\n" if proto == 3 else protocol.bulk(big)
+        verbatim = value[b"verbatim_string"]
+        if verbatim is not None and lua51.lua_type(verbatim) == "table":
+            fmt, text = verbatim[b"format"], verbatim[b"string"]
+            if isinstance(fmt, bytes) and isinstance(text, bytes):
+                return protocol.verbatim(proto, text, fmt)
+        mapping = value[b"map"]
+        if mapping is not None and lua51.lua_type(mapping) == "table":
+            items = list(mapping.items())
+            parts = [self.to_resp(k, proto) + self.to_resp(v, proto) for k, v in items]
+            head = b"%%%d\r\n" % len(items) if proto == 3 else b"*%d\r\n" % (2 * len(items))
+            return head + b"".join(parts)
+        members = value[b"set"]
+        if members is not None and lua51.lua_type(members) == "table":
+            keys = [k for k, _ in members.items()]
+            head = b"~%d\r\n" % len(keys) if proto == 3 else b"*%d\r\n" % len(keys)
+            return head + b"".join(self.to_resp(k, proto) for k in keys)
+        out = []
+        i = 1
+        while True:
+            item = value[i]
+            if item is None:
+                break
+            out.append(self.to_resp(item, proto))
+            i += 1
+        return protocol.array_header(len(out)) + b"".join(out)
+
+
+def _nothing() -> None:
+    pass
+
+
+def _integer(x: int | float) -> int:
+    """Lua number -> Redis integer reply: C truncation; NaN, infinities, out of range: LLONG_MIN."""
+    if isinstance(x, int):
+        return x if INT64_MIN <= x < (1 << 63) else INT64_MIN
+    if math.isnan(x) or math.isinf(x) or not -9.2233720368547758e18 <= x < 9.2233720368547758e18:
+        return INT64_MIN
+    return int(x)
+
+
+def _number_arg(x: int | float) -> bytes:
+    if isinstance(x, int):
+        return b"%d" % x
+    return (b"%.17g" % x)
+
+
+def _arg(a: Any) -> bytes:
+    return a if isinstance(a, bytes) else _number_arg(a) if isinstance(a, int | float) else str(a).encode()
+
+
+def _text(v: Any) -> str:
+    if isinstance(v, bytes):
+        return v.decode("utf-8", "surrogateescape")
+    return str(v)
+
+
+def sha1_of(body: bytes) -> str:
+    return hashlib.sha1(body).hexdigest()
+
+
+__all__ = ["Aborted", "LuaEngine", "ScriptError", "sha1_of"]
