@@ -11,6 +11,7 @@ from dataclasses import dataclass
 from shardkv import errors, protocol
 from shardkv.commands.across import CrossShard
 from shardkv.commands.args import ShardCtx, parse_int
+from shardkv.commands.notify import GENERIC, STRING, notify
 from shardkv.commands.table import command
 from shardkv.errors import CommandError
 from shardkv.store import TYPE_STRING, resp_bulk
@@ -62,8 +63,9 @@ def setbit(ctx: ShardCtx, argv: list[bytes]) -> bytes:
         buf[byte] |= mask
     else:
         buf[byte] &= ~mask & 0xFF
-    if old is None or bytes(buf) != old:
+    if old is None or bytes(buf) != old:  # Redis's test: created, grown, or the bit changed
         _store(ctx, argv[1], bytes(buf), found)
+        notify(ctx, STRING, b"setbit", argv[1])
     return protocol.integer(previous)
 
 
@@ -190,8 +192,10 @@ def bitop(ctx: ShardCtx, argv: list[bytes]) -> bytes:
     if not result:
         if dest[0]:
             ctx.store.delete(ctx.db, argv[2], ctx.now_ms)
+            notify(ctx, GENERIC, b"del", argv[2])
         return protocol.ZERO
     ctx.store.put(ctx.db, argv[2], TYPE_STRING, resp_bulk(result), 0, dest)
+    notify(ctx, STRING, b"set", argv[2])
     return protocol.integer(len(result))
 
 
@@ -311,6 +315,7 @@ def _bitfield(ctx: ShardCtx, argv: list[bytes], read_only: bool) -> bytes:
         size = max(op.offset + op.bits - 1 for op in writes) // 8 + 1
         buf.extend(bytes(max(0, size - len(buf))))
     replies = []
+    written = False  # a SET or INCRBY that did not FAIL
     for op in ops:
         current = _read_field(buf, op)
         if op.kind == b"GET":
@@ -324,9 +329,12 @@ def _bitfield(ctx: ShardCtx, argv: list[bytes], read_only: bool) -> bytes:
             replies.append(protocol.null(ctx.proto))
             continue
         _write_field(buf, op, fitted)
+        written = True
         replies.append(protocol.integer(current if op.kind == b"SET" else fitted))
     if (old is None and writes) or (old is not None and bytes(buf) != old):  # unchanged: no write
         _store(ctx, argv[1], bytes(buf), found)
+        if written:  # Redis counts a change per write that grew the string or changed its field
+            notify(ctx, STRING, b"setbit", argv[1])
     return protocol.array(replies)
 
 

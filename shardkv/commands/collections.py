@@ -12,6 +12,7 @@ from collections.abc import Iterable
 from shardkv import collstore, errors
 from shardkv.collstore import Chunks, Entry, Table, items_of, pack, wants_large
 from shardkv.commands.args import ShardCtx
+from shardkv.commands.notify import GENERIC, NEW, notify
 from shardkv.errors import CommandError, ReplyTooLarge
 from shardkv.store import TYPE_HASH, TYPE_LIST, BatchOp
 
@@ -96,14 +97,53 @@ def batch_op(ctx: ShardCtx, key: bytes, kind: int, items: list[bytes], found: Fo
     return (ctx.db, key, kind, pack(items), ctx.store.expire_of(found[0]) if found[0] else 0)
 
 
-def replace(ctx: ShardCtx, key: bytes, kind: int, items: list[bytes]) -> None:
+def replace(ctx: ShardCtx, key: bytes, kind: int, items: list[bytes], cls: int, event: bytes) -> None:
     """Make key a new collection of items, whatever it held before (the STORE of SORT and set
-    algebra); empty deletes it."""
-    found = ctx.store.find(ctx.db, key, ctx.now_ms)
-    if found[0]:
-        ctx.store.delete(ctx.db, key, ctx.now_ms)  # STORE drops the old value and its time to live
-        found = ctx.store.find(ctx.db, key, ctx.now_ms)
-    save(ctx, key, kind, items, found)
+    algebra); empty deletes it.  Emits what Redis's setKey / dbDelete path does: `event` of class
+    cls for a stored result (`new` only if the key did not exist), `del` if an empty result
+    removed the key."""
+    store = ctx.store
+    found = store.find(ctx.db, key, ctx.now_ms)
+    existed = bool(found[0])
+    if existed:
+        store.delete(ctx.db, key, ctx.now_ms)  # STORE drops the old value and its time to live
+        found = store.find(ctx.db, key, ctx.now_ms)
+    if not items:
+        if existed:
+            notify(ctx, GENERIC, b"del", key)
+        return
+    flags = store.event_flags
+    if existed:  # Redis overwrites the key in place: no `new` for it
+        store.event_flags = flags & ~NEW
+    try:
+        save(ctx, key, kind, items, found)
+    finally:
+        store.event_flags = flags
+    notify(ctx, cls, event, key)
+
+
+def notify_in(ctx: ShardCtx, db: int, cls: int, event: bytes, key: bytes) -> None:
+    """notify() for a key of another db than the command's (MOVE, COPY ... DB)."""
+    saved = ctx.db
+    ctx.db = db
+    try:
+        notify(ctx, cls, event, key)
+    finally:
+        ctx.db = saved
+
+
+def notify_new(ctx: ShardCtx, key: bytes, db: int | None = None) -> None:
+    """The `new` event of a key created by a Store.write_batch (which does not emit it, unlike
+    Store.put), or of a key Redis deletes and adds again (RENAME, COPY REPLACE)."""
+    notify_in(ctx, ctx.db if db is None else db, NEW, b"new", key)
+
+
+def take_events(ctx: ShardCtx, mark: int) -> list[tuple[int, bytes, bytes]]:
+    """Remove and return the events emitted since len(ctx.store.events) was mark: a handler that
+    changes keys in another order than Redis does puts them back where Redis emits them."""
+    events = ctx.store.events[mark:]
+    del ctx.store.events[mark:]
+    return events
 
 
 class Fields:

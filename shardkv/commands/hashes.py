@@ -8,6 +8,7 @@ import math
 from shardkv import errors, protocol
 from shardkv.commands.args import INT64_MAX, INT64_MIN, ShardCtx, maybe_int, parse_float, parse_int
 from shardkv.commands.collections import Fields, reply_budget
+from shardkv.commands.notify import GENERIC, HASH, notify
 from shardkv.commands.sets import random_count, scan_step
 from shardkv.commands.strings import format_float_human
 from shardkv.commands.table import command
@@ -22,7 +23,9 @@ def _fields(ctx: ShardCtx, key: bytes) -> Fields:
 def _hset(ctx: ShardCtx, argv: list[bytes]) -> int:
     if len(argv) % 2:
         raise CommandError(errors.wrong_arity(argv[0].decode(errors="replace").lower()))
-    return _fields(ctx, argv[1]).set_many(dict(zip(argv[2::2], argv[3::2], strict=True)))
+    added = _fields(ctx, argv[1]).set_many(dict(zip(argv[2::2], argv[3::2], strict=True)))
+    notify(ctx, HASH, b"hset", argv[1])  # even if no field changed, as Redis does
+    return added
 
 
 @command("hset", -4, "write denyoom fast", keys=(1, 1, 1), group="hash", summary="Set the value of hash fields")
@@ -43,6 +46,7 @@ def hsetnx(ctx: ShardCtx, argv: list[bytes]) -> bytes:
     if fields.contains(argv[2]):
         return protocol.ZERO
     fields.set_many({argv[2]: argv[3]})
+    notify(ctx, HASH, b"hset", argv[1])
     return protocol.ONE
 
 
@@ -61,7 +65,13 @@ def hmget(ctx: ShardCtx, argv: list[bytes]) -> bytes:
 
 @command("hdel", -3, "write fast", keys=(1, 1, 1), group="hash", summary="Delete hash fields")
 def hdel(ctx: ShardCtx, argv: list[bytes]) -> bytes:
-    return protocol.integer(_fields(ctx, argv[1]).delete_many(argv[2:]))
+    fields = _fields(ctx, argv[1])
+    removed = fields.delete_many(argv[2:])
+    if removed:
+        notify(ctx, HASH, b"hdel", argv[1])
+        if not len(fields):
+            notify(ctx, GENERIC, b"del", argv[1])
+    return protocol.integer(removed)
 
 
 @command("hlen", 2, "readonly fast", keys=(1, 1, 1), group="hash", summary="Number of fields in a hash")
@@ -112,6 +122,7 @@ def hincrby(ctx: ShardCtx, argv: list[bytes]) -> bytes:
     if not INT64_MIN <= result <= INT64_MAX:
         raise CommandError(errors.INCR_OVERFLOW)
     fields.set_many({argv[2]: b"%d" % result})
+    notify(ctx, HASH, b"hincrby", argv[1])
     return protocol.integer(result)
 
 
@@ -134,6 +145,7 @@ def hincrbyfloat(ctx: ShardCtx, argv: list[bytes]) -> bytes:
         raise CommandError("ERR increment would produce NaN or Infinity")
     text = format_float_human(result)
     fields.set_many({argv[2]: text})
+    notify(ctx, HASH, b"hincrbyfloat", argv[1])
     return protocol.bulk(text)
 
 

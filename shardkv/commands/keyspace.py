@@ -20,6 +20,8 @@ from shardkv.commands.args import (
     maybe_int,
     parse_int,
 )
+from shardkv.commands.collections import notify_in, notify_new
+from shardkv.commands.notify import GENERIC, notify
 from shardkv.commands.sets import set_encoding
 from shardkv.commands.table import Merge, Where, command
 from shardkv.errors import CommandError
@@ -30,7 +32,12 @@ from shardkv.store import TYPE_HASH, TYPE_LIST, TYPE_NAMES, TYPE_SET, TYPE_STRIN
 @command("del", -2, "write", keys=(1, -1, 1), merge=Merge.SUM, group="generic", summary="Delete keys")
 def del_(ctx: ShardCtx, argv: list[bytes]) -> bytes:
     store = ctx.store
-    return protocol.integer(sum(1 for key in argv[1:] if store.delete(ctx.db, key, ctx.now_ms)))
+    deleted = 0
+    for key in argv[1:]:
+        if store.delete(ctx.db, key, ctx.now_ms):
+            deleted += 1
+            notify(ctx, GENERIC, b"del", key)
+    return protocol.integer(deleted)
 
 
 @command("unlink", -2, "write fast", keys=(1, -1, 1), merge=Merge.SUM, group="generic",
@@ -100,8 +107,10 @@ def expire_generic(ctx: ShardCtx, argv: list[bytes], unit_ms: int, absolute: boo
         return protocol.ZERO
     if n <= ctx.now_ms:
         store.delete(ctx.db, argv[1], ctx.now_ms)
+        notify(ctx, GENERIC, b"del", argv[1])
         return protocol.ONE
     store.set_expire(off, ctx.db, n)
+    notify(ctx, GENERIC, b"expire", argv[1])
     return protocol.ONE
 
 
@@ -156,6 +165,7 @@ def persist(ctx: ShardCtx, argv: list[bytes]) -> bytes:
     if not off or not ctx.store.expire_of(off):
         return protocol.ZERO
     ctx.store.set_expire(off, ctx.db, 0)
+    notify(ctx, GENERIC, b"persist", argv[1])
     return protocol.ONE
 
 
@@ -172,6 +182,9 @@ def _rename(ctx: ShardCtx, argv: list[bytes], nx: bool) -> bytes:
     off = src[0]
     store.write_batch([(ctx.db, argv[2], store.type_of(off), value_bytes(store, off), store.expire_of(off)),
                        (ctx.db, argv[1], 0, None, 0)])
+    notify_new(ctx, argv[2])  # Redis deletes an existing destination and adds the key anew
+    notify(ctx, GENERIC, b"rename_from", argv[1])
+    notify(ctx, GENERIC, b"rename_to", argv[2])
     return protocol.ONE if nx else protocol.OK
 
 
@@ -192,7 +205,10 @@ def _copy_to(ctx: ShardCtx, off: int, key: bytes, db: int, replace: bool) -> boo
     dst = store.find(db, key, ctx.now_ms)
     if dst[0] and not replace:
         return False
+    if dst[0]:  # Redis deletes the destination and adds the copy anew (put emits `new` otherwise)
+        notify_new(ctx, key, db)
     store.put(db, key, store.type_of(off), value_bytes(store, off), store.expire_of(off), dst)
+    notify_in(ctx, db, GENERIC, b"copy_to", key)
     return True
 
 
@@ -237,6 +253,9 @@ def move(ctx: ShardCtx, argv: list[bytes]) -> bytes:
         return protocol.ZERO
     store.write_batch([(db, argv[1], store.type_of(off), value_bytes(store, off), store.expire_of(off)),
                        (ctx.db, argv[1], 0, None, 0)])
+    notify_new(ctx, argv[1], db)
+    notify(ctx, GENERIC, b"move_from", argv[1])
+    notify_in(ctx, db, GENERIC, b"move_to", argv[1])
     return protocol.ONE
 
 
@@ -416,23 +435,25 @@ def shard_dump(ctx: ShardCtx, argv: list[bytes]) -> bytes:
 
 @dataclass(frozen=True, slots=True)
 class RestorePart:
-    """Writing a blob from `__dump` under a key, as the internal command `__restore`."""
+    """Writing a blob from `__dump` under a key, as the internal command `__restore`; `event`
+    (GENERIC, b"" for none) is emitted for the key once written, after its `new`."""
 
     key: bytes
     blob: bytes
     replace: bool
     db: int
+    event: bytes = b""
 
     def encode(self) -> list[bytes]:
-        return [b"__restore", self.key, self.blob, b"1" if self.replace else b"0", b"%d" % self.db]
+        return [b"__restore", self.key, self.blob, b"1" if self.replace else b"0", b"%d" % self.db, self.event]
 
     @staticmethod
     def decode(argv: list[bytes]) -> RestorePart:
-        assert argv[0] == b"__restore" and len(argv) == 5, argv
-        return RestorePart(argv[1], argv[2], argv[3] == b"1", int(argv[4]))
+        assert argv[0] == b"__restore" and len(argv) == 6, argv
+        return RestorePart(argv[1], argv[2], argv[3] == b"1", int(argv[4]), argv[5])
 
 
-@command("__restore", 5, "write denyoom", where=Where.SHARD, group="internal",
+@command("__restore", 6, "write denyoom", where=Where.SHARD, group="internal",
          summary="Write a blob from __dump under a key (RENAME, COPY across shards)")
 def shard_restore(ctx: ShardCtx, argv: list[bytes]) -> bytes:
     part = RestorePart.decode(argv)
@@ -441,7 +462,21 @@ def shard_restore(ctx: ShardCtx, argv: list[bytes]) -> bytes:
     found = ctx.store.find(db, part.key, ctx.now_ms)
     if found[0] and not part.replace:
         return protocol.ZERO
+    if found[0]:  # RENAME and COPY REPLACE delete the old key and add the new one: `new` either way
+        notify_new(ctx, part.key, db)
     ctx.store.put(db, part.key, kind, value, expire_ms, found)
+    if part.event:
+        notify_in(ctx, db, GENERIC, part.event, part.key)
+    return protocol.ONE
+
+
+@command("__keyevent", 4, "write", where=Where.SHARD, group="internal",
+         summary="Emit a generic keyspace event for a key, deleting the key first if asked: key, event, 1|0 "
+                 "(RENAME across shards: rename_from, rename_to)")
+def shard_keyevent(ctx: ShardCtx, argv: list[bytes]) -> bytes:
+    if argv[3] == b"1" and not ctx.store.delete(ctx.db, argv[1], ctx.now_ms):
+        return protocol.ZERO
+    notify(ctx, GENERIC, argv[2], argv[1])
     return protocol.ONE
 
 
@@ -458,7 +493,9 @@ async def rename_across(tx: CrossShard, argv: list[bytes]) -> bytes:
     written = await tx.apply(dst, RestorePart(argv[2], blob, True, tx.db).encode())
     if is_error(written):
         return written
-    await tx.apply(src, [b"del", argv[1]])
+    # Redis's events, each from the shard whose key it names: new (above), rename_from, rename_to.
+    await tx.apply(src, [b"__keyevent", argv[1], b"rename_from", b"1"])
+    await tx.apply(dst, [b"__keyevent", argv[2], b"rename_to", b"0"])
     return protocol.ONE if nx else protocol.OK
 
 
@@ -469,7 +506,7 @@ async def copy_across(tx: CrossShard, argv: list[bytes]) -> bytes:
     if blob is None:
         return protocol.ZERO
     assert isinstance(blob, bytes)
-    return await tx.apply(tx.shard_of(argv[2]), RestorePart(argv[2], blob, replace, db).encode())
+    return await tx.apply(tx.shard_of(argv[2]), RestorePart(argv[2], blob, replace, db, b"copy_to").encode())
 
 
 @command("memory", -2, "readonly", keys=(2, 2, 1), group="server", summary="Memory usage of a key",

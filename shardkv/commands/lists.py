@@ -8,8 +8,19 @@ from shardkv import errors, protocol
 from shardkv.collstore import Chunks, clamp_range, items_of
 from shardkv.commands.across import CrossShard, is_error
 from shardkv.commands.args import INT64_MIN, ShardCtx, maybe_int, parse_int
-from shardkv.commands.collections import Found, batch_op, check_sizes, chunks_of, find_typed, load, reply_budget, save
+from shardkv.commands.collections import (
+    Found,
+    batch_op,
+    check_sizes,
+    chunks_of,
+    find_typed,
+    load,
+    notify_new,
+    reply_budget,
+    save,
+)
 from shardkv.commands.context import BlockPlan
+from shardkv.commands.notify import GENERIC, LIST, notify
 from shardkv.commands.table import command
 from shardkv.errors import CommandError
 from shardkv.protocol import read_reply
@@ -33,13 +44,31 @@ def push(ctx: ShardCtx, key: bytes, values: list[bytes], left: bool, only_existi
     found, large = _open(ctx, key)
     check_sizes(ctx, values)
     if large is not None:
-        return large.push(values, left)
-    if not found[0] and only_existing:
+        length = large.push(values, left)
+    elif not found[0] and only_existing:
         return 0
-    items = items_of(ctx.store, found[0]) if found[0] else []
-    items = list(reversed(values)) + items if left else items + values
-    save(ctx, key, TYPE_LIST, items, found)
-    return len(items)
+    else:
+        items = items_of(ctx.store, found[0]) if found[0] else []
+        items = list(reversed(values)) + items if left else items + values
+        save(ctx, key, TYPE_LIST, items, found)
+        length = len(items)
+    notify(ctx, LIST, _push_event(left), key)
+    return length
+
+
+def _push_event(left: bool) -> bytes:
+    return b"lpush" if left else b"rpush"
+
+
+def _pop_event(left: bool) -> bytes:
+    return b"lpop" if left else b"rpop"
+
+
+def _popped(ctx: ShardCtx, key: bytes, left: bool, emptied: bool) -> None:
+    """Redis's events once elements left a list: lpop / rpop, then del if it is gone."""
+    notify(ctx, LIST, _pop_event(left), key)
+    if emptied:
+        notify(ctx, GENERIC, b"del", key)
 
 
 def pop(ctx: ShardCtx, key: bytes, count: int, left: bool) -> list[bytes]:
@@ -50,12 +79,15 @@ def pop(ctx: ShardCtx, key: bytes, count: int, left: bool) -> list[bytes]:
         out = large.pop(count, left)
         if len(out) == total:
             ctx.store.delete(ctx.db, key, ctx.now_ms)
+        if out:
+            _popped(ctx, key, left, len(out) == total)
         return out
     items = items_of(ctx.store, found[0]) if found[0] else []
     n = min(count, len(items))
     if not n:
         return []
     save(ctx, key, TYPE_LIST, items[n:] if left else items[: len(items) - n], found)
+    _popped(ctx, key, left, n == len(items))
     return items[:n] if left else items[::-1][:n]
 
 
@@ -155,6 +187,7 @@ def lset(ctx: ShardCtx, argv: list[bytes]) -> bytes:
         if not 0 <= index < len(large):
             raise CommandError("ERR index out of range")
         large.set(index, argv[3])
+        notify(ctx, LIST, b"lset", argv[1])
         return protocol.OK
     items = items_of(ctx.store, found[0])
     if index < 0:
@@ -163,6 +196,7 @@ def lset(ctx: ShardCtx, argv: list[bytes]) -> bytes:
         raise CommandError("ERR index out of range")
     items[index] = argv[3]
     save(ctx, argv[1], TYPE_LIST, items, found)
+    notify(ctx, LIST, b"lset", argv[1])
     return protocol.OK
 
 
@@ -181,6 +215,7 @@ def linsert(ctx: ShardCtx, argv: list[bytes]) -> bytes:
         return protocol.integer(-1)
     items.insert(i if where == b"BEFORE" else i + 1, argv[4])
     save(ctx, argv[1], TYPE_LIST, items, found)
+    notify(ctx, LIST, b"linsert", argv[1])
     return protocol.integer(len(items))
 
 
@@ -201,6 +236,9 @@ def lrem(ctx: ShardCtx, argv: list[bytes]) -> bytes:
                 break
     if drop:
         save(ctx, argv[1], TYPE_LIST, [x for i, x in enumerate(items) if i not in drop], found)
+        notify(ctx, LIST, b"lrem", argv[1])
+        if len(drop) == len(items):
+            notify(ctx, GENERIC, b"del", argv[1])
     return protocol.integer(len(drop))
 
 
@@ -214,6 +252,7 @@ def ltrim(ctx: ShardCtx, argv: list[bytes]) -> bytes:
             ctx.store.delete(ctx.db, argv[1], ctx.now_ms)
         else:
             large.trim(a, b)
+        _trimmed(ctx, argv[1], a > b)
         return protocol.OK
     items = items_of(ctx.store, found[0]) if found[0] else None
     if items is None:
@@ -222,7 +261,15 @@ def ltrim(ctx: ShardCtx, argv: list[bytes]) -> bytes:
     kept = items[a : b + 1] if a <= b else []
     if kept != items:
         save(ctx, argv[1], TYPE_LIST, kept, found)
+    _trimmed(ctx, argv[1], not kept)
     return protocol.OK
+
+
+def _trimmed(ctx: ShardCtx, key: bytes, emptied: bool) -> None:
+    """Redis emits ltrim whenever the list exists, even if nothing was cut; del if it is gone."""
+    notify(ctx, LIST, b"ltrim", key)
+    if emptied:
+        notify(ctx, GENERIC, b"del", key)
 
 
 @command("lpos", -3, "readonly", keys=(1, 1, 1), group="list", summary="Index of matching elements")
@@ -287,9 +334,11 @@ def _lmove_local(ctx: ShardCtx, src: bytes, dst: bytes, from_left: bool, to_left
         # between never loses it.
         value = src_large.index(0 if from_left else len(src_large) - 1) if src_large is not None else \
             items_of(ctx.store, src_found[0])[0 if from_left else -1]
-        if src == dst and from_left == to_left:
+        if src == dst and from_left == to_left:  # nothing moves, but Redis pops and pushes it back
+            notify(ctx, LIST, _push_event(to_left), dst)
+            notify(ctx, LIST, _pop_event(from_left), src)
             return protocol.bulk(value)
-        push(ctx, dst, [value], to_left)
+        push(ctx, dst, [value], to_left)  # Redis's order too: the push's events, then the pop's
         pop(ctx, src, 1, from_left)
         return protocol.bulk(value)
     items = items_of(ctx.store, src_found[0])
@@ -301,6 +350,10 @@ def _lmove_local(ctx: ShardCtx, src: bytes, dst: bytes, from_left: bool, to_left
     else:  # both lists change together, even across a crash
         ctx.store.write_batch([batch_op(ctx, src, TYPE_LIST, items, src_found),
                                batch_op(ctx, dst, TYPE_LIST, dst_items, dst_found)])
+        if not dst_found[0]:
+            notify_new(ctx, dst)  # write_batch does not emit it
+    notify(ctx, LIST, _push_event(to_left), dst)
+    _popped(ctx, src, from_left, src != dst and not items)
     return protocol.bulk(value)
 
 
@@ -312,13 +365,18 @@ async def lmove_across(tx: CrossShard, argv: list[bytes]) -> bytes:
     src_type = read_reply(await tx.apply(tx.shard_of(src), [b"type", src]))[0]
     if src_type not in (b"list", b"none") or (src_type == b"list" and dst_type not in (b"list", b"none")):
         return protocol.error(errors.WRONGTYPE)
-    popped = await tx.apply(tx.shard_of(src), [b"lpop" if from_left else b"rpop", src])
-    if is_error(popped) or popped in (protocol.NULL2, protocol.NULL3):
-        return popped
-    value = read_reply(popped)[0]
+    # Read the element, push it, then pop it: Redis's order of events (the destination's, then
+    # the source's), and a push that fails (OOM) leaves the source as it was.
+    head = await tx.apply(tx.shard_of(src), [b"lindex", src, b"0" if from_left else b"-1"])
+    if is_error(head) or head in (protocol.NULL2, protocol.NULL3):
+        return head
+    value = read_reply(head)[0]
     assert isinstance(value, bytes)
-    pushed = await tx.apply(tx.shard_of(dst), [b"lpush" if to_left else b"rpush", dst, value])
-    return pushed if is_error(pushed) else popped
+    pushed = await tx.apply(tx.shard_of(dst), [_push_event(to_left), dst, value])
+    if is_error(pushed):
+        return pushed
+    popped = await tx.apply(tx.shard_of(src), [_pop_event(from_left), src])
+    return popped if is_error(popped) else head
 
 
 @command("lmove", 5, "write denyoom", keys=(1, 2, 1), group="list",

@@ -9,7 +9,8 @@ from shardkv import errors, protocol
 from shardkv.collstore import Entry
 from shardkv.commands.across import CrossShard, is_error
 from shardkv.commands.args import INT64_MAX, INT64_MIN, ShardCtx, glob_matcher, maybe_int, parse_cursor, parse_int
-from shardkv.commands.collections import Fields, batch_op, load, replace, reply_budget
+from shardkv.commands.collections import Fields, batch_op, load, notify_new, replace, reply_budget, take_events
+from shardkv.commands.notify import GENERIC, SET, notify
 from shardkv.commands.table import Where, command
 from shardkv.errors import CommandError
 from shardkv.protocol import read_reply
@@ -28,12 +29,26 @@ def set_encoding(ctx: ShardCtx, members: list[bytes]) -> bytes:
 
 @command("sadd", -3, "write denyoom fast", keys=(1, 1, 1), group="set", summary="Add members to a set")
 def sadd(ctx: ShardCtx, argv: list[bytes]) -> bytes:
-    return protocol.integer(Fields(ctx, argv[1], TYPE_SET).set_many(dict.fromkeys(argv[2:], b"")))
+    added = Fields(ctx, argv[1], TYPE_SET).set_many(dict.fromkeys(argv[2:], b""))
+    if added:
+        notify(ctx, SET, b"sadd", argv[1])
+    return protocol.integer(added)
 
 
 @command("srem", -3, "write fast", keys=(1, 1, 1), group="set", summary="Remove members from a set")
 def srem(ctx: ShardCtx, argv: list[bytes]) -> bytes:
-    return protocol.integer(Fields(ctx, argv[1], TYPE_SET).delete_many(argv[2:]))
+    members = Fields(ctx, argv[1], TYPE_SET)
+    removed = members.delete_many(argv[2:])
+    if removed:
+        _removed(ctx, argv[1], b"srem", not len(members))
+    return protocol.integer(removed)
+
+
+def _removed(ctx: ShardCtx, key: bytes, event: bytes, emptied: bool) -> None:
+    """Redis's events once members left a set: srem / spop, then del if it is gone."""
+    notify(ctx, SET, event, key)
+    if emptied:
+        notify(ctx, GENERIC, b"del", key)
 
 
 @command("scard", 2, "readonly fast", keys=(1, 1, 1), group="set", summary="Number of members in a set")
@@ -98,6 +113,8 @@ def spop(ctx: ShardCtx, argv: list[bytes]) -> bytes:
         return protocol.null(ctx.proto) if count is None else protocol.EMPTY_ARRAY
     picked = [m for m, _ in members.random_distinct(1 if count is None else count)]
     members.delete_many(picked)
+    if picked:
+        _removed(ctx, argv[1], b"spop", not len(members))
     if count is None:
         return protocol.bulk(picked[0])
     return set_reply(ctx.proto, picked)
@@ -114,15 +131,27 @@ def smove(ctx: ShardCtx, argv: list[bytes]) -> bytes:
         return protocol.ZERO
     if argv[1] == argv[2]:
         return protocol.ONE
+    adding = not dst.contains(argv[3])
+    emptied = len(src) == 1
     if src.table is None and dst.table is None:  # both small: one batch, all or nothing across a crash
         ops = [batch_op(ctx, argv[1], TYPE_SET, [m for m in src.names() if m != argv[3]], src.found)]
-        if not dst.contains(argv[3]):
+        if adding:
             ops.append(batch_op(ctx, argv[2], TYPE_SET, dst.names() + [argv[3]], dst.found))
         ctx.store.write_batch(ops)
-        return protocol.ONE
-    # A large set changes in place: add first, so a crash in between never loses the member.
-    dst.set_many({argv[3]: b""})
-    src.delete_many([argv[3]])
+        _removed(ctx, argv[1], b"srem", emptied)
+        if not dst.exists:
+            notify_new(ctx, argv[2])  # write_batch does not emit it
+    else:
+        # A large set changes in place: add first, so a crash in between never loses the member;
+        # the destination's events (its `new`) wait for the source's, as Redis emits them.
+        mark = len(ctx.store.events)
+        dst.set_many({argv[3]: b""})
+        deferred = take_events(ctx, mark)
+        src.delete_many([argv[3]])
+        _removed(ctx, argv[1], b"srem", emptied)
+        ctx.store.events.extend(deferred)
+    if adding:
+        notify(ctx, SET, b"sadd", argv[2])
     return protocol.ONE
 
 
@@ -179,13 +208,14 @@ async def _gather(tx: CrossShard, keys: list[bytes]) -> list[list[bytes]] | byte
 
 def _algebra_command(op: str, store: bool) -> None:
     name = f"s{op}{'store' if store else ''}"
+    event = name.encode()  # the STORE forms' event is their name: sinterstore, sunionstore, sdiffstore
     first = 2 if store else 1
 
     def handler(ctx: ShardCtx, argv: list[bytes]) -> bytes:
         result = algebra(op, _gather_local(ctx, argv[first:]))
         if not store:
             return set_reply(ctx.proto, result)
-        replace(ctx, argv[1], TYPE_SET, result)
+        replace(ctx, argv[1], TYPE_SET, result, SET, event)
         return protocol.integer(len(result))
 
     async def across(tx: CrossShard, argv: list[bytes]) -> bytes:
@@ -195,7 +225,7 @@ def _algebra_command(op: str, store: bool) -> None:
         result = algebra(op, sets)
         if not store:
             return set_reply(tx.proto, result)
-        reply = await tx.apply(tx.shard_of(argv[1]), [b"__sreplace", argv[1], *result])
+        reply = await tx.apply(tx.shard_of(argv[1]), [b"__sreplace", event, argv[1], *result])
         return reply if is_error(reply) else protocol.integer(len(result))
 
     verb = {"inter": "Intersect", "union": "Add", "diff": "Subtract"}[op]
@@ -209,10 +239,10 @@ for _op in ("inter", "union", "diff"):
     _algebra_command(_op, store=True)
 
 
-@command("__sreplace", -2, "write denyoom", where=Where.SHARD, group="internal",
-         summary="Replace a key with a set of these members (the STORE step of set algebra)")
+@command("__sreplace", -3, "write denyoom", where=Where.SHARD, group="internal",
+         summary="Replace a key with a set of these members (the STORE step of set algebra): event, key, members")
 def shard_sreplace(ctx: ShardCtx, argv: list[bytes]) -> bytes:
-    replace(ctx, argv[1], TYPE_SET, argv[2:])
+    replace(ctx, argv[2], TYPE_SET, argv[3:], SET, argv[1])
     return protocol.OK
 
 

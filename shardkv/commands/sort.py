@@ -19,6 +19,7 @@ from shardkv.collstore import items_of
 from shardkv.commands.across import CrossShard, is_error
 from shardkv.commands.args import ShardCtx, parse_int
 from shardkv.commands.collections import Fields, ReplyBudget, replace
+from shardkv.commands.notify import LIST
 from shardkv.commands.table import Where, command
 from shardkv.errors import CommandError
 from shardkv.protocol import read_reply
@@ -229,7 +230,7 @@ def _sort(ctx: ShardCtx, argv: list[bytes], read_only: bool) -> bytes:
     if o.store is None:
         return _reply(ctx.proto, result)
     items = [x if x is not None else b"" for x in result]
-    replace(ctx, o.store, TYPE_LIST, items)
+    replace(ctx, o.store, TYPE_LIST, items, LIST, b"sortstore")
     return protocol.integer(len(items))
 
 
@@ -310,6 +311,6 @@ def shard_sortlookup(ctx: ShardCtx, argv: list[bytes]) -> bytes:
 @command("__lreplace", -2, "write denyoom", where=Where.SHARD, group="internal",
          summary="Replace a key with a list of these elements (SORT ... STORE)")
 def shard_lreplace(ctx: ShardCtx, argv: list[bytes]) -> bytes:
-    replace(ctx, argv[1], TYPE_LIST, argv[2:])
+    replace(ctx, argv[1], TYPE_LIST, argv[2:], LIST, b"sortstore")
     return protocol.OK
 

@@ -11,6 +11,8 @@ import math
 from shardkv import errors, protocol
 from shardkv.commands.across import CrossShard, is_error
 from shardkv.commands.args import INT64_MAX, INT64_MIN, ShardCtx, maybe_int, parse_float, parse_int
+from shardkv.commands.collections import notify_new
+from shardkv.commands.notify import GENERIC, STRING, notify
 from shardkv.commands.table import Merge, command
 from shardkv.errors import CommandError
 from shardkv.protocol import ReplyError, read_reply
@@ -55,6 +57,7 @@ def set_(ctx: ShardCtx, argv: list[bytes]) -> bytes:
     store = ctx.store
     if len(argv) == 3:  # plain SET, the common case
         store.put(ctx.db, key, TYPE_STRING, resp_bulk(value), 0, store.find(ctx.db, key, ctx.now_ms))
+        notify(ctx, STRING, b"set", key)
         return protocol.OK
     nx = xx = get_old = keepttl = False
     expire_unit = b""
@@ -90,6 +93,9 @@ def set_(ctx: ShardCtx, argv: list[bytes]) -> bytes:
     if keepttl and off:
         expire_ms = store.expire_of(off)
     store.put(ctx.db, key, TYPE_STRING, resp_bulk(value), expire_ms, found)
+    notify(ctx, STRING, b"set", key)
+    if expire_unit:
+        notify(ctx, GENERIC, b"expire", key)
     return old if get_old else protocol.OK
 
 
@@ -120,7 +126,15 @@ def mset(ctx: ShardCtx, argv: list[bytes]) -> bytes:
         raise CommandError(errors.wrong_arity("mset"))
     # One batch: every block first (OOM changes nothing), published all or none even if the
     # worker dies half-way.  Across shards, each shard reserved its blocks when it was locked.
-    ctx.store.write_batch(_mset_ops(ctx.db, argv), ctx.blocks)
+    keys = argv[1::2]
+    store = ctx.store
+    existed = {k: bool(store.lookup(ctx.db, k, ctx.now_ms)) for k in keys} if store.event_flags else {}
+    store.write_batch(_mset_ops(ctx.db, argv), ctx.blocks)
+    for key in keys:  # as Redis's setKey per pair: `new` the first time a key is written, then `set`
+        if store.event_flags and not existed[key]:
+            existed[key] = True
+            notify_new(ctx, key)
+        notify(ctx, STRING, b"set", key)
     return protocol.OK
 
 
@@ -142,6 +156,7 @@ def incr_by(ctx: ShardCtx, key: bytes, delta: int) -> bytes:
     if not INT64_MIN <= result <= INT64_MAX:
         raise CommandError(errors.INCR_OVERFLOW)
     store.put(ctx.db, key, TYPE_STRING, resp_bulk(b"%d" % result), expire_ms, found)
+    notify(ctx, STRING, b"incrby", key)
     return protocol.integer(result)
 
 
@@ -197,12 +212,15 @@ def setnx(ctx: ShardCtx, argv: list[bytes]) -> bytes:
     if found[0]:
         return protocol.ZERO
     _put_string(ctx, argv[1], argv[2], 0, found)
+    notify(ctx, STRING, b"set", argv[1])
     return protocol.ONE
 
 
 def _setex(ctx: ShardCtx, argv: list[bytes], unit: bytes) -> bytes:
     expire_ms = expire_at_ms(ctx, unit, argv[2], argv[0].decode(errors="replace").lower())
     _put_string(ctx, argv[1], argv[3], expire_ms, ctx.store.find(ctx.db, argv[1], ctx.now_ms))
+    notify(ctx, STRING, b"set", argv[1])
+    notify(ctx, GENERIC, b"expire", argv[1])
     return protocol.OK
 
 
@@ -223,6 +241,7 @@ def psetex(ctx: ShardCtx, argv: list[bytes]) -> bytes:
 def getset(ctx: ShardCtx, argv: list[bytes]) -> bytes:
     found, old = _find_string(ctx, argv[1])
     _put_string(ctx, argv[1], argv[2], 0, found)
+    notify(ctx, STRING, b"set", argv[1])
     return protocol.bulk(old) if old is not None else protocol.null(ctx.proto)
 
 
@@ -232,6 +251,7 @@ def getdel(ctx: ShardCtx, argv: list[bytes]) -> bytes:
     if old is None:
         return protocol.null(ctx.proto)
     ctx.store.delete(ctx.db, argv[1], ctx.now_ms)
+    notify(ctx, GENERIC, b"del", argv[1])
     return protocol.bulk(old)
 
 
@@ -256,10 +276,15 @@ def getex(ctx: ShardCtx, argv: list[bytes]) -> bytes:
     if value is None:
         return protocol.null(ctx.proto)
     expire_ms = expire_at_ms(ctx, unit, raw, "getex") if unit else 0
-    if unit:
+    if unit in (b"EXAT", b"PXAT") and expire_ms <= ctx.now_ms:  # a time already past: Redis deletes
+        ctx.store.delete(ctx.db, argv[1], ctx.now_ms)
+        notify(ctx, GENERIC, b"del", argv[1])
+    elif unit:
         ctx.store.set_expire(found[0], ctx.db, expire_ms)
-    elif persist:
+        notify(ctx, GENERIC, b"expire", argv[1])
+    elif persist and ctx.store.expire_of(found[0]):
         ctx.store.set_expire(found[0], ctx.db, 0)
+        notify(ctx, GENERIC, b"persist", argv[1])
     return protocol.bulk(value)
 
 
@@ -295,6 +320,7 @@ def append(ctx: ShardCtx, argv: list[bytes]) -> bytes:
     found, old = _find_string(ctx, argv[1])
     value = (old or b"") + argv[2]
     _put_string(ctx, argv[1], value, ctx.store.expire_of(found[0]) if found[0] else 0, found)
+    notify(ctx, STRING, b"append", argv[1])
     return protocol.integer(len(value))
 
 
@@ -322,6 +348,7 @@ def setrange(ctx: ShardCtx, argv: list[bytes]) -> bytes:
         current += bytes(offset - len(current))
     value = current[:offset] + patch + current[offset + len(patch):]
     _put_string(ctx, argv[1], value, ctx.store.expire_of(found[0]) if found[0] else 0, found)
+    notify(ctx, STRING, b"setrange", argv[1])
     return protocol.integer(len(value))
 
 
@@ -368,6 +395,7 @@ def incrbyfloat(ctx: ShardCtx, argv: list[bytes]) -> bytes:
         raise CommandError("ERR increment would produce NaN or Infinity")
     text = format_float_human(result)
     _put_string(ctx, argv[1], text, ctx.store.expire_of(found[0]) if found[0] else 0, found)
+    notify(ctx, STRING, b"incrbyfloat", argv[1])
     return protocol.bulk(text)
 
 
