@@ -5,8 +5,9 @@ command for `redis.call` / `redis.pcall` and returns the raw RESP reply.  The in
   * the `redis` table (call, pcall, error_reply, status_reply, sha1hex, log, setresp, set_repl,
     replicate_commands, breakpoint, debug, acl_check_cmd and the constants), Redis's `pcall`,
     `math.random` on Redis's own generator, and the libraries Redis bundles (scripting/libs);
-  * Redis's sandbox: no print, io, os, require, loadfile, dofile, debug ...; reading an unknown
-    global or writing any global or library field is an error;
+  * Redis's sandbox: scripts run in an environment of their own (no print, io, os, require,
+    loadfile, dofile, debug ...); reading an unknown global or writing any global or library
+    field is an error;
   * a count hook every 100,000 instructions: SCRIPT KILL, and a shard restart, stop a script there;
   * a heap bounded by lua-heap-bytes-max (lupa's max_memory).
 Replies convert both ways as Redis converts them (RESP2 and RESP3, `redis.setresp`).
@@ -41,16 +42,10 @@ local lua_pcall = pcall
 local function pack(...) return {n = select('#', ...), ...} end
 
 local redis = {}
-redis.call = function(...)
-  local failed, value = py.call(true, ...)
-  if failed then error({err = value}) end
-  return value
-end
-redis.pcall = function(...)
-  local failed, value = py.call(false, ...)
-  if failed then return {err = value} end
-  return value
-end
+-- Python functions, so C functions to Lua: `return redis.call(...)` is no tail call, and an error
+-- keeps the position of the script line that made the call, as in Redis.
+redis.call = py.call
+redis.pcall = py.pcall
 redis.error_reply = function(s)
   if type(s) ~= 'string' then return {err = 'ERR wrong number or type of arguments'} end
   if s:sub(1, 1) == '-' then s = s:sub(2) end
@@ -62,49 +57,50 @@ redis.status_reply = function(s)
   return {ok = s}
 end
 redis.sha1hex = function(...)
-  if select('#', ...) ~= 1 then error('wrong number of arguments') end
+  if select('#', ...) ~= 1 then error('wrong number of arguments', 0) end
   return py.sha1hex(tostring((...)))
 end
 redis.log = function(level, ...)
-  if select('#', ...) < 1 then error('redis.log() requires two arguments or more.') end
-  if type(level) ~= 'number' or level < 0 or level > 3 then error('Invalid debug level.') end
+  if select('#', ...) < 1 then error('redis.log() requires two arguments or more.', 0) end
+  if type(level) ~= 'number' or level < 0 or level > 3 then error('Invalid debug level.', 0) end
   local parts = {}
   for i = 1, select('#', ...) do parts[i] = tostring((select(i, ...))) end
   py.log(level, table.concat(parts, ' '))
 end
 redis.setresp = function(...)
-  if select('#', ...) ~= 1 then error('redis.setresp() requires one argument.') end
+  if select('#', ...) ~= 1 then error('redis.setresp() requires one argument.', 0) end
   local v = ...
-  if v ~= 2 and v ~= 3 then error('RESP version must be 2 or 3.') end
+  if v ~= 2 and v ~= 3 then error('RESP version must be 2 or 3.', 0) end
   py.setresp(v)
 end
 redis.set_repl = function(...)
-  if select('#', ...) ~= 1 then error('redis.set_repl() requires one argument.') end
+  if select('#', ...) ~= 1 then error('redis.set_repl() requires one argument.', 0) end
   local v = ...
   if type(v) ~= 'number' or v < 0 or v > 3 then
-    error('Invalid replication flags. Use REPL_AOF, REPL_REPLICA, REPL_ALL or REPL_NONE.')
+    error('Invalid replication flags. Use REPL_AOF, REPL_REPLICA, REPL_ALL or REPL_NONE.', 0)
   end
 end
 redis.replicate_commands = function() return true end
 redis.breakpoint = function() return false end
 redis.debug = function() end
 redis.acl_check_cmd = function(...)
-  if select('#', ...) < 1 then error('Please specify at least one argument for this redis lib call') end
+  if select('#', ...) < 1 then error('Please specify at least one argument for this redis lib call', 0) end
   local ok = py.acl_check(...)
-  if ok == nil then error('Invalid command passed to redis.acl_check_cmd()') end
+  if ok == nil then error('Invalid command passed to redis.acl_check_cmd()', 0) end
   return ok
 end
 redis.LOG_DEBUG, redis.LOG_VERBOSE, redis.LOG_NOTICE, redis.LOG_WARNING = 0, 1, 2, 3
 redis.REPL_NONE, redis.REPL_AOF, redis.REPL_SLAVE, redis.REPL_REPLICA, redis.REPL_ALL = 0, 1, 2, 2, 3
 redis.REDIS_VERSION = py.version
 redis.REDIS_VERSION_NUM = py.version_num
-rawset(_G, 'redis', redis)
 
 -- Redis's pcall: a caught Redis error gives its text; a kill or a shard restart is not caught.
-pcall = function(f, ...)
+local user_pcall = function(f, ...)
   local r = pack(lua_pcall(f, ...))
   if not r[1] then
     if py.aborting() then error(r[2], 0) end
+    local text = py.error_text(r[2])
+    if text then return false, text end
     if type(r[2]) == 'table' and rawget(r[2], 'err') then return false, r[2].err end
   end
   return unpack(r, 1, r.n)
@@ -122,7 +118,9 @@ local function handler(err)
     if i.source == '@user_script' or i.source == '@user_function' then info = i break end
     level = level + 1
   end
-  if type(err) ~= 'table' then err = {err = 'ERR ' .. tostring(err)} end
+  local text = py.error_text(err)
+  if text then err = {err = text}
+  elseif type(err) ~= 'table' then err = {err = 'ERR ' .. tostring(err)} end
   if info then
     rawset(err, 'source', info.source)
     rawset(err, 'line', info.currentline)
@@ -130,48 +128,78 @@ local function handler(err)
   return err
 end
 
-local function run(f, keys, argv)
-  rawset(_G, 'KEYS', keys)
-  rawset(_G, 'ARGV', argv)
-  sethook(function() py.hook() end, '', py.hook_every)
-  local r = pack(xpcall(f, handler))
-  sethook()
-  rawset(_G, 'KEYS', nil)
-  rawset(_G, 'ARGV', nil)
-  return r[1], r[2]
+-- The sandbox: scripts run with an environment of their own, which holds what Redis's scripts
+-- see; reading a name it lacks, or writing any name in it or in a library table, is an error.
+local function readonly(lib)
+  return setmetatable({}, {
+    __index = lib,
+    __newindex = function() error('Attempt to modify a readonly table', 2) end,
+    __metatable = false,
+  })
 end
-
-local function compile(body, name)
-  return loadstring(body, name)
+local env = {}
+local real_loadstring = loadstring
+for _, name in ipairs({'assert', 'collectgarbage', 'error', 'gcinfo', 'getmetatable', 'ipairs', 'next',
+                       'pairs', 'rawequal', 'rawget', 'rawset', 'select', 'setmetatable', 'tonumber',
+                       'tostring', 'type', 'unpack', 'xpcall', '_VERSION'}) do
+  env[name] = _G[name]
 end
-
--- The sandbox.
-for _, name in ipairs({'print', 'loadfile', 'dofile', 'getfenv', 'setfenv', 'newproxy', 'require',
-                       'module', 'package', 'os', 'io', 'debug'}) do
-  rawset(_G, name, nil)
+for _, name in ipairs({'coroutine', 'math', 'string', 'table', 'bit', 'cjson', 'cmsgpack', 'struct'}) do
+  if _G[name] then env[name] = readonly(_G[name]) end
 end
-local function readonly(t, name)
-  local mt = getmetatable(t) or {}
-  mt.__newindex = function() error('Attempt to modify a readonly table', 2) end
-  mt.__metatable = false
-  return setmetatable(t, mt)
+env.pcall = user_pcall
+env.redis = readonly(redis)
+env.loadstring = function(body, name)
+  local f, e = real_loadstring(body, name)
+  if f then setfenv(f, env) end
+  return f, e
 end
-local protected = {}
-for name, lib in pairs(_G) do
-  if type(lib) == 'table' and name ~= '_G' then protected[#protected + 1] = lib end
+env.load = function(fn, name)
+  local f, e = load(fn, name)
+  if f then setfenv(f, env) end
+  return f, e
 end
-local G_mt = {
+env.__redis__err__handler = handler
+env._G = env
+setmetatable(env, {
   __index = function(_, k)
     error("Script attempted to access nonexistent global variable '" .. tostring(k) .. "'", 2)
   end,
   __newindex = function() error('Attempt to modify a readonly table', 2) end,
   __metatable = false,
-}
-return run, compile, function()
-  for _, lib in ipairs(protected) do readonly(lib) end
-  setmetatable(_G, G_mt)
+})
+
+local function run(f, keys, argv)
+  rawset(env, 'KEYS', keys)
+  rawset(env, 'ARGV', argv)
+  sethook(function() py.hook() end, '', py.hook_every)
+  local r = pack(xpcall(f, handler))
+  sethook()
+  rawset(env, 'KEYS', nil)
+  rawset(env, 'ARGV', nil)
+  return r[1], r[2]
 end
+
+local function compile(body, name)
+  local f, e = real_loadstring(body, name)
+  if f then setfenv(f, env) end
+  return f, e
+end
+
+return run, compile
 """
+
+
+class RedisCallError(Exception):
+    """redis.call's error (a Redis error reply, or a refused call): its text, `CODE message`."""
+
+    def __init__(self, text: bytes) -> None:
+        super().__init__(text.decode("utf-8", "surrogateescape"))
+        self.text = text
+
+
+def _error_text(err: Any) -> bytes | None:
+    return err.text if isinstance(err, RedisCallError) else None
 
 
 class Aborted(Exception):
@@ -197,15 +225,14 @@ class LuaEngine:
                 continue
             module.install(self.lua)
         py = self.lua.table_from({
-            b"call": self._call, b"sha1hex": lambda s: hashlib.sha1(s).hexdigest().encode(),
+            b"call": self._call_raising, b"pcall": self._call_catching, b"error_text": _error_text, b"sha1hex": lambda s: hashlib.sha1(s).hexdigest().encode(),
             b"log": lambda level, text: log(int(level), text), b"setresp": self._setresp,
             b"aborting": lambda: self.aborting is not None, b"random": self._random,
             b"randomseed": self._randomseed, b"hook": self._hook, b"hook_every": HOOK_INSTRUCTIONS,
             b"acl_check": lambda *argv: self.acl_check([_arg(a) for a in argv]),
             b"version": REDIS_VERSION, b"version_num": REDIS_VERSION_NUM,
         })
-        self._run, self._compile, seal = self.lua.execute(_SETUP, py)
-        seal()
+        self._run, self._compile = self.lua.execute(_SETUP, py)
 
     # ------------------------------------------------------------------ running
 
@@ -264,7 +291,19 @@ class LuaEngine:
 
     # ------------------------------------------------------------------ helpers Lua calls
 
-    def _call(self, raise_errors: bool, *args: Any) -> tuple[bool, Any]:
+    def _call_raising(self, *args: Any) -> Any:
+        failed, value = self._call(True, args)
+        if failed:
+            raise RedisCallError(value)
+        return value
+
+    def _call_catching(self, *args: Any) -> Any:
+        failed, value = self._call(False, args)
+        if failed:
+            return self.lua.table_from({b"err": value})
+        return value
+
+    def _call(self, raise_errors: bool, args: tuple[Any, ...]) -> tuple[bool, Any]:
         if self.aborting is not None:
             raise self.aborting
         if not args:
@@ -394,7 +433,7 @@ class LuaEngine:
             return b"+" + ok.replace(b"\r", b" ").replace(b"\n", b" ") + b"\r\n"
         double = value[b"double"]
         if isinstance(double, int | float):
-            return protocol.double(float(double), proto)
+            return protocol.double(proto, float(double))
         big = value[b"big_number"]
         if isinstance(big, bytes):
             return b"(" + big + b"\r\n" if proto == 3 else protocol.bulk(big)
@@ -402,7 +441,9 @@ class LuaEngine:
         if verbatim is not None and lua51.lua_type(verbatim) == "table":
             fmt, text = verbatim[b"format"], verbatim[b"string"]
             if isinstance(fmt, bytes) and isinstance(text, bytes):
-                return protocol.verbatim(proto, text, fmt)
+                if proto == 3:
+                    return b"=%d\r\n%s:%s\r\n" % (len(text) + 4, fmt[:3], text)
+                return protocol.bulk(text)
         mapping = value[b"map"]
         if mapping is not None and lua51.lua_type(mapping) == "table":
             items = list(mapping.items())
