@@ -69,6 +69,10 @@ class Limits:
     # a subscriber's unsent messages past pubsub-output-bytes-max close it (Redis's
     # `client-output-buffer-limit pubsub` hard limit, 32mb by default).
     subscriptions_per_worker_max: int = 16384
+    # Lua: the bytes of cached scripts, in a segment shared by the workers (past it, loading a
+    # new one is refused with OOM; Redis never evicts scripts), and each worker's Lua heap.
+    scripts_bytes_max: int = 4 * 1024 * 1024
+    lua_heap_bytes_max: int = 64 * 1024 * 1024
     pubsub_output_bytes_max: int = 32 * 1024 * 1024
 
     def resolved(self) -> Limits:
@@ -124,6 +128,8 @@ class Limits:
             raise LimitsError("large-request-bytes-per-s-min must be at least 1")
         if self.timeout < 0:
             raise LimitsError("timeout must not be negative")
+        if self.scripts_bytes_max < 64 * 1024 or self.lua_heap_bytes_max < 1024 * 1024:
+            raise LimitsError("scripts-bytes-max must be at least 65536, lua-heap-bytes-max at least 1048576")
         if self.subscriptions_per_worker_max < 1:
             raise LimitsError("subscriptions-per-worker-max must be at least 1")
         if self.pubsub_output_bytes_max < 64 * 1024:
@@ -200,13 +206,17 @@ class Footprint:
     @property
     def shm_bytes(self) -> int:
         """What must fit in /dev/shm: every shard segment and the rings."""
-        return self.limits.shards * self.shard_segment_bytes + self.rings_segment_bytes
+        return self.limits.shards * self.shard_segment_bytes + self.rings_segment_bytes + self.scripts_segment_bytes
+
+    @property
+    def scripts_segment_bytes(self) -> int:
+        return 64 + self.limits.scripts_bytes_max
 
     @property
     def worker_bytes(self) -> int:
         return (self.connection_bytes_per_worker + self.arena_bytes_per_worker + self.limits.output_bytes_per_worker_max
                 + self.limits.transaction_bytes_per_worker_max + self.watch_bytes_per_worker
-                + self.subscription_bytes_per_worker)
+                + self.subscription_bytes_per_worker + self.limits.lua_heap_bytes_max)
 
     @property
     def subscription_bytes_per_worker(self) -> int:
@@ -247,6 +257,8 @@ class Footprint:
              s * lim.output_bytes_per_worker_max),
             ("queued transactions (bound)", f"{s} x {lim.transaction_bytes_per_worker_max}",
              s * lim.transaction_bytes_per_worker_max),
+            ("cached scripts", f"1 x {lim.scripts_bytes_max}", self.scripts_segment_bytes),
+            ("Lua heaps (bound)", f"{s} x {lim.lua_heap_bytes_max}", s * lim.lua_heap_bytes_max),
             ("subscriptions (bound)", f"{s} x {lim.subscriptions_per_worker_max} x {SUBSCRIPTION_ENTRY_BYTES}",
              s * self.subscription_bytes_per_worker),
             ("watched keys (bound)", f"{s} x {lim.watched_keys_per_shard_max} x {WATCH_ENTRY_BYTES}",
@@ -368,6 +380,8 @@ OPTIONS: dict[str, tuple[str, object]] = {
     "transaction-bytes-per-worker-max": ("transaction_bytes_per_worker_max", parse_memory),
     "watched-keys-per-shard-max": ("watched_keys_per_shard_max", _int),
     "subscriptions-per-worker-max": ("subscriptions_per_worker_max", _int),
+    "scripts-bytes-max": ("scripts_bytes_max", parse_memory),
+    "lua-heap-bytes-max": ("lua_heap_bytes_max", parse_memory),
     "pubsub-output-bytes-max": ("pubsub_output_bytes_max", parse_memory),
     "timeout": ("timeout", _int),
 }

@@ -23,6 +23,9 @@ from shardkv.limits import REQUIREPASS_BYTES_MAX
 
 GLOBAL_WORDS = 256
 G_SUPERVISOR_PID, G_STARTED_MS, G_SHUTDOWN = range(3)
+# The script running now, if any (router/scripts.py): its worker + 1 (0: none), when it started
+# (ms), whether it wrote (SCRIPT KILL is then refused), a kill request, and whether it is a function.
+G_SCRIPT_WORKER, G_SCRIPT_STARTED_MS, G_SCRIPT_WROTE, G_SCRIPT_KILL, G_SCRIPT_FUNCTION = range(3, 8)
 G_TUNABLES = 16  # runtime parameters (CONFIG SET), one word each, shared by every worker
 G_PASSWORD_ACTIVE = 32  # which of the two password slots readers use (0 or 1)
 G_PASSWORD_SLOTS = 33  # two slots of PASSWORD_SLOT_WORDS: sequence, length, digest (4), text
@@ -39,12 +42,14 @@ TUNABLES: dict[str, tuple[int, int]] = {
     "list-compress-depth": (6, 0),
     "timeout": (7, 0),  # seconds an idle client is kept (the boot value comes from Limits.timeout)
     "notify-keyspace-events": (8, 0),  # the enabled classes as bits (commands/notify.py), "" = 0
+    "busy-reply-threshold": (9, 5000),  # ms a script runs before other clients get -BUSY (0: never)
 }
 TUNABLE_ALIASES = {"hash-max-ziplist-entries": "hash-max-listpack-entries",
                    "hash-max-ziplist-value": "hash-max-listpack-value",
                    "zset-max-ziplist-entries": "zset-max-listpack-entries",
                    "zset-max-ziplist-value": "zset-max-listpack-value",
-                   "list-max-ziplist-size": "list-max-listpack-size"}
+                   "list-max-ziplist-size": "list-max-listpack-size",
+                   "lua-time-limit": "busy-reply-threshold"}
 
 # Per-worker fields.
 (W_PID, W_GENERATION, W_CONNECTED, W_CONNECTIONS_RECEIVED, W_REJECTED, W_COMMANDS, W_HITS,

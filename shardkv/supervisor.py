@@ -86,6 +86,7 @@ class Supervisor:
         self.shard_names = [segments.segment_name(lim.name, lim.port, f"shard{i}") for i in range(lim.shards)]
         self.ring_name = segments.segment_name(lim.name, lim.port, "rings")
         self.stats_name = segments.segment_name(lim.name, lim.port, "stats")
+        self.scripts_name = segments.segment_name(lim.name, lim.port, "scripts")
         self.lock_path = segments.lock_path(lim.name, lim.port)
         self.last_poll_at = time.monotonic()
 
@@ -127,6 +128,8 @@ class Supervisor:
             if self.limits.shards > 1:
                 self.names.append(self.ring_name)
                 segments.create(self.ring_name, fp.rings_segment_bytes).close()
+            self.names.append(self.scripts_name)
+            segments.create(self.scripts_name, fp.scripts_segment_bytes).close()
             self.names.append(self.stats_name)
             self.stats_mm = segments.create(self.stats_name, stats_bytes)
         except OSError as exc:
@@ -145,6 +148,7 @@ class Supervisor:
         any local user can read: it carries no password (workers read it from the stats segment)."""
         boot = Boot(worker=worker, limits=dataclasses.replace(self.limits, requirepass=""),
                     shard_names=self.shard_names, ring_name=self.ring_name, stats_name=self.stats_name,
+                    scripts_name=self.scripts_name,
                     doorbells=self.doorbells, supervisor_pid=os.getpid())
         self.stats.set(worker, W_HEARTBEAT_MS, 0)  # no beat yet in this life
         life = self.lives[worker]

@@ -66,6 +66,33 @@ class Pending:
 Reply = bytes | Pending
 
 
+class ScriptRunner(Protocol):
+    """The worker's Lua scripts (router/scripts.py)."""
+
+    def lookup(self, sha: bytes) -> bytes | None:
+        """The body of a cached script (sha in lowercase hex)."""
+        ...
+
+    def exists(self, sha: bytes) -> bool: ...
+
+    def load(self, sha: bytes, body: bytes) -> bytes | None:
+        """Compile and cache; an error reply if it does not compile or there is no room."""
+        ...
+
+    def store(self, sha: bytes, body: bytes) -> bytes | None:
+        """Worker 0: write a script into the shared cache (OOM error reply if it is full)."""
+        ...
+
+    def flush(self) -> None:
+        """SCRIPT FLUSH on this worker (worker 0 also empties the shared cache)."""
+        ...
+
+    def run(self, client: Client, sha: bytes, body: bytes, keys: list[bytes], args: list[bytes],
+            readonly: bool) -> Reply:
+        """Run a script atomically; its reply comes later."""
+        ...
+
+
 class Server(Protocol):
     """The whole server as a connection or server command sees it (router.Router implements it)."""
 
@@ -84,6 +111,9 @@ class Server(Protocol):
 
     @property
     def pubsub(self) -> Subscriptions: ...  # this worker's subscribers
+
+    @property
+    def scripts(self) -> ScriptRunner: ...
 
     def fan_out(self, argv: list[bytes], db: int = 0, proto: int = 2,
                 exclude_self: bool = False) -> Awaitable[list[bytes]]:
@@ -181,6 +211,9 @@ class WorkerView(Protocol):
     @property
     def pubsub(self) -> Subscriptions: ...  # its clients' subscriptions
 
+    @property
+    def scripts(self) -> ScriptRunner: ...
+
     def clients(self) -> Iterable[WorkerClient]:
         """This worker's open connections."""
         ...
@@ -190,5 +223,5 @@ class WorkerView(Protocol):
         ...
 
 
-__all__ = ["REPLY_OFF", "REPLY_ON", "REPLY_SKIP", "BlockPlan", "Client", "Pending", "Reply", "ReplySink", "Server",
-           "WorkerClient", "WorkerView"]
+__all__ = ["REPLY_OFF", "REPLY_ON", "REPLY_SKIP", "BlockPlan", "Client", "Pending", "Reply", "ReplySink",
+           "ScriptRunner", "Server", "WorkerClient", "WorkerView"]

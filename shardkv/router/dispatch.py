@@ -51,6 +51,7 @@ from shardkv.worker.peers import K_APPLY, K_LOCK, K_REQ, K_UNLOCK, Callback, Pee
 
 if TYPE_CHECKING:
     from shardkv.router.connection import Connection
+    from shardkv.router.scripts import Scripts
     from shardkv.worker.process import Worker
 
 SLOTS = 16384
@@ -170,6 +171,10 @@ class Router:
     @property
     def pubsub(self) -> Subscriptions:
         return self.worker.pubsub
+
+    @property
+    def scripts(self) -> Scripts:
+        return self.worker.scripts
 
     @property
     def worker_id(self) -> int:

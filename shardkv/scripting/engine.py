@@ -225,7 +225,8 @@ class LuaEngine:
                 continue
             module.install(self.lua)
         py = self.lua.table_from({
-            b"call": self._call_raising, b"pcall": self._call_catching, b"error_text": _error_text, b"sha1hex": lambda s: hashlib.sha1(s).hexdigest().encode(),
+            b"call": self._call_raising, b"pcall": self._call_catching, b"error_text": _error_text,
+            b"sha1hex": lambda s: hashlib.sha1(s).hexdigest().encode(),
             b"log": lambda level, text: log(int(level), text), b"setresp": self._setresp,
             b"aborting": lambda: self.aborting is not None, b"random": self._random,
             b"randomseed": self._randomseed, b"hook": self._hook, b"hook_every": HOOK_INSTRUCTIONS,
@@ -240,7 +241,8 @@ class LuaEngine:
         """Compile a script body once (ScriptError: it does not compile)."""
         if sha in self.functions:
             return
-        fn, err = self._compile(body, name)
+        code = b"--" + body if body.startswith(b"#!") else body  # the shebang stays line 1
+        fn, err = self._compile(code, name)
         if fn is None:
             raise ScriptError(f"Error compiling script (new function): {_text(err)}")
         self.functions[sha] = fn
@@ -265,8 +267,8 @@ class LuaEngine:
                                   f"({self.heap_bytes_max} bytes) script: {name}")
         finally:
             self.caller = None
-        if self.aborting is not None:
-            raise Aborted() from self.aborting
+        if self.aborting is not None and not isinstance(self.aborting, RedisCallError):
+            raise Aborted() from self.aborting  # a shard restarted: the caller undoes the script
         if not ok:
             return self._error_reply(value, name)
         return self.to_resp(value, client_proto)

@@ -38,6 +38,7 @@ from shardkv.limits import Footprint, Limits
 from shardkv.router.blocking import Blocking, Ready, Unwatch, Watch, Watchers
 from shardkv.router.connection import Connection
 from shardkv.router.dispatch import Router, parse_forwarded
+from shardkv.router.scripts import Scripts
 from shardkv.stats import (
     CMD_CALLS,
     CMD_FAILED,
@@ -101,6 +102,7 @@ class Boot:
     shard_names: list[str]
     ring_name: str
     stats_name: str
+    scripts_name: str
     doorbells: list[int]
     supervisor_pid: int
 
@@ -150,6 +152,7 @@ class Worker:
         self.ring_mm = segments.attach(boot.ring_name) if self.workers > 1 else None
         self.peers = Peers(self.id, self.workers, self.ring_mm, self.limits.ring_bytes, boot.doorbells, self.loop)
         self.router = Router(self)
+        self.scripts = Scripts(self)
         self.blocking = Blocking(self)  # this worker's blocked clients
         self.watchers = Watchers(self, self.store)  # clients blocked on this shard's keys
         self.key_watches = KeyWatches(self.store, self.limits.watched_keys_per_shard_max)  # WATCHed keys

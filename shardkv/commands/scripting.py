@@ -1,0 +1,180 @@
+"""Lua scripting: EVAL, EVALSHA, EVAL_RO, EVALSHA_RO and SCRIPT (LOAD EXISTS FLUSH KILL HELP).
+
+The arguments, the shebang (`#!lua flags=...`) and the replies are Redis 7.0's; the script runs
+through the server's script runner (router/scripts.py: every shard locked, an undo log on each,
+the interpreter in scripting/engine.py).
+"""
+
+from __future__ import annotations
+
+import hashlib
+
+from shardkv import errors, protocol
+from shardkv.commands.args import parse_int
+from shardkv.commands.context import Client, Reply, WorkerView
+from shardkv.commands.table import Where, client_command, worker_command
+from shardkv.errors import CommandError
+from shardkv.stats import G_SCRIPT_KILL, G_SCRIPT_WORKER, G_SCRIPT_WROTE
+
+SERVER = Where.SERVER
+SHEBANG_FLAGS = ("no-writes", "allow-oom", "allow-stale", "no-cluster", "allow-cross-slot-keys")
+
+
+def shebang_flags(body: bytes) -> frozenset[str] | None:
+    """The flags of a `#!lua flags=...` first line; None without a shebang (compatibility mode)."""
+    if not body.startswith(b"#!"):
+        return None
+    end = body.find(b"\n")
+    if end < 0:
+        raise CommandError("ERR Invalid script shebang")
+    tokens = body[:end].split()
+    if not tokens or tokens[0] != b"#!lua":
+        raise CommandError(f"ERR Unexpected engine in script shebang: {_text(tokens[0] if tokens else b'')}")
+    flags: set[str] = set()
+    for token in tokens[1:]:
+        if not token.startswith(b"flags="):
+            raise CommandError(f"ERR Unknown lua shebang option: {_text(token)}")
+        for flag in token[6:].split(b","):
+            if not flag:
+                continue
+            name = flag.decode(errors="replace")
+            if name not in SHEBANG_FLAGS:
+                raise CommandError(f"ERR Unexpected flag in script shebang: {_text(flag)}")
+            flags.add(name)
+    return frozenset(flags)
+
+
+def _text(b: bytes) -> str:
+    return b.decode("utf-8", "surrogateescape")
+
+
+def _keys_and_args(argv: list[bytes]) -> tuple[list[bytes], list[bytes]]:
+    numkeys = parse_int(argv[2])
+    if numkeys < 0:
+        raise CommandError("ERR Number of keys can't be negative")
+    if numkeys > len(argv) - 3:
+        raise CommandError("ERR Number of keys can't be greater than number of args")
+    return argv[3 : 3 + numkeys], argv[3 + numkeys :]
+
+
+def _run(client: Client, sha: bytes, body: bytes, argv: list[bytes], ro_command: bool) -> Reply:
+    keys, args = _keys_and_args(argv)
+    flags = shebang_flags(body)
+    readonly = ro_command
+    if flags is not None:
+        if "no-writes" in flags:
+            readonly = True
+        elif ro_command:
+            raise CommandError("ERR Can not execute a script with write flag using *_ro command.")
+    return client.server.scripts.run(client, sha, body, keys, args, readonly)
+
+
+def _eval(client: Client, argv: list[bytes], ro: bool) -> Reply:
+    body = argv[1]
+    return _run(client, hashlib.sha1(body).hexdigest().encode(), body, argv, ro)
+
+
+def _evalsha(client: Client, argv: list[bytes], ro: bool) -> Reply:
+    sha = argv[1].lower()
+    body = client.server.scripts.lookup(sha) if len(sha) == 40 else None
+    if body is None:
+        raise CommandError(errors.NOSCRIPT)
+    return _run(client, sha, body, argv, ro)
+
+
+@client_command("eval", -3, "noscript skip_monitor stale no_mandatory_keys movablekeys", where=SERVER,
+                group="scripting", summary="Execute a Lua script server side")
+def eval_(client: Client, argv: list[bytes]) -> Reply:
+    return _eval(client, argv, ro=False)
+
+
+@client_command("eval_ro", -3, "readonly noscript skip_monitor stale no_mandatory_keys movablekeys", where=SERVER,
+                group="scripting", summary="Execute a read-only Lua script server side")
+def eval_ro(client: Client, argv: list[bytes]) -> Reply:
+    return _eval(client, argv, ro=True)
+
+
+@client_command("evalsha", -3, "noscript skip_monitor stale no_mandatory_keys movablekeys", where=SERVER,
+                group="scripting", summary="Execute a Lua script server side")
+def evalsha(client: Client, argv: list[bytes]) -> Reply:
+    return _evalsha(client, argv, ro=False)
+
+
+@client_command("evalsha_ro", -3, "readonly noscript skip_monitor stale no_mandatory_keys movablekeys",
+                where=SERVER, group="scripting", summary="Execute a read-only Lua script server side")
+def evalsha_ro(client: Client, argv: list[bytes]) -> Reply:
+    return _evalsha(client, argv, ro=True)
+
+
+SCRIPT_HELP = [
+    "SCRIPT <subcommand> [<arg> [value] [opt] ...]. Subcommands are:",
+    "DEBUG (YES|SYNC|NO)",
+    "    Set the debug mode for subsequent scripts executed.",
+    "EXISTS <sha1> [<sha1> ...]",
+    "    Return information about the existence of the scripts in the script cache.",
+    "FLUSH [ASYNC|SYNC]",
+    "    Flush the Lua scripts cache. Very dangerous on replicas.",
+    "    When called without the optional mode argument, the behavior is determined by the",
+    "    lazyfree-lazy-user-flush configuration directive. Valid modes are:",
+    "    * ASYNC: Asynchronously flush the scripts cache.",
+    "    * SYNC: Synchronously flush the scripts cache.",
+    "KILL",
+    "    Kill the currently executing Lua script.",
+    "LOAD <script>",
+    "    Load a script into the scripts cache without executing it.",
+    "HELP",
+    "    Prints this help.",
+]
+
+
+@client_command("script", -2, "", where=SERVER, group="scripting",
+                subcommands=("load", "exists", "flush", "kill", "help"),
+                summary="A container for Lua scripts management commands")
+def script(client: Client, argv: list[bytes]) -> Reply:
+    sub = argv[1].lower()
+    scripts = client.server.scripts
+    n = len(argv)
+    if sub == b"load" and n == 3:
+        body = argv[2]
+        shebang_flags(body)
+        sha = hashlib.sha1(body).hexdigest().encode()
+        error = scripts.load(sha, body)
+        return error if error is not None else protocol.bulk(sha)
+    if sub == b"exists" and n >= 3:
+        return protocol.array([protocol.ONE if scripts.exists(s.lower()) else protocol.ZERO for s in argv[2:]])
+    if sub == b"flush" and n <= 3:
+        if n == 3 and argv[2].upper() not in (b"ASYNC", b"SYNC"):
+            raise CommandError("ERR SCRIPT FLUSH only support SYNC|ASYNC option")
+        server = client.server
+
+        async def flush_everywhere() -> bytes:
+            await server.fan_out([b"__scriptflush"])
+            return protocol.OK
+
+        return server.later(client, flush_everywhere())
+    if sub == b"kill" and n == 2:
+        stats = client.server.stats
+        if not stats.global_get(G_SCRIPT_WORKER):
+            raise CommandError("NOTBUSY No scripts in execution right now.")
+        if stats.global_get(G_SCRIPT_WROTE):
+            raise CommandError("UNKILLABLE Sorry the script already executed write commands against the dataset. "
+                               "You can either wait the script termination or kill the server in a hard way using "
+                               "the SHUTDOWN NOSAVE command.")
+        stats.global_set(G_SCRIPT_KILL, 1)
+        return protocol.OK
+    if sub == b"help" and n == 2:
+        return protocol.array([protocol.simple(line) for line in SCRIPT_HELP])
+    if sub in (b"load", b"exists", b"flush", b"kill", b"help"):
+        raise CommandError(errors.wrong_arity(f"script|{sub.decode()}"))
+    raise CommandError(errors.unknown_subcommand(argv[1], "script"))
+
+
+@worker_command("__scriptstore", 3, summary="Worker 0: write a script into the shared cache: sha, body")
+def worker_script_store(worker: WorkerView, argv: list[bytes]) -> bytes:
+    return worker.scripts.store(argv[1], argv[2]) or protocol.OK
+
+
+@worker_command("__scriptflush", 1, summary="SCRIPT FLUSH on one worker")
+def worker_script_flush(worker: WorkerView, argv: list[bytes]) -> bytes:
+    worker.scripts.flush()
+    return protocol.OK

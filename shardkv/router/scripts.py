@@ -1,0 +1,225 @@
+"""Running Lua scripts (EVAL, EVALSHA and their _RO forms) atomically across shards.
+
+A script may touch any key, named or not (Redis's own tests do), and a shard cannot be locked
+half-way through a script without breaking the ascending lock order; so a script takes every
+shard, in ascending order, as an EXEC does (router/transaction.py), with an undo log on each:
+the script is a transaction, whole or nothing if a worker dies, and no client anywhere sees part
+of it.  While it runs the whole server is busy, as one Redis is.
+
+The Lua interpreter runs in a thread of its own (lupa releases the GIL while Lua runs), so this
+worker's event loop goes on: the rings are served, the heartbeat ticks, and a script past
+busy-reply-threshold leaves other clients -BUSY replies.  `redis.call` hands each command to the
+loop (`asyncio.run_coroutine_threadsafe`), which runs it on its shard like a command of an EXEC,
+and waits for the reply.  The count hook of the interpreter checks for SCRIPT KILL (a word in the
+stats segment, so SCRIPT KILL works from any worker).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import concurrent.futures
+import sys
+import time
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any
+
+from shardkv import errors, protocol, segments
+from shardkv.commands.context import Client, Pending, Reply, Server
+from shardkv.commands.table import Command, lookup
+from shardkv.router.dispatch import HOLDING
+from shardkv.scripting.cache import ScriptCache
+from shardkv.scripting.engine import Aborted, LuaEngine, RedisCallError, ScriptError
+from shardkv.stats import G_SCRIPT_KILL, G_SCRIPT_STARTED_MS, G_SCRIPT_WORKER, G_SCRIPT_WROTE
+from shardkv.worker.peers import PeerReset
+
+if TYPE_CHECKING:
+    from shardkv.worker.process import Worker
+
+KILLED = b"ERR Script killed by user with SCRIPT KILL..."
+LOG_LEVELS = ("debug", "verbose", "notice", "warning")
+
+
+@dataclass(eq=False)
+class ScriptClient:
+    """The client a script's commands run as: the caller's db and name, its own SELECT and
+    RESP version (redis.setresp), so nothing it does changes the caller's connection."""
+
+    server: Server
+    id: int
+    db: int
+    proto: int = 2
+    name: bytes = b""
+    lib_name: bytes = b""
+    lib_ver: bytes = b""
+    authenticated: bool = True
+    closing: bool = False
+    multi: list[list[bytes]] | None = None
+    multi_bytes: int = 0
+    multi_failed: bool = False
+    watching: set[int] = field(default_factory=set)
+    executing: bool = True  # nothing blocks inside a script
+    channels: dict[bytes, None] = field(default_factory=dict)
+    patterns: dict[bytes, None] = field(default_factory=dict)
+    shard_channels: dict[bytes, None] = field(default_factory=dict)
+    reply_mode: bytes = b"on"
+
+    @property
+    def connected(self) -> bool:
+        return True
+
+    def client_info(self) -> str:
+        return f"id={self.id} name= db={self.db} flags=s cmd=eval user=default resp={self.proto}"
+
+    def reply_ready(self, pending: Pending) -> None:
+        pass
+
+    def push(self, data: bytes) -> None:
+        pass
+
+
+class Scripts:
+    def __init__(self, worker: Worker) -> None:
+        self.worker = worker
+        self.cache = ScriptCache(segments.attach(worker.boot.scripts_name))
+        self.engine = LuaEngine(worker.limits.lua_heap_bytes_max, self._log)
+        self.engine.hook = self._hook
+        self.thread = concurrent.futures.ThreadPoolExecutor(1, thread_name_prefix="lua")
+        self.running: ScriptClient | None = None
+        self.readonly = False
+        self.wrote = False
+
+    # ------------------------------------------------------------------ the cache
+
+    def lookup(self, sha: bytes) -> bytes | None:
+        return self.cache.get(sha)
+
+    def exists(self, sha: bytes) -> bool:
+        return sha in self.cache or sha.decode(errors="replace") in self.engine.functions
+
+    def load(self, sha: bytes, body: bytes) -> bytes | None:
+        """Compile and cache a script; an error reply if it does not compile or has no room."""
+        try:
+            self.engine.compile(sha.decode(), body)
+        except ScriptError as exc:
+            return protocol.error(str(exc))
+        if sha not in self.cache:
+            if self.worker.id == 0:
+                try:
+                    self.cache.add(sha, body)
+                except Exception as exc:
+                    self.engine.functions.pop(sha.decode(), None)
+                    return protocol.error(getattr(exc, "text", str(exc)))
+            else:  # worker 0 writes the shared cache; this worker has it compiled already
+                self.worker.router.tell_shard(0, [b"__scriptstore", sha, body])
+        return None
+
+    def store(self, sha: bytes, body: bytes) -> bytes | None:
+        try:
+            self.cache.add(sha, body)
+        except Exception as exc:
+            return protocol.error(getattr(exc, "text", str(exc)))
+        return None
+
+    def flush(self) -> None:
+        self.engine.flush()
+        if self.worker.id == 0:
+            self.cache.flush()
+
+    # ------------------------------------------------------------------ running
+
+    def run(self, client: Client, sha: bytes, body: bytes, keys: list[bytes], args: list[bytes],
+            readonly: bool) -> Reply:
+        error = self.load(sha, body)
+        if error is not None:
+            return error
+        router = self.worker.router
+        return router.later(client, self._run(client, sha.decode(), keys, args, readonly))
+
+    async def _run(self, client: Client, sha: str, keys: list[bytes], args: list[bytes], readonly: bool) -> bytes:
+        router = self.worker.router
+        if HOLDING.get() is not None:  # EVAL queued in a MULTI: the EXEC holds every shard already
+            return await self._execute(client, sha, keys, args, readonly)
+        transactions = router.transactions
+        async with router.txn_lock:
+            txn_id = transactions.begin()
+            committed = False
+            locked: list[int] = []
+            shards = list(range(self.worker.workers))
+            token = HOLDING.set(frozenset(shards))
+            try:
+                locked = await router.lock_shards(shards, client.db, client.proto, router.me << 56 | txn_id)
+                reply = await self._execute(client, sha, keys, args, readonly)
+                await transactions.decidable(txn_id)
+                transactions.decide(txn_id, commit=True)
+                committed = True
+                return reply
+            except (PeerReset, Aborted):
+                return protocol.error(errors.SCRIPT_SHARD_RESTARTED)
+            finally:
+                HOLDING.reset(token)
+                if not committed:
+                    transactions.decide(txn_id, commit=False)
+                router.unlock_shards(locked, None, commit=committed)
+
+    async def _execute(self, client: Client, sha: str, keys: list[bytes], args: list[bytes], readonly: bool) -> bytes:
+        stats = self.worker.stats
+        self.running = ScriptClient(client.server, client.id, client.db, 2, client.name)
+        self.readonly = readonly
+        self.wrote = False
+        stats.global_set(G_SCRIPT_KILL, 0)
+        stats.global_set(G_SCRIPT_WROTE, 0)
+        stats.global_set(G_SCRIPT_STARTED_MS, int(time.time() * 1000))
+        stats.global_set(G_SCRIPT_WORKER, self.worker.id + 1)
+        loop = asyncio.get_running_loop()
+        holding = HOLDING.get()
+        try:
+            return await loop.run_in_executor(self.thread, self.engine.run, sha, sha, keys, args, client.proto,
+                                              lambda raise_errors, argv: self._call(loop, holding, argv))
+        finally:
+            stats.global_set(G_SCRIPT_WORKER, 0)
+            self.running = None
+
+    def _call(self, loop: asyncio.AbstractEventLoop, holding: frozenset[int] | None,
+              argv: list[bytes]) -> tuple[bool, Any]:
+        """redis.call / redis.pcall, in the script's thread: check, run on the loop, wait."""
+        cmd = lookup(argv[0])
+        if cmd is None or cmd.internal:
+            return True, b"ERR Unknown Redis command called from script"
+        if not cmd.arity_ok(len(argv)):
+            return True, b"ERR Wrong number of args calling Redis command from script"
+        if "noscript" in cmd.flags or cmd.blocking is not None or "no_multi" in cmd.flags:
+            return True, b"ERR This Redis command is not allowed from script"
+        if cmd.is_write and self.readonly:
+            return True, b"ERR Write commands are not allowed from read-only scripts."
+        future = asyncio.run_coroutine_threadsafe(self._in_loop(cmd, argv, holding), loop)
+        try:
+            reply = future.result()
+        except PeerReset as exc:
+            self.engine.aborting = exc
+            raise
+        if cmd.is_write and not self.wrote:
+            self.wrote = True
+            self.worker.stats.global_set(G_SCRIPT_WROTE, 1)
+        if reply.startswith(b"-"):
+            return True, reply[1:-2]
+        return False, reply
+
+    async def _in_loop(self, cmd: Command, argv: list[bytes], holding: frozenset[int] | None) -> bytes:
+        HOLDING.set(holding)
+        client = self.running
+        assert client is not None
+        client.proto = self.engine.resp
+        return await self.worker.router.transactions.run_one(client, cmd, argv)
+
+    def _hook(self) -> None:
+        """Every 100,000 Lua instructions, in the script's thread: was SCRIPT KILL asked for?"""
+        if self.worker.stats.global_get(G_SCRIPT_KILL):
+            self.engine.aborting = RedisCallError(KILLED)
+            raise self.engine.aborting
+
+    def _log(self, level: int, text: bytes) -> None:
+        print(f"worker {self.worker.id}: script log ({LOG_LEVELS[level]}): {text.decode(errors='replace')}",
+              file=sys.stderr, flush=True)
+
+
+__all__ = ["ScriptClient", "Scripts"]
