@@ -251,7 +251,7 @@ PUBSUB_HELP = [
 ]
 
 
-@client_command("pubsub", -2, "pubsub loading stale", where=SERVER, group="pubsub",
+@client_command("pubsub", -2, "", where=SERVER, group="pubsub",
                 subcommands=("channels", "numpat", "numsub", "shardchannels", "shardnumsub", "help"),
                 summary="A container for Pub/Sub commands")
 def pubsub(client: Client, argv: list[bytes]) -> Reply:
