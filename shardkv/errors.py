@@ -52,6 +52,8 @@ EXECABORT = "EXECABORT Transaction discarded because of previous errors."
 NOT_IN_MULTI = "ERR Command not allowed inside a transaction"
 EXEC_SHARD_RESTARTED = ("EXECABORT Transaction discarded because of: a shard worker restarted during EXEC; "
                         "none of it was applied")
+BUSY_SCRIPT = "BUSY Redis is busy running a script. You can only call SCRIPT KILL or SHUTDOWN NOSAVE."
+BUSY_FUNCTION = "BUSY Redis is busy running a script. You can only call FUNCTION KILL or SHUTDOWN NOSAVE."
 SCRIPT_SHARD_RESTARTED = "ERR a shard worker restarted while the script ran; none of it was applied"
 NOSCRIPT = "NOSCRIPT No matching script. Please use EVAL."
 SUBSCRIPTIONS_FULL = "ERR max number of subscriptions reached (subscriptions-per-worker-max)"

@@ -144,10 +144,14 @@ class Connection(asyncio.BufferedProtocol):
         if self.barrier is not None or self.writing_paused or self.inflight >= lim_inflight(self):
             self._update_reading()
             return
+        busy = False
         if worker.shard_locked:
-            worker.paused.add(self)
-            self._update_reading()
-            return
+            busy = worker.script_busy()
+            if not busy:
+                worker.paused.add(self)
+                worker.wake_when_busy()
+                self._update_reading()
+                return
         lim = worker.limits
         worker.beat()  # a long batch of commands shows the watchdog it progresses
         if not self.authenticated and not worker.stats.password_set():
@@ -169,7 +173,11 @@ class Connection(asyncio.BufferedProtocol):
                 self.settling = True
                 break
             mode = self.reply_mode
-            reply = execute(self, argv, start, end)
+            if busy:  # a script runs past busy-reply-threshold: only what Redis allows then
+                busy_reply = self.router.busy_reply(self, argv)
+                reply = busy_reply if busy_reply is not None else execute(self, argv, start, end)
+            else:
+                reply = execute(self, argv, start, end)
             if mode is not REPLY_ON and self.reply_mode is not REPLY_ON:
                 # CLIENT REPLY OFF, or SKIP before it: this command's reply is not sent (CLIENT
                 # REPLY ON's own OK is); a reply still to come is dropped when it comes.
@@ -187,7 +195,8 @@ class Connection(asyncio.BufferedProtocol):
                     self.barrier = reply
                 else:
                     self.inflight += 1
-            if self.barrier is not None or self.closing or worker.shard_locked or self.inflight >= inflight_max:
+            if self.barrier is not None or self.closing or (worker.shard_locked and not busy) or \
+                    self.inflight >= inflight_max:
                 consumed, error, stopped = end, None, True
                 if worker.shard_locked and self.barrier is None:
                     worker.paused.add(self)

@@ -45,7 +45,7 @@ from shardkv.commands.table import COMMANDS, Command, Merge, Where, lookup
 from shardkv.errors import CommandError, ReplyTooLarge
 from shardkv.limits import Limits
 from shardkv.protocol import read_reply
-from shardkv.stats import G_SUPERVISOR_PID, W_TXN_DECIDED, Stats
+from shardkv.stats import G_SCRIPT_FUNCTION, G_SUPERVISOR_PID, W_TXN_DECIDED, Stats
 from shardkv.store import TXN_ID_MASK, UNDO_ABSENT, Store
 from shardkv.worker.peers import K_APPLY, K_LOCK, K_REQ, K_UNLOCK, Callback, PeerReset
 
@@ -220,6 +220,24 @@ class Router:
         if cmd.blocking is not None:
             return self.worker.blocking.start(conn, cmd, argv)
         return self.route(cmd, conn, argv, start, end)
+
+    def busy_reply(self, conn: Connection, argv: list[bytes]) -> bytes | None:
+        """While a script runs past busy-reply-threshold: None for the commands Redis still runs
+        (allow_busy: SCRIPT KILL, SHUTDOWN NOSAVE, AUTH, MULTI ...), else the BUSY error."""
+        cmd = COMMANDS.get(argv[0]) or lookup(argv[0])
+        if cmd is None or not cmd.arity_ok(len(argv)):
+            return None  # the pipeline's own error
+        if "allow_busy" in cmd.flags or (cmd.name == "script" and len(argv) > 1 and argv[1].lower() == b"kill"):
+            return None
+        if cmd.name == "shutdown" and b"NOSAVE" in (a.upper() for a in argv[1:]):
+            return None
+        text = errors.BUSY_FUNCTION if self.stats.global_get(G_SCRIPT_FUNCTION) else errors.BUSY_SCRIPT
+        if cmd.name == "exec" and conn.multi is not None:
+            from shardkv.commands.multi import reset_multi, unwatch_all
+            reset_multi(conn)
+            unwatch_all(conn)
+            return self.rejected(cmd, f"EXECABORT Transaction discarded because of: {text}")
+        return refused(conn, self.rejected(cmd, text))
 
     def queue(self, conn: Connection, cmd: Command, argv: list[bytes]) -> bytes:
         """In MULTI: keep the command for EXEC, or refuse it (which dooms the EXEC)."""

@@ -45,6 +45,8 @@ from shardkv.stats import (
     CMD_REJECTED,
     CMD_USEC,
     CMD_WORDS,
+    G_SCRIPT_STARTED_MS,
+    G_SCRIPT_WORKER,
     G_TUNABLES,
     TUNABLES,
     W_BLOCKED,
@@ -163,6 +165,7 @@ class Worker:
         self.notify_word = G_TUNABLES + TUNABLES["notify-keyspace-events"][0]
         self.lock_owner = NO_LOCK
         self.crash_at = ""  # tests: the step at which this process kills itself (crash_point)
+        self.busy_timer: asyncio.TimerHandle | None = None
         self.lock_waiters: list[asyncio.Future[None]] = []
         self.reserved: list[int] = []  # blocks prepared for the lock holder's write
         self.paused: set[Connection] = set()
@@ -255,6 +258,33 @@ class Worker:
         self.router.undo_end(committed)
         print(f"worker {self.id}: transaction {txn_id} of worker {coordinator} "
               f"{'kept (committed)' if committed else 'rolled back'}", file=sys.stderr, flush=True)
+
+    def script_busy(self) -> bool:
+        """A script (on any worker) has run longer than busy-reply-threshold."""
+        stats = self.stats
+        if not stats.global_get(G_SCRIPT_WORKER):
+            return False
+        threshold_ms = stats.tunable("busy-reply-threshold")
+        return threshold_ms > 0 and time.time() * 1000 - stats.global_get(G_SCRIPT_STARTED_MS) > threshold_ms
+
+    def wake_when_busy(self) -> None:
+        """A client waits on a locked shard: if a script holds it, look again once the script has
+        run for busy-reply-threshold (its clients then get -BUSY, and SCRIPT KILL gets through)."""
+        stats = self.stats
+        if self.busy_timer is not None or not stats.global_get(G_SCRIPT_WORKER):
+            return
+        threshold_ms = stats.tunable("busy-reply-threshold")
+        if threshold_ms <= 0:
+            return
+        left_s = max(0.001, (stats.global_get(G_SCRIPT_STARTED_MS) + threshold_ms) / 1000 - time.time() + 0.001)
+
+        def wake() -> None:
+            self.busy_timer = None
+            paused, self.paused = self.paused, set()
+            for conn in paused:
+                conn.resume()
+
+        self.busy_timer = self.loop.call_later(left_s, wake)
 
     def crash_point(self, name: str) -> None:
         """Tests only: the first process of a worker kills itself at the named step
