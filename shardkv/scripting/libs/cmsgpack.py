@@ -179,6 +179,9 @@ end
 
 local function dec_array(s, p, len, sp, count)
   local t = {}
+  if sp + 2 > LUAI_MAXCSTACK then
+    error("stack overflow (in function mp_decode_to_lua_array)", 0)
+  end
   for i = 1, count do
     local v
     v, p = decode(s, p, len, sp + 2)
