@@ -13,6 +13,9 @@ Known differences (not in the tables):
 * a map key that is nil or NaN: Redis raises "table index is nil" with no
   position; here it is prefixed with "user_script:N: ".
 * type(cmsgpack.pack) is "userdata" here ("function" in Redis).
+* argument errors raised while the script runs inside a coroutine name the
+  function by its library field ('pack') even when the call site used an
+  alias (Redis: the alias).
 """
 
 from __future__ import annotations
@@ -566,4 +569,8 @@ def test_known_differences(lua: Any) -> None:
     assert run_top_level(lua, "return cmsgpack.unpack('\\129\\192\\1')") == "user_script:1: table index is nil"
     # Redis: "function"; the library functions are callable userdata here.
     assert run_serialized(lua, "return type(cmsgpack.pack)") == 'true "userdata"'
+    assert run_serialized(
+        lua,
+        "local co = coroutine.create(function() local p = struct.pack; return p('y') end) return coroutine.resume(co)",
+    ) == ("true true false \"user_script:24: bad argument #1 to 'pack' (invalid format option 'y')\"")
     assert run_serialized(lua, "return pcall(cmsgpack.pack, 1)") == 'true true "\\x01"'
