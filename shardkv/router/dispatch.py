@@ -498,7 +498,13 @@ class Router:
                         assert cmd is not None
                         local_blocks = worker.reserve_for(cmd, parts[shard])
                     else:
-                        answer = await self.ask(shard, K_LOCK, bodies[shard])
+                        try:
+                            answer = await self.ask(shard, K_LOCK, bodies[shard])
+                        except PeerReset:
+                            # The request may have reached the peer's new process, which then holds
+                            # the lock for us: the unlock follows it on the same ring.
+                            worker.peers.send(shard, K_UNLOCK, 0, b"abort")
+                            raise
                         locked.append(shard)
                         if answer:
                             return answer  # an error (OOM) from the prepare step
@@ -544,7 +550,11 @@ class Router:
                     await self.worker.lock_own(self.me)
                     self.undo_begin(txn)
                 else:
-                    await self.ask(shard, K_LOCK, begin)
+                    try:
+                        await self.ask(shard, K_LOCK, begin)
+                    except PeerReset:  # (see run_transaction)
+                        self.worker.peers.send(shard, K_UNLOCK, 0, b"abort")
+                        raise
                 locked.append(shard)
         except BaseException:
             self.unlock_shards(locked, None, commit=False)
