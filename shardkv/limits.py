@@ -72,6 +72,7 @@ class Limits:
     # Lua: the bytes of cached scripts, in a segment shared by the workers (past it, loading a
     # new one is refused with OOM; Redis never evicts scripts), and each worker's Lua heap.
     scripts_bytes_max: int = 4 * 1024 * 1024
+    functions_bytes_max: int = 4 * 1024 * 1024  # FUNCTION libraries' code, in the same segment
     lua_heap_bytes_max: int = 64 * 1024 * 1024
     pubsub_output_bytes_max: int = 32 * 1024 * 1024
 
@@ -128,8 +129,9 @@ class Limits:
             raise LimitsError("large-request-bytes-per-s-min must be at least 1")
         if self.timeout < 0:
             raise LimitsError("timeout must not be negative")
-        if self.scripts_bytes_max < 64 * 1024 or self.lua_heap_bytes_max < 1024 * 1024:
-            raise LimitsError("scripts-bytes-max must be at least 65536, lua-heap-bytes-max at least 1048576")
+        if min(self.scripts_bytes_max, self.functions_bytes_max) < 64 * 1024 or self.lua_heap_bytes_max < 1024 * 1024:
+            raise LimitsError("scripts-bytes-max and functions-bytes-max must be at least 65536, "
+                              "lua-heap-bytes-max at least 1048576")
         if self.subscriptions_per_worker_max < 1:
             raise LimitsError("subscriptions-per-worker-max must be at least 1")
         if self.pubsub_output_bytes_max < 64 * 1024:
@@ -210,7 +212,7 @@ class Footprint:
 
     @property
     def scripts_segment_bytes(self) -> int:
-        return 64 + self.limits.scripts_bytes_max
+        return 64 + self.limits.scripts_bytes_max + 64 + self.limits.functions_bytes_max
 
     @property
     def worker_bytes(self) -> int:
@@ -257,7 +259,8 @@ class Footprint:
              s * lim.output_bytes_per_worker_max),
             ("queued transactions (bound)", f"{s} x {lim.transaction_bytes_per_worker_max}",
              s * lim.transaction_bytes_per_worker_max),
-            ("cached scripts", f"1 x {lim.scripts_bytes_max}", self.scripts_segment_bytes),
+            ("scripts and functions", f"{lim.scripts_bytes_max} + {lim.functions_bytes_max}",
+             self.scripts_segment_bytes),
             ("Lua heaps (bound)", f"{s} x {lim.lua_heap_bytes_max}", s * lim.lua_heap_bytes_max),
             ("subscriptions (bound)", f"{s} x {lim.subscriptions_per_worker_max} x {SUBSCRIPTION_ENTRY_BYTES}",
              s * self.subscription_bytes_per_worker),
@@ -381,6 +384,7 @@ OPTIONS: dict[str, tuple[str, object]] = {
     "watched-keys-per-shard-max": ("watched_keys_per_shard_max", _int),
     "subscriptions-per-worker-max": ("subscriptions_per_worker_max", _int),
     "scripts-bytes-max": ("scripts_bytes_max", parse_memory),
+    "functions-bytes-max": ("functions_bytes_max", parse_memory),
     "lua-heap-bytes-max": ("lua_heap_bytes_max", parse_memory),
     "pubsub-output-bytes-max": ("pubsub_output_bytes_max", parse_memory),
     "timeout": ("timeout", _int),

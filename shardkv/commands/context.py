@@ -22,6 +22,7 @@ from shardkv.store import Store
 
 if TYPE_CHECKING:
     from shardkv.commands.pubsub import Subscriptions
+    from shardkv.scripting.engine import Library, LuaFunction
 
 
 @dataclass(frozen=True, slots=True)
@@ -90,6 +91,31 @@ class ScriptRunner(Protocol):
     def run(self, client: Client, sha: bytes, body: bytes, keys: list[bytes], args: list[bytes],
             readonly: bool) -> Reply:
         """Run a script atomically; its reply comes later."""
+        ...
+
+    @property
+    def libraries(self) -> dict[str, Library]: ...  # FUNCTION libraries by lower-case name
+
+    @property
+    def running_name(self) -> str: ...  # the script or function running now, if any
+
+    def sync_functions(self) -> None:
+        """Catch up with the libraries loaded and deleted on any worker."""
+        ...
+
+    def function(self, name: str) -> tuple[Library, LuaFunction] | None: ...
+
+    def check_library(self, code: bytes, replace: bool) -> str:
+        """FUNCTION LOAD's checks (CommandError with Redis's text); the library's name."""
+        ...
+
+    def log_function_change(self, kind: bytes, body: bytes) -> bytes | None:
+        """Worker 0: log a library change (load, delete) or empty the log (flush)."""
+        ...
+
+    def fcall(self, client: Client, lib: Library, fn: LuaFunction, keys: list[bytes], args: list[bytes],
+              readonly: bool) -> Reply:
+        """Run a function atomically; its reply comes later."""
         ...
 
 

@@ -8,13 +8,14 @@ the interpreter in scripting/engine.py).
 from __future__ import annotations
 
 import hashlib
+import time
 
 from shardkv import errors, protocol
-from shardkv.commands.args import parse_int
+from shardkv.commands.args import glob_matcher, parse_int
 from shardkv.commands.context import Client, Reply, WorkerView
 from shardkv.commands.table import Where, client_command, worker_command
 from shardkv.errors import CommandError
-from shardkv.stats import G_SCRIPT_KILL, G_SCRIPT_WORKER, G_SCRIPT_WROTE
+from shardkv.stats import G_SCRIPT_FUNCTION, G_SCRIPT_KILL, G_SCRIPT_STARTED_MS, G_SCRIPT_WORKER, G_SCRIPT_WROTE
 
 SERVER = Where.SERVER
 SHEBANG_FLAGS = ("no-writes", "allow-oom", "allow-stale", "no-cluster", "allow-cross-slot-keys")
@@ -156,6 +157,8 @@ def script(client: Client, argv: list[bytes]) -> Reply:
         stats = client.server.stats
         if not stats.global_get(G_SCRIPT_WORKER):
             raise CommandError("NOTBUSY No scripts in execution right now.")
+        if stats.global_get(G_SCRIPT_FUNCTION):
+            raise CommandError(errors.BUSY_FUNCTION)
         if stats.global_get(G_SCRIPT_WROTE):
             raise CommandError("UNKILLABLE Sorry the script already executed write commands against the dataset. "
                                "You can either wait the script termination or kill the server in a hard way using "
@@ -178,3 +181,218 @@ def worker_script_store(worker: WorkerView, argv: list[bytes]) -> bytes:
 def worker_script_flush(worker: WorkerView, argv: list[bytes]) -> bytes:
     worker.scripts.flush()
     return protocol.OK
+
+
+# ---------------------------------------------------------------------- functions
+
+
+def _fcall(client: Client, argv: list[bytes], ro: bool) -> Reply:
+    try:
+        numkeys = parse_int(argv[2])
+    except CommandError:
+        raise CommandError("ERR Bad number of keys provided") from None
+    if numkeys < 0:
+        raise CommandError("ERR Number of keys can't be negative")
+    if numkeys > len(argv) - 3:
+        raise CommandError("ERR Number of keys can't be greater than number of args")
+    scripts = client.server.scripts
+    found = scripts.function(argv[1].decode(errors="surrogateescape"))
+    if found is None:
+        raise CommandError("ERR Function not found")
+    lib, fn = found
+    if ro and "no-writes" not in fn.flags:
+        raise CommandError("ERR Can not execute a script with write flag using *_ro command.")
+    return scripts.fcall(client, lib, fn, argv[3 : 3 + numkeys], argv[3 + numkeys :], ro)
+
+
+@client_command("fcall", -3, "noscript skip_monitor stale no_mandatory_keys movablekeys", where=SERVER,
+                group="scripting", summary="Invoke a function")
+def fcall(client: Client, argv: list[bytes]) -> Reply:
+    return _fcall(client, argv, ro=False)
+
+
+@client_command("fcall_ro", -3, "readonly noscript skip_monitor stale no_mandatory_keys movablekeys", where=SERVER,
+                group="scripting", summary="Invoke a read-only function")
+def fcall_ro(client: Client, argv: list[bytes]) -> Reply:
+    return _fcall(client, argv, ro=True)
+
+
+FUNCTION_HELP = [
+    "FUNCTION <subcommand> [<arg> [value] [opt] ...]. Subcommands are:",
+    "LOAD [REPLACE] <FUNCTION CODE>",
+    "    Create a new library with the given library name and code.",
+    "DELETE <LIBRARY NAME>",
+    "    Delete the given library.",
+    "LIST [LIBRARYNAME PATTERN] [WITHCODE]",
+    "    Return general information on all the libraries:",
+    "    * Library name",
+    "    * The engine used to run the Library",
+    "    * Library description",
+    "    * Functions list",
+    "    * Library code (if WITHCODE is given)",
+    "    It also possible to get only function that matches a pattern using LIBRARYNAME argument.",
+    "STATS",
+    "    Return information about the current function running:",
+    "    * Function name",
+    "    * Command used to run the function",
+    "    * Duration in MS that the function is running",
+    "    If no function is running, return nil",
+    "    In addition, returns a list of available engines.",
+    "KILL",
+    "    Kill the current running function.",
+    "FLUSH [ASYNC|SYNC]",
+    "    Delete all the libraries.",
+    "    When called without the optional mode argument, the behavior is determined by the",
+    "    lazyfree-lazy-user-flush configuration directive. Valid modes are:",
+    "    * ASYNC: Asynchronously flush the libraries.",
+    "    * SYNC: Synchronously flush the libraries.",
+    "DUMP",
+    "    Return a serialized payload representing the current libraries, can be restored using FUNCTION RESTORE "
+    "command",
+    "RESTORE <PAYLOAD> [FLUSH|APPEND|REPLACE]",
+    "    Restore the libraries represented by the given payload, it is possible to give a restore policy to",
+    "    control how to handle existing libraries (default APPEND):",
+    "    * FLUSH: delete all existing libraries.",
+    "    * APPEND: appends the restored libraries to the existing libraries. On collision, abort.",
+    "    * REPLACE: appends the restored libraries to the existing libraries, On collision, replace the old",
+    "      libraries with the new libraries (notice that even on this option there is a chance of failure",
+    "      in case of functions name collision with another library).",
+    "HELP",
+    "    Prints this help.",
+]
+
+
+def _log_change(client: Client, kind: bytes, body: bytes, reply: bytes) -> Reply:
+    """Have worker 0 log a library change; once it has, this worker applies it and replies."""
+    server = client.server
+
+    async def log() -> bytes:
+        answer = await server.call_shard(0, [b"__functionlog", kind, body], 0, 2)
+        if answer.startswith(b"-"):
+            return answer
+        server.scripts.sync_functions()
+        return reply
+
+    return server.later(client, log())
+
+
+@client_command("function", -2, "", where=SERVER, group="scripting",
+                subcommands=("load", "delete", "flush", "list", "stats", "kill", "help"),
+                summary="A container for function commands")
+def function(client: Client, argv: list[bytes]) -> Reply:
+    sub = argv[1].lower()
+    n = len(argv)
+    scripts = client.server.scripts
+    if sub == b"load" and n >= 3:
+        replace = False
+        for opt in argv[2:-1]:
+            if opt.upper() == b"REPLACE":
+                replace = True
+            else:
+                raise CommandError(f"ERR Unknown option given: {_text(opt)}")
+        code = argv[-1]
+        name = scripts.check_library(code, replace)
+        return _log_change(client, b"load", code, protocol.bulk(name.encode()))
+    if sub == b"delete" and n == 3:
+        scripts.sync_functions()
+        lib = scripts.libraries.get(argv[2].decode(errors="replace").lower())
+        if lib is None or lib.name != argv[2].decode(errors="replace"):
+            raise CommandError("ERR Library not found")
+        return _log_change(client, b"delete", argv[2], protocol.OK)
+    if sub == b"flush" and n <= 3:
+        if n == 3 and argv[2].upper() not in (b"ASYNC", b"SYNC"):
+            raise CommandError("ERR FUNCTION FLUSH only supports SYNC|ASYNC option")
+        return _log_change(client, b"flush", b"", protocol.OK)
+    if sub == b"list":
+        return _function_list(client, argv)
+    if sub == b"stats" and n == 2:
+        return _function_stats(client)
+    if sub == b"kill" and n == 2:
+        stats = client.server.stats
+        if not stats.global_get(G_SCRIPT_WORKER):
+            raise CommandError("NOTBUSY No scripts in execution right now.")
+        if not stats.global_get(G_SCRIPT_FUNCTION):
+            raise CommandError(errors.BUSY_SCRIPT)
+        if stats.global_get(G_SCRIPT_WROTE):
+            raise CommandError("UNKILLABLE Sorry the script already executed write commands against the dataset. "
+                               "You can either wait the script termination or kill the server in a hard way using "
+                               "the SHUTDOWN NOSAVE command.")
+        stats.global_set(G_SCRIPT_KILL, 1)
+        return protocol.OK
+    if sub == b"help" and n == 2:
+        return protocol.array([protocol.simple(line) for line in FUNCTION_HELP])
+    if sub in (b"load", b"delete", b"flush", b"stats", b"kill", b"help"):
+        raise CommandError(errors.wrong_arity(f"function|{sub.decode()}"))
+    raise CommandError(errors.unknown_subcommand(argv[1], "function"))
+
+
+FLAG_ORDER = ("no-writes", "allow-oom", "allow-stale", "no-cluster", "allow-cross-slot-keys")
+
+
+def _function_list(client: Client, argv: list[bytes]) -> bytes:
+    with_code = False
+    pattern: bytes | None = None
+    i = 2
+    while i < len(argv):
+        opt = argv[i].upper()
+        if opt == b"WITHCODE":
+            with_code = True
+            i += 1
+        elif opt == b"LIBRARYNAME":
+            if i + 1 >= len(argv):
+                raise CommandError("ERR library name argument was not given")
+            pattern = argv[i + 1]
+            i += 2
+        else:
+            raise CommandError(f"ERR Unknown argument {_text(argv[i])}")
+    scripts = client.server.scripts
+    scripts.sync_functions()
+    proto = client.proto
+    match = glob_matcher(pattern.lower()) if pattern is not None else None
+    out = []
+    for lib in scripts.libraries.values():
+        if match is not None and not match(lib.name.lower().encode()):
+            continue
+        functions = []
+        for fn in lib.functions:
+            flags = [protocol.simple(f) for f in FLAG_ORDER if f in fn.flags]
+            functions.append(protocol.map_reply(proto, [
+                (protocol.bulk(b"name"), protocol.bulk(fn.name.encode())),
+                (protocol.bulk(b"description"),
+                 protocol.bulk(fn.description.encode()) if fn.description is not None else protocol.null(proto)),
+                (protocol.bulk(b"flags"), protocol.set_reply(proto, flags)),
+            ]))
+        pairs = [(protocol.bulk(b"library_name"), protocol.bulk(lib.name.encode())),
+                 (protocol.bulk(b"engine"), protocol.bulk(b"LUA")),
+                 (protocol.bulk(b"functions"), protocol.array(functions))]
+        if with_code:
+            pairs.append((protocol.bulk(b"library_code"), protocol.bulk(lib.code)))
+        out.append(protocol.map_reply(proto, pairs))
+    return protocol.array(out)
+
+
+def _function_stats(client: Client) -> bytes:
+    scripts = client.server.scripts
+    scripts.sync_functions()
+    proto = client.proto
+    stats = client.server.stats
+    running = protocol.null(proto)
+    if stats.global_get(G_SCRIPT_WORKER) and stats.global_get(G_SCRIPT_FUNCTION):
+        duration = max(0, int(time.time() * 1000) - stats.global_get(G_SCRIPT_STARTED_MS))
+        running = protocol.map_reply(proto, [
+            (protocol.bulk(b"name"), protocol.bulk(scripts.running_name.encode())),
+            (protocol.bulk(b"command"), protocol.bulk_array([b"fcall", scripts.running_name.encode()])),
+            (protocol.bulk(b"duration_ms"), protocol.integer(duration)),
+        ])
+    functions = sum(len(lib.functions) for lib in scripts.libraries.values())
+    engines = protocol.map_reply(proto, [(protocol.bulk(b"LUA"), protocol.map_reply(proto, [
+        (protocol.bulk(b"libraries_count"), protocol.integer(len(scripts.libraries))),
+        (protocol.bulk(b"functions_count"), protocol.integer(functions)),
+    ]))])
+    return protocol.map_reply(proto, [(protocol.bulk(b"running_script"), running),
+                                      (protocol.bulk(b"engines"), engines)])
+
+
+@worker_command("__functionlog", 3, summary="Worker 0: log a library change: load <code>, delete <name>, flush")
+def worker_function_log(worker: WorkerView, argv: list[bytes]) -> bytes:
+    return worker.scripts.log_function_change(argv[1], argv[2]) or protocol.OK

@@ -227,11 +227,15 @@ class Router:
         cmd = COMMANDS.get(argv[0]) or lookup(argv[0])
         if cmd is None or not cmd.arity_ok(len(argv)):
             return None  # the pipeline's own error
-        if "allow_busy" in cmd.flags or (cmd.name == "script" and len(argv) > 1 and argv[1].lower() == b"kill"):
+        sub = argv[1].lower() if len(argv) > 1 and cmd.subcommands else b""
+        function_running = self.stats.global_get(G_SCRIPT_FUNCTION)
+        if "allow_busy" in cmd.flags or (cmd.name, sub) in (("script", b"kill"), ("function", b"kill")):
+            return None
+        if (cmd.name, sub) == ("function", b"stats") and function_running:
             return None
         if cmd.name == "shutdown" and b"NOSAVE" in (a.upper() for a in argv[1:]):
             return None
-        text = errors.BUSY_FUNCTION if self.stats.global_get(G_SCRIPT_FUNCTION) else errors.BUSY_SCRIPT
+        text = errors.BUSY_FUNCTION if function_running else errors.BUSY_SCRIPT
         if cmd.name == "exec" and conn.multi is not None:
             from shardkv.commands.multi import reset_multi, unwatch_all
             reset_multi(conn)

@@ -20,16 +20,18 @@ import asyncio
 import concurrent.futures
 import sys
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
 from shardkv import errors, protocol, segments
 from shardkv.commands.context import Client, Pending, Reply, Server
 from shardkv.commands.table import Command, lookup
+from shardkv.errors import CommandError
 from shardkv.router.dispatch import HOLDING
 from shardkv.scripting.cache import ScriptCache
-from shardkv.scripting.engine import Aborted, LuaEngine, RedisCallError, ScriptError
-from shardkv.stats import G_SCRIPT_KILL, G_SCRIPT_STARTED_MS, G_SCRIPT_WORKER, G_SCRIPT_WROTE
+from shardkv.scripting.engine import Aborted, Library, LuaEngine, LuaFunction, RedisCallError, ScriptError, library_name
+from shardkv.stats import G_SCRIPT_FUNCTION, G_SCRIPT_KILL, G_SCRIPT_STARTED_MS, G_SCRIPT_WORKER, G_SCRIPT_WROTE
 from shardkv.worker.peers import PeerReset
 
 if TYPE_CHECKING:
@@ -37,6 +39,9 @@ if TYPE_CHECKING:
 
 KILLED = b"ERR Script killed by user with SCRIPT KILL..."
 LOG_LEVELS = ("debug", "verbose", "notice", "warning")
+
+
+Caller = Callable[[bool, list[bytes]], tuple[bool, Any]]
 
 
 @dataclass(eq=False)
@@ -80,7 +85,14 @@ class ScriptClient:
 class Scripts:
     def __init__(self, worker: Worker) -> None:
         self.worker = worker
-        self.cache = ScriptCache(segments.attach(worker.boot.scripts_name))
+        mm = segments.attach(worker.boot.scripts_name)
+        half = 64 + worker.limits.scripts_bytes_max
+        self.cache = ScriptCache(memoryview(mm)[:half])
+        self.flog = ScriptCache(memoryview(mm)[half:])  # the function libraries' log
+        self.flog_generation = -1
+        self.flog_offset = 0
+        self.libraries: dict[str, Library] = {}  # lower-case name -> library
+        self.running_name = ""
         self.engine = LuaEngine(worker.limits.lua_heap_bytes_max, self._log)
         self.engine.hook = self._hook
         self.thread = concurrent.futures.ThreadPoolExecutor(1, thread_name_prefix="lua")
@@ -132,13 +144,18 @@ class Scripts:
         error = self.load(sha, body)
         if error is not None:
             return error
-        router = self.worker.router
-        return router.later(client, self._run(client, sha.decode(), keys, args, readonly))
+        name = sha.decode()
+        self.running_name = name
 
-    async def _run(self, client: Client, sha: str, keys: list[bytes], args: list[bytes], readonly: bool) -> bytes:
+        def job(call: Caller) -> bytes:
+            return self.engine.run(name, name, keys, args, client.proto, call)
+
+        return self.worker.router.later(client, self._run(client, job, readonly, function=False))
+
+    async def _run(self, client: Client, job: Callable[[Caller], bytes], readonly: bool, function: bool) -> bytes:
         router = self.worker.router
         if HOLDING.get() is not None:  # EVAL queued in a MULTI: the EXEC holds every shard already
-            return await self._execute(client, sha, keys, args, readonly)
+            return await self._execute(client, job, readonly, function)
         transactions = router.transactions
         async with router.txn_lock:
             txn_id = transactions.begin()
@@ -148,7 +165,7 @@ class Scripts:
             token = HOLDING.set(frozenset(shards))
             try:
                 locked = await router.lock_shards(shards, client.db, client.proto, router.me << 56 | txn_id)
-                reply = await self._execute(client, sha, keys, args, readonly)
+                reply = await self._execute(client, job, readonly, function)
                 await transactions.decidable(txn_id)
                 transactions.decide(txn_id, commit=True)
                 committed = True
@@ -161,23 +178,92 @@ class Scripts:
                     transactions.decide(txn_id, commit=False)
                 router.unlock_shards(locked, None, commit=committed)
 
-    async def _execute(self, client: Client, sha: str, keys: list[bytes], args: list[bytes], readonly: bool) -> bytes:
+    async def _execute(self, client: Client, job: Callable[[Caller], bytes], readonly: bool, function: bool) -> bytes:
         stats = self.worker.stats
         self.running = ScriptClient(client.server, client.id, client.db, 2, client.name)
         self.readonly = readonly
         self.wrote = False
         stats.global_set(G_SCRIPT_KILL, 0)
         stats.global_set(G_SCRIPT_WROTE, 0)
+        stats.global_set(G_SCRIPT_FUNCTION, int(function))
         stats.global_set(G_SCRIPT_STARTED_MS, int(time.time() * 1000))
         stats.global_set(G_SCRIPT_WORKER, self.worker.id + 1)
         loop = asyncio.get_running_loop()
         holding = HOLDING.get()
         try:
-            return await loop.run_in_executor(self.thread, self.engine.run, sha, sha, keys, args, client.proto,
+            return await loop.run_in_executor(self.thread, job,
                                               lambda raise_errors, argv: self._call(loop, holding, argv))
         finally:
             stats.global_set(G_SCRIPT_WORKER, 0)
             self.running = None
+
+    # ------------------------------------------------------------------ function libraries
+
+    def sync_functions(self) -> None:
+        """Apply what the shared log of FUNCTION LOAD / DELETE / FLUSH holds beyond what this
+        worker has applied (all of it again after a FLUSH, or at start)."""
+        same = self.flog_generation == self.flog.q[0]
+        entries, generation, end = self.flog.entries(self.flog_offset if same else 0)
+        if not same or self.flog_generation != generation:
+            self.libraries.clear()
+            self.flog_generation = generation
+        self.flog_offset = end
+        for kind, body in entries:
+            if kind == b"delete":
+                self.libraries.pop(body.decode(errors="replace").lower(), None)
+                continue
+            try:
+                name = library_name(body)
+                functions = self.engine.load_library(body)
+            except Exception as exc:  # validated before it was logged: a bug
+                print(f"worker {self.worker.id}: cannot load a logged library: {exc}", file=sys.stderr, flush=True)
+                continue
+            self.libraries[name.lower()] = Library(name, body, functions)
+
+    def function(self, name: str) -> tuple[Library, LuaFunction] | None:
+        self.sync_functions()
+        for lib in self.libraries.values():
+            for fn in lib.functions:
+                if fn.name == name:
+                    return lib, fn
+        return None
+
+    def check_library(self, code: bytes, replace: bool) -> str:
+        """FUNCTION LOAD's checks, Redis's errors; returns the library's name."""
+        self.sync_functions()
+        name = library_name(code)
+        old = self.libraries.get(name.lower())
+        if old is not None and not replace:
+            raise CommandError(f"ERR Library '{name}' already exists")
+        try:
+            functions = self.engine.load_library(code)
+        except ScriptError as exc:
+            raise CommandError(str(exc)) from None
+        taken = {fn.name for lib in self.libraries.values() if lib is not old for fn in lib.functions}
+        for fn in functions:
+            if fn.name in taken:
+                raise CommandError(f"ERR Function {fn.name} already exists")
+        return name
+
+    def log_function_change(self, kind: bytes, body: bytes) -> bytes | None:
+        """Worker 0: append to the shared log ("load", "delete"), or empty it ("flush")."""
+        try:
+            if kind == b"flush":
+                self.flog.flush()
+            else:
+                self.flog.append(kind, body)
+        except Exception as exc:
+            return protocol.error(getattr(exc, "text", str(exc)))
+        return None
+
+    def fcall(self, client: Client, lib: Library, fn: LuaFunction, keys: list[bytes], args: list[bytes],
+              readonly: bool) -> Reply:
+        def job(call: Caller) -> bytes:
+            return self.engine.call(fn, keys, args, client.proto, call)
+
+        self.running_name = fn.name
+        return self.worker.router.later(client, self._run(client, job, readonly or "no-writes" in fn.flags,
+                                                          function=True))
 
     def _call(self, loop: asyncio.AbstractEventLoop, holding: frozenset[int] | None,
               argv: list[bytes]) -> tuple[bool, Any]:
@@ -214,7 +300,7 @@ class Scripts:
     def _hook(self) -> None:
         """Every 100,000 Lua instructions, in the script's thread: was SCRIPT KILL asked for?"""
         if self.worker.stats.global_get(G_SCRIPT_KILL):
-            self.engine.aborting = RedisCallError(KILLED)
+            self.engine.aborting = RedisCallError(KILLED)  # (the same text after FUNCTION KILL, as in Redis)
             raise self.engine.aborting
 
     def _log(self, level: int, text: bytes) -> None:

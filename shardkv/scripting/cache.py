@@ -27,7 +27,7 @@ def entry_bytes(body: bytes) -> int:
 
 
 class ScriptCache:
-    def __init__(self, mm: mmap.mmap) -> None:
+    def __init__(self, mm: mmap.mmap | memoryview) -> None:
         self.mm = mm
         self.q = memoryview(mm).cast("Q")
         self.index: dict[bytes, tuple[int, int]] = {}  # sha -> (body offset, length)
@@ -89,6 +89,32 @@ class ScriptCache:
         q = self.q
         q[1] = HEADER_BYTES
         q[0] += 1
+
+    def entries(self, start: int = HEADER_BYTES) -> tuple[list[tuple[bytes, bytes]], int, int]:
+        """(key, body) of every entry from offset start, in order (a log, replayed), with the
+        generation and the offset where the next reading starts."""
+        q, mm = self.q, self.mm
+        generation, end = q[0], q[1]
+        out = []
+        at = max(start, HEADER_BYTES)
+        while at < end:
+            (n,) = _LEN.unpack_from(mm, at)
+            key = bytes(mm[at + _LEN.size : at + _LEN.size + SHA_BYTES]).rstrip(b" ")
+            out.append((key, bytes(mm[at + _LEN.size + SHA_BYTES : at + _LEN.size + SHA_BYTES + n])))
+            at += (_LEN.size + SHA_BYTES + n + 7) & ~7
+        return out, generation, at
+
+    def append(self, key: bytes, body: bytes) -> None:
+        """The writer adds an entry even if its key is there already (a log, not a cache)."""
+        q = self.q
+        at = max(HEADER_BYTES, q[1])
+        size = entry_bytes(body)
+        if at + size > len(self.mm):
+            raise CommandError(OOM)
+        _LEN.pack_into(self.mm, at, len(body))
+        self.mm[at + _LEN.size : at + _LEN.size + SHA_BYTES] = key.ljust(SHA_BYTES, b" ")
+        self.mm[at + _LEN.size + SHA_BYTES : at + _LEN.size + SHA_BYTES + len(body)] = body
+        q[1] = at + size  # publish
 
 
 __all__ = ["HEADER_BYTES", "ScriptCache", "entry_bytes"]

@@ -17,17 +17,21 @@ from __future__ import annotations
 
 import hashlib
 import math
+import time
 from collections.abc import Callable
+from dataclasses import dataclass
 from typing import Any
 
 from lupa import lua51
 
 from shardkv import protocol
+from shardkv.errors import CommandError
 
 ScriptError = lua51.LuaError
 REDIS_VERSION = b"7.0.15"
 REDIS_VERSION_NUM = 0x07000F
 HOOK_INSTRUCTIONS = 100_000
+LOAD_TIME_MAX_S = 0.5  # FUNCTION LOAD's code must finish within this (Redis's limit)
 INT64_MIN = -(1 << 63)
 
 LIBRARIES = ("bit", "cjson", "cmsgpack", "struct_lib")
@@ -186,8 +190,159 @@ local function compile(body, name)
   return f, e
 end
 
-return run, compile
+-- FUNCTION LOAD: the library's code runs with one global, a `redis` that can register functions
+-- (and log); afterwards its functions see what scripts see (less KEYS and ARGV).
+local FLAGS = {['no-writes'] = true, ['allow-oom'] = true, ['allow-stale'] = true, ['no-cluster'] = true,
+               ['allow-cross-slot-keys'] = true}
+local function valid_name(name)
+  return type(name) == 'string' and #name > 0 and not name:find('[^%w_]')
+end
+local function load_library(code)
+  local registered, order = {}, {}
+  local function register(name, callback, flags, description)
+    if type(name) == 'number' then name = tostring(name) end
+    if type(description) == 'number' then description = tostring(description) end
+    if not valid_name(name) then
+      error('Library names can only contain letters, numbers, or underscores(_) and must be at least '
+            .. 'one character long', 0)
+    end
+    if registered[name] then error('Function already exists in the library', 0) end
+    local flag_list = {}
+    for _, f in ipairs(flags or {}) do
+      if not FLAGS[f] then error('unknown flag given', 0) end
+      flag_list[#flag_list + 1] = f
+    end
+    registered[name] = {callback = callback, flags = flag_list, description = description}
+    order[#order + 1] = name
+  end
+  local api = {}
+  api.register_function = function(...)
+    local n = select('#', ...)
+    if n == 1 and type((...)) == 'table' then
+      local t = ...
+      local name, callback, flags, description
+      for k, v in pairs(t) do
+        if k == 'function_name' then name = v
+        elseif k == 'callback' then callback = v
+        elseif k == 'flags' then flags = v
+        elseif k == 'description' then description = v
+        else error('unknown argument given to redis.register_function', 0) end
+      end
+      if name == nil then error('redis.register_function must get a function name argument', 0) end
+      if callback == nil then error('redis.register_function must get a callback argument', 0) end
+      if type(callback) ~= 'function' then
+        error('callback argument given to redis.register_function must be a function', 0)
+      end
+      if flags ~= nil and type(flags) ~= 'table' then
+        error('flags argument to redis.register_function must be a table representing function flags', 0)
+      end
+      register(name, callback, flags, description)
+    elseif n == 2 then
+      local name, callback = ...
+      if type(name) ~= 'string' and type(name) ~= 'number' then
+        error('first argument to redis.register_function must be a string', 0)
+      end
+      if type(callback) ~= 'function' then
+        error('second argument to redis.register_function must be a function', 0)
+      end
+      register(name, callback, nil, nil)
+    else
+      error('wrong number of arguments to redis.register_function', 0)
+    end
+  end
+  api.log = redis.log
+  api.LOG_DEBUG, api.LOG_VERBOSE, api.LOG_NOTICE, api.LOG_WARNING = 0, 1, 2, 3
+  api.REDIS_VERSION, api.REDIS_VERSION_NUM = redis.REDIS_VERSION, redis.REDIS_VERSION_NUM
+  local lib_env, loaded = {}, false
+  local api_ro = setmetatable({}, {
+    __index = function(_, k)
+      local v = api[k]
+      if v == nil then
+        error("Script attempted to access nonexistent global variable '" .. tostring(k) .. "'", 2)
+      end
+      return v
+    end,
+    __newindex = function() error('Attempt to modify a readonly table', 2) end,
+    __metatable = false,
+  })
+  setmetatable(lib_env, {
+    __index = function(_, k)
+      if not loaded and k == 'redis' then return api_ro end
+      if not loaded or k == 'KEYS' or k == 'ARGV' then
+        error("Script attempted to access nonexistent global variable '" .. tostring(k) .. "'", 2)
+      end
+      return env[k]  -- once loaded, the library's functions see what scripts see
+    end,
+    __newindex = function() error('Attempt to modify a readonly table', 2) end,
+    __metatable = false,
+  })
+  local f, e = real_loadstring(code, '@user_function')
+  if not f then return false, 'compile', e end
+  setfenv(f, lib_env)
+  sethook(function() py.load_hook() end, '', py.hook_every)
+  local ok, err = xpcall(f, handler)
+  sethook()
+  if not ok then return false, 'run', err end
+  loaded = true
+  local out = {}
+  for i, name in ipairs(order) do
+    local r = registered[name]
+    out[i] = {name, r.callback, r.flags, r.description}
+  end
+  return true, out
+end
+
+local function call_function(callback, keys, argv)
+  sethook(function() py.hook() end, '', py.hook_every)
+  local r = pack(xpcall(function() return callback(keys, argv) end, handler))
+  sethook()
+  return r[1], r[2]
+end
+
+return run, compile, load_library, call_function
 """
+
+
+@dataclass(frozen=True)
+class LuaFunction:
+    """A function a library registered."""
+
+    name: str
+    callback: Any
+    flags: tuple[str, ...]
+    description: str | None
+
+
+@dataclass
+class Library:
+    name: str
+    code: bytes
+    functions: list[LuaFunction]
+
+
+def library_name(code: bytes) -> str:
+    """The name in a library's metadata line (`#!lua name=<lib>`), with Redis's errors."""
+    if not code.startswith(b"#!"):
+        raise CommandError("ERR Missing library metadata")
+    end = code.find(b"\n")
+    tokens = (code if end < 0 else code[:end]).split()
+    engine = tokens[0][2:]
+    if engine.lower() != b"lua":
+        raise CommandError(f"ERR Engine '{engine.decode(errors='replace')}' not found")
+    name = None
+    for token in tokens[1:]:
+        if token.startswith(b"name="):
+            if name is not None:
+                raise CommandError("ERR Invalid metadata value, name argument was given multiple times")
+            name = token[5:].decode(errors="replace")
+        else:
+            raise CommandError(f"ERR Invalid metadata value given: {token.decode(errors='replace')}")
+    if name is None:
+        raise CommandError("ERR Library name was not given")
+    if not name or not all(c.isascii() and (c.isalnum() or c == "_") for c in name):
+        raise CommandError("ERR Library names can only contain letters, numbers, or underscores(_) and must be at "
+                           "least one character long")
+    return name
 
 
 class RedisCallError(Exception):
@@ -218,6 +373,7 @@ class LuaEngine:
         self.aborting: BaseException | None = None
         self.acl_check: Callable[[list[bytes]], bool | None] = lambda argv: True
         self.rand_state = 0x1234ABCD330E
+        self.load_deadline = 0.0
         for name in LIBRARIES:
             try:
                 module = __import__(f"shardkv.scripting.libs.{name}", fromlist=["install"])
@@ -230,10 +386,11 @@ class LuaEngine:
             b"log": lambda level, text: log(int(level), text), b"setresp": self._setresp,
             b"aborting": lambda: self.aborting is not None, b"random": self._random,
             b"randomseed": self._randomseed, b"hook": self._hook, b"hook_every": HOOK_INSTRUCTIONS,
+            b"load_hook": self._load_hook,
             b"acl_check": lambda *argv: self.acl_check([_arg(a) for a in argv]),
             b"version": REDIS_VERSION, b"version_num": REDIS_VERSION_NUM,
         })
-        self._run, self._compile = self.lua.execute(_SETUP, py)
+        self._run, self._compile, self._load_library, self._call_function = self.lua.execute(_SETUP, py)
 
     # ------------------------------------------------------------------ running
 
@@ -272,6 +429,57 @@ class LuaEngine:
         if not ok:
             return self._error_reply(value, name)
         return self.to_resp(value, client_proto)
+
+    # ------------------------------------------------------------------ function libraries
+
+    def load_library(self, code: bytes) -> list[LuaFunction]:
+        """Run a library's code (its metadata line is already checked); returns the functions it
+        registered.  ScriptError with Redis's message if it does not compile or register."""
+        self.load_deadline = time.monotonic() + LOAD_TIME_MAX_S
+        try:
+            ok, value, err = (self._load_library(b"--" + code if code.startswith(b"#!") else code) + (None,))[:3]
+        except lua51.LuaMemoryError:
+            self.collect()
+            raise ScriptError("ERR Error registering functions: not enough memory") from None
+        if not ok:
+            if value == b"compile":
+                raise ScriptError(f"ERR Error compiling function: {_text(err)}")
+            text = _text(err[b"err"]) if lua51.lua_type(err) == "table" and err[b"err"] is not None else _text(err)
+            raise ScriptError(f"ERR Error registering functions: {text}")
+        functions = []
+        for i in range(1, len(value) + 1):
+            item = value[i]
+            flags = [_text(item[3][j]) for j in range(1, len(item[3]) + 1)]
+            description = item[4]
+            functions.append(LuaFunction(_text(item[1]), item[2], tuple(flags),
+                                         None if description is None else _text(description)))
+        if not functions:
+            raise ScriptError("ERR No functions registered")
+        return functions
+
+    def call(self, fn: LuaFunction, keys: list[bytes], args: list[bytes], client_proto: int,
+             call: Callable[[bool, list[bytes]], tuple[bool, Any]]) -> bytes:
+        """FCALL: run a registered function (as `run` runs a script)."""
+        self.resp = 2
+        self.caller = call
+        self.aborting = None
+        try:
+            ok, value = self._call_function(fn.callback, self.lua.table_from(keys), self.lua.table_from(args))
+        except lua51.LuaMemoryError:
+            self.collect()
+            return protocol.error(f"ERR script used more memory than lua-heap-bytes-max allows "
+                                  f"({self.heap_bytes_max} bytes) script: {fn.name}")
+        finally:
+            self.caller = None
+        if self.aborting is not None and not isinstance(self.aborting, RedisCallError):
+            raise Aborted() from self.aborting
+        if not ok:
+            return self._error_reply(value, fn.name)
+        return self.to_resp(value, client_proto)
+
+    def _load_hook(self) -> None:
+        if time.monotonic() > self.load_deadline:
+            raise lua51.LuaError("FUNCTION LOAD timeout")
 
     def collect(self) -> None:
         """A full garbage collection (after a script hit the heap limit)."""
@@ -501,4 +709,4 @@ def sha1_of(body: bytes) -> str:
     return hashlib.sha1(body).hexdigest()
 
 
-__all__ = ["Aborted", "LuaEngine", "ScriptError", "sha1_of"]
+__all__ = ["Aborted", "Library", "LuaEngine", "LuaFunction", "ScriptError", "library_name", "sha1_of"]
