@@ -113,8 +113,11 @@ class ScriptRunner(Protocol):
         """Worker 0: log a library change (load, delete) or empty the log (flush)."""
         ...
 
+    @property
+    def running_command(self) -> list[bytes]: ...  # FUNCTION STATS: the FCALL running now
+
     def fcall(self, client: Client, lib: Library, fn: LuaFunction, keys: list[bytes], args: list[bytes],
-              readonly: bool) -> Reply:
+              readonly: bool, command: list[bytes]) -> Reply:
         """Run a function atomically; its reply comes later."""
         ...
 

@@ -202,7 +202,7 @@ def _fcall(client: Client, argv: list[bytes], ro: bool) -> Reply:
     lib, fn = found
     if ro and "no-writes" not in fn.flags:
         raise CommandError("ERR Can not execute a script with write flag using *_ro command.")
-    return scripts.fcall(client, lib, fn, argv[3 : 3 + numkeys], argv[3 + numkeys :], ro)
+    return scripts.fcall(client, lib, fn, argv[3 : 3 + numkeys], argv[3 + numkeys :], ro, argv)
 
 
 @client_command("fcall", -3, "noscript skip_monitor stale no_mandatory_keys movablekeys", where=SERVER,
@@ -381,7 +381,7 @@ def _function_stats(client: Client) -> bytes:
         duration = max(0, int(time.time() * 1000) - stats.global_get(G_SCRIPT_STARTED_MS))
         running = protocol.map_reply(proto, [
             (protocol.bulk(b"name"), protocol.bulk(scripts.running_name.encode())),
-            (protocol.bulk(b"command"), protocol.bulk_array([b"fcall", scripts.running_name.encode()])),
+            (protocol.bulk(b"command"), protocol.bulk_array(scripts.running_command)),
             (protocol.bulk(b"duration_ms"), protocol.integer(duration)),
         ])
     functions = sum(len(lib.functions) for lib in scripts.libraries.values())

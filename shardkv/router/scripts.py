@@ -93,6 +93,7 @@ class Scripts:
         self.flog_offset = 0
         self.libraries: dict[str, Library] = {}  # lower-case name -> library
         self.running_name = ""
+        self.running_command: list[bytes] = []
         self.engine = LuaEngine(worker.limits.lua_heap_bytes_max, self._log)
         self.engine.hook = self._hook
         self.thread = concurrent.futures.ThreadPoolExecutor(1, thread_name_prefix="lua")
@@ -257,11 +258,12 @@ class Scripts:
         return None
 
     def fcall(self, client: Client, lib: Library, fn: LuaFunction, keys: list[bytes], args: list[bytes],
-              readonly: bool) -> Reply:
+              readonly: bool, command: list[bytes]) -> Reply:
         def job(call: Caller) -> bytes:
             return self.engine.call(fn, keys, args, client.proto, call)
 
         self.running_name = fn.name
+        self.running_command = command
         return self.worker.router.later(client, self._run(client, job, readonly or "no-writes" in fn.flags,
                                                           function=True))
 

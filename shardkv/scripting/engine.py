@@ -31,6 +31,7 @@ ScriptError = lua51.LuaError
 REDIS_VERSION = b"7.0.15"
 REDIS_VERSION_NUM = 0x07000F
 HOOK_INSTRUCTIONS = 100_000
+REPLY_DEPTH_MAX = 300  # nesting of a script's reply (Python recursion stays far from its limit)
 LOAD_TIME_MAX_S = 0.5  # FUNCTION LOAD's code must finish within this (Redis's limit)
 INT64_MIN = -(1 << 63)
 
@@ -135,14 +136,18 @@ end
 -- The sandbox: scripts run with an environment of their own, which holds what Redis's scripts
 -- see; reading a name it lacks, or writing any name in it or in a library table, is an error.
 local function readonly(lib)
-  return setmetatable({}, {
+  local proxy = setmetatable({}, {
     __index = lib,
     __newindex = function() error('Attempt to modify a readonly table', 2) end,
     __metatable = false,
   })
+  guarded[proxy] = true
+  return proxy
 end
 local env = {}
 local real_loadstring = loadstring
+local real_rawset = rawset
+local guarded = setmetatable({}, {__mode = 'k'})  -- the environment and the read-only library proxies
 for _, name in ipairs({'assert', 'collectgarbage', 'error', 'gcinfo', 'getmetatable', 'ipairs', 'next',
                        'pairs', 'rawequal', 'rawget', 'rawset', 'select', 'setmetatable', 'tonumber',
                        'tostring', 'type', 'unpack', 'xpcall', '_VERSION'}) do
@@ -152,8 +157,24 @@ for _, name in ipairs({'coroutine', 'math', 'string', 'table', 'bit', 'cjson', '
   if _G[name] then env[name] = readonly(_G[name]) end
 end
 env.pcall = user_pcall
+env.rawset = function(t, k, v)
+  if guarded[t] then error('Attempt to modify a readonly table', 2) end
+  return real_rawset(t, k, v)
+end
+guarded[env] = true
+local real_setmetatable, real_getmetatable = setmetatable, getmetatable
+env.setmetatable = function(t, mt)
+  if guarded[t] then error('Attempt to modify a readonly table', 2) end
+  return real_setmetatable(t, mt)
+end
+local readonly_mt = readonly({})
+env.getmetatable = function(t)
+  if guarded[t] then return readonly_mt end
+  return real_getmetatable(t)
+end
 env.redis = readonly(redis)
 env.loadstring = function(body, name)
+  if type(body) == 'string' and body:byte(1) == 27 then return nil, 'binary chunks are not allowed' end
   local f, e = real_loadstring(body, name)
   if f then setfenv(f, env) end
   return f, e
@@ -391,6 +412,7 @@ class LuaEngine:
             b"version": REDIS_VERSION, b"version_num": REDIS_VERSION_NUM,
         })
         self._run, self._compile, self._load_library, self._call_function = self.lua.execute(_SETUP, py)
+        self._rawget = self.lua.eval("rawget")
 
     # ------------------------------------------------------------------ running
 
@@ -619,8 +641,11 @@ class LuaEngine:
             return lua.table_from({b"big_number": bytes(head)}), pos
         raise ValueError(f"unknown RESP type {chr(kind)!r}")
 
-    def to_resp(self, value: Any, proto: int) -> bytes:
-        """A script's return value as the client's reply."""
+    def to_resp(self, value: Any, proto: int, depth: int = 0) -> bytes:
+        """A script's return value as the client's reply (nested past REPLY_DEPTH_MAX: Redis's
+        stack-limit error in place of the rest, as for a table that holds itself)."""
+        if depth > REPLY_DEPTH_MAX:
+            return b"-ERR reached lua stack limit\r\n"
         if value is None:
             return protocol.null(proto)
         if value is True:
@@ -635,43 +660,44 @@ class LuaEngine:
             return protocol.integer(_integer(value))
         if lua51.lua_type(value) != "table":
             return protocol.null(proto)
-        err = value[b"err"]
+        get = self._rawget  # as Redis reads a reply table: no metamethods
+        err = get(value, b"err")
         if isinstance(err, bytes):
             return protocol.error(err.decode("utf-8", "surrogateescape"))
-        ok = value[b"ok"]
+        ok = get(value, b"ok")
         if isinstance(ok, bytes):
             return b"+" + ok.replace(b"\r", b" ").replace(b"\n", b" ") + b"\r\n"
-        double = value[b"double"]
+        double = get(value, b"double")
         if isinstance(double, int | float):
             return protocol.double(proto, float(double))
-        big = value[b"big_number"]
+        big = get(value, b"big_number")
         if isinstance(big, bytes):
             return b"(" + big + b"\r\n" if proto == 3 else protocol.bulk(big)
-        verbatim = value[b"verbatim_string"]
+        verbatim = get(value, b"verbatim_string")
         if verbatim is not None and lua51.lua_type(verbatim) == "table":
-            fmt, text = verbatim[b"format"], verbatim[b"string"]
+            fmt, text = get(verbatim, b"format"), get(verbatim, b"string")
             if isinstance(fmt, bytes) and isinstance(text, bytes):
                 if proto == 3:
                     return b"=%d\r\n%s:%s\r\n" % (len(text) + 4, fmt[:3], text)
                 return protocol.bulk(text)
-        mapping = value[b"map"]
+        mapping = get(value, b"map")
         if mapping is not None and lua51.lua_type(mapping) == "table":
             items = list(mapping.items())
-            parts = [self.to_resp(k, proto) + self.to_resp(v, proto) for k, v in items]
+            parts = [self.to_resp(k, proto, depth + 1) + self.to_resp(v, proto, depth + 1) for k, v in items]
             head = b"%%%d\r\n" % len(items) if proto == 3 else b"*%d\r\n" % (2 * len(items))
             return head + b"".join(parts)
-        members = value[b"set"]
+        members = get(value, b"set")
         if members is not None and lua51.lua_type(members) == "table":
             keys = [k for k, _ in members.items()]
             head = b"~%d\r\n" % len(keys) if proto == 3 else b"*%d\r\n" % len(keys)
-            return head + b"".join(self.to_resp(k, proto) for k in keys)
+            return head + b"".join(self.to_resp(k, proto, depth + 1) for k in keys)
         out = []
         i = 1
         while True:
-            item = value[i]
+            item = get(value, i)
             if item is None:
                 break
-            out.append(self.to_resp(item, proto))
+            out.append(self.to_resp(item, proto, depth + 1))
             i += 1
         return protocol.array_header(len(out)) + b"".join(out)
 
