@@ -135,6 +135,7 @@ end
 
 -- The sandbox: scripts run with an environment of their own, which holds what Redis's scripts
 -- see; reading a name it lacks, or writing any name in it or in a library table, is an error.
+local guarded = setmetatable({}, {__mode = 'k'})  -- the environment and the read-only library proxies
 local function readonly(lib)
   local proxy = setmetatable({}, {
     __index = lib,
@@ -147,7 +148,6 @@ end
 local env = {}
 local real_loadstring = loadstring
 local real_rawset = rawset
-local guarded = setmetatable({}, {__mode = 'k'})  -- the environment and the read-only library proxies
 for _, name in ipairs({'assert', 'collectgarbage', 'error', 'gcinfo', 'getmetatable', 'ipairs', 'next',
                        'pairs', 'rawequal', 'rawget', 'rawset', 'select', 'setmetatable', 'tonumber',
                        'tostring', 'type', 'unpack', 'xpcall', '_VERSION'}) do
