@@ -270,6 +270,7 @@ class Scripts:
     def _call(self, loop: asyncio.AbstractEventLoop, holding: frozenset[int] | None,
               argv: list[bytes]) -> tuple[bool, Any]:
         """redis.call / redis.pcall, in the script's thread: check, run on the loop, wait."""
+        self._hook()  # a script that spends its time in redis.call is killed there too
         cmd = lookup(argv[0])
         if cmd is None or cmd.internal:
             return True, b"ERR Unknown Redis command called from script"

@@ -271,12 +271,14 @@ class Worker:
         """A client waits on a locked shard: if a script holds it, look again once the script has
         run for busy-reply-threshold (its clients then get -BUSY, and SCRIPT KILL gets through)."""
         stats = self.stats
-        if self.busy_timer is not None or not stats.global_get(G_SCRIPT_WORKER):
+        if self.busy_timer is not None:
             return
         threshold_ms = stats.tunable("busy-reply-threshold")
         if threshold_ms <= 0:
             return
-        left_s = max(0.001, (stats.global_get(G_SCRIPT_STARTED_MS) + threshold_ms) / 1000 - time.time() + 0.001)
+        # (A script that has the locks but has not started yet is looked at again a threshold later.)
+        started_ms = stats.global_get(G_SCRIPT_STARTED_MS) if stats.global_get(G_SCRIPT_WORKER) else time.time() * 1000
+        left_s = max(0.001, (started_ms + threshold_ms) / 1000 - time.time() + 0.001)
 
         def wake() -> None:
             self.busy_timer = None
