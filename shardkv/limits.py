@@ -26,6 +26,7 @@ MIB = 1024 * 1024
 REQUIREPASS_BYTES_MAX = 512  # room for the password in the stats segment (Redis has no small limit)
 SUBSCRIPTION_ENTRY_BYTES = 256  # one subscription in a worker's tables, Python objects included, rounded up
 WATCH_ENTRY_BYTES = 256  # one WATCHed (key, client) in a worker's table, Python objects included, rounded up
+RUNNING_SCRIPT_BYTES = 4096  # the name and command of the script running now (FUNCTION STATS), any worker
 PROCESS_OVERHEAD_MIB = 48  # CPython + uvloop + our modules, measured RSS of an idle worker, rounded up
 
 
@@ -73,7 +74,7 @@ class Limits:
     # new one is refused with OOM; Redis never evicts scripts), and each worker's Lua heap.
     scripts_bytes_max: int = 4 * 1024 * 1024
     functions_bytes_max: int = 4 * 1024 * 1024  # FUNCTION libraries' code, in the same segment
-    lua_heap_bytes_max: int = 64 * 1024 * 1024
+    lua_heap_bytes_max: int = 32 * 1024 * 1024
     pubsub_output_bytes_max: int = 32 * 1024 * 1024
 
     def resolved(self) -> Limits:
@@ -212,7 +213,7 @@ class Footprint:
 
     @property
     def scripts_segment_bytes(self) -> int:
-        return 64 + self.limits.scripts_bytes_max + 64 + self.limits.functions_bytes_max
+        return 64 + self.limits.scripts_bytes_max + 64 + self.limits.functions_bytes_max + RUNNING_SCRIPT_BYTES
 
     @property
     def worker_bytes(self) -> int:

@@ -28,6 +28,7 @@ from shardkv import errors, protocol, segments
 from shardkv.commands.context import Client, Pending, Reply, Server
 from shardkv.commands.table import Command, lookup
 from shardkv.errors import CommandError
+from shardkv.limits import RUNNING_SCRIPT_BYTES
 from shardkv.router.dispatch import HOLDING
 from shardkv.scripting.cache import ScriptCache
 from shardkv.scripting.engine import Aborted, Library, LuaEngine, LuaFunction, RedisCallError, ScriptError, library_name
@@ -88,12 +89,12 @@ class Scripts:
         mm = segments.attach(worker.boot.scripts_name)
         half = 64 + worker.limits.scripts_bytes_max
         self.cache = ScriptCache(memoryview(mm)[:half])
-        self.flog = ScriptCache(memoryview(mm)[half:])  # the function libraries' log
+        self.flog = ScriptCache(memoryview(mm)[half : len(mm) - RUNNING_SCRIPT_BYTES])  # the libraries' log
+        self.running_area = memoryview(mm)[len(mm) - RUNNING_SCRIPT_BYTES :]
         self.flog_generation = -1
         self.flog_offset = 0
         self.libraries: dict[str, Library] = {}  # lower-case name -> library
-        self.running_name = ""
-        self.running_command: list[bytes] = []
+
         self.engine = LuaEngine(worker.limits.lua_heap_bytes_max, self._log)
         self.engine.hook = self._hook
         self.thread = concurrent.futures.ThreadPoolExecutor(1, thread_name_prefix="lua")
@@ -146,17 +147,18 @@ class Scripts:
         if error is not None:
             return error
         name = sha.decode()
-        self.running_name = name
+        announcement = self.announce(sha, [b"eval", body[:64]])
 
         def job(call: Caller) -> bytes:
             return self.engine.run(name, name, keys, args, client.proto, call)
 
-        return self.worker.router.later(client, self._run(client, job, readonly, function=False))
+        return self.worker.router.later(client, self._run(client, job, readonly, False, announcement))
 
-    async def _run(self, client: Client, job: Callable[[Caller], bytes], readonly: bool, function: bool) -> bytes:
+    async def _run(self, client: Client, job: Callable[[Caller], bytes], readonly: bool, function: bool,
+                   announcement: bytes) -> bytes:
         router = self.worker.router
         if HOLDING.get() is not None:  # EVAL queued in a MULTI: the EXEC holds every shard already
-            return await self._execute(client, job, readonly, function)
+            return await self._execute(client, job, readonly, function, announcement)
         transactions = router.transactions
         async with router.txn_lock:
             txn_id = transactions.begin()
@@ -166,7 +168,7 @@ class Scripts:
             token = HOLDING.set(frozenset(shards))
             try:
                 locked = await router.lock_shards(shards, client.db, client.proto, router.me << 56 | txn_id)
-                reply = await self._execute(client, job, readonly, function)
+                reply = await self._execute(client, job, readonly, function, announcement)
                 await transactions.decidable(txn_id)
                 transactions.decide(txn_id, commit=True)
                 committed = True
@@ -179,7 +181,8 @@ class Scripts:
                     transactions.decide(txn_id, commit=False)
                 router.unlock_shards(locked, None, commit=committed)
 
-    async def _execute(self, client: Client, job: Callable[[Caller], bytes], readonly: bool, function: bool) -> bytes:
+    async def _execute(self, client: Client, job: Callable[[Caller], bytes], readonly: bool, function: bool,
+                       announcement: bytes) -> bytes:
         stats = self.worker.stats
         self.running = ScriptClient(client.server, client.id, client.db, 2, client.name)
         self.readonly = readonly
@@ -188,6 +191,8 @@ class Scripts:
         stats.global_set(G_SCRIPT_WROTE, 0)
         stats.global_set(G_SCRIPT_FUNCTION, int(function))
         stats.global_set(G_SCRIPT_STARTED_MS, int(time.time() * 1000))
+        self.running_area[4 : 4 + len(announcement)] = announcement
+        self.running_area[0:4] = len(announcement).to_bytes(4, "little")
         stats.global_set(G_SCRIPT_WORKER, self.worker.id + 1)
         loop = asyncio.get_running_loop()
         holding = HOLDING.get()
@@ -197,6 +202,29 @@ class Scripts:
         finally:
             stats.global_set(G_SCRIPT_WORKER, 0)
             self.running = None
+
+    @staticmethod
+    def announce(name: bytes, command: list[bytes]) -> bytes:
+        """The name and command of a script, as it will be published when it starts, for FUNCTION
+        STATS on any worker (one script runs at a time: it holds every shard)."""
+        encoded = protocol.encode_command([name, *command])
+        return encoded if len(encoded) <= RUNNING_SCRIPT_BYTES - 4 else protocol.encode_command([name, *command[:2]])
+
+    @property
+    def running_name(self) -> str:
+        return self._running()[0].decode(errors="replace")
+
+    @property
+    def running_command(self) -> list[bytes]:
+        return self._running()[1:]
+
+    def _running(self) -> list[bytes]:
+        n = int.from_bytes(self.running_area[0:4], "little")
+        try:
+            parsed = protocol.parse_requests(bytes(self.running_area[4 : 4 + n]), n, 1 << 20, 1 << 30, 1)
+            return parsed.requests[0][0] if parsed.requests else [b""]
+        except Exception:
+            return [b""]
 
     # ------------------------------------------------------------------ function libraries
 
@@ -262,10 +290,9 @@ class Scripts:
         def job(call: Caller) -> bytes:
             return self.engine.call(fn, keys, args, client.proto, call)
 
-        self.running_name = fn.name
-        self.running_command = command
-        return self.worker.router.later(client, self._run(client, job, readonly or "no-writes" in fn.flags,
-                                                          function=True))
+        announcement = self.announce(fn.name.encode(), command)
+        return self.worker.router.later(client, self._run(client, job, readonly or "no-writes" in fn.flags, True,
+                                                          announcement))
 
     def _call(self, loop: asyncio.AbstractEventLoop, holding: frozenset[int] | None,
               argv: list[bytes]) -> tuple[bool, Any]:
