@@ -178,7 +178,7 @@ class Connection(asyncio.BufferedProtocol):
                 reply = busy_reply if busy_reply is not None else execute(self, argv, start, end)
             else:
                 reply = execute(self, argv, start, end)
-            if mode is not REPLY_ON and self.reply_mode is not REPLY_ON:
+            if mode is not REPLY_ON and self.reply_mode is not REPLY_ON and argv[0].lower() not in PUSHED_REPLIES:
                 # CLIENT REPLY OFF, or SKIP before it: this command's reply is not sent (CLIENT
                 # REPLY ON's own OK is); a reply still to come is dropped when it comes.
                 if mode is REPLY_SKIP and self.reply_mode is REPLY_SKIP:
@@ -379,6 +379,11 @@ class Connection(asyncio.BufferedProtocol):
             f"user=default redir=-1 resp={self.proto} lib-name={self.lib_name.decode(errors='replace')} "
             f"lib-ver={self.lib_ver.decode(errors='replace')}"
         )
+
+
+# Replies Redis sends as pushes, which CLIENT REPLY OFF / SKIP does not silence.
+PUSHED_REPLIES = frozenset({b"subscribe", b"psubscribe", b"ssubscribe", b"unsubscribe", b"punsubscribe",
+                            b"sunsubscribe"})
 
 
 def lim_inflight(conn: Connection) -> int:
