@@ -49,6 +49,15 @@ def _text(b: bytes) -> str:
     return b.decode("utf-8", "surrogateescape")
 
 
+def numkeys_keys(argv: list[bytes]) -> list[int]:
+    """Key positions of EVAL / FCALL (COMMAND GETKEYS): numkeys at argv[2], then the keys."""
+    try:
+        n = int(argv[2])
+    except (IndexError, ValueError):
+        return []
+    return list(range(3, 3 + n)) if 0 < n <= len(argv) - 3 else []
+
+
 def _keys_and_args(argv: list[bytes]) -> tuple[list[bytes], list[bytes]]:
     numkeys = parse_int(argv[2])
     if numkeys < 0:
@@ -84,25 +93,26 @@ def _evalsha(client: Client, argv: list[bytes], ro: bool) -> Reply:
 
 
 @client_command("eval", -3, "noscript skip_monitor stale no_mandatory_keys movablekeys", where=SERVER,
-                group="scripting", summary="Execute a Lua script server side")
+                group="scripting", summary="Execute a Lua script server side", find_keys=numkeys_keys)
 def eval_(client: Client, argv: list[bytes]) -> Reply:
     return _eval(client, argv, ro=False)
 
 
 @client_command("eval_ro", -3, "readonly noscript skip_monitor stale no_mandatory_keys movablekeys", where=SERVER,
-                group="scripting", summary="Execute a read-only Lua script server side")
+                group="scripting", summary="Execute a read-only Lua script server side", find_keys=numkeys_keys)
 def eval_ro(client: Client, argv: list[bytes]) -> Reply:
     return _eval(client, argv, ro=True)
 
 
 @client_command("evalsha", -3, "noscript skip_monitor stale no_mandatory_keys movablekeys", where=SERVER,
-                group="scripting", summary="Execute a Lua script server side")
+                group="scripting", summary="Execute a Lua script server side", find_keys=numkeys_keys)
 def evalsha(client: Client, argv: list[bytes]) -> Reply:
     return _evalsha(client, argv, ro=False)
 
 
 @client_command("evalsha_ro", -3, "readonly noscript skip_monitor stale no_mandatory_keys movablekeys",
-                where=SERVER, group="scripting", summary="Execute a read-only Lua script server side")
+                where=SERVER, group="scripting", summary="Execute a read-only Lua script server side",
+                find_keys=numkeys_keys)
 def evalsha_ro(client: Client, argv: list[bytes]) -> Reply:
     return _evalsha(client, argv, ro=True)
 
@@ -206,13 +216,13 @@ def _fcall(client: Client, argv: list[bytes], ro: bool) -> Reply:
 
 
 @client_command("fcall", -3, "noscript skip_monitor stale no_mandatory_keys movablekeys", where=SERVER,
-                group="scripting", summary="Invoke a function")
+                group="scripting", summary="Invoke a function", find_keys=numkeys_keys)
 def fcall(client: Client, argv: list[bytes]) -> Reply:
     return _fcall(client, argv, ro=False)
 
 
 @client_command("fcall_ro", -3, "readonly noscript skip_monitor stale no_mandatory_keys movablekeys", where=SERVER,
-                group="scripting", summary="Invoke a read-only function")
+                group="scripting", summary="Invoke a read-only function", find_keys=numkeys_keys)
 def fcall_ro(client: Client, argv: list[bytes]) -> Reply:
     return _fcall(client, argv, ro=True)
 
@@ -299,7 +309,9 @@ def function(client: Client, argv: list[bytes]) -> Reply:
         if lib is None or lib.name != argv[2].decode(errors="replace"):
             raise CommandError("ERR Library not found")
         return _log_change(client, b"delete", argv[2], protocol.OK)
-    if sub == b"flush" and n <= 3:
+    if sub == b"flush":
+        if n > 3:
+            raise CommandError("ERR unknown subcommand or wrong number of arguments for 'flush'. Try FUNCTION HELP.")
         if n == 3 and argv[2].upper() not in (b"ASYNC", b"SYNC"):
             raise CommandError("ERR FUNCTION FLUSH only supports SYNC|ASYNC option")
         return _log_change(client, b"flush", b"", protocol.OK)
@@ -335,10 +347,10 @@ def _function_list(client: Client, argv: list[bytes]) -> bytes:
     i = 2
     while i < len(argv):
         opt = argv[i].upper()
-        if opt == b"WITHCODE":
+        if opt == b"WITHCODE" and not with_code:
             with_code = True
             i += 1
-        elif opt == b"LIBRARYNAME":
+        elif opt == b"LIBRARYNAME" and pattern is None:
             if i + 1 >= len(argv):
                 raise CommandError("ERR library name argument was not given")
             pattern = argv[i + 1]

@@ -194,9 +194,11 @@ def command(
 
 def client_command(name: str, arity: int, flags: str, *, where: Where, group: str, summary: str,
                    subcommands: tuple[str, ...] = (), acl: str | None = None,
-                   keys: tuple[int, int, int] = (0, 0, 0)) -> Callable[[CH], CH]:
+                   keys: tuple[int, int, int] = (0, 0, 0),
+                   find_keys: Callable[[list[bytes]], list[int]] | None = None) -> Callable[[CH], CH]:
     """Register a command that runs in the router with the client's connection (and the server).
-    `keys`: the key positions COMMAND reports (WATCH); the router does not route by them."""
+    `keys`, `find_keys`: the key positions COMMAND and COMMAND GETKEYS report (WATCH, EVAL); the
+    router does not route by them."""
     assert where in (Where.CONNECTION, Where.SERVER), name
 
     def register(handler: CH) -> CH:
@@ -204,6 +206,7 @@ def client_command(name: str, arity: int, flags: str, *, where: Where, group: st
             name=name.lower(), arity=arity, flags=tuple(flags.split()), first_key=keys[0], last_key=keys[1],
             key_step=keys[2], where=where, merge=Merge.NONE, group=group, summary=summary,
             client_handler=handler, subcommands=subcommands, readonly="readonly" in flags.split(),
+            find_keys=find_keys,
             acl_categories=acl_categories(tuple(flags.split()), group, acl, bool(subcommands))))
         return handler
 

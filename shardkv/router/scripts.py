@@ -250,10 +250,12 @@ class Scripts:
             self.libraries[name.lower()] = Library(name, body, functions)
 
     def function(self, name: str) -> tuple[Library, LuaFunction] | None:
+        """A registered function by name (case-insensitive, as in Redis)."""
         self.sync_functions()
+        name = name.lower()
         for lib in self.libraries.values():
             for fn in lib.functions:
-                if fn.name == name:
+                if fn.name.lower() == name:
                     return lib, fn
         return None
 
@@ -268,9 +270,9 @@ class Scripts:
             functions = self.engine.load_library(code)
         except ScriptError as exc:
             raise CommandError(str(exc)) from None
-        taken = {fn.name for lib in self.libraries.values() if lib is not old for fn in lib.functions}
+        taken = {fn.name.lower() for lib in self.libraries.values() if lib is not old for fn in lib.functions}
         for fn in functions:
-            if fn.name in taken:
+            if fn.name.lower() in taken:
                 raise CommandError(f"ERR Function {fn.name} already exists")
         return name
 

@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import hashlib
 import math
+import shlex
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -237,16 +238,34 @@ local function load_library(code)
     order[#order + 1] = name
   end
   local api = {}
+  local loaded = false
   api.register_function = function(...)
+    if loaded then error('redis.register_function can only be called on FUNCTION LOAD command', 0) end
     local n = select('#', ...)
-    if n == 1 and type((...)) == 'table' then
+    if n == 1 and type((...)) ~= 'table' then
+      error('calling redis.register_function with a single argument is only applicable to Lua table '
+            .. '(representing named arguments).', 0)
+    end
+    if n == 1 then
       local t = ...
       local name, callback, flags, description
       for k, v in pairs(t) do
-        if k == 'function_name' then name = v
-        elseif k == 'callback' then callback = v
-        elseif k == 'flags' then flags = v
-        elseif k == 'description' then description = v
+        if type(k) ~= 'string' and type(k) ~= 'number' then
+          error('named argument key given to redis.register_function is not a string', 0)
+        end
+        local key = tostring(k):lower()
+        if key == 'function_name' then
+          if type(v) ~= 'string' and type(v) ~= 'number' then
+            error('function_name argument given to redis.register_function must be a string', 0)
+          end
+          name = v
+        elseif key == 'callback' then callback = v
+        elseif key == 'flags' then flags = v
+        elseif key == 'description' then
+          if type(v) ~= 'string' and type(v) ~= 'number' then
+            error('description argument given to redis.register_function must be a string', 0)
+          end
+          description = v
         else error('unknown argument given to redis.register_function', 0) end
       end
       if name == nil then error('redis.register_function must get a function name argument', 0) end
@@ -274,7 +293,7 @@ local function load_library(code)
   api.log = redis.log
   api.LOG_DEBUG, api.LOG_VERBOSE, api.LOG_NOTICE, api.LOG_WARNING = 0, 1, 2, 3
   api.REDIS_VERSION, api.REDIS_VERSION_NUM = redis.REDIS_VERSION, redis.REDIS_VERSION_NUM
-  local lib_env, loaded = {}, false
+  local lib_env = {}
   local api_ro = setmetatable({}, {
     __index = function(_, k)
       local v = api[k]
@@ -346,7 +365,11 @@ def library_name(code: bytes) -> str:
     if not code.startswith(b"#!"):
         raise CommandError("ERR Missing library metadata")
     end = code.find(b"\n")
-    tokens = (code if end < 0 else code[:end]).split()
+    try:  # split as Redis splits arguments: quotes group and are removed
+        tokens = [t.encode("utf-8", "surrogateescape") for t in
+                  shlex.split((code if end < 0 else code[:end]).decode("utf-8", "surrogateescape"))]
+    except ValueError:
+        tokens = (code if end < 0 else code[:end]).split()
     engine = tokens[0][2:]
     if engine.lower() != b"lua":
         raise CommandError(f"ERR Engine '{engine.decode(errors='replace')}' not found")
