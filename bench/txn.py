@@ -8,7 +8,8 @@
 - PUBLISH to 1 and to 100 subscribers: 4 publishing connections, 16 PUBLISHes in flight each; the
   subscribers drain their sockets; messages delivered per second (publishes x subscribers).
 Each row runs redis-server, then shardkv --shards 1, then shardkv --shards 2, and prints the
-ratio to redis-server.  EVALSHA rows come with Lua scripting.
+ratio to redis-server.
+- EVALSHA of a 2-key script (SET one key, GET the other): 20 connections, 8 calls in flight each.
 """
 
 from __future__ import annotations
@@ -108,6 +109,23 @@ def txn_batch(tagged: bool, depth: int = 8) -> Callable[[int], tuple[bytes, int]
     return batch
 
 
+SCRIPT = b"redis.call('set', KEYS[1], ARGV[1]) return redis.call('get', KEYS[2])"
+
+
+def evalsha_batch(sha: bytes, depth: int = 8) -> Callable[[int], tuple[bytes, int]]:
+    def batch(i: int) -> tuple[bytes, int]:
+        return b"".join(frame(b"EVALSHA", sha, b"2", b"{e%d}a" % i, b"{e%d}b" % i, b"v") for _ in range(depth)) + \
+            frame(b"PING"), 1
+    return batch
+
+
+def script_sha(port: int) -> bytes:
+    with socket.create_connection(("127.0.0.1", port)) as s:
+        s.sendall(frame(b"SCRIPT", b"LOAD", SCRIPT))
+        reply = s.recv(1024)
+    return reply.split(b"\r\n")[1]
+
+
 def publish_batch(depth: int = 16) -> Callable[[int], tuple[bytes, int]]:
     def batch(i: int) -> tuple[bytes, int]:
         return b"".join(frame(b"PUBLISH", b"bench", b"m" * 32) for _ in range(depth)) + frame(b"PING"), 1
@@ -138,6 +156,8 @@ def main() -> None:
         ("MULTI + 3 SET + EXEC, one {tag}", "txn/s",
          lambda port: 8 * _rate(drive(port, 20, txn_batch(True), opts.seconds))),
     ]
+    rows.append(("EVALSHA of a 2-key script", "calls/s",
+                 lambda port: 8 * _rate(drive(port, 20, evalsha_batch(script_sha(port)), opts.seconds))))
     for subs in (1, 100):
         def pub(port: int, subs: int = subs) -> float:
             drains = subscribers(port, subs)

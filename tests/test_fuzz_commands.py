@@ -20,6 +20,7 @@ command families, each checked against what redis-server 7.0.15 answers.
 
 from __future__ import annotations
 
+import hashlib
 import mmap
 import os
 import pathlib
@@ -75,7 +76,8 @@ RESTRICTED = {
 # Commands that wipe the keyspace are sent rarely, so the collections get large between them;
 # KEYS answers with every key of the db and WAIT for replicas sleeps out its timeout, so they
 # are sent rarely too, to keep the run short.
-RARE = {"flushall": 0.02, "flushdb": 0.03, "swapdb": 0.2, "keys": 0.1, "wait": 0.2, "multi": 0.3, "discard": 0.3}
+RARE = {"script": 0.2, "function": 0.2,
+        "flushall": 0.02, "flushdb": 0.03, "swapdb": 0.2, "keys": 0.1, "wait": 0.2, "multi": 0.3, "discard": 0.3}
 SLOW = {"blpop": 0.3, "brpop": 0.3, "blmove": 0.3, "brpoplpush": 0.3, "blmpop": 0.3}
 
 # {a} and {b} live on different shards of a two-shard server: a command naming keys of one tag
@@ -450,6 +452,29 @@ def _two(name: bytes, kind: str, *rest: Callable[[Gen], bytes]) -> Callable[[Gen
     return gen
 
 
+SCRIPTS = [b"return redis.call('get', KEYS[1])", b"return redis.call('incr', KEYS[1])",
+           b"redis.call('set', KEYS[1], ARGV[1]) return redis.call('mget', KEYS[1], KEYS[2])",
+           b"return {1, 'a', {2}, true, false, 3.5}", b"return redis.pcall('nosuch')", b"error('boom')",
+           b"#!lua flags=no-writes\nreturn redis.call('exists', KEYS[1])", b"return cjson.encode({ARGV[1]})",
+           b"return x", b"return 'x' ..", b"return redis.call('lpush', KEYS[1], ARGV[1])"]
+SCRIPT_SHAS = [hashlib.sha1(s).hexdigest().encode() for s in SCRIPTS]
+LIBRARY = (b"#!lua name=fz\nredis.register_function('fz_get', function(keys) return redis.call('get', keys[1]) end)\n"
+           b"redis.register_function{function_name='fz_ro', callback=function(keys) return #keys end, "
+           b"flags={'no-writes'}}")
+
+
+def _eval(g: Gen, name: bytes) -> list[bytes]:
+    i = g.r.randrange(len(SCRIPTS))
+    body = SCRIPTS[i] if name.startswith(b"EVAL") and not name.startswith(b"EVALSHA") else SCRIPT_SHAS[i]
+    keys = g.keys(None, 0, 2)
+    return [name, body, b"%d" % len(keys) if g.chance(0.9) else g.pick(b"-1", b"9", b"x"), *keys, g.value()]
+
+
+def _fcall(g: Gen, name: bytes) -> list[bytes]:
+    keys = g.keys(None, 0, 2)
+    return [name, g.pick(b"fz_get", b"fz_ro", b"nope"), b"%d" % len(keys), *keys]
+
+
 GENERATORS: dict[str, Callable[[Gen], list[bytes]]] = {
     # strings
     "append": _k(b"APPEND", "string", VAL), "decr": _k(b"DECR", "string"), "decrby": _k(b"DECRBY", "string", INT),
@@ -527,6 +552,16 @@ GENERATORS: dict[str, Callable[[Gen], list[bytes]]] = {
     # transactions: a MULTI queues what follows (blocking commands and WAIT then answer at once)
     "multi": _const(b"MULTI"), "exec": _const(b"EXEC"), "discard": _const(b"DISCARD"),
     "watch": lambda g: [b"WATCH", *g.keys(None, 1, 3)], "unwatch": _const(b"UNWATCH"),
+    # scripting: short scripts only (none loops), over keys of both shards
+    "eval": lambda g: _eval(g, b"EVAL"), "eval_ro": lambda g: _eval(g, b"EVAL_RO"),
+    "evalsha": lambda g: _eval(g, b"EVALSHA"), "evalsha_ro": lambda g: _eval(g, b"EVALSHA_RO"),
+    "script": lambda g: [b"SCRIPT", *g.r.choice([[b"LOAD", g.r.choice(SCRIPTS)], [b"EXISTS", SCRIPT_SHAS[0], b"x"],
+                                                  [b"FLUSH"], [b"KILL"], [b"HELP"], [b"NOPE"], [b"LOAD"]])],
+    "fcall": lambda g: _fcall(g, b"FCALL"), "fcall_ro": lambda g: _fcall(g, b"FCALL_RO"),
+    "function": lambda g: [b"FUNCTION", *g.r.choice([[b"LOAD", b"REPLACE", LIBRARY], [b"LOAD", LIBRARY], [b"LIST"],
+                                                    [b"LIST", b"WITHCODE"], [b"STATS"], [b"DELETE", b"fz"],
+                                                    [b"FLUSH"], [b"KILL"], [b"LOAD", b"#!lua name=bad\nreturn 1"],
+                                                    [b"NOPE"]])],
     # pub/sub (nobody subscribes on the fuzzing connections)
     "publish": lambda g: [b"PUBLISH", g.pick(b"ch", b"news.1", b""), g.value()],
     "spublish": lambda g: [b"SPUBLISH", g.pick(b"ch", b"{a}"), g.value()],

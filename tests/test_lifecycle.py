@@ -247,7 +247,7 @@ def test_stop_exits_zero_and_unlinks_every_segment(how: str) -> None:
     srv = start_server("--shards", "2", "--maxmemory", "16mb", "--proto-max-bulk-len", "1mb",
                        "--client-query-buffer-limit", "2mb")
     prefix = f"{srv.name}-{srv.port}-"
-    assert len([f for f in os.listdir("/dev/shm") if f.startswith(prefix)]) == 4  # 2 shards, rings, stats
+    assert len([f for f in os.listdir("/dev/shm") if f.startswith(prefix)]) == 5  # 2 shards, rings, stats, scripts
     r = srv.client()
     r.mset({f"k{i}": i for i in range(100)})
     t0 = time.monotonic()

@@ -150,6 +150,11 @@ class Scripts:
         announcement = self.announce(sha, [b"eval", body[:64]])
 
         def job(call: Caller) -> bytes:
+            if name not in self.engine.functions:  # SCRIPT FLUSH came between its load and its turn
+                try:
+                    self.engine.compile(name, body)
+                except ScriptError as exc:
+                    return protocol.error(str(exc))
             return self.engine.run(name, name, keys, args, client.proto, call)
 
         return self.worker.router.later(client, self._run(client, job, readonly, False, announcement))
@@ -230,7 +235,10 @@ class Scripts:
 
     def sync_functions(self) -> None:
         """Apply what the shared log of FUNCTION LOAD / DELETE / FLUSH holds beyond what this
-        worker has applied (all of it again after a FLUSH, or at start)."""
+        worker has applied (all of it again after a FLUSH, or at start).  Not while this worker runs
+        a script: the interpreter belongs to the script's thread then (FUNCTION STATS when busy)."""
+        if self.running is not None:
+            return
         same = self.flog_generation == self.flog.q[0]
         entries, generation, end = self.flog.entries(self.flog_offset if same else 0)
         if not same or self.flog_generation != generation:
