@@ -74,7 +74,7 @@ class Limits:
     # new one is refused with OOM; Redis never evicts scripts), and each worker's Lua heap.
     scripts_bytes_max: int = 4 * 1024 * 1024
     functions_bytes_max: int = 4 * 1024 * 1024  # FUNCTION libraries' code, in the same segment
-    lua_heap_bytes_max: int = 32 * 1024 * 1024
+    lua_heap_bytes_max: int = 48 * 1024 * 1024
     pubsub_output_bytes_max: int = 32 * 1024 * 1024
 
     def resolved(self) -> Limits:

@@ -346,6 +346,10 @@ def info_text(conn: Client, sections: list[str]) -> str:
                 ("maxmemory_policy", "noeviction"), ("allocator_footprint", fp.total_bytes),
                 ("shm_segments_bytes", fp.shm_bytes), ("mem_fragmentation_ratio", "1.00"),
                 ("mem_allocator", "shardkv-slab"), ("lazyfree_pending_objects", 0),
+                ("used_memory_scripts", conn.server.scripts.cache_bytes()),
+                ("number_of_cached_scripts", conn.server.scripts.cached_count()),
+                ("number_of_functions", sum(len(lib.functions) for lib in conn.server.scripts.libraries.values())),
+                ("number_of_libraries", len(conn.server.scripts.libraries)),
             ])
         elif name == "persistence":
             section("Persistence", [

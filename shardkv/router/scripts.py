@@ -107,6 +107,12 @@ class Scripts:
     def lookup(self, sha: bytes) -> bytes | None:
         return self.cache.get(sha)
 
+    def cached_count(self) -> int:
+        return len(self.cache)
+
+    def cache_bytes(self) -> int:
+        return self.cache.used_bytes()
+
     def exists(self, sha: bytes) -> bool:
         return sha in self.cache or sha.decode(errors="replace") in self.engine.functions
 

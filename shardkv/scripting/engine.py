@@ -46,6 +46,10 @@ local getinfo, sethook = debug.getinfo, debug.sethook
 local lua_pcall = pcall
 
 local function pack(...) return {n = select('#', ...), ...} end
+-- Lua 5.1 does not collect when an allocation fails, and the heap is bounded (lua-heap-bytes-max):
+-- collect continually instead of when the heap has doubled.
+collectgarbage('setpause', 100)
+collectgarbage('setstepmul', 400)
 
 local redis = {}
 -- Python functions, so C functions to Lua: `return redis.call(...)` is no tail call, and an error
@@ -146,63 +150,68 @@ local function readonly(lib)
   guarded[proxy] = true
   return proxy
 end
+local values = {}  -- what scripts see; `env`, their environment, is an empty proxy of it
 local env = {}
 local real_loadstring = loadstring
 local real_rawset = rawset
 for _, name in ipairs({'assert', 'collectgarbage', 'error', 'gcinfo', 'getmetatable', 'ipairs', 'next',
                        'pairs', 'rawequal', 'rawget', 'rawset', 'select', 'setmetatable', 'tonumber',
                        'tostring', 'type', 'unpack', 'xpcall', '_VERSION'}) do
-  env[name] = _G[name]
+  values[name] = _G[name]
 end
 for _, name in ipairs({'coroutine', 'math', 'string', 'table', 'bit', 'cjson', 'cmsgpack', 'struct'}) do
-  if _G[name] then env[name] = readonly(_G[name]) end
+  if _G[name] then values[name] = readonly(_G[name]) end
 end
-env.pcall = user_pcall
-env.rawset = function(t, k, v)
+values.pcall = user_pcall
+values.rawset = function(t, k, v)
   if guarded[t] then error('Attempt to modify a readonly table', 2) end
   return real_rawset(t, k, v)
 end
 guarded[env] = true
 local real_setmetatable, real_getmetatable = setmetatable, getmetatable
-env.setmetatable = function(t, mt)
+values.setmetatable = function(t, mt)
   if guarded[t] then error('Attempt to modify a readonly table', 2) end
   return real_setmetatable(t, mt)
 end
 local readonly_mt = readonly({})
-env.getmetatable = function(t)
+values.getmetatable = function(t)
   if guarded[t] then return readonly_mt end
   return real_getmetatable(t)
 end
-env.redis = readonly(redis)
-env.loadstring = function(body, name)
+values.redis = readonly(redis)
+values.loadstring = function(body, name)
   if type(body) == 'string' and body:byte(1) == 27 then return nil, 'binary chunks are not allowed' end
   local f, e = real_loadstring(body, name)
   if f then setfenv(f, env) end
   return f, e
 end
-env.load = function(fn, name)
+values.load = function(fn, name)
   local f, e = load(fn, name)
   if f then setfenv(f, env) end
   return f, e
 end
-env.__redis__err__handler = handler
-env._G = env
+values.__redis__err__handler = handler
+values._G = env
 setmetatable(env, {
   __index = function(_, k)
-    error("Script attempted to access nonexistent global variable '" .. tostring(k) .. "'", 2)
+    local v = values[k]
+    if v == nil then
+      error("Script attempted to access nonexistent global variable '" .. tostring(k) .. "'", 2)
+    end
+    return v
   end,
   __newindex = function() error('Attempt to modify a readonly table', 2) end,
   __metatable = false,
 })
 
 local function run(f, keys, argv)
-  rawset(env, 'KEYS', keys)
-  rawset(env, 'ARGV', argv)
+  values.KEYS = keys
+  values.ARGV = argv
   sethook(function() py.hook() end, '', py.hook_every)
   local r = pack(xpcall(f, handler))
   sethook()
-  rawset(env, 'KEYS', nil)
-  rawset(env, 'ARGV', nil)
+  values.KEYS = nil
+  values.ARGV = nil
   return r[1], r[2]
 end
 
