@@ -115,6 +115,10 @@ class ScriptRunner(Protocol):
         """FUNCTION LOAD's checks (CommandError with Redis's text); the library's name."""
         ...
 
+    def function_names(self, code: bytes) -> list[str]:
+        """The functions a library registers (CommandError if it does not load)."""
+        ...
+
     def log_function_change(self, kind: bytes, body: bytes) -> bytes | None:
         """Worker 0: log a library change (load, delete) or empty the log (flush)."""
         ...

@@ -15,6 +15,8 @@ from shardkv.commands.args import glob_matcher, parse_int
 from shardkv.commands.context import Client, Reply, WorkerView
 from shardkv.commands.table import Where, client_command, worker_command
 from shardkv.errors import CommandError
+from shardkv.scripting.dump import BadPayload, dump, restore
+from shardkv.scripting.engine import library_name as library_metadata_name
 from shardkv.stats import G_SCRIPT_FUNCTION, G_SCRIPT_KILL, G_SCRIPT_STARTED_MS, G_SCRIPT_WORKER, G_SCRIPT_WROTE
 
 SERVER = Where.SERVER
@@ -287,7 +289,7 @@ def _log_change(client: Client, kind: bytes, body: bytes, reply: bytes) -> Reply
 
 
 @client_command("function", -2, "", where=SERVER, group="scripting",
-                subcommands=("load", "delete", "flush", "list", "stats", "kill", "help"),
+                subcommands=("load", "delete", "flush", "list", "stats", "kill", "dump", "restore", "help"),
                 summary="A container for function commands")
 def function(client: Client, argv: list[bytes]) -> Reply:
     sub = argv[1].lower()
@@ -317,6 +319,11 @@ def function(client: Client, argv: list[bytes]) -> Reply:
         return _log_change(client, b"flush", b"", protocol.OK)
     if sub == b"list":
         return _function_list(client, argv)
+    if sub == b"dump" and n == 2:
+        scripts.sync_functions()
+        return protocol.bulk(dump([lib.code for lib in scripts.libraries.values()]))
+    if sub == b"restore" and n in (3, 4):
+        return _function_restore(client, argv)
     if sub == b"stats" and n == 2:
         return _function_stats(client)
     if sub == b"kill" and n == 2:
@@ -333,9 +340,57 @@ def function(client: Client, argv: list[bytes]) -> Reply:
         return protocol.OK
     if sub == b"help" and n == 2:
         return protocol.array([protocol.simple(line) for line in FUNCTION_HELP])
-    if sub in (b"load", b"delete", b"flush", b"stats", b"kill", b"help"):
+    if sub in (b"load", b"delete", b"flush", b"stats", b"kill", b"dump", b"restore", b"help"):
         raise CommandError(errors.wrong_arity(f"function|{sub.decode()}"))
     raise CommandError(errors.unknown_subcommand(argv[1], "function"))
+
+
+def _function_restore(client: Client, argv: list[bytes]) -> Reply:
+    """FUNCTION RESTORE payload [FLUSH|APPEND|REPLACE]: every library is checked first; then all
+    are logged, or none."""
+    policy = argv[3].upper() if len(argv) == 4 else b"APPEND"
+    if policy not in (b"FLUSH", b"APPEND", b"REPLACE"):
+        raise CommandError("ERR Wrong restore policy given, value should be either FLUSH, APPEND or REPLACE.")
+    try:
+        codes = restore(argv[2])
+    except BadPayload:
+        raise CommandError("ERR DUMP payload version or checksum are wrong") from None
+    scripts = client.server.scripts
+    scripts.sync_functions()
+    existing = {} if policy == b"FLUSH" else dict(scripts.libraries)
+    names: list[str] = []
+    taken: dict[str, str] = {fn.name.lower(): lib.name for lib in existing.values() for fn in lib.functions}
+    for code in codes:
+        try:
+            name = library_metadata_name(code)
+        except CommandError as exc:
+            raise CommandError(exc.text) from None
+        old = existing.get(name.lower())
+        if old is not None:
+            if policy == b"APPEND":
+                raise CommandError(f"ERR Library {name} already exists")
+            for fn in old.functions:
+                taken.pop(fn.name.lower(), None)
+        for fn_name in scripts.function_names(code):
+            if fn_name.lower() in taken:
+                raise CommandError(f"ERR Function {fn_name} already exists")
+            taken[fn_name.lower()] = name
+        names.append(name)
+    server = client.server
+
+    async def log_all() -> bytes:
+        if policy == b"FLUSH":
+            answer = await server.call_shard(0, [b"__functionlog", b"flush", b""], 0, 2)
+            if answer.startswith(b"-"):
+                return answer
+        for code in codes:
+            answer = await server.call_shard(0, [b"__functionlog", b"load", code], 0, 2)
+            if answer.startswith(b"-"):
+                return answer
+        server.scripts.sync_functions()
+        return protocol.OK
+
+    return server.later(client, log_all())
 
 
 FLAG_ORDER = ("no-writes", "allow-oom", "allow-stale", "no-cluster", "allow-cross-slot-keys")

@@ -290,6 +290,13 @@ class Scripts:
                 raise CommandError(f"ERR Function {fn.name} already exists")
         return name
 
+    def function_names(self, code: bytes) -> list[str]:
+        """The functions a library's code registers (CommandError if it does not load)."""
+        try:
+            return [fn.name for fn in self.engine.load_library(code)]
+        except ScriptError as exc:
+            raise CommandError(str(exc)) from None
+
     def log_function_change(self, kind: bytes, body: bytes) -> bytes | None:
         """Worker 0: append to the shared log ("load", "delete"), or empty it ("flush")."""
         try:
