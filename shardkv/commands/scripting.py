@@ -60,8 +60,9 @@ def numkeys_keys(argv: list[bytes]) -> list[int]:
     return list(range(3, 3 + n)) if 0 < n <= len(argv) - 3 else []
 
 
-def _keys_and_args(argv: list[bytes]) -> tuple[list[bytes], list[bytes]]:
-    numkeys = parse_int(argv[2])
+def _keys_and_args(argv: list[bytes], not_integer: str = errors.NOT_INTEGER) -> tuple[list[bytes], list[bytes]]:
+    """EVAL's and FCALL's keys and arguments, split at numkeys (argv[2])."""
+    numkeys = parse_int(argv[2], not_integer)
     if numkeys < 0:
         raise CommandError("ERR Number of keys can't be negative")
     if numkeys > len(argv) - 3:
@@ -166,22 +167,28 @@ def script(client: Client, argv: list[bytes]) -> Reply:
 
         return server.later(client, flush_everywhere())
     if sub == b"kill" and n == 2:
-        stats = client.server.stats
-        if not stats.global_get(G_SCRIPT_WORKER):
-            raise CommandError("NOTBUSY No scripts in execution right now.")
-        if stats.global_get(G_SCRIPT_FUNCTION):
-            raise CommandError(errors.BUSY_FUNCTION)
-        if stats.global_get(G_SCRIPT_WROTE):
-            raise CommandError("UNKILLABLE Sorry the script already executed write commands against the dataset. "
-                               "You can either wait the script termination or kill the server in a hard way using "
-                               "the SHUTDOWN NOSAVE command.")
-        stats.global_set(G_SCRIPT_KILL, 1)
-        return protocol.OK
+        return _kill(client, function=False)
     if sub == b"help" and n == 2:
         return protocol.array([protocol.simple(line) for line in SCRIPT_HELP])
     if sub in (b"load", b"exists", b"flush", b"kill", b"help"):
         raise CommandError(errors.wrong_arity(f"script|{sub.decode()}"))
     raise CommandError(errors.unknown_subcommand(argv[1], "script"))
+
+
+def _kill(client: Client, function: bool) -> bytes:
+    """SCRIPT KILL / FUNCTION KILL: ask the running script (on any worker) to stop at its next hook."""
+    stats = client.server.stats
+    if not stats.global_get(G_SCRIPT_WORKER):
+        raise CommandError("NOTBUSY No scripts in execution right now.")
+    running_function = bool(stats.global_get(G_SCRIPT_FUNCTION))
+    if running_function != function:  # each KILL stops only its own kind; the text names the running one's
+        raise CommandError(errors.BUSY_FUNCTION if running_function else errors.BUSY_SCRIPT)
+    if stats.global_get(G_SCRIPT_WROTE):
+        raise CommandError("UNKILLABLE Sorry the script already executed write commands against the dataset. "
+                           "You can either wait the script termination or kill the server in a hard way using "
+                           "the SHUTDOWN NOSAVE command.")
+    stats.global_set(G_SCRIPT_KILL, 1)
+    return protocol.OK
 
 
 @worker_command("__scriptstore", 3, summary="Worker 0: write a script into the shared cache: sha, body")
@@ -199,14 +206,7 @@ def worker_script_flush(worker: WorkerView, argv: list[bytes]) -> bytes:
 
 
 def _fcall(client: Client, argv: list[bytes], ro: bool) -> Reply:
-    try:
-        numkeys = parse_int(argv[2])
-    except CommandError:
-        raise CommandError("ERR Bad number of keys provided") from None
-    if numkeys < 0:
-        raise CommandError("ERR Number of keys can't be negative")
-    if numkeys > len(argv) - 3:
-        raise CommandError("ERR Number of keys can't be greater than number of args")
+    keys, args = _keys_and_args(argv, "ERR Bad number of keys provided")
     scripts = client.server.scripts
     found = scripts.function(argv[1].decode(errors="surrogateescape"))
     if found is None:
@@ -214,7 +214,7 @@ def _fcall(client: Client, argv: list[bytes], ro: bool) -> Reply:
     lib, fn = found
     if ro and "no-writes" not in fn.flags:
         raise CommandError("ERR Can not execute a script with write flag using *_ro command.")
-    return scripts.fcall(client, lib, fn, argv[3 : 3 + numkeys], argv[3 + numkeys :], ro, argv)
+    return scripts.fcall(client, lib, fn, keys, args, ro, argv)
 
 
 @client_command("fcall", -3, "noscript skip_monitor stale no_mandatory_keys movablekeys", where=SERVER,
@@ -327,17 +327,7 @@ def function(client: Client, argv: list[bytes]) -> Reply:
     if sub == b"stats" and n == 2:
         return _function_stats(client)
     if sub == b"kill" and n == 2:
-        stats = client.server.stats
-        if not stats.global_get(G_SCRIPT_WORKER):
-            raise CommandError("NOTBUSY No scripts in execution right now.")
-        if not stats.global_get(G_SCRIPT_FUNCTION):
-            raise CommandError(errors.BUSY_SCRIPT)
-        if stats.global_get(G_SCRIPT_WROTE):
-            raise CommandError("UNKILLABLE Sorry the script already executed write commands against the dataset. "
-                               "You can either wait the script termination or kill the server in a hard way using "
-                               "the SHUTDOWN NOSAVE command.")
-        stats.global_set(G_SCRIPT_KILL, 1)
-        return protocol.OK
+        return _kill(client, function=True)
     if sub == b"help" and n == 2:
         return protocol.array([protocol.simple(line) for line in FUNCTION_HELP])
     if sub in (b"load", b"delete", b"flush", b"stats", b"kill", b"dump", b"restore", b"help"):

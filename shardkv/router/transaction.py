@@ -23,7 +23,7 @@ from typing import TYPE_CHECKING
 
 from shardkv import errors, protocol
 from shardkv.commands.across import CrossShard
-from shardkv.commands.context import Client, Reply
+from shardkv.commands.context import BlockPlan, Client, Reply
 from shardkv.commands.table import Command, Merge, Where, lookup
 from shardkv.protocol import read_reply
 from shardkv.router.dispatch import CLIENT_CLOSE, HOLDING, error_reply, merge_replies
@@ -130,7 +130,9 @@ class Transactions:
         while not self.settled(txn_id):
             await asyncio.sleep(0.0005)
 
-    def _blocking_here(self, client: Client, cmd: Command, argv: list[bytes]) -> bytes:
+    @staticmethod
+    def _attempt_of(cmd: Command, argv: list[bytes]) -> tuple[Command, BlockPlan] | bytes:
+        """A blocking command's non-blocking form (or its argument error)."""
         assert cmd.blocking is not None
         try:
             plan = cmd.blocking(argv)
@@ -138,6 +140,13 @@ class Transactions:
             return error_reply(exc, cmd.name)
         attempt = lookup(plan.attempt_argv[0])
         assert attempt is not None
+        return attempt, plan
+
+    def _blocking_here(self, client: Client, cmd: Command, argv: list[bytes]) -> bytes:
+        found = self._attempt_of(cmd, argv)
+        if isinstance(found, bytes):
+            return found
+        attempt, plan = found
         raw = self.router.run_keyed(attempt, plan.attempt_argv, client.db, client.proto)
         return self._blocking_answer(client, plan.reply, raw)
 
@@ -206,12 +215,10 @@ class Transactions:
             return await _value(reply)
         db, proto = client.db, client.proto
         if cmd.blocking is not None:
-            try:
-                plan = cmd.blocking(argv)
-            except Exception as exc:
-                return error_reply(exc, cmd.name)
-            attempt = lookup(plan.attempt_argv[0])
-            assert attempt is not None
+            found = self._attempt_of(cmd, argv)
+            if isinstance(found, bytes):
+                return found
+            attempt, plan = found
             raw = await self.run_one(client, attempt, plan.attempt_argv)
             return self._blocking_answer(client, plan.reply, raw)
         positions = cmd.key_indexes(argv)

@@ -72,17 +72,8 @@ class ScriptCache:
 
     def add(self, sha: bytes, body: bytes) -> None:
         """The writer (worker 0) caches a script; OOM if the segment has no room left."""
-        if sha in self:
-            return
-        q = self.q
-        at = max(HEADER_BYTES, q[1])
-        size = entry_bytes(body)
-        if at + size > len(self.mm):
-            raise CommandError(OOM)
-        _LEN.pack_into(self.mm, at, len(body))
-        self.mm[at + _LEN.size : at + _LEN.size + SHA_BYTES] = sha
-        self.mm[at + _LEN.size + SHA_BYTES : at + _LEN.size + SHA_BYTES + len(body)] = body
-        q[1] = at + size  # publish
+        if sha not in self:
+            self.append(sha, body)
 
     def flush(self) -> None:
         """SCRIPT FLUSH (the writer only)."""

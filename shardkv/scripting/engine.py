@@ -466,12 +466,16 @@ class LuaEngine:
             call: Callable[[bool, list[bytes]], tuple[bool, Any]]) -> bytes:
         """Run a compiled script; returns its reply for a client of protocol client_proto.
         Raises Aborted if it was stopped from outside."""
-        fn = self.functions[sha]
+        return self._invoke(self._run, self.functions[sha], name, keys, args, client_proto, call)
+
+    def _invoke(self, runner: Any, fn: Any, name: str, keys: list[bytes], args: list[bytes], client_proto: int,
+                call: Callable[[bool, list[bytes]], tuple[bool, Any]]) -> bytes:
+        """Run a script or a function through its Lua runner; its reply, or Redis's error text."""
         self.resp = 2
         self.caller = call
         self.aborting = None
         try:
-            ok, value = self._run(fn, self.lua.table_from(keys), self.lua.table_from(args))
+            ok, value = runner(fn, self.lua.table_from(keys), self.lua.table_from(args))
         except lua51.LuaMemoryError:
             self.collect()
             return protocol.error(f"ERR script used more memory than lua-heap-bytes-max allows "
@@ -514,22 +518,7 @@ class LuaEngine:
     def call(self, fn: LuaFunction, keys: list[bytes], args: list[bytes], client_proto: int,
              call: Callable[[bool, list[bytes]], tuple[bool, Any]]) -> bytes:
         """FCALL: run a registered function (as `run` runs a script)."""
-        self.resp = 2
-        self.caller = call
-        self.aborting = None
-        try:
-            ok, value = self._call_function(fn.callback, self.lua.table_from(keys), self.lua.table_from(args))
-        except lua51.LuaMemoryError:
-            self.collect()
-            return protocol.error(f"ERR script used more memory than lua-heap-bytes-max allows "
-                                  f"({self.heap_bytes_max} bytes) script: {fn.name}")
-        finally:
-            self.caller = None
-        if self.aborting is not None and not isinstance(self.aborting, RedisCallError):
-            raise Aborted() from self.aborting
-        if not ok:
-            return self._error_reply(value, fn.name)
-        return self.to_resp(value, client_proto)
+        return self._invoke(self._call_function, fn.callback, fn.name, keys, args, client_proto, call)
 
     def _load_hook(self) -> None:
         if time.monotonic() > self.load_deadline:
