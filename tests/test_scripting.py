@@ -251,3 +251,69 @@ def test_a_worker_dying_mid_script_leaves_none_of_it(monkeypatch: pytest.MonkeyP
         assert values == [b"0", b"0"]
     finally:
         server.stop()
+
+
+LIBRARY = """#!lua name=bank
+redis.register_function('move', function(keys, args)
+  redis.call('decrby', keys[1], args[1])
+  return redis.call('incrby', keys[2], args[1])
+end)
+redis.register_function{function_name='balance', callback=function(keys) return redis.call('get', keys[1]) end,
+                        flags={'no-writes'}, description='read one account'}
+"""
+
+
+def test_functions_are_shared_survive_a_restart_and_dump_and_restore(srv: Server) -> None:
+    r = srv.client()
+    r.function_flush()
+    assert r.function_load(LIBRARY) == b"bank"
+    with pytest.raises(redis.ResponseError) as e:
+        r.function_load(LIBRARY)
+    assert err(e) == "Library 'bank' already exists"
+    r.mset({A: 10, B: 0})
+    moved = 0
+    homes: set[int] = set()
+    while homes != {0, 1} or moved < 8:  # from clients of both workers (the kernel spreads them)
+        c = srv.client(single_connection_client=True)
+        homes.add(int(c.client_id()) % 2)  # type: ignore[arg-type]
+        moved += 1
+        assert c.fcall("move", 2, A, B, 1) == moved
+        c.close()
+        assert moved < 40, "no connection landed on one of the workers"
+    assert r.mget(A, B) == [b"%d" % (10 - moved), b"%d" % moved]
+    assert r.fcall_ro("balance", 1, B) == b"%d" % moved
+    with pytest.raises(redis.ResponseError) as e:
+        r.fcall_ro("move", 2, A, B, 1)
+    assert err(e) == "Can not execute a script with write flag using *_ro command."
+    listed = r.function_list(withcode=True)
+    assert listed[0][1] == b"bank" and listed[0][7] == LIBRARY.encode()
+    assert sorted(f[1] for f in listed[0][5]) == [b"balance", b"move"]
+    payload = r.function_dump()
+    os.kill(srv.worker_pids()[0], signal.SIGKILL)
+    wait_until(lambda: int(r.info("server")["workers_ready"]) == 2 and len(srv.worker_pids()) == 2, 20,
+               "the worker to come back")
+    for _ in range(6):
+        c = srv.client(single_connection_client=True)
+        wait_until(lambda c=c: _fcall_after_restart(c) == b"%d" % moved, 10, "FCALL")  # type: ignore[misc]
+        c.close()
+    r.function_flush()
+    with pytest.raises(redis.ResponseError):
+        r.fcall("balance", 1, B)
+    assert r.function_restore(payload) is True
+    assert r.fcall("balance", 1, B) == b"%d" % moved
+    with pytest.raises(redis.ResponseError) as e:
+        r.function_restore(payload)
+    assert err(e) == "Library bank already exists"
+    with pytest.raises(redis.ResponseError) as e:
+        r.function_restore(payload[:-1] + bytes([payload[-1] ^ 1]))
+    assert err(e) == "DUMP payload version or checksum are wrong"
+    assert r.function_delete("bank") is True
+    assert r.function_dump() == bytes.fromhex("0a005d9b5c400f7fa2da")  # Redis's empty payload
+
+
+def _fcall_after_restart(c: redis.Redis) -> object:
+    try:
+        return c.fcall("balance", 1, B)
+    except redis.ResponseError as e:
+        assert "restarted while the script ran; none of it was applied" in str(e)
+        return None
