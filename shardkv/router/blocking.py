@@ -148,7 +148,7 @@ class Blocking:
             self.finish(b, error_reply(exc, "a blocked client"))
 
     async def _first(self, b: Blocked) -> None:
-        if await self._attempt(b) or b.conn.transport is None:
+        if await self._attempt(b, first=True) or b.conn.transport is None:
             return
         # Nothing yet: block, watch every key, then look once more (a push may have come meanwhile).
         self.by_token[b.token] = b
@@ -169,8 +169,10 @@ class Blocking:
         else:
             self.worker.peers.send(shard, K_WATCH, 0, watch.encode())
 
-    async def _attempt(self, b: Blocked) -> bool:
-        """Run the non-blocking form once; True if the client got its answer."""
+    async def _attempt(self, b: Blocked, first: bool = False) -> bool:
+        """Run the non-blocking form once; True if the client got its answer.  On a retry, a key
+        that no longer holds a list keeps the client waiting, as Redis serves only list keys
+        (a wrong destination of BLMOVE is still the client's error)."""
         await self.worker.wait_unlocked()  # as the client's own commands would
         reply = self.worker.router.execute(b.conn, b.plan.attempt_argv)
         if isinstance(reply, Pending):
@@ -183,6 +185,8 @@ class Blocking:
         if b.done:
             return True
         if raw.startswith(b"-"):
+            if not first and raw.startswith(b"-WRONGTYPE") and b.plan.attempt_argv[0].lower() != b"lmove":
+                return False
             self.finish(b, raw)
             return True
         answer = b.plan.reply(read_reply(raw)[0])
@@ -268,6 +272,8 @@ class Watchers:
         # the keys to note writes to them.
         self.waiters: dict[tuple[int, bytes], dict[bytes, tuple[int, int]]] = {}
         store.watched = self.waiters
+        self.deferred: list[tuple[int, bytes]] = []  # keys written during the transaction holding the shard
+        self.holding = False  # an EXEC runs on this shard alone (no lock): hold the news until it ends
 
     def watch(self, w: Watch) -> None:
         self.waiters.setdefault((w.db, w.key), {})[w.token] = (w.home, w.kind)
@@ -291,8 +297,20 @@ class Watchers:
 
     def after_command(self) -> None:
         """The command just run wrote records for watched keys: tell the first waiter of each
-        key that now holds what it waits for."""
+        key that now holds what it waits for.  Inside a transaction (the shard is locked: an EXEC,
+        a script, a cross-shard command) that waits until it ends, as Redis serves blocked clients
+        after the whole transaction: a key pushed then deleted within it wakes nobody."""
         touched, self.store.touched = self.store.touched, []
+        if self.worker.shard_locked or self.holding:
+            self.deferred.extend(touched)
+            return
+        self._tell(touched)
+
+    def transaction_ended(self) -> None:
+        deferred, self.deferred = self.deferred, []
+        self._tell(deferred)
+
+    def _tell(self, touched: list[tuple[int, bytes]]) -> None:
         for db, key in dict.fromkeys(touched):
             if (db, key) in self.waiters:
                 self._tell_first_if_ready(db, key)

@@ -90,12 +90,17 @@ class Transactions:
             txn_id = self.begin()
             router.undo_begin(router.me << 56 | txn_id)
         replies = []
-        for i, (cmd, argv) in enumerate(commands, 1):
-            if cmd.blocking is not None:
-                replies.append(self._blocking_here(client, cmd, argv))
-            else:
-                replies.append(router.run_keyed(cmd, argv, client.db, client.proto))
-            worker.crash_point(f"exec:{i}")
+        worker.watchers.holding = True  # blocked clients are served after the transaction, as in Redis
+        try:
+            for i, (cmd, argv) in enumerate(commands, 1):
+                if cmd.blocking is not None:
+                    replies.append(self._blocking_here(client, cmd, argv))
+                else:
+                    replies.append(router.run_keyed(cmd, argv, client.db, client.proto))
+                worker.crash_point(f"exec:{i}")
+        finally:
+            worker.watchers.holding = False
+            worker.watchers.transaction_ended()
         if txn_id:
             self.decide(txn_id, commit=True)
             router.undo_end(commit=True)

@@ -453,6 +453,8 @@ class Worker:
         paused, self.paused = self.paused, set()
         for conn in paused:
             self.loop.call_soon(conn.resume)
+        if self.watchers.deferred:
+            self.watchers.transaction_ended()
         self.loop.call_soon(self.drain)
 
     def reserve_for(self, cmd: Command, argv: list[bytes]) -> list[int] | None:
