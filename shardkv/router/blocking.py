@@ -172,7 +172,7 @@ class Blocking:
     async def _attempt(self, b: Blocked, first: bool = False) -> bool:
         """Run the non-blocking form once; True if the client got its answer.  On a retry, a key
         that no longer holds a list keeps the client waiting, as Redis serves only list keys
-        (a wrong destination of BLMOVE is still the client's error)."""
+        (a wrong destination of BLMOVE or BRPOPLPUSH is still the client's error)."""
         await self.worker.wait_unlocked()  # as the client's own commands would
         reply = self.worker.router.execute(b.conn, b.plan.attempt_argv)
         if isinstance(reply, Pending):
@@ -185,7 +185,7 @@ class Blocking:
         if b.done:
             return True
         if raw.startswith(b"-"):
-            if not first and raw.startswith(b"-WRONGTYPE") and b.plan.attempt_argv[0].lower() != b"lmove":
+            if not first and raw.startswith(b"-WRONGTYPE") and b.plan.attempt_argv[0] == b"lmpop":
                 return False
             self.finish(b, raw)
             return True
