@@ -145,6 +145,8 @@ def command_(conn: Client, argv: list[bytes]) -> bytes:
             raise CommandError("ERR Invalid number of arguments specified for command")
         positions = cmd.key_indexes(argv[2:])
         if not positions:
+            if "no_mandatory_keys" in cmd.flags:  # EVAL / FCALL with no keys
+                return protocol.EMPTY_ARRAY
             raise CommandError("ERR The command has no key arguments")
         return protocol.bulk_array([argv[2 + i] for i in positions])
     if sub == b"list":
