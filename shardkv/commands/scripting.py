@@ -322,7 +322,10 @@ def function(client: Client, argv: list[bytes]) -> Reply:
     if sub == b"dump" and n == 2:
         scripts.sync_functions()
         return protocol.bulk(dump([lib.code for lib in scripts.libraries.values()]))
-    if sub == b"restore" and n in (3, 4):
+    if sub == b"restore":
+        if n not in (3, 4):
+            raise CommandError("ERR unknown subcommand or wrong number of arguments for 'restore'. "
+                               "Try FUNCTION HELP.")
         return _function_restore(client, argv)
     if sub == b"stats" and n == 2:
         return _function_stats(client)

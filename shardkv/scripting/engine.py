@@ -17,7 +17,6 @@ from __future__ import annotations
 
 import hashlib
 import math
-import shlex
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -369,16 +368,40 @@ class Library:
     functions: list[LuaFunction]
 
 
+def split_args(line: bytes) -> list[bytes]:
+    """Split a line as Redis splits arguments: spaces separate, quotes group (and are removed),
+    backslash escapes only inside double quotes."""
+    out: list[bytes] = []
+    i, n = 0, len(line)
+    while i < n:
+        while i < n and line[i : i + 1].isspace():
+            i += 1
+        if i >= n:
+            break
+        token = bytearray()
+        while i < n and not line[i : i + 1].isspace():
+            quote = line[i : i + 1]
+            if quote in (b'"', b"'"):
+                i += 1
+                while i < n and line[i : i + 1] != quote:
+                    if quote == b'"' and line[i : i + 1] == b"\\" and i + 1 < n:
+                        i += 1
+                    token += line[i : i + 1]
+                    i += 1
+                i += 1
+            else:
+                token += line[i : i + 1]
+                i += 1
+        out.append(bytes(token))
+    return out
+
+
 def library_name(code: bytes) -> str:
     """The name in a library's metadata line (`#!lua name=<lib>`), with Redis's errors."""
     if not code.startswith(b"#!"):
         raise CommandError("ERR Missing library metadata")
     end = code.find(b"\n")
-    try:  # split as Redis splits arguments: quotes group and are removed
-        tokens = [t.encode("utf-8", "surrogateescape") for t in
-                  shlex.split((code if end < 0 else code[:end]).decode("utf-8", "surrogateescape"))]
-    except ValueError:
-        tokens = (code if end < 0 else code[:end]).split()
+    tokens = split_args(code if end < 0 else code[:end])
     engine = tokens[0][2:]
     if engine.lower() != b"lua":
         raise CommandError(f"ERR Engine '{engine.decode(errors='replace')}' not found")
