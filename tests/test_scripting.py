@@ -317,3 +317,28 @@ def _fcall_after_restart(c: redis.Redis) -> object:
     except redis.ResponseError as e:
         assert "restarted while the script ran; none of it was applied" in str(e)
         return None
+
+
+def test_redis_py_lock_across_workers(srv: Server) -> None:
+    """redis-py's Lock is Lua scripts (acquire with SET NX PX, release and extend by token): four
+    threads on connections of both workers take turns on one lock and count under it."""
+    r = srv.client()
+    r.delete("lock:counter", "counter")
+    crew = Crew()
+
+    def worker() -> None:
+        c = srv.client()
+        while crew.running():
+            with c.lock("lock:counter", timeout=5, blocking_timeout=10):
+                value = int(c.get("counter") or 0)  # type: ignore[arg-type]
+                c.set("counter", value + 1)
+            crew.done("increments")
+
+    for _ in range(4):
+        crew.start(worker)
+    crew.wait_for("increments", 200, 60)
+    counts = crew.finish()
+    assert int(r.get("counter")) == counts["increments"]  # type: ignore[arg-type]
+    lock = r.lock("lock:other", timeout=1)
+    assert lock.acquire(blocking=False) and not r.lock("lock:other").acquire(blocking=False)
+    assert lock.extend(2) and lock.release() is None and not r.exists("lock:other")
