@@ -191,17 +191,21 @@ values.load = function(fn, name)
 end
 values.__redis__err__handler = handler
 values._G = env
-setmetatable(env, {
-  __index = function(_, k)
-    local v = values[k]
-    if v == nil then
-      error("Script attempted to access nonexistent global variable '" .. tostring(k) .. "'", 2)
-    end
-    return v
-  end,
-  __newindex = function() error('Attempt to modify a readonly table', 2) end,
-  __metatable = false,
-})
+-- A read-only view of a table whose missing names are errors, as scripts' globals are.
+local function strict(t)
+  return {
+    __index = function(_, k)
+      local v = t[k]
+      if v == nil then
+        error("Script attempted to access nonexistent global variable '" .. tostring(k) .. "'", 2)
+      end
+      return v
+    end,
+    __newindex = function() error('Attempt to modify a readonly table', 2) end,
+    __metatable = false,
+  }
+end
+setmetatable(env, strict(values))
 
 local function run(f, keys, argv)
   values.KEYS = keys
@@ -302,17 +306,7 @@ local function load_library(code)
   api.LOG_DEBUG, api.LOG_VERBOSE, api.LOG_NOTICE, api.LOG_WARNING = 0, 1, 2, 3
   api.REDIS_VERSION, api.REDIS_VERSION_NUM = redis.REDIS_VERSION, redis.REDIS_VERSION_NUM
   local lib_env = {}
-  local api_ro = setmetatable({}, {
-    __index = function(_, k)
-      local v = api[k]
-      if v == nil then
-        error("Script attempted to access nonexistent global variable '" .. tostring(k) .. "'", 2)
-      end
-      return v
-    end,
-    __newindex = function() error('Attempt to modify a readonly table', 2) end,
-    __metatable = false,
-  })
+  local api_ro = setmetatable({}, strict(api))
   setmetatable(lib_env, {
     __index = function(_, k)
       if not loaded and k == 'redis' then return api_ro end
