@@ -166,6 +166,7 @@ class Worker:
         self.lock_owner = NO_LOCK
         self.crash_at = ""  # tests: the step at which this process kills itself (crash_point)
         self.busy_timer: asyncio.TimerHandle | None = None
+        self.busy_due_s = 0.0  # when busy_timer fires (time.time())
         self.lock_waiters: list[asyncio.Future[None]] = []
         self.reserved: list[int] = []  # blocks prepared for the lock holder's write
         self.paused: set[Connection] = set()
@@ -271,14 +272,16 @@ class Worker:
         """A client waits on a locked shard: if a script holds it, look again once the script has
         run for busy-reply-threshold (its clients then get -BUSY, and SCRIPT KILL gets through)."""
         stats = self.stats
-        if self.busy_timer is not None:
-            return
         threshold_ms = stats.tunable("busy-reply-threshold")
         if threshold_ms <= 0:
             return
         # (A script that has the locks but has not started yet is looked at again a threshold later.)
         started_ms = stats.global_get(G_SCRIPT_STARTED_MS) if stats.global_get(G_SCRIPT_WORKER) else time.time() * 1000
-        left_s = max(0.001, (started_ms + threshold_ms) / 1000 - time.time() + 0.001)
+        due_s = (started_ms + threshold_ms) / 1000 + 0.001
+        if self.busy_timer is not None:
+            if self.busy_due_s <= due_s:
+                return  # one is set, and soon enough
+            self.busy_timer.cancel()  # set for a longer threshold (CONFIG SET since) or an older script
 
         def wake() -> None:
             self.busy_timer = None
@@ -286,7 +289,8 @@ class Worker:
             for conn in paused:
                 conn.resume()
 
-        self.busy_timer = self.loop.call_later(left_s, wake)
+        self.busy_due_s = due_s
+        self.busy_timer = self.loop.call_later(max(0.001, due_s - time.time()), wake)
 
     def crash_point(self, name: str) -> None:
         """Tests only: the first process of a worker kills itself at the named step
