@@ -342,3 +342,25 @@ def test_redis_py_lock_across_workers(srv: Server) -> None:
     lock = r.lock("lock:other", timeout=1)
     assert lock.acquire(blocking=False) and not r.lock("lock:other").acquire(blocking=False)
     assert lock.extend(2) and lock.release() is None and not r.exists("lock:other")
+
+
+def test_the_script_cache_is_bounded() -> None:
+    small = start_server("--shards", "2", "--maxmemory", "64mb", "--scripts-bytes-max", "64kb")
+    try:
+        r = small.client()
+        body = "return '%s'" % ("x" * 20000)
+        for i in range(3):  # 3 x ~20 KB: at the limit
+            r.eval(body + f" -- {i}", 0)
+        for _ in range(4):  # a new one is refused on either worker, however it comes
+            c = small.client(single_connection_client=True)
+            with pytest.raises(redis.ResponseError) as e:
+                c.eval(body + " -- one more", 0)
+            assert err(e) == "command not allowed when used memory > 'maxmemory'."
+            with pytest.raises(redis.ResponseError):
+                c.script_load(body + " -- one more")
+            c.close()
+        assert r.eval(body + " -- 1", 0) == b"x" * 20000  # the cached ones still run
+        r.script_flush()
+        assert r.eval(body + " -- after flush", 0) == b"x" * 20000
+    finally:
+        small.stop()

@@ -118,6 +118,8 @@ class Scripts:
 
     def load(self, sha: bytes, body: bytes) -> bytes | None:
         """Compile and cache a script; an error reply if it does not compile or has no room."""
+        if sha not in self.cache and not self.cache.has_room(body):
+            return protocol.error(errors.OOM)  # Redis never evicts scripts: nor do we
         try:
             self.engine.compile(sha.decode(), body)
         except ScriptError as exc:

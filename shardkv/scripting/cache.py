@@ -95,6 +95,9 @@ class ScriptCache:
             at += (_LEN.size + SHA_BYTES + n + 7) & ~7
         return out, generation, at
 
+    def has_room(self, body: bytes) -> bool:
+        return max(HEADER_BYTES, self.q[1]) + entry_bytes(body) <= len(self.mm)
+
     def append(self, key: bytes, body: bytes) -> None:
         """The writer adds an entry even if its key is there already (a log, not a cache)."""
         q = self.q
