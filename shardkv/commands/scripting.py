@@ -153,7 +153,15 @@ def script(client: Client, argv: list[bytes]) -> Reply:
         shebang_flags(body)
         sha = hashlib.sha1(body).hexdigest().encode()
         error = scripts.load(sha, body)
-        return error if error is not None else protocol.bulk(sha)
+        if error is not None:
+            return error
+        server = client.server
+
+        async def stored() -> bytes:  # in the shared cache (worker 0 writes it) before the reply
+            answer = await server.call_shard(0, [b"__scriptstore", sha, body], 0, 2)
+            return answer if answer.startswith(b"-") else protocol.bulk(sha)
+
+        return server.later(client, stored())
     if sub == b"exists" and n >= 3:
         return protocol.array([protocol.ONE if scripts.exists(s.lower()) else protocol.ZERO for s in argv[2:]])
     if sub == b"flush" and n <= 3:
