@@ -18,6 +18,7 @@ import pytest
 import redis
 
 from shardkv.protocol import ReplyError, read_reply
+from shardkv.router.dispatch import key_slot
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
@@ -189,6 +190,41 @@ def wait_until(condition: Callable[[], object], timeout_s: float = 10, what: str
         if time.monotonic() > deadline:
             raise AssertionError(f"timed out after {timeout_s} s waiting for {what}")
         time.sleep(0.01)
+
+
+def key_on(shard: int, prefix: str, shards: int = 2) -> str:
+    """A key name whose hash slot the given shard owns (contiguous slot ranges)."""
+    i = 0
+    while key_slot(f"{prefix}{i}".encode()) * shards // 16384 != shard:
+        i += 1
+    return f"{prefix}{i}"
+
+
+def client_on(server: Server, worker: int, workers: int = 2, **kw: object) -> redis.Redis:
+    """A single-connection client that a given worker holds (SO_REUSEPORT spreads them by hash)."""
+    for _ in range(200):
+        r = server.client(single_connection_client=True, **kw)
+        if int(r.client_id()) % workers == worker:  # type: ignore[arg-type]
+            return r
+        r.close()
+    raise AssertionError(f"no connection landed on worker {worker}")
+
+
+def mget_after_restart(r: redis.Redis, keys: list[str]) -> list[object]:
+    """MGET once the server answers it: a read sent while a worker comes back may be answered
+    "restarted" (and nothing of it ran), which is the only error accepted here."""
+    got: list[object] = []
+
+    def read() -> bool:
+        try:
+            got[:] = r.mget(keys)  # type: ignore[arg-type]
+        except redis.ResponseError as e:
+            assert "restarted" in str(e)
+            return False
+        return True
+
+    wait_until(read, 20, "the keys to be readable")
+    return got
 
 
 def wait_blocked(r: redis.Redis, n: int, timeout_s: float = 10) -> None:

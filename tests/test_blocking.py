@@ -13,10 +13,9 @@ from collections.abc import Callable, Iterator
 import pytest
 import redis
 
-from conftest import Server, start_server, wait_until
+from conftest import Server, key_on, start_server, wait_until
 from shardkv.protocol import encode_command, read_reply
 from shardkv.router.blocking import Ready, Unwatch, Watch
-from shardkv.router.dispatch import key_slot
 
 
 @pytest.fixture(scope="module")
@@ -37,16 +36,6 @@ def blocked(r: redis.Redis) -> int:
 def lmpop_calls(r: redis.Redis) -> int:
     stats = info(r, "commandstats").get("cmdstat_lmpop")
     return int(stats["calls"]) if isinstance(stats, dict) else 0
-
-
-def key_on(shard: int, prefix: str, shards: int = 2) -> str:
-    """A key name whose hash slot the given shard owns (contiguous slot ranges)."""
-    i = 0
-    while True:
-        name = f"{prefix}{i}"
-        if key_slot(name.encode()) * shards // 16384 == shard:
-            return name
-        i += 1
 
 
 def send_blocking(srv: Server, *args: object) -> socket.socket:

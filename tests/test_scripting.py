@@ -15,7 +15,7 @@ import redis
 from redis.backoff import NoBackoff
 from redis.retry import Retry
 
-from conftest import Crew, Server, start_server, wait_until
+from conftest import Crew, Server, client_on, mget_after_restart, start_server, wait_until
 from shardkv.router.dispatch import key_slot
 
 A, B = "{b}a", "{a}b"  # shard 0 and shard 1 of two
@@ -221,11 +221,7 @@ def test_a_worker_dying_mid_script_leaves_none_of_it(monkeypatch: pytest.MonkeyP
     monkeypatch.setenv("SHARDKV_TEST_CRASH", crash)
     server = start_server("--shards", "2", "--maxmemory", "64mb")
     try:
-        for _ in range(200):
-            c = server.client(single_connection_client=True, retry=Retry(NoBackoff(), 0))
-            if int(c.client_id()) % 2 == 1:  # type: ignore[arg-type]
-                break
-            c.close()
+        c = client_on(server, 1, retry=Retry(NoBackoff(), 0))
         c.mset({A: 0, B: 0})
         try:
             got: object = c.eval("redis.call('incr', KEYS[1]) redis.call('incr', KEYS[2]) "
@@ -237,17 +233,7 @@ def test_a_worker_dying_mid_script_leaves_none_of_it(monkeypatch: pytest.MonkeyP
         assert got == outcome_kind
         check = server.client()
         wait_until(lambda: int(check.info("server")["worker_restarts"]) == 1, 20, "the restart")
-        values: list[object] = []
-
-        def read() -> bool:
-            try:
-                values[:] = check.mget(A, B)  # type: ignore[arg-type]
-                return True
-            except redis.ResponseError as e:
-                assert "restarted" in str(e)
-                return False
-
-        wait_until(read, 20, "the keys")
+        values = mget_after_restart(check, [A, B])
         assert values == [b"0", b"0"]
     finally:
         server.stop()

@@ -9,7 +9,7 @@ from collections.abc import Iterator
 import pytest
 import redis
 
-from conftest import Crew, Server, expect_replies, request, start_server, wait_until
+from conftest import Crew, Server, client_on, expect_replies, key_on, request, start_server, wait_until
 from shardkv.protocol import ReplyError, encode_command
 from shardkv.router.dispatch import key_slot
 
@@ -19,23 +19,6 @@ def srv() -> Iterator[Server]:
     s = start_server("--shards", "2", "--maxmemory", "64mb", "--maxclients", "128")
     yield s
     s.stop()
-
-
-def key_on(shard: int, prefix: str, shards: int = 2) -> str:
-    i = 0
-    while key_slot(f"{prefix}{i}".encode()) * shards // 16384 != shard:
-        i += 1
-    return f"{prefix}{i}"
-
-
-def client_on(server: Server, worker: int, workers: int = 2) -> redis.Redis:
-    """A client whose connection a given worker holds (SO_REUSEPORT spreads them by hash)."""
-    for _ in range(200):
-        r = server.client(single_connection_client=True)
-        if int(r.client_id()) % workers == worker:  # type: ignore[arg-type]
-            return r
-        r.close()
-    raise AssertionError(f"no connection landed on worker {worker}")
 
 
 def test_replies_as_redis_gives_them(srv: Server) -> None:

@@ -10,7 +10,7 @@ import redis
 from redis.backoff import NoBackoff
 from redis.retry import Retry
 
-from conftest import Server, start_server, wait_until
+from conftest import client_on, mget_after_restart, start_server, wait_until
 from shardkv.router.dispatch import key_slot
 
 A, B = "{b}a", "{a}b"  # shard 0 and shard 1 of two
@@ -24,15 +24,6 @@ def test_the_keys_are_on_different_shards() -> None:
     assert key_slot(A.encode()) * 2 // 16384 == 0 and key_slot(B.encode()) * 2 // 16384 == 1
 
 
-def client_on(server: Server, worker: int) -> redis.Redis:
-    for _ in range(200):
-        r = server.client(single_connection_client=True, retry=Retry(NoBackoff(), 0))  # no resending
-        if int(r.client_id()) % 2 == worker:  # type: ignore[arg-type]
-            return r
-        r.close()
-    raise AssertionError(f"no connection landed on worker {worker}")
-
-
 def run(monkeypatch: pytest.MonkeyPatch, crash: str, coordinator: int, keys: tuple[str, str] = (A, B)
         ) -> tuple[object, tuple[bytes | None, bytes | None]]:
     """Start a server whose worker kills itself at `crash`, run the transaction from a client of
@@ -40,7 +31,7 @@ def run(monkeypatch: pytest.MonkeyPatch, crash: str, coordinator: int, keys: tup
     monkeypatch.setenv("SHARDKV_TEST_CRASH", crash)
     server = start_server("--shards", "2", "--maxmemory", "64mb")
     try:
-        r = client_on(server, coordinator)
+        r = client_on(server, coordinator, retry=Retry(NoBackoff(), 0))  # no resending
         r.mset(dict.fromkeys(keys, 0))
         outcome: object
         try:  # on r's own connection (a redis-py pipeline would take another from the pool)
@@ -55,17 +46,7 @@ def run(monkeypatch: pytest.MonkeyPatch, crash: str, coordinator: int, keys: tup
         check = server.client()
         wait_until(lambda: int(check.info("server")["worker_restarts"]) == 1, 20, "the worker's restart")
 
-        got: list[object] = []
-
-        def read() -> bool:  # (a read sent while the worker comes back may be answered "restarted")
-            try:
-                got[:] = check.mget(keys)  # type: ignore[arg-type]
-            except redis.ResponseError as e:
-                assert "restarted" in str(e)
-                return False
-            return True
-
-        wait_until(read, 20, "the keys to be readable")
+        got = mget_after_restart(check, list(keys))
         return outcome, (got[0], got[1])  # type: ignore[return-value]
     finally:
         server.stop()
