@@ -40,6 +40,7 @@ from shardkv.commands.across import CrossShard
 from shardkv.commands.args import ShardCtx
 from shardkv.commands.context import Client, Pending, Reply
 from shardkv.commands.keyspace import RestorePart
+from shardkv.commands.multi import reset_multi, unwatch_all
 from shardkv.commands.pubsub import Subscriptions
 from shardkv.commands.table import COMMANDS, Command, Merge, Where, lookup
 from shardkv.errors import CommandError, ReplyTooLarge
@@ -237,7 +238,6 @@ class Router:
             return None
         text = errors.BUSY_FUNCTION if function_running else errors.BUSY_SCRIPT
         if cmd.name == "exec" and conn.multi is not None:
-            from shardkv.commands.multi import reset_multi, unwatch_all
             reset_multi(conn)
             unwatch_all(conn)
             return self.rejected(cmd, f"EXECABORT Transaction discarded because of: {text}")
