@@ -244,8 +244,8 @@ class _Large:
         self._attach(store.struct_of(head))
 
     def _changed(self) -> None:
-        """Tell the store this collection changes in place (a client may WATCH its key)."""
-        if self.store.cas:
+        """Tell the store this collection changes in place (a client may WATCH or track its key)."""
+        if self.store.cas or self.store.tracking:
             self.store.note_record(self.head)
 
     def _attach(self, structure: int) -> None:

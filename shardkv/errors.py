@@ -82,3 +82,31 @@ def _text(b: bytes) -> str:
     """A client's bytes inside an error text: sent back as they came (protocol.error encodes the
     text with surrogateescape), as Redis does."""
     return b[:128].decode("utf-8", "surrogateescape")
+
+
+# CLIENT TRACKING and CLIENT CACHING
+TRACKING_ONE_REDIRECT = "ERR A client can only redirect to a single other client"
+TRACKING_NO_SUCH_CLIENT = "ERR The client ID you want redirect to does not exist"
+TRACKING_PREFIX_NEEDS_BCAST = "ERR PREFIX option requires BCAST mode to be enabled"
+TRACKING_SWITCH_BCAST = ("ERR You can't switch BCAST mode on/off before disabling tracking for this client, "
+                         "and then re-enabling it with a different mode.")
+TRACKING_BCAST_OPTIN = "ERR OPTIN and OPTOUT are not compatible with BCAST"
+TRACKING_OPTIN_OPTOUT = "ERR You can't specify both OPTIN mode and OPTOUT mode"
+TRACKING_SWITCH_OPT = ("ERR You can't switch OPTIN/OPTOUT mode before disabling tracking for this client, "
+                       "and then re-enabling it with a different mode.")
+# shardkv's own: the bound on BCAST registrations (--tracking-prefixes-max).
+TRACKING_PREFIXES_FULL = "ERR too many tracking prefixes (tracking-prefixes-max)"
+CACHING_NOT_TRACKING = ("ERR CLIENT CACHING can be called only when the client is in tracking mode with OPTIN "
+                        "or OPTOUT mode enabled")
+CACHING_YES = "ERR CLIENT CACHING YES is only valid when tracking is enabled in OPTIN mode."
+CACHING_NO = "ERR CLIENT CACHING NO is only valid when tracking is enabled in OPTOUT mode."
+
+
+def prefix_overlaps_existing(prefix: str, old: str) -> str:
+    return (f"ERR Prefix '{prefix}' overlaps with an existing prefix '{old}'. "
+            "Prefixes for a single client must not overlap.")
+
+
+def prefix_overlaps_provided(prefix: str, other: str) -> str:
+    return (f"ERR Prefix '{prefix}' overlaps with another provided prefix '{other}'. "
+            "Prefixes for a single client must not overlap.")

@@ -26,6 +26,7 @@ MIB = 1024 * 1024
 REQUIREPASS_BYTES_MAX = 512  # room for the password in the stats segment (Redis has no small limit)
 SUBSCRIPTION_ENTRY_BYTES = 256  # one subscription in a worker's tables, Python objects included, rounded up
 WATCH_ENTRY_BYTES = 256  # one WATCHed (key, client) in a worker's table, Python objects included, rounded up
+TRACKING_PREFIX_ENTRY_BYTES = 512  # one BCAST (prefix, client) registration, held by every worker
 RUNNING_SCRIPT_BYTES = 4096  # the name and command of the script running now (FUNCTION STATS), any worker
 PROCESS_OVERHEAD_MIB = 48  # CPython + uvloop + our modules, measured RSS of an idle worker, rounded up
 
@@ -76,6 +77,12 @@ class Limits:
     functions_bytes_max: int = 4 * 1024 * 1024  # FUNCTION libraries' code, in the same segment
     lua_heap_bytes_max: int = 48 * 1024 * 1024
     pubsub_output_bytes_max: int = 32 * 1024 * 1024
+    # Client tracking (CLIENT TRACKING): the bytes one shard's table of tracked keys may take,
+    # Python objects included (tracking.py counts them); past it, or past the runtime
+    # `tracking-table-max-keys`, keys are dropped from it with an invalidation, as Redis does.
+    tracking_table_bytes_per_shard_max: int = 8 * 1024 * 1024
+    # BCAST registrations, (prefix, client), of the whole server; every worker holds them all.
+    tracking_prefixes_max: int = 4096
 
     def resolved(self) -> Limits:
         shards = self.shards or (os.cpu_count() or 1)
@@ -140,6 +147,9 @@ class Limits:
         if self.transaction_bytes_per_worker_max < 1024 or self.watched_keys_per_shard_max < 1:
             raise LimitsError("transaction-bytes-per-worker-max must be at least 1024, "
                               "watched-keys-per-shard-max at least 1")
+        if self.tracking_table_bytes_per_shard_max < 64 * 1024 or self.tracking_prefixes_max < 1:
+            raise LimitsError("tracking-table-bytes-per-shard-max must be at least 65536, "
+                              "tracking-prefixes-max at least 1")
         if self.watchdog_timeout_ms < 0:
             raise LimitsError("watchdog-timeout-ms must be 0 (off) or positive")
         if len(self.password()) > REQUIREPASS_BYTES_MAX:
@@ -219,7 +229,13 @@ class Footprint:
     def worker_bytes(self) -> int:
         return (self.connection_bytes_per_worker + self.arena_bytes_per_worker + self.limits.output_bytes_per_worker_max
                 + self.limits.transaction_bytes_per_worker_max + self.watch_bytes_per_worker
-                + self.subscription_bytes_per_worker + self.limits.lua_heap_bytes_max)
+                + self.subscription_bytes_per_worker + self.limits.lua_heap_bytes_max
+                + self.tracking_bytes_per_worker)
+
+    @property
+    def tracking_bytes_per_worker(self) -> int:
+        return (self.limits.tracking_table_bytes_per_shard_max
+                + self.limits.tracking_prefixes_max * TRACKING_PREFIX_ENTRY_BYTES)
 
     @property
     def subscription_bytes_per_worker(self) -> int:
@@ -267,6 +283,8 @@ class Footprint:
              s * self.subscription_bytes_per_worker),
             ("watched keys (bound)", f"{s} x {lim.watched_keys_per_shard_max} x {WATCH_ENTRY_BYTES}",
              s * self.watch_bytes_per_worker),
+            ("tracking tables (bound)", f"{s} x ({lim.tracking_table_bytes_per_shard_max} + "
+             f"{lim.tracking_prefixes_max} x {TRACKING_PREFIX_ENTRY_BYTES})", s * self.tracking_bytes_per_worker),
         ]
         width = max(len(r[0]) for r in rows)
         lines = [f"{'part':<{width}}  {'bytes':>12}  layout"]
@@ -388,6 +406,8 @@ OPTIONS: dict[str, tuple[str, object]] = {
     "functions-bytes-max": ("functions_bytes_max", parse_memory),
     "lua-heap-bytes-max": ("lua_heap_bytes_max", parse_memory),
     "pubsub-output-bytes-max": ("pubsub_output_bytes_max", parse_memory),
+    "tracking-table-bytes-per-shard-max": ("tracking_table_bytes_per_shard_max", parse_memory),
+    "tracking-prefixes-max": ("tracking_prefixes_max", _int),
     "timeout": ("timeout", _int),
 }
 

@@ -43,6 +43,7 @@ TUNABLES: dict[str, tuple[int, int]] = {
     "timeout": (7, 0),  # seconds an idle client is kept (the boot value comes from Limits.timeout)
     "notify-keyspace-events": (8, 0),  # the enabled classes as bits (commands/notify.py), "" = 0
     "busy-reply-threshold": (9, 5000),  # ms a script runs before other clients get -BUSY (0: never)
+    "tracking-table-max-keys": (10, 1_000_000),  # tracked keys of the whole server (0: no limit)
 }
 TUNABLE_ALIASES = {"hash-max-ziplist-entries": "hash-max-listpack-entries",
                    "hash-max-ziplist-value": "hash-max-listpack-value",
@@ -62,7 +63,10 @@ W_NEXT_CLIENT_ID = 17  # the next client id's sequence number, kept across resta
 # none), and the last one it committed.  A shard holding an undo log of this worker's
 # transaction reads them to learn its fate.
 W_TXN_LAST, W_TXN_ACTIVE, W_TXN_DECIDED = 18, 19, 20
-W_COMMAND_STATS = 21  # then CMD_WORDS words per command, in table order:
+# Client tracking (tracking.py): this worker's clients with tracking on, and its shard's table:
+# keys, (key, client) items, distinct BCAST prefixes (every worker holds all of them).
+W_TRACKING_CLIENTS, W_TRACKING_KEYS, W_TRACKING_ITEMS, W_TRACKING_PREFIXES = 21, 22, 23, 24
+W_COMMAND_STATS = 25  # then CMD_WORDS words per command, in table order:
 CMD_CALLS, CMD_USEC, CMD_FAILED, CMD_REJECTED, CMD_WORDS = range(5)
 
 

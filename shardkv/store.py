@@ -40,10 +40,14 @@ import mmap
 import struct
 import zlib
 from collections.abc import Callable, Collection, Iterator
+from typing import TYPE_CHECKING
 
 from shardkv.errors import OOM, WRONGTYPE, CommandError
 from shardkv.keywatch import NOTE_CHANGED, NOTE_SWAPPED, KeyWatches
 from shardkv.limits import DATABASES_MAX, PAGE_BYTES, PAGE_ENTRY_BYTES, SEGMENT_HEADER_BYTES, Footprint
+
+if TYPE_CHECKING:
+    from shardkv.tracking import TrackingTable
 
 MAGIC = 0x5348_4B56_0001  # "SHKV" v1
 VERSION = 1
@@ -192,8 +196,16 @@ class Store:
         # in `noted` (how, db, key), which the router settles after the command.
         self.cas: Collection[tuple[int, bytes]] = ()
         self.key_watches: KeyWatches | None = None
+        self.tracking_table: TrackingTable | None = None
         self.noted: list[tuple[int, int, bytes]] = []
         self.noted_existed: dict[tuple[int, bytes], bool] = {}  # SWAPDB: existed in its db before
+        # Client tracking (tracking.TrackingTable): while it tracks keys or BCAST prefixes, every
+        # key a command changes is noted in `modified`, and every key removed because its time
+        # passed in `expired_noted` (no client changed those: NOLOOP does not hide them).
+        self.tracking = False
+        self.modified: list[bytes] = []
+        self.expired_noted: list[bytes] = []
+        self._expiring = False
         # Keyspace notifications (commands/notify.py): the classes enabled now (set by the router
         # before each command; 0 when notifications are off) and the events emitted, (db, event,
         # key), published by the router after the command.  The store itself emits `new` (a key
@@ -292,7 +304,9 @@ class Store:
             if exp and exp <= now_ms:
                 if self.event_flags & EVENT_EXPIRED:
                     self.events.append((db, b"expired", bytes(key)))
+                self._expiring = True
                 self._unlink(link, off, pdb)
+                self._expiring = False
                 self.q[H_EXPIRED] += 1
                 off = link = 0
         if self.counting_reads:
@@ -470,6 +484,8 @@ class Store:
             self.touched.append((db, key))
         if self.cas and (db, key) in self.cas:
             self.noted.append((NOTE_CHANGED, db, key))
+        if self.tracking:
+            self.modified.append(bytes(key))
         db = self.dbmap[db]
         off = block or self._alloc(record_bytes(len(key), len(value)))
         self.write_record(off, db, key, kind, value, expire_ms)
@@ -518,6 +534,8 @@ class Store:
                     self.touched.append((db, key))
                 if self.cas and (db, key) in self.cas:
                     self.noted.append((NOTE_CHANGED, db, key))
+                if self.tracking:
+                    self.modified.append(bytes(key))
                 new_off = next(record_blocks)
                 self.write_record(new_off, pdb, key, kind, value, expire_ms)
             _JOURNAL_ENTRY.pack_into(mm, at, value is not None, pdb, len(key), new_off)
@@ -579,11 +597,13 @@ class Store:
         return self._find_stored(self.dbmap[db], key)[0]
 
     def note_record(self, off: int) -> None:
-        """A change to the key of record `off` (a head record), if a client WATCHes it."""
+        """A change to the key of record `off` (a head record), if a client WATCHes or tracks it."""
         info = self.q[(off >> 3) + 2]
         wk = (self.dbmap.index((info >> 40) & 0xFF), bytes(self.key_of(off)))
         if wk in self.cas:
             self.noted.append((NOTE_CHANGED, *wk))
+        if self.tracking:
+            (self.expired_noted if self._expiring else self.modified).append(wk[1])
 
     def presence(self, db: int, key: bytes, now_ms: int) -> tuple[bool, bool]:
         """(a record exists, it exists but its time has passed), deleting nothing."""
@@ -713,7 +733,7 @@ class Store:
         return 0, 0, bucket
 
     def set_expire(self, off: int, db: int, expire_ms: int) -> None:
-        if self.cas:
+        if self.cas or self.tracking:
             self.note_record(off)
         db = self.dbmap[db]
         q = self.q
@@ -731,7 +751,7 @@ class Store:
         return True
 
     def _unlink(self, link: int, off: int, db: int) -> None:
-        if self.cas:
+        if self.cas or self.tracking:
             self.note_record(off)
         q = self.q
         q[link] = q[off >> 3]  # publish the removal
@@ -869,7 +889,9 @@ class Store:
                     pdb = (q[(off >> 3) + 2] >> 40) & 0xFF
                     if self.event_flags & EVENT_EXPIRED:
                         self.events.append((self.dbmap.index(pdb), b"expired", bytes(self.key_of(off))))
+                    self._expiring = True
                     self._unlink(link, off, pdb)
+                    self._expiring = False
                     q[H_EXPIRED] += 1
                     removed += 1
                 else:

@@ -11,6 +11,7 @@ import hmac
 from dataclasses import dataclass
 
 from shardkv import errors, protocol
+from shardkv.commands import tracking
 from shardkv.commands.args import db_index, decode_optional, encode_optional, parse_int
 from shardkv.commands.context import REPLY_OFF, REPLY_ON, REPLY_SKIP, Client, Pending, Reply, WorkerClient, WorkerView
 from shardkv.commands.multi import reset_multi, unwatch_all
@@ -39,6 +40,7 @@ def reset(conn: Client, argv: list[bytes]) -> bytes:
     reset_multi(conn)
     unwatch_all(conn)
     conn.server.pubsub.drop(conn)
+    tracking.disable(conn)
     conn.db = 0
     conn.proto = 2
     conn.name = b""
@@ -158,12 +160,19 @@ CLIENT_HELP = [
     "    Unblock the specified blocked client.",
     "KILL <option> <value> [<option> <value> [...]]",
     "    Kill connections. Options are: ID <client-id>, ADDR <ip:port>, LADDR <ip:port>, SKIPME (YES|NO).",
+    "TRACKING (ON|OFF) [REDIRECT <id>] [BCAST] [PREFIX <prefix> [...]] [OPTIN] [OPTOUT] [NOLOOP]",
+    "    Turn invalidation messages for client-side caching on or off.",
+    "CACHING (YES|NO)",
+    "    In OPTIN (OPTOUT) mode: track (do not track) the keys the next command reads.",
+    "GETREDIR", "    The client the invalidation messages go to (0: this one, -1: tracking is off).",
+    "TRACKINGINFO", "    This connection's tracking mode, redirection and prefixes.",
     "HELP", "    Print this help.",
 ]
 
 
 @client_command("client", -2, "", where=CONN, group="connection", summary="Inspect and manage client connections",
-         subcommands=("id", "getname", "setname", "setinfo", "info", "list", "kill", "unblock", "reply", "help"))
+         subcommands=("id", "getname", "setname", "setinfo", "info", "list", "kill", "unblock", "reply", "tracking",
+                      "caching", "getredir", "trackinginfo", "help"))
 def client(conn: Client, argv: list[bytes]) -> Reply:
     sub = argv[1].lower()
     n = len(argv)
@@ -213,9 +222,18 @@ def client(conn: Client, argv: list[bytes]) -> Reply:
                 conn.reply_mode = REPLY_SKIP
             return b""
         raise CommandError(errors.SYNTAX)
+    if sub == b"tracking" and n >= 3:
+        return tracking.client_tracking(conn, argv)
+    if sub == b"caching" and n >= 3:
+        return tracking.client_caching(conn, argv)
+    if sub == b"getredir" and n == 2:
+        return tracking.client_getredir(conn)
+    if sub == b"trackinginfo" and n == 2:
+        return tracking.client_trackinginfo(conn)
     if sub == b"help" and n == 2:
         return protocol.array([protocol.simple(line) for line in CLIENT_HELP])
-    if sub in (b"id", b"getname", b"setname", b"setinfo", b"info", b"help", b"kill", b"unblock", b"reply"):
+    if sub in (b"id", b"getname", b"setname", b"setinfo", b"info", b"help", b"kill", b"unblock", b"reply",
+               b"tracking", b"caching", b"getredir", b"trackinginfo"):
         raise CommandError(errors.wrong_arity(f"client|{sub.decode()}"))
     raise CommandError(errors.unknown_subcommand(argv[1], "client"))
 

@@ -22,6 +22,7 @@ from shardkv.store import Store
 
 if TYPE_CHECKING:
     from shardkv.commands.pubsub import Subscriptions
+    from shardkv.commands.tracking import ClientTracking
     from shardkv.scripting.engine import Library, LuaFunction
 
 
@@ -213,6 +214,7 @@ class Client(Protocol):
     patterns: dict[bytes, None]  # PSUBSCRIBEd patterns
     shard_channels: dict[bytes, None]  # SSUBSCRIBEd shard channels
     reply_mode: bytes  # CLIENT REPLY: REPLY_ON, REPLY_OFF or REPLY_SKIP (the next command's)
+    tracking: ClientTracking | None  # CLIENT TRACKING (None: off)
 
     @property
     def server(self) -> Server: ...
@@ -253,8 +255,20 @@ class WorkerView(Protocol):
     @property
     def scripts(self) -> ScriptRunner: ...
 
+    @property
+    def workers(self) -> int: ...
+
     def clients(self) -> Iterable[WorkerClient]:
         """This worker's open connections."""
+        ...
+
+    def client_by_id(self, client_id: int) -> WorkerClient | None:
+        """This worker's open connection with that id, if any."""
+        ...
+
+    def tell_worker(self, worker: int, argv: list[bytes]) -> None:
+        """Run an internal WORKER command on another worker, one way (no reply), in order after
+        what this worker sent it before."""
         ...
 
     def unblock(self, client_id: int, as_error: bool) -> bool:

@@ -19,7 +19,7 @@ from collections.abc import Callable
 from shardkv import errors, protocol
 from shardkv.commands import notify
 from shardkv.commands.args import ShardCtx, parse_cursor, parse_int, parse_int32
-from shardkv.commands.context import Client, Pending
+from shardkv.commands.context import Client, Pending, Reply
 from shardkv.commands.keyspace import ScanPart
 from shardkv.commands.table import Command, Where, client_command, command, lookup, public_commands
 from shardkv.errors import CommandError
@@ -46,6 +46,10 @@ from shardkv.stats import (
     W_READY,
     W_REJECTED,
     W_RESTARTS,
+    W_TRACKING_CLIENTS,
+    W_TRACKING_ITEMS,
+    W_TRACKING_KEYS,
+    W_TRACKING_PREFIXES,
 )
 
 SERVER = Where.SERVER
@@ -233,7 +237,7 @@ def _config_change(conn: Client, name: str, raw: bytes, fixed: dict[str, str]) -
     return None
 
 
-def config_set(conn: Client, argv: list[bytes]) -> bytes:
+def config_set(conn: Client, argv: list[bytes]) -> Reply:
     """All or nothing, as in Redis 7.0: every pair is checked before any is applied."""
     values = config_values(conn)
     names = [argv[i].decode(errors="replace").lower() for i in range(2, len(argv), 2)]
@@ -251,6 +255,17 @@ def config_set(conn: Client, argv: list[bytes]) -> bytes:
     for change in changes:
         if change is not None:
             change()
+    if "tracking-table-max-keys" in seen:
+        server = conn.server
+
+        async def trim() -> bytes:
+            # One shard after the other, each seeing what those before it kept: the server
+            # ends with exactly the new number of keys, as one Redis would.
+            for shard in range(server.workers):
+                await server.call_shard(shard, [b"__tracktrim"], 0, 2)
+            return protocol.OK
+
+        return server.later(conn, trim())
     return protocol.OK
 
 
@@ -258,7 +273,7 @@ def config_set(conn: Client, argv: list[bytes]) -> bytes:
 # subcommands, which this table does not list as rows.
 @client_command("config", -2, "", where=SERVER, group="server",
          summary="Read, change and reset server parameters", subcommands=("get", "set", "resetstat", "help"))
-def config(conn: Client, argv: list[bytes]) -> bytes:
+def config(conn: Client, argv: list[bytes]) -> Reply:
     sub = argv[1].lower()
     if sub == b"get" and len(argv) >= 3:
         values = config_values(conn)
@@ -336,7 +351,7 @@ def info_text(conn: Client, sections: list[str]) -> str:
                 ("connected_clients", stats.total(W_CONNECTED)), ("cluster_connections", 0),
                 ("maxclients", lim.maxclients), ("client_recent_max_input_buffer", 0),
                 ("client_recent_max_output_buffer", 0), ("blocked_clients", stats.total(W_BLOCKED)),
-                ("tracking_clients", 0), ("clients_in_timeout_table", 0),
+                ("tracking_clients", stats.total(W_TRACKING_CLIENTS)), ("clients_in_timeout_table", 0),
             ])
         elif name == "memory":
             section("Memory", [
@@ -372,6 +387,9 @@ def info_text(conn: Client, sections: list[str]) -> str:
                 ("expired_keys", sum(s.expired_keys for s in worker.stores)), ("evicted_keys", 0),
                 ("keyspace_hits", stats.total(W_HITS)), ("keyspace_misses", stats.total(W_MISSES)),
                 ("pubsub_channels", 0), ("pubsub_patterns", 0),
+                ("tracking_total_keys", stats.total(W_TRACKING_KEYS)),
+                ("tracking_total_items", stats.total(W_TRACKING_ITEMS)),
+                ("tracking_total_prefixes", max(stats.get(w, W_TRACKING_PREFIXES) for w in range(stats.workers))),
                 ("total_error_replies", stats.error_totals()[0]),
                 ("client_output_buffer_limit_disconnections", stats.total(W_OUTPUT_LIMIT)),
             ])
@@ -477,9 +495,19 @@ def flush_generic(conn: Client, argv: list[bytes], every_db: bool) -> Pending:
     if len(argv) > 2 or (len(argv) == 2 and argv[1].upper() not in (b"ASYNC", b"SYNC")):
         raise CommandError(errors.SYNTAX)
     part = [b"__flush", b"all" if every_db else b"db"]
-    parts = {s: list(part) for s in range(conn.server.workers)}
-    return conn.server.transaction_reply(
-        conn, parts, lambda replies: first_error(replies) or protocol.OK)
+    server = conn.server
+    parts = {s: list(part) for s in range(server.workers)}
+
+    def merged(replies: dict[int, bytes]) -> bytes:
+        error = first_error(replies)
+        if error is not None:
+            return error
+        if server.stats.total(W_TRACKING_CLIENTS):  # as Redis: every tracking client gets a null
+            for w in range(server.workers):
+                server.tell_shard(w, [b"__trackflush"])
+        return protocol.OK
+
+    return server.transaction_reply(conn, parts, merged)
 
 
 @client_command("flushdb", -1, "write", where=SERVER, group="server", acl="@keyspace @dangerous",
@@ -497,6 +525,8 @@ def flushall(conn: Client, argv: list[bytes]) -> Pending:
 @command("__flush", 2, "write", where=Where.SHARD, group="internal", summary="Flush one shard (FLUSHDB/FLUSHALL part)")
 def shard_flush(ctx: ShardCtx, argv: list[bytes]) -> bytes:
     ctx.store.flush(None if argv[1] == b"all" else ctx.db)
+    if ctx.store.tracking_table is not None:
+        ctx.store.tracking_table.flush()
     return protocol.OK
 
 

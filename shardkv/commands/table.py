@@ -241,7 +241,7 @@ def check_arity(cmd: Command, argc: int) -> None:
 # The command families, registered explicitly; every other module of the package is a helper.
 # A module that is neither is an error at start (`load_all`), not a silently missing family.
 FAMILIES = ("bits", "connection", "hashes", "keyspace", "lists", "multi", "pubsub", "scripting", "server", "sets",
-            "sort", "strings")
+            "sort", "strings", "tracking")
 HELPERS = ("across", "args", "collections", "context", "notify", "table")
 
 

@@ -16,6 +16,7 @@ from typing import TYPE_CHECKING
 
 from shardkv import errors, protocol
 from shardkv.commands.context import REPLY_ON, REPLY_SKIP, Pending
+from shardkv.commands.tracking import ClientTracking, client_list_fields
 from shardkv.router.dispatch import CLIENT_CLOSE, Router
 from shardkv.stats import W_OUTPUT_LIMIT
 
@@ -67,6 +68,7 @@ class Connection(asyncio.BufferedProtocol):
         self.shard_channels: dict[bytes, None] = {}
         self.reply_mode = REPLY_ON
         self.silenced: set[Pending] = set()  # replies to drop when they come (CLIENT REPLY OFF / SKIP)
+        self.tracking: ClientTracking | None = None
         self.addr = ""
         self.laddr = ""
 
@@ -141,6 +143,11 @@ class Connection(asyncio.BufferedProtocol):
         if self.transport is None or self.closing:
             return
         worker = self.worker
+        if (self.proto == 3 or self.subscribed) and worker.inbox_pending():
+            # What other workers sent before this client's command came goes first: a message
+            # or invalidation caused by a write that was already answered arrives before the
+            # reply to this command, as in one Redis.
+            worker.drain()
         if self.barrier is not None or self.writing_paused or self.inflight >= lim_inflight(self):
             self._update_reading()
             return
@@ -367,7 +374,9 @@ class Connection(asyncio.BufferedProtocol):
 
     def client_info(self) -> str:
         now = time.monotonic()
-        flags = "b" if self.blocked else "x" if self.multi is not None else "P" if self.subscribed else "N"
+        flags = "b" if self.blocked else "x" if self.multi is not None else "P" if self.subscribed else ""
+        tracking_flags, redir = client_list_fields(self)
+        flags = (flags + tracking_flags) or "N"
         multi = -1 if self.multi is None else len(self.multi)
         return (
             f"id={self.id} addr={self.addr} laddr={self.laddr} fd=-1 name={self.name.decode(errors='replace')} "
@@ -376,7 +385,7 @@ class Connection(asyncio.BufferedProtocol):
             f"qbuf={self.end} qbuf-free={len(self.buf) - self.end} "
             f"argv-mem=0 multi-mem=0 rbs={len(self.buf)} rbp={len(self.buf)} obl=0 oll={len(self.replies)} "
             f"omem=0 tot-mem={len(self.buf)} events=r cmd={self.last_command.decode(errors='replace')} "
-            f"user=default redir=-1 resp={self.proto} lib-name={self.lib_name.decode(errors='replace')} "
+            f"user=default redir={redir} resp={self.proto} lib-name={self.lib_name.decode(errors='replace')} "
             f"lib-ver={self.lib_ver.decode(errors='replace')}"
         )
 

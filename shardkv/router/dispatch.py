@@ -59,6 +59,18 @@ SLOTS = 16384
 # The shards an EXEC holds locked, in its task and the tasks it starts (a FLUSHALL queued in
 # MULTI runs its parts on them without locking again); None elsewhere.
 HOLDING: ContextVar[frozenset[int] | None] = ContextVar("HOLDING", default=None)
+# The client whose command runs, when it tracks keys with NOLOOP (0: none): the shards it changes
+# keys on do not send it their invalidations.  Forwarded in the header of what goes to a shard.
+MODIFIER: ContextVar[int] = ContextVar("MODIFIER", default=0)
+MODIFIER_FLAG = 0x80  # in a forwarded command's protocol byte: 8 bytes of client id follow the db byte
+
+
+def head(proto: int, db: int) -> bytes:
+    """The header of a command sent to another shard: protocol, db, and the NOLOOP modifier."""
+    modifier = MODIFIER.get()
+    if modifier:
+        return bytes((proto | MODIFIER_FLAG, db)) + modifier.to_bytes(8, "little")
+    return bytes((proto, db))
 
 
 # A reply that tells the client's connection to close without a reply: the command's reply grew
@@ -197,7 +209,7 @@ class Router:
         """Run or route one command; conn.buf[start:end] is its RESP frame, if it came as one."""
         cmd = COMMANDS.get(argv[0]) or lookup(argv[0])
         if cmd is not None and cmd.one_key and conn.authenticated and conn.multi is None and not (
-                conn.channels or conn.patterns or conn.shard_channels):
+                conn.channels or conn.patterns or conn.shard_channels) and conn.tracking is None:
             # The common case in short: the same checks as below, in the same order.
             if cmd.arity_ok(len(argv)) and len(argv[1]) <= self.key_bytes_max:
                 shard = self.me if self.single else self.owners[key_slot(argv[1])]
@@ -216,11 +228,62 @@ class Router:
             return refused(conn, self.rejected(cmd, errors.subscribed_context(name)))
         if conn.multi is not None and cmd.name not in MULTI_CONTROL:
             return self.queue(conn, cmd, argv)
+        if conn.tracking is not None:
+            return self.execute_tracked(conn, cmd, argv, start, end)
+        return self.run_command(conn, cmd, argv, start, end)
+
+    def run_command(self, conn: Connection, cmd: Command, argv: list[bytes], start: int, end: int) -> Reply:
         if cmd.where is not Where.KEYED:
             return self.run_client(cmd, conn, argv)
         if cmd.blocking is not None:
             return self.worker.blocking.start(conn, cmd, argv)
         return self.route(cmd, conn, argv, start, end)
+
+    def execute_tracked(self, conn: Connection, cmd: Command, argv: list[bytes], start: int, end: int) -> Reply:
+        """A command of a client with tracking on: a read registers its keys with their shards
+        first (EXEC: the reads it queued); with NOLOOP the shards learn who changes keys.
+        CLIENT CACHING's flag lasts for this one command (or a whole MULTI ... EXEC)."""
+        t = conn.tracking
+        assert t is not None
+        if t.tracks_reads():
+            if cmd.name == "exec" and conn.multi is not None:
+                for queued in conn.multi:
+                    self.remember(conn, queued)
+            elif cmd.readonly:
+                self.remember(conn, argv, cmd)
+        token = MODIFIER.set(conn.id) if t.noloop else None
+        try:
+            reply = self.run_command(conn, cmd, argv, start, end)
+        finally:
+            if token is not None:
+                MODIFIER.reset(token)
+        if conn.multi is None and cmd.name != "client":
+            t.caching = False
+        return reply
+
+    def remember(self, client: Client, argv: list[bytes], cmd: Command | None = None) -> None:
+        """Register the keys of a read-only command (or a script's declared keys: argv is then just
+        the keys) with the shards owning them, for a tracking client, before they are read."""
+        if cmd is None and argv and (found := lookup(argv[0])) is not None and found.where is Where.KEYED:
+            cmd = found
+        if cmd is not None:
+            if not cmd.readonly or cmd.where is not Where.KEYED:
+                return
+            keys = [argv[i] for i in cmd.key_indexes(argv)]
+        else:
+            keys = argv  # a script's keys
+        by_shard: dict[int, list[bytes]] = {}
+        for key in keys:
+            if len(key) <= self.key_bytes_max:
+                by_shard.setdefault(self.shard_of(key), []).append(key)
+        worker = self.worker
+        for shard, part in by_shard.items():
+            if shard == self.me:
+                worker.tracking.remember(client.id, part, self.stats.tunable("tracking-table-max-keys"))
+                worker.tracking_settle(0)  # (sends what it evicted, if anything)
+            else:
+                worker.peers.request(shard, K_REQ, bytes((2, client.db)) + protocol.encode_command(
+                    [b"__track", b"%d" % client.id, *part]), _ignore)
 
     def busy_reply(self, conn: Connection, argv: list[bytes]) -> bytes | None:
         """While a script runs past busy-reply-threshold: None for the commands Redis still runs
@@ -296,7 +359,7 @@ class Router:
         """Send a command to the worker owning its keys; its reply resolves the Pending."""
         raw = bytes(conn.buf[start:end]) if start >= 0 and conn.buf[start] == 42 else protocol.encode_command(argv)
         pending = Pending(conn)
-        self.worker.peers.request(shard, K_REQ, bytes((conn.proto, conn.db)) + raw, lambda reply: pending.resolve(
+        self.worker.peers.request(shard, K_REQ, head(conn.proto, conn.db) + raw, lambda reply: pending.resolve(
             reply if reply is not None else protocol.error(errors.SHARD_RESTARTED)))
         return pending
 
@@ -349,6 +412,8 @@ class Router:
             worker.key_watches.settle(ctx.now_ms)
         if store.events:
             worker.publish_events()
+        if store.tracking:
+            worker.tracking_settle(MODIFIER.get())
         return reply
 
     # ------------------------------------------------------------------ undo log (this shard's part of an EXEC)
@@ -409,6 +474,12 @@ class Router:
     def run_raw(self, body: bytes, blocks: list[int] | None = None) -> bytes:
         """Run a command forwarded by another worker: body = proto, db, the command as RESP."""
         proto, db = body[0], body[1]
+        if proto & MODIFIER_FLAG:  # from a NOLOOP tracking client
+            token = MODIFIER.set(int.from_bytes(body[2:10], "little"))
+            try:
+                return self.run_raw(bytes((proto & ~MODIFIER_FLAG, db)) + body[10:], blocks)
+            finally:
+                MODIFIER.reset(token)
         argv = parse_forwarded(body)
         cmd = lookup(argv[0])
         assert cmd is not None and cmd.where in (Where.KEYED, Where.SHARD, Where.WORKER), argv[0]
@@ -491,7 +562,7 @@ class Router:
             worker = self.worker
             locked: list[int] = []
             local_blocks: list[int] | None = None
-            bodies = {s: bytes((proto, db)) + protocol.encode_command(a) for s, a in parts.items()}
+            bodies = {s: head(proto, db) + protocol.encode_command(a) for s, a in parts.items()}
             replies: dict[int, bytes] = {}
             try:
                 for shard in sorted(parts):
@@ -517,7 +588,7 @@ class Router:
 
                     async def apply(shard: int, argv: list[bytes]) -> bytes:
                         if shard != self.me:
-                            return await self.ask(shard, K_APPLY, bytes((proto, db)) + protocol.encode_command(argv))
+                            return await self.ask(shard, K_APPLY, head(proto, db) + protocol.encode_command(argv))
                         cmd = lookup(argv[0])
                         assert cmd is not None
                         blocks = blocks_box[0] if cmd.sizes is not None else None
@@ -580,7 +651,7 @@ class Router:
             cmd = lookup(argv[0])
             assert cmd is not None
             return self.run_keyed(cmd, argv, db, proto)
-        return await self.ask(shard, K_REQ, bytes((proto, db)) + protocol.encode_command(argv))
+        return await self.ask(shard, K_REQ, head(proto, db) + protocol.encode_command(argv))
 
     def tell_shard(self, shard: int, argv: list[bytes]) -> None:
         body = bytes((2, 0)) + protocol.encode_command(argv)
@@ -631,7 +702,9 @@ class Router:
 
 
 def parse_forwarded(body: bytes) -> list[bytes]:
-    """argv of a forwarded command (body = proto, db, the command as RESP)."""
+    """argv of a forwarded command (body = proto, db, [modifier,] the command as RESP)."""
+    if body[0] & MODIFIER_FLAG:
+        body = body[:2] + body[10:]
     tokens = body[2:].split(b"\r\n")
     count = int(tokens[0][1:])
     if len(tokens) == 2 + 2 * count:  # no argument holds a CRLF: the arguments are every other token

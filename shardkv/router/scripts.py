@@ -27,9 +27,10 @@ from typing import TYPE_CHECKING, Any
 from shardkv import errors, protocol, segments
 from shardkv.commands.context import Client, Pending, Reply, Server
 from shardkv.commands.table import Command, lookup
+from shardkv.commands.tracking import ClientTracking
 from shardkv.errors import CommandError
 from shardkv.limits import RUNNING_SCRIPT_BYTES
-from shardkv.router.dispatch import HOLDING
+from shardkv.router.dispatch import HOLDING, MODIFIER
 from shardkv.scripting.cache import ScriptCache
 from shardkv.scripting.engine import Aborted, Library, LuaEngine, LuaFunction, RedisCallError, ScriptError, library_name
 from shardkv.stats import G_SCRIPT_FUNCTION, G_SCRIPT_KILL, G_SCRIPT_STARTED_MS, G_SCRIPT_WORKER, G_SCRIPT_WROTE
@@ -68,6 +69,7 @@ class ScriptClient:
     patterns: dict[bytes, None] = field(default_factory=dict)
     shard_channels: dict[bytes, None] = field(default_factory=dict)
     reply_mode: bytes = b"on"
+    tracking: ClientTracking | None = None  # (the caller's tracking applies: Scripts._execute)
 
     @property
     def connected(self) -> bool:
@@ -100,6 +102,7 @@ class Scripts:
         self.thread = concurrent.futures.ThreadPoolExecutor(1, thread_name_prefix="lua")
         self.running: ScriptClient | None = None
         self.readonly = False
+        self.read = False  # the running script called a read-only command (client tracking)
         self.wrote = False
 
     # ------------------------------------------------------------------ the cache
@@ -165,13 +168,13 @@ class Scripts:
                     return protocol.error(str(exc))
             return self.engine.run(name, name, keys, args, client.proto, call)
 
-        return self.worker.router.later(client, self._run(client, job, readonly, False, announcement))
+        return self.worker.router.later(client, self._run(client, job, readonly, False, announcement, keys))
 
     async def _run(self, client: Client, job: Callable[[Caller], bytes], readonly: bool, function: bool,
-                   announcement: bytes) -> bytes:
+                   announcement: bytes, keys: list[bytes]) -> bytes:
         router = self.worker.router
         if HOLDING.get() is not None:  # EVAL queued in a MULTI: the EXEC holds every shard already
-            return await self._execute(client, job, readonly, function, announcement)
+            return await self._execute(client, job, readonly, function, announcement, keys)
         transactions = router.transactions
         async with router.txn_lock:
             txn_id = transactions.begin()
@@ -181,7 +184,7 @@ class Scripts:
             token = HOLDING.set(frozenset(shards))
             try:
                 locked = await router.lock_shards(shards, client.db, client.proto, router.me << 56 | txn_id)
-                reply = await self._execute(client, job, readonly, function, announcement)
+                reply = await self._execute(client, job, readonly, function, announcement, keys)
                 await transactions.decidable(txn_id)
                 transactions.decide(txn_id, commit=True)
                 committed = True
@@ -195,11 +198,12 @@ class Scripts:
                 router.unlock_shards(locked, None, commit=committed)
 
     async def _execute(self, client: Client, job: Callable[[Caller], bytes], readonly: bool, function: bool,
-                       announcement: bytes) -> bytes:
+                       announcement: bytes, keys: list[bytes]) -> bytes:
         stats = self.worker.stats
         self.running = ScriptClient(client.server, client.id, client.db, 2, client.name)
         self.readonly = readonly
         self.wrote = False
+        self.read = False
         stats.global_set(G_SCRIPT_KILL, 0)
         stats.global_set(G_SCRIPT_WROTE, 0)
         stats.global_set(G_SCRIPT_FUNCTION, int(function))
@@ -209,9 +213,15 @@ class Scripts:
         stats.global_set(G_SCRIPT_WORKER, self.worker.id + 1)
         loop = asyncio.get_running_loop()
         holding = HOLDING.get()
+        modifier = MODIFIER.get()
         try:
-            return await loop.run_in_executor(self.thread, job,
-                                              lambda raise_errors, argv: self._call(loop, holding, argv))
+            reply = await loop.run_in_executor(self.thread, job,
+                                               lambda raise_errors, argv: self._call(loop, holding, modifier, argv))
+            if self.read and client.tracking is not None and client.tracking.tracks_reads():
+                # As in Redis: a script that called a read-only command tracks its declared keys
+                # (registered while it still holds the shards).
+                self.worker.router.remember(client, keys)
+            return reply
         finally:
             stats.global_set(G_SCRIPT_WORKER, 0)
             self.running = None
@@ -317,9 +327,9 @@ class Scripts:
 
         announcement = self.announce(fn.name.encode(), command)
         return self.worker.router.later(client, self._run(client, job, readonly or "no-writes" in fn.flags, True,
-                                                          announcement))
+                                                          announcement, keys))
 
-    def _call(self, loop: asyncio.AbstractEventLoop, holding: frozenset[int] | None,
+    def _call(self, loop: asyncio.AbstractEventLoop, holding: frozenset[int] | None, modifier: int,
               argv: list[bytes]) -> tuple[bool, Any]:
         """redis.call / redis.pcall, in the script's thread: check, run on the loop, wait."""
         self._hook()  # a script that spends its time in redis.call is killed there too
@@ -332,7 +342,9 @@ class Scripts:
             return True, b"ERR This Redis command is not allowed from script"
         if cmd.is_write and self.readonly:
             return True, b"ERR Write commands are not allowed from read-only scripts."
-        future = asyncio.run_coroutine_threadsafe(self._in_loop(cmd, argv, holding), loop)
+        if cmd.readonly:
+            self.read = True
+        future = asyncio.run_coroutine_threadsafe(self._in_loop(cmd, argv, holding, modifier), loop)
         try:
             reply = future.result()
         except PeerReset as exc:
@@ -345,8 +357,9 @@ class Scripts:
             return True, reply[1:-2]
         return False, reply
 
-    async def _in_loop(self, cmd: Command, argv: list[bytes], holding: frozenset[int] | None) -> bytes:
+    async def _in_loop(self, cmd: Command, argv: list[bytes], holding: frozenset[int] | None, modifier: int) -> bytes:
         HOLDING.set(holding)
+        MODIFIER.set(modifier)
         client = self.running
         assert client is not None
         client.proto = self.engine.resp

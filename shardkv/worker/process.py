@@ -29,7 +29,7 @@ from typing import Any
 import uvloop
 
 from shardkv import errors, protocol, segments
-from shardkv.commands import notify
+from shardkv.commands import notify, tracking
 from shardkv.commands.multi import reset_multi, unwatch_all
 from shardkv.commands.pubsub import Subscriptions
 from shardkv.commands.table import Command, command_index, load_all, lookup
@@ -66,12 +66,14 @@ from shardkv.stats import (
     W_PID,
     W_READY,
     W_REJECTED,
+    W_TRACKING_CLIENTS,
     W_TXN_ACTIVE,
     W_TXN_DECIDED,
     W_TXN_LAST,
     Stats,
 )
 from shardkv.store import H_GENERATION, TXN_ID_MASK, Store
+from shardkv.tracking import EVERY_KEY, TrackingTable
 from shardkv.worker.peers import (
     K_APPLY,
     K_LOCK,
@@ -160,6 +162,10 @@ class Worker:
         self.key_watches = KeyWatches(self.store, self.limits.watched_keys_per_shard_max)  # WATCHed keys
         self.store.key_watches = self.key_watches
         self.store.cas = self.key_watches.by_key
+        self.tracking = TrackingTable(self.store, self.stats, self.id, self.limits.tracking_table_bytes_per_shard_max,
+                                      self.limits.tracking_prefixes_max)  # CLIENT TRACKING, this shard's keys
+        self.store.tracking_table = self.tracking
+        self.by_id: dict[int, Connection] = {}
         self.transaction_bytes = 0  # commands queued after MULTI, all clients together
         self.pubsub = Subscriptions(self.limits.subscriptions_per_worker_max)
         self.notify_word = G_TUNABLES + TUNABLES["notify-keyspace-events"][0]
@@ -213,6 +219,7 @@ class Worker:
         # Counts of the clients a dead predecessor had: none of them is connected any more.
         self.stats.set(self.id, W_CONNECTED, 0)
         self.stats.set(self.id, W_BLOCKED, 0)
+        self.stats.set(self.id, W_TRACKING_CLIENTS, 0)
         # Client ids are unique across workers (worker id in the low bits) and across restarts
         # (the sequence continues where the dead predecessor left it), so CLIENT KILL ID never
         # hits a newer client that got an old id.
@@ -345,6 +352,7 @@ class Worker:
         stats.set(me, W_NEXT_CLIENT_ID, n + 1)
         conn.id = n * self.workers + me
         self.connections.add(conn)
+        self.by_id[conn.id] = conn
         return self.slots.pop()
 
     def release(self, conn: Connection) -> None:
@@ -353,7 +361,9 @@ class Worker:
         reset_multi(conn)
         unwatch_all(conn)
         self.pubsub.drop(conn)
+        tracking.disable(conn)
         self.connections.discard(conn)
+        self.by_id.pop(conn.id, None)
         self.paused.discard(conn)
         self.dirty.discard(conn)
         if conn in self.arena_waiters:
@@ -372,6 +382,68 @@ class Worker:
 
     def unblock(self, client_id: int, as_error: bool) -> bool:
         return self.blocking.unblock(client_id, as_error)
+
+    def inbox_pending(self) -> bool:
+        """Another worker sent this one a request it has not run yet."""
+        peers = self.peers
+        return any(peers.pending_input(s, False) for s in peers.others)
+
+    def client_by_id(self, client_id: int) -> Connection | None:
+        conn = self.by_id.get(client_id)
+        return conn if conn is not None and conn.transport is not None else None
+
+    def tell_worker(self, worker: int, argv: list[bytes]) -> None:
+        self.peers.request(worker, K_REQ, bytes((2, 0)) + protocol.encode_command(argv), _ignore)
+
+    # ------------------------------------------------------------------ client tracking
+
+    def tracking_settle(self, modifier: int) -> None:
+        """After a command or an expiry sweep on this shard: queue the invalidations of what it
+        changed (tracking.py) and send them soon, once the command's reply is queued."""
+        self.tracking.settle(modifier)
+        if self.tracking.per_key or self.tracking.batches:
+            self.tracking_send()
+
+    def tracking_send(self) -> None:
+        """Send the queued invalidations to the workers of their clients at once, so they are in
+        the rings before the writer's reply leaves (a client of theirs that then sends a command
+        finds them first: Connection.process); this worker's own clients get theirs once the
+        current command's reply is queued.  While a transaction or a script holds this shard
+        they wait for its end (unlock_own calls again)."""
+        if self.shard_locked:
+            return
+        local = []
+        sent = False
+        for client, kind, keys in self.tracking.take():
+            home = client % self.workers
+            if home == self.id:
+                local.append((client, kind, keys))
+            else:
+                self.tell_worker(home, [b"__invalidate", b"%d" % client, kind, *keys])
+                sent = True
+        if sent:
+            self.peers.flush()
+        if local:
+            self.loop.call_soon(self.tracking_deliver, local)
+
+    def tracking_deliver(self, messages: list[tuple[int, bytes, list[bytes]]]) -> None:
+        for client, kind, keys in messages:
+            conn = self.client_by_id(client)
+            if conn is not None:
+                tracking.invalidate(self, conn, kind, keys)
+
+    def tracking_peer_restarted(self, src: int) -> None:
+        """Worker src restarted: its clients' BCAST prefixes go from this shard, its shard lost
+        the keys our clients tracked (each gets a null: every key is invalid) and the prefixes of
+        our BCAST clients, which it gets again."""
+        self.tracking.drop_home(src, self.workers)
+        for conn in self.clients():
+            t = conn.tracking
+            if t is None:
+                continue
+            tracking.invalidate(self, conn, EVERY_KEY, [])
+            if t.bcast:
+                self.tell_worker(src, [b"__trackprefix", b"%d" % conn.id, b"1" if t.noloop else b"0", *t.prefixes])
 
     def take_arena(self, conn: Connection) -> bytearray | None:
         if self.arenas:
@@ -457,6 +529,8 @@ class Worker:
         paused, self.paused = self.paused, set()
         for conn in paused:
             self.loop.call_soon(conn.resume)
+        if self.tracking.per_key or self.tracking.batches:
+            self.loop.call_soon(self.tracking_send)
         if self.watchers.deferred:
             self.watchers.transaction_ended()
         self.loop.call_soon(self.drain)
@@ -490,6 +564,7 @@ class Worker:
                     peers.peer_restarted(src)
                     self.watchers.drop_home(src)
                     self.key_watches.drop_home(src, self.workers)
+                    self.tracking_peer_restarted(src)
                     self.blocking.owner_restarted(src)
                     if self.lock_owner == src:
                         self.router.undo_settle_after(src)
@@ -570,6 +645,8 @@ class Worker:
                 self.key_watches.settle(now_ms)
             if self.store.events:
                 self.publish_events()
+            if self.store.tracking:
+                self.tracking_settle(0)
         self.loop.call_later(EXPIRE_PERIOD_S, self.expire_tick)
 
     def clients_tick(self) -> None:
