@@ -84,6 +84,9 @@ def _text(b: bytes) -> str:
     return b[:128].decode("utf-8", "surrogateescape")
 
 
+NO_CONFIG_FILE = "ERR The server is running without a config file"
+CLUSTER_DISABLED = "ERR This instance has cluster support disabled"
+
 # CLIENT TRACKING and CLIENT CACHING
 TRACKING_ONE_REDIRECT = "ERR A client can only redirect to a single other client"
 TRACKING_NO_SUCH_CLIENT = "ERR The client ID you want redirect to does not exist"

@@ -541,7 +541,8 @@ GENERATORS: dict[str, Callable[[Gen], list[bytes]]] = {
     "sort": lambda g: _sort(g, False), "sort_ro": lambda g: _sort(g, True),
     # connection and server
     "auth": lambda g: [b"AUTH", *g.r.choice([[b"pw"], [b"default", b"pw"], [b"a", b"b", b"c"]])],
-    "client": _client, "command": _command, "config": _config, "dbsize": _const(b"DBSIZE"),
+    "client": _client, "cluster": lambda g: [b"CLUSTER", g.pick(b"INFO", b"SLOTS", b"KEYSLOT", b"HELP")],
+    "command": _command, "config": _config, "dbsize": _const(b"DBSIZE"),
     "echo": lambda g: [b"ECHO", g.value()],
     "flushall": lambda g: [b"FLUSHALL", *g.opts([g.pick(b"SYNC", b"ASYNC", b"BAD")])],
     "flushdb": lambda g: [b"FLUSHDB", *g.opts([g.pick(b"SYNC", b"ASYNC")])], "hello": _hello, "info": _info,

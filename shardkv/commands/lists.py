@@ -379,14 +379,14 @@ async def lmove_across(tx: CrossShard, argv: list[bytes]) -> bytes:
     return popped if is_error(popped) else head
 
 
-@command("lmove", 5, "write denyoom", keys=(1, 2, 1), group="list",
+@command("lmove", 5, "write denyoom", keys=(1, 2, 1), group="list", key_flags=("RW access delete", "RW insert"),
          summary="Pop an element from a list, push it to another list and return it",
          across=lambda tx, argv: lmove_across(tx, argv))
 def lmove(ctx: ShardCtx, argv: list[bytes]) -> bytes:
     return _lmove_local(ctx, argv[1], argv[2], _side(argv[3]), _side(argv[4]))
 
 
-@command("rpoplpush", 3, "write denyoom", keys=(1, 2, 1), group="list",
+@command("rpoplpush", 3, "write denyoom", keys=(1, 2, 1), group="list", key_flags=("RW access delete", "RW insert"),
          summary="Remove the last element of a list, prepend it to another list and return it",
          across=lambda tx, argv: lmove_across(tx, argv))
 def rpoplpush(ctx: ShardCtx, argv: list[bytes]) -> bytes:
@@ -526,8 +526,10 @@ def _blmove_plan(argv: list[bytes]) -> BlockPlan:
 
 
 command("brpoplpush", 4, "write denyoom blocking", keys=(1, 2, 1), group="list",
+        key_flags=("RW access delete", "RW insert"),
         summary="Pop from a list, push to another and return it, or block until one is there",
         blocking=_brpoplpush_plan)(_never)
 command("blmove", 6, "write denyoom blocking", keys=(1, 2, 1), group="list",
+        key_flags=("RW access delete", "RW insert"),
         summary="Pop from a list, push to another and return it, or block until one is there",
         blocking=_blmove_plan)(_never)

@@ -21,7 +21,7 @@ from shardkv.commands import notify
 from shardkv.commands.args import ShardCtx, parse_cursor, parse_int, parse_int32
 from shardkv.commands.context import Client, Pending, Reply
 from shardkv.commands.keyspace import ScanPart
-from shardkv.commands.table import Command, Where, client_command, command, lookup, public_commands
+from shardkv.commands.table import Command, Where, acl_categories, client_command, command, lookup, public_commands
 from shardkv.errors import CommandError
 from shardkv.limits import REQUIREPASS_BYTES_MAX, Footprint
 from shardkv.protocol import read_reply
@@ -127,7 +127,7 @@ def command_docs(cmd: Command, proto: int) -> bytes:
 
 @client_command("command", -1, "loading stale", where=SERVER, group="server", acl="@connection",
          summary="Details about all commands",
-         subcommands=("count", "info", "docs", "getkeys", "list", "help"))
+         subcommands=("count", "info", "docs", "getkeys", "getkeysandflags", "list", "help"))
 def command_(conn: Client, argv: list[bytes]) -> bytes:
     proto = conn.proto
     if len(argv) == 1:
@@ -141,7 +141,7 @@ def command_(conn: Client, argv: list[bytes]) -> bytes:
     if sub == b"docs":
         cmds = public_commands() if len(argv) == 2 else [c for c in (_public(n) for n in argv[2:]) if c]
         return protocol.map_reply(proto, [(protocol.bulk(c.name.encode()), command_docs(c, proto)) for c in cmds])
-    if sub == b"getkeys" and len(argv) >= 3:
+    if sub in (b"getkeys", b"getkeysandflags") and len(argv) >= 3:
         cmd = _public(argv[2])
         if cmd is None:
             raise CommandError("ERR Invalid command specified")
@@ -152,15 +152,30 @@ def command_(conn: Client, argv: list[bytes]) -> bytes:
             if "no_mandatory_keys" in cmd.flags:  # EVAL / FCALL with no keys
                 return protocol.EMPTY_ARRAY
             raise CommandError("ERR The command has no key arguments")
-        return protocol.bulk_array([argv[2 + i] for i in positions])
+        if sub == b"getkeys":
+            return protocol.bulk_array([argv[2 + i] for i in positions])
+        default = "RO access" if cmd.readonly else "RW access update"
+        return protocol.array([protocol.array([
+            protocol.bulk(argv[2 + i]),
+            protocol.set_reply(proto, [protocol.simple(f) for f in (
+                cmd.key_flags[min(j, len(cmd.key_flags) - 1)] if cmd.key_flags else default).split()]),
+        ]) for j, i in enumerate(positions)])
     if sub == b"list":
-        names = [c.name.encode() for c in public_commands()]
+        # Commands and their subcommands ("config|get").  A subcommand is listed under its
+        # command's categories and its group's, and @slow (Redis 7.0 has no fast subcommand), a
+        # HELP under @slow only; Redis may list one under more (@admin, @dangerous, @read ...).
+        entries = [(c.name.encode(), _acl_categories(c)) for c in public_commands()]
+        for c in public_commands():
+            cats = [*_acl_categories(c), *(b"@" + x.encode() for x in acl_categories((), c.group, None, False))]
+            entries += [(f"{c.name}|{sub}".encode(), [b"@slow"] if sub == "help" else cats) for sub in c.subcommands]
+        entries.sort()
+        names = [name for name, _ in entries]
         if len(argv) == 5 and argv[2].upper() == b"FILTERBY":
             how, what = argv[3].upper(), argv[4].lower()
             if how == b"PATTERN":
                 names = [n for n in names if fnmatch.fnmatchcase(n.decode(), what.decode(errors="replace"))]
             elif how == b"ACLCAT":
-                names = [c.name.encode() for c in public_commands() if b"@" + what in _acl_categories(c)]
+                names = [name for name, cats in entries if b"@" + what in cats]
             elif how == b"MODULE":
                 names = []
             else:
@@ -176,9 +191,10 @@ def command_(conn: Client, argv: list[bytes]) -> bytes:
                  "INFO [<command-name> ...]", "    Return details about multiple Redis commands.",
                  "DOCS [<command-name> ...]", "    Return documentation details about multiple Redis commands.",
                  "GETKEYS <full-command>", "    Return the keys from a full Redis command.",
+                 "GETKEYSANDFLAGS <full-command>", "    The keys of a full command, with their access flags.",
                  "HELP", "    Print this help."]
         return protocol.array([protocol.simple(line) for line in lines])
-    if sub in (b"count", b"getkeys", b"help"):
+    if sub in (b"count", b"getkeys", b"getkeysandflags", b"help"):
         raise CommandError(errors.wrong_arity(f"command|{sub.decode()}"))
     raise CommandError(errors.unknown_subcommand(argv[1], "command"))
 
@@ -272,7 +288,8 @@ def config_set(conn: Client, argv: list[bytes]) -> Reply:
 # No flags, as Redis's CONFIG container has none; admin, noscript, loading and stale belong to its
 # subcommands, which this table does not list as rows.
 @client_command("config", -2, "", where=SERVER, group="server",
-         summary="Read, change and reset server parameters", subcommands=("get", "set", "resetstat", "help"))
+         summary="Read, change and reset server parameters",
+         subcommands=("get", "set", "resetstat", "rewrite", "help"))
 def config(conn: Client, argv: list[bytes]) -> Reply:
     sub = argv[1].lower()
     if sub == b"get" and len(argv) >= 3:
@@ -288,6 +305,8 @@ def config(conn: Client, argv: list[bytes]) -> Reply:
                                                for k, v in pairs.items()])
     if sub == b"set" and len(argv) >= 4 and len(argv) % 2 == 0:
         return config_set(conn, argv)
+    if sub == b"rewrite" and len(argv) == 2:
+        raise CommandError(errors.NO_CONFIG_FILE)  # parameters come from the command line only
     if sub == b"resetstat" and len(argv) == 2:
         stats = conn.server.stats
         for w in range(stats.workers):
@@ -298,11 +317,23 @@ def config(conn: Client, argv: list[bytes]) -> Reply:
                  "GET <pattern>", "    Return parameters matching the glob-like <pattern> and their values.",
                  "SET <directive> <value>", "    Set the configuration <directive> to <value>.",
                  "RESETSTAT", "    Reset statistics reported by the INFO command.",
+                 "REWRITE", "    Rewrite the configuration file.",
                  "HELP", "    Print this help."]
         return protocol.array([protocol.simple(line) for line in lines])
-    if sub in (b"get", b"set", b"resetstat", b"help"):
+    if sub in (b"get", b"set", b"resetstat", b"rewrite", b"help"):
         raise CommandError(errors.wrong_arity(f"config|{sub.decode()}"))
     raise CommandError(errors.unknown_subcommand(argv[1], "config"))
+
+
+# Without cluster mode (the only mode so far) every CLUSTER subcommand answers as a standalone
+# Redis does, so a cluster client learns where it is.
+@client_command("cluster", -2, "", where=SERVER, group="cluster", summary="Cluster state and slots (disabled)",
+                subcommands=("addslots", "addslotsrange", "bumpepoch", "count-failure-reports", "countkeysinslot",
+                             "delslots", "delslotsrange", "failover", "flushslots", "forget", "getkeysinslot", "help",
+                             "info", "keyslot", "links", "meet", "myid", "nodes", "replicas", "replicate", "reset",
+                             "saveconfig", "set-config-epoch", "setslot", "shards", "slaves", "slots"))
+def cluster(conn: Client, argv: list[bytes]) -> bytes:
+    raise CommandError(errors.CLUSTER_DISABLED)
 
 
 # ---------------------------------------------------------------------- INFO

@@ -278,12 +278,14 @@ def _lock_all(argv: list[bytes]) -> bool:
 
 @command("sort", -2, "write denyoom", keys=(1, 1, 1), group="generic", find_keys=_sort_keys, lock_all=_lock_all,
          acl="@set @sortedset @list @dangerous",  # as Redis declares SORT, not its group's @keyspace
+         key_flags=("RO access", "OW update"),  # the sorted key, the STORE destination
          summary="Sort the elements in a list or set", across=lambda tx, argv: sort_across(tx, argv))
 def sort(ctx: ShardCtx, argv: list[bytes]) -> bytes:
     return _sort(ctx, argv, read_only=False)
 
 
-@command("sort_ro", -2, "readonly", keys=(1, 1, 1), group="generic", lock_all=_lock_all,
+# movablekeys, as Redis reports it: BY and GET patterns reach keys the command does not name.
+@command("sort_ro", -2, "readonly movablekeys", keys=(1, 1, 1), group="generic", lock_all=_lock_all,
          acl="@set @sortedset @list @dangerous",  # as Redis declares SORT, not its group's @keyspace
          summary="Sort the elements in a list or set (read-only)", across=lambda tx, argv: sort_across(tx, argv))
 def sort_ro(ctx: ShardCtx, argv: list[bytes]) -> bytes:

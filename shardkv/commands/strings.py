@@ -50,7 +50,7 @@ def expire_at_ms(ctx: ShardCtx, unit: bytes, raw: bytes, cmd: str) -> int:
     return n
 
 
-@command("set", -3, "write denyoom", keys=(1, 1, 1), group="string",
+@command("set", -3, "write denyoom", keys=(1, 1, 1), group="string", key_flags=("OW update",),
          summary="Set the string value of a key, with optional expiry and conditions")
 def set_(ctx: ShardCtx, argv: list[bytes]) -> bytes:
     key, value = argv[1], argv[2]
@@ -119,7 +119,7 @@ def mset_sizes(argv: list[bytes]) -> list[int]:
     return batch_sizes(_mset_ops(0, argv))
 
 
-@command("mset", -3, "write denyoom", keys=(1, -1, 2), merge=Merge.OK, group="string",
+@command("mset", -3, "write denyoom", keys=(1, -1, 2), merge=Merge.OK, group="string", key_flags=("OW update",),
          summary="Set multiple keys to multiple values", sizes=mset_sizes)
 def mset(ctx: ShardCtx, argv: list[bytes]) -> bytes:
     if len(argv) % 2 == 0:

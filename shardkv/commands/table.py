@@ -77,6 +77,9 @@ class Command:
     one_key: bool = False  # exactly one key, at argv[1], nothing special: the router's fast path
     readonly: bool = False  # its key lookups count as keyspace hits / misses
     acl_categories: tuple[str, ...] = ()  # as COMMAND reports them, in Redis's order (acl_categories())
+    # COMMAND GETKEYSANDFLAGS: the flags of the 1st, 2nd ... key (the last repeats), e.g. "RW insert";
+    # () means "RO access" for a read-only command, "RW access update" for a write.
+    key_flags: tuple[str, ...] = ()
 
     @property
     def internal(self) -> bool:
@@ -171,6 +174,7 @@ def command(
     blocking: Callable[[list[bytes]], BlockPlan] | None = None,
     lock_all: Callable[[list[bytes]], bool] | None = None,
     acl: str | None = None,
+    key_flags: tuple[str, ...] = (),
 ) -> Callable[[KH], KH]:
     """Register a command that runs on a shard: a keyed command, or an internal SHARD part.
     `acl`: the ACL categories Redis declares for it ("@keyspace @dangerous"), only where they are
@@ -185,7 +189,7 @@ def command(
             find_keys=find_keys, blocking=blocking, lock_all=lock_all,
             one_key=keys == (1, 1, 1) and where is Where.KEYED and find_keys is None and blocking is None
             and lock_all is None, readonly="readonly" in flags.split(),
-            acl_categories=acl_categories(tuple(flags.split()), group, acl, bool(subcommands)),
+            acl_categories=acl_categories(tuple(flags.split()), group, acl, bool(subcommands)), key_flags=key_flags,
         ))
         return handler
 
