@@ -1,6 +1,6 @@
 """Every benchmark of shardkv beside redis-server, one command, markdown tables on stdout.
 
-    .venv/bin/python bench/run.py [--only throughput,memory,scaling,store,hop] [--quick]
+    .venv/bin/python bench/run.py [--only throughput,memory,scaling,store,hop,txn] [--quick]
 
 - throughput: redis-benchmark against redis-server and shardkv (--shards 1 and --shards = CPUs)
   in alternation, rounds x (redis, shardkv 1, shardkv N), medians: rps of each, the ratio, p50 and
@@ -341,8 +341,16 @@ def _store_row(n: int) -> str:
             f"{dnew:.0f} |")
 
 
+def transactions(opts: argparse.Namespace) -> None:
+    """MULTI + 3 SET + EXEC, EVALSHA of a 2-key script, PUBLISH to 1 and 100 subscribers (bench/txn.py)."""
+    from txn import run  # bench/ is this script's directory, first on sys.path
+
+    run(1.0 if opts.quick else 3.0)
+
+
 SECTIONS = {
     "throughput": throughput, "latency": latency, "memory": memory, "scaling": scaling, "store": store, "hop": hop,
+    "txn": transactions,
 }
 
 

@@ -145,7 +145,12 @@ def subscribers(port: int, n: int) -> list[socket.socket]:
 def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("--seconds", type=float, default=3.0)
-    opts = parser.parse_args()
+    run(parser.parse_args().seconds)
+
+
+def run(seconds: float) -> None:
+    """Print the table (also bench/run.py's `txn` section)."""
+    opts = argparse.Namespace(seconds=seconds)
     kinds = ["redis", "1", "2"]
     print(f"# transactions and pub/sub, {opts.seconds:.0f} s per cell, {os.cpu_count()} CPUs")
     print("| load | unit | redis-server | shardkv 1 | ratio | shardkv 2 | ratio |")

@@ -1,8 +1,9 @@
 """Blocking commands (BLPOP and friends), both sides of them, and the messages between the two.
 
-Home side (`Blocking`, on the worker holding the client's connection): a blocking command first
-runs its non-blocking form (LMPOP, LMOVE ...) through the router like any command.  If that finds
-nothing, the client blocks: every shard owning one of its keys is told to watch them (`Watch`).
+Home side (`Blocking`, on the worker holding the client's connection): a blocking command tells
+every shard owning one of its keys to watch them for it (`Watch`), then runs its non-blocking
+form (LMPOP, LMOVE ...) through the router like any command, on the same rings.  If that finds
+nothing, the client blocks; if it found something, the client unwatches.
 
 Owner side (`Watchers`, on the worker owning the key): it keeps, per key, the clients waiting on
 it in the order they blocked.  A key is *ready* when a value of the awaited type (a list) is
@@ -117,6 +118,7 @@ class Blocked:
     db: int
     timer: asyncio.TimerHandle | None = None
     busy: bool = False  # an attempt is in flight
+    counted: bool = False  # blocked (its first attempt found nothing): counted in INFO blocked_clients
     again: bool = False  # a wake-up came during the attempt
     done: bool = False
     watched: set[int] = field(default_factory=set)  # shards watching for it
@@ -148,20 +150,31 @@ class Blocking:
             self.finish(b, error_reply(exc, "a blocked client"))
 
     async def _first(self, b: Blocked) -> None:
-        if await self._attempt(b, first=True) or b.conn.transport is None:
-            return
-        # Nothing yet: block, watch every key, then look once more (a push may have come meanwhile).
+        # Watch every key first, then look: each owner queues the client before it runs the look
+        # (the same FIFO ring), so a push that lands after the look wakes it, and clients blocking
+        # on one key are served in the order their looks reached its shard, as Redis serves them
+        # in the order they blocked.  A client served by the look unwatches at once (finish).
         self.by_token[b.token] = b
-        b.conn.blocked = True
-        self.worker.stats.add(self.worker.id, W_BLOCKED)
-        if b.plan.timeout_s > 0:
-            b.timer = self.worker.loop.call_later(b.plan.timeout_s, self.finish, b, protocol.null_array(b.conn.proto))
         router = self.worker.router
         for key in b.plan.keys:
             shard = router.shard_of(key)
             b.watched.add(shard)
             self._send_watch(shard, Watch(b.db, key, self.worker.id, b.token))
-        self.wake(b.token)
+        b.busy = True  # a wake-up during the look is kept for after it (b.again)
+        try:
+            if await self._attempt(b, first=True):
+                return
+        finally:
+            b.busy = False
+        if b.conn.transport is None:
+            self.finish(b, protocol.null_array(2))
+            return
+        b.counted = b.conn.blocked = True
+        self.worker.stats.add(self.worker.id, W_BLOCKED)
+        if b.plan.timeout_s > 0:
+            b.timer = self.worker.loop.call_later(b.plan.timeout_s, self.finish, b, protocol.null_array(b.conn.proto))
+        if b.again:
+            self.wake(b.token)
 
     def _send_watch(self, shard: int, watch: Watch) -> None:
         if shard == self.worker.id:
@@ -221,8 +234,9 @@ class Blocking:
         b.done = True
         if b.timer is not None:
             b.timer.cancel()
-        if self.by_token.pop(b.token, None) is not None:
-            b.conn.blocked = False
+        self.by_token.pop(b.token, None)
+        if b.counted:
+            b.counted = b.conn.blocked = False
             self.worker.stats.add(self.worker.id, W_BLOCKED, -1)
         router = self.worker.router
         for key in b.plan.keys:
@@ -252,7 +266,7 @@ class Blocking:
     def unblock(self, client_id: int, as_error: bool) -> bool:
         """CLIENT UNBLOCK: end the wait of that client as a timeout or with an error."""
         for b in list(self.by_token.values()):
-            if b.conn.id == client_id:
+            if b.conn.id == client_id and b.counted:
                 self.finish(b, protocol.error("UNBLOCKED client unblocked via CLIENT UNBLOCK") if as_error
                             else protocol.null_array(b.conn.proto))
                 return True
