@@ -258,7 +258,7 @@ def test_blocked_client_shows_flag_b_in_client_list(srv: Server) -> None:
 
 
 def test_blocking_messages_round_trip() -> None:
-    for message in (Watch(3, b"a\r\nkey", 1, b"0:5:7"), Unwatch(15, b"", b"1:2:3"), Ready(b"9:9:9")):
+    for message in (Watch(3, b"a\r\nkey", 1, b"0:5:7", 123_456_789), Unwatch(15, b"", b"1:2:3"), Ready(b"9:9:9")):
         assert type(message).decode(message.encode()) == message
 
 

@@ -56,16 +56,17 @@ class Watch:
     key: bytes
     home: int
     token: bytes
+    since_ns: int  # CLOCK_MONOTONIC (one clock for every process) when its worker read the command
     kind: int = TYPE_LIST
 
     def encode(self) -> bytes:
         return protocol.encode_command([b"%d" % self.db, self.key, b"%d" % self.home, self.token,
-                                        b"%d" % self.kind])
+                                        b"%d" % self.since_ns, b"%d" % self.kind])
 
     @staticmethod
     def decode(body: bytes) -> Watch:
-        db, key, home, token, kind = _fields(body, 5)
-        return Watch(int(db), key, int(home), token, int(kind))
+        db, key, home, token, since_ns, kind = _fields(body, 6)
+        return Watch(int(db), key, int(home), token, int(since_ns), int(kind))
 
 
 @dataclass(frozen=True, slots=True)
@@ -117,6 +118,7 @@ class Blocked:
     token: bytes
     db: int
     timer: asyncio.TimerHandle | None = None
+    since_ns: int = field(default_factory=time.monotonic_ns)
     busy: bool = False  # an attempt is in flight
     counted: bool = False  # blocked (its first attempt found nothing): counted in INFO blocked_clients
     again: bool = False  # a wake-up came during the attempt
@@ -139,6 +141,20 @@ class Blocking:
         pending = Pending(conn, barrier=True)
         token = b"%d:%d:%d" % (self.worker.id, conn.id, next(self.seq))
         b = Blocked(conn, plan, pending, token, conn.db)
+        # Watch every key first, then look: each owner queues the client before it runs the look
+        # (the same FIFO ring), so a push that lands after the look wakes it, and clients blocking
+        # on one key are served in the order their workers read their commands (Watchers.watch),
+        # as Redis serves them in the order they blocked.  The watches leave now, not when the
+        # look's task runs; a client served by the look unwatches at once (finish).
+        self.by_token[b.token] = b
+        router = self.worker.router
+        for key in b.plan.keys:
+            shard = router.shard_of(key)
+            b.watched.add(shard)
+            self._send_watch(shard, Watch(b.db, key, self.worker.id, b.token, b.since_ns))
+        if len(b.watched - {self.worker.id}):
+            self.worker.peers.flush()
+        b.busy = True  # a wake-up before or during the look is kept for after it (b.again)
         self.worker.spawn(self._guarded(b, self._first(b)))
         return pending
 
@@ -150,17 +166,6 @@ class Blocking:
             self.finish(b, error_reply(exc, "a blocked client"))
 
     async def _first(self, b: Blocked) -> None:
-        # Watch every key first, then look: each owner queues the client before it runs the look
-        # (the same FIFO ring), so a push that lands after the look wakes it, and clients blocking
-        # on one key are served in the order their looks reached its shard, as Redis serves them
-        # in the order they blocked.  A client served by the look unwatches at once (finish).
-        self.by_token[b.token] = b
-        router = self.worker.router
-        for key in b.plan.keys:
-            shard = router.shard_of(key)
-            b.watched.add(shard)
-            self._send_watch(shard, Watch(b.db, key, self.worker.id, b.token))
-        b.busy = True  # a wake-up during the look is kept for after it (b.again)
         try:
             if await self._attempt(b, first=True):
                 return
@@ -256,7 +261,7 @@ class Blocking:
             if shard in b.watched and not b.done:
                 for key in b.plan.keys:
                     if self.worker.router.shard_of(key) == shard:
-                        self._send_watch(shard, Watch(b.db, key, self.worker.id, b.token))
+                        self._send_watch(shard, Watch(b.db, key, self.worker.id, b.token, b.since_ns))
                 self.wake(b.token)
 
     def disconnected(self, conn: Connection) -> None:
@@ -282,15 +287,21 @@ class Watchers:
     def __init__(self, worker: Worker, store: Store) -> None:
         self.worker = worker
         self.store = store
-        # (db, key) -> {token: (home worker, awaited type)}, in blocking order; the store reads
-        # the keys to note writes to them.
-        self.waiters: dict[tuple[int, bytes], dict[bytes, tuple[int, int]]] = {}
+        # (db, key) -> {token: (home worker, awaited type, when it blocked)}, in blocking order;
+        # the store reads the keys to note writes to them.
+        self.waiters: dict[tuple[int, bytes], dict[bytes, tuple[int, int, int]]] = {}
         store.watched = self.waiters
         self.deferred: list[tuple[int, bytes]] = []  # keys written during the transaction holding the shard
         self.holding = False  # an EXEC runs on this shard alone (no lock): hold the news until it ends
 
     def watch(self, w: Watch) -> None:
-        self.waiters.setdefault((w.db, w.key), {})[w.token] = (w.home, w.kind)
+        """Queue a client by when its worker read its command: one that came first through a
+        slower path (another worker's ring) still goes before those that came after it."""
+        watchers = self.waiters.setdefault((w.db, w.key), {})
+        later = [t for t, (_, _, since) in watchers.items() if since > w.since_ns]
+        watchers[w.token] = (w.home, w.kind, w.since_ns)
+        for token in later:  # move them behind the newcomer, keeping their order
+            watchers[token] = watchers.pop(token)
 
     def unwatch(self, u: Unwatch) -> None:
         watchers = self.waiters.get((u.db, u.key))
@@ -306,7 +317,7 @@ class Watchers:
     def drop_home(self, home: int) -> None:
         """A worker restarted: the clients it had blocked are gone."""
         for (db, key), watchers in list(self.waiters.items()):
-            for token in [t for t, (h, _) in watchers.items() if h == home]:
+            for token in [t for t, (h, _, _) in watchers.items() if h == home]:
                 self.unwatch(Unwatch(db, key, token))
 
     def after_command(self) -> None:
@@ -330,7 +341,7 @@ class Watchers:
                 self._tell_first_if_ready(db, key)
 
     def _tell_first_if_ready(self, db: int, key: bytes) -> None:
-        token, (home, kind) = next(iter(self.waiters[(db, key)].items()))
+        token, (home, kind, _) = next(iter(self.waiters[(db, key)].items()))
         off = self.store.lookup(db, key, int(time.time() * 1000))
         if not off or self.store.type_of(off) != kind:
             return

@@ -143,10 +143,11 @@ class Connection(asyncio.BufferedProtocol):
         if self.transport is None or self.closing:
             return
         worker = self.worker
-        if (self.proto == 3 or self.subscribed) and worker.inbox_pending():
-            # What other workers sent before this client's command came goes first: a message
-            # or invalidation caused by a write that was already answered arrives before the
-            # reply to this command, as in one Redis.
+        if worker.inbox_pending():
+            # What other workers sent before this client's commands came goes first, as one Redis
+            # would have run it first: a message or invalidation caused by a write that was
+            # already answered arrives before the reply to this command, and a client that
+            # blocked elsewhere an instant ago is queued on its key before this command pushes.
             worker.drain()
         if self.barrier is not None or self.writing_paused or self.inflight >= lim_inflight(self):
             self._update_reading()
