@@ -104,8 +104,17 @@ def client_tracking(conn: Client, argv: list[bytes]) -> Reply:
     if mode == b"off":
         if redirect:
             return _after_client_check(conn, redirect, lambda: disable(conn))
-        disable(conn)
-        return protocol.OK
+        if conn.tracking is None or not conn.tracking.bcast:
+            disable(conn)
+            return protocol.OK
+        disable(conn, drop_prefixes=False)
+        server = conn.server
+
+        async def dropped() -> bytes:  # gone from every worker before the reply
+            await server.fan_out([b"__trackdrop", b"%d" % conn.id])
+            return protocol.OK
+
+        return server.later(conn, dropped())
     if mode != b"on":
         raise CommandError(errors.SYNTAX)
     old = conn.tracking
@@ -178,16 +187,17 @@ async def _client_exists(conn: Client, client_id: int) -> bool:
     return reply == protocol.ONE
 
 
-def disable(conn: Client) -> None:
+def disable(conn: Client, drop_prefixes: bool = True) -> None:
     """Tracking off (CLIENT TRACKING OFF, RESET, disconnect).  Keys it tracked stay in the shards'
-    tables until they change or are evicted, as in Redis; its BCAST prefixes go at once."""
+    tables until they change or are evicted, as in Redis; its BCAST prefixes go at once (unless
+    the caller drops them itself)."""
     t = conn.tracking
     if t is None:
         return
     conn.tracking = None
     server = conn.server
     server.stats.add(server.worker_id, W_TRACKING_CLIENTS, -1)
-    if t.bcast:
+    if t.bcast and drop_prefixes:
         for w in range(server.workers):
             server.tell_shard(w, [b"__trackdrop", b"%d" % conn.id])
 

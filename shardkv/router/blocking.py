@@ -33,7 +33,7 @@ from shardkv import protocol
 from shardkv.commands.context import BlockPlan, Pending
 from shardkv.commands.table import Command
 from shardkv.protocol import read_reply
-from shardkv.router.dispatch import error_reply
+from shardkv.router.dispatch import LOOKER, error_reply
 from shardkv.stats import W_BLOCKED
 from shardkv.store import TYPE_LIST, Store
 from shardkv.worker.peers import K_READY, K_UNWATCH, K_WATCH
@@ -192,7 +192,14 @@ class Blocking:
         that no longer holds a list keeps the client waiting, as Redis serves only list keys
         (a wrong destination of BLMOVE or BRPOPLPUSH is still the client's error)."""
         await self.worker.wait_unlocked()  # as the client's own commands would
-        reply = self.worker.router.execute(b.conn, b.plan.attempt_argv)
+        worker = self.worker
+        if worker.inbox_pending():  # waiters other workers queued already go first (Watchers.watch)
+            worker.drain()
+        token = LOOKER.set(b.token)
+        try:
+            reply = worker.router.execute(b.conn, b.plan.attempt_argv)
+        finally:
+            LOOKER.reset(token)
         if isinstance(reply, Pending):
             fut: asyncio.Future[bytes] = self.worker.loop.create_future()
             reply.callback = fut.set_result
@@ -291,6 +298,10 @@ class Watchers:
         # the store reads the keys to note writes to them.
         self.waiters: dict[tuple[int, bytes], dict[bytes, tuple[int, int, int]]] = {}
         store.watched = self.waiters
+        # A ready key kept for the waiter told of it, until that waiter's look runs or it stops
+        # waiting: another blocked client's look finds nothing there meanwhile (a plain pop still
+        # takes it).  So the waiters are served in their order, as Redis serves them at once.
+        self.kept: dict[tuple[int, bytes], bytes] = {}
         self.deferred: list[tuple[int, bytes]] = []  # keys written during the transaction holding the shard
         self.holding = False  # an EXEC runs on this shard alone (no lock): hold the news until it ends
 
@@ -302,6 +313,26 @@ class Watchers:
         watchers[w.token] = (w.home, w.kind, w.since_ns)
         for token in later:  # move them behind the newcomer, keeping their order
             watchers[token] = watchers.pop(token)
+        if self.kept.get((w.db, w.key)) in later:  # its look, next on its ring, comes first
+            self.kept[(w.db, w.key)] = w.token
+
+    def kept_for_another(self, cmd: Command, argv: list[bytes], db: int, looker: bytes) -> bool:
+        """Whether a look by `looker` must find nothing (a key it reads is kept for another
+        waiter); a key kept for `looker` itself is released, as its look runs now."""
+        if cmd.name == "lmpop":
+            sources = list(cmd.key_indexes(argv))
+        elif cmd.name in ("lmove", "rpoplpush"):
+            sources = [1]  # (the destination is written, not taken)
+        else:
+            return False  # a part of a cross-shard look: not checked
+        denied = False
+        for i in sources:
+            keeper = self.kept.get((db, argv[i]))
+            if keeper == looker:
+                del self.kept[(db, argv[i])]
+            elif keeper is not None:
+                denied = True
+        return denied
 
     def unwatch(self, u: Unwatch) -> None:
         watchers = self.waiters.get((u.db, u.key))
@@ -309,6 +340,8 @@ class Watchers:
             return
         was_first = next(iter(watchers)) == u.token
         del watchers[u.token]
+        if self.kept.get((u.db, u.key)) == u.token:
+            del self.kept[(u.db, u.key)]
         if not watchers:
             del self.waiters[(u.db, u.key)]
         elif was_first:
@@ -345,6 +378,7 @@ class Watchers:
         off = self.store.lookup(db, key, int(time.time() * 1000))
         if not off or self.store.type_of(off) != kind:
             return
+        self.kept[(db, key)] = token
         if home == self.worker.id:
             self.worker.loop.call_soon(self.worker.blocking.wake, token)
         else:

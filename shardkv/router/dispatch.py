@@ -62,15 +62,41 @@ HOLDING: ContextVar[frozenset[int] | None] = ContextVar("HOLDING", default=None)
 # The client whose command runs, when it tracks keys with NOLOOP (0: none): the shards it changes
 # keys on do not send it their invalidations.  Forwarded in the header of what goes to a shard.
 MODIFIER: ContextVar[int] = ContextVar("MODIFIER", default=0)
-MODIFIER_FLAG = 0x80  # in a forwarded command's protocol byte: 8 bytes of client id follow the db byte
+# The blocked client whose look (the non-blocking form of its command) runs (b"": none): a key
+# kept for another waiter is not its to take (router/blocking.py, Watchers).
+LOOKER: ContextVar[bytes] = ContextVar("LOOKER", default=b"")
+# Flags in a forwarded command's protocol byte: after the db byte come 8 bytes of modifier id,
+# then a looker token (1 byte of length), each only if its flag is set.
+MODIFIER_FLAG, LOOKER_FLAG = 0x80, 0x40
 
 
 def head(proto: int, db: int) -> bytes:
-    """The header of a command sent to another shard: protocol, db, and the NOLOOP modifier."""
-    modifier = MODIFIER.get()
+    """The header of a command sent to another shard: protocol, db, the NOLOOP modifier, the looker."""
+    modifier, looker = MODIFIER.get(), LOOKER.get()
+    if not modifier and not looker:
+        return bytes((proto, db))
+    out = bytearray((proto, db))
     if modifier:
-        return bytes((proto | MODIFIER_FLAG, db)) + modifier.to_bytes(8, "little")
-    return bytes((proto, db))
+        out[0] |= MODIFIER_FLAG
+        out += modifier.to_bytes(8, "little")
+    if looker:
+        out[0] |= LOOKER_FLAG
+        out += bytes((len(looker),)) + looker
+    return bytes(out)
+
+
+def split_head(body: bytes) -> tuple[int, int, int, bytes, int]:
+    """(protocol, db, modifier, looker, where the command starts) of a forwarded body."""
+    flags, at = body[0], 2
+    modifier = 0
+    looker = b""
+    if flags & MODIFIER_FLAG:
+        modifier = int.from_bytes(body[2:10], "little")
+        at = 10
+    if flags & LOOKER_FLAG:
+        looker = body[at + 1 : at + 1 + body[at]]
+        at += 1 + body[at]
+    return flags & ~(MODIFIER_FLAG | LOOKER_FLAG), body[1], modifier, looker, at
 
 
 # A reply that tells the client's connection to close without a reply: the command's reply grew
@@ -389,6 +415,11 @@ class Router:
         store = worker.store
         store.counting_reads = cmd.readonly
         store.event_flags = worker.event_flags()
+        if worker.watchers.kept:
+            looker = LOOKER.get()
+            if looker and worker.watchers.kept_for_another(cmd, argv, db, looker):
+                # A key this look would take is kept for the waiter told before: nothing here yet.
+                return protocol.null_array(proto) if cmd.name == "lmpop" else protocol.null(proto)
         t0 = time.perf_counter_ns()
         try:
             if self.undo_saved is not None and cmd.is_write:
@@ -474,12 +505,14 @@ class Router:
     def run_raw(self, body: bytes, blocks: list[int] | None = None) -> bytes:
         """Run a command forwarded by another worker: body = proto, db, the command as RESP."""
         proto, db = body[0], body[1]
-        if proto & MODIFIER_FLAG:  # from a NOLOOP tracking client
-            token = MODIFIER.set(int.from_bytes(body[2:10], "little"))
+        if proto & (MODIFIER_FLAG | LOOKER_FLAG):  # from a NOLOOP tracking client, or a blocked one's look
+            proto, db, modifier, looker, at = split_head(body)
+            tokens = MODIFIER.set(modifier), LOOKER.set(looker)
             try:
-                return self.run_raw(bytes((proto & ~MODIFIER_FLAG, db)) + body[10:], blocks)
+                return self.run_raw(bytes((proto, db)) + body[at:], blocks)
             finally:
-                MODIFIER.reset(token)
+                MODIFIER.reset(tokens[0])
+                LOOKER.reset(tokens[1])
         argv = parse_forwarded(body)
         cmd = lookup(argv[0])
         assert cmd is not None and cmd.where in (Where.KEYED, Where.SHARD, Where.WORKER), argv[0]
@@ -702,9 +735,9 @@ class Router:
 
 
 def parse_forwarded(body: bytes) -> list[bytes]:
-    """argv of a forwarded command (body = proto, db, [modifier,] the command as RESP)."""
-    if body[0] & MODIFIER_FLAG:
-        body = body[:2] + body[10:]
+    """argv of a forwarded command (body = proto, db, [modifier,] [looker,] the command as RESP)."""
+    if body[0] & (MODIFIER_FLAG | LOOKER_FLAG):
+        body = body[:2] + body[split_head(body)[4] :]
     tokens = body[2:].split(b"\r\n")
     count = int(tokens[0][1:])
     if len(tokens) == 2 + 2 * count:  # no argument holds a CRLF: the arguments are every other token
