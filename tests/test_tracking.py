@@ -211,6 +211,22 @@ def test_bcast_prefixes_one_message_per_prefix_and_command(srv: Server) -> None:
     wait_until(lambda: srv.client().info("stats")["tracking_total_prefixes"] == 0, what="prefixes dropped")
 
 
+@pytest.mark.parametrize("worker", [0, 1])  # the EXEC runs on the client's own shard, or locks the other
+def test_a_transactions_bcast_invalidations_come_together_per_prefix(srv: Server, worker: int) -> None:
+    r = raw_on(srv, worker)
+    assert send(r, "CLIENT", "TRACKING", "ON", "BCAST", "PREFIX", "a:", "PREFIX", "b:") == [b"OK"]
+    writer = client_on(srv, worker)
+    pipe = writer.pipeline(transaction=True)
+    for key in ("a:1{t}", "a:2{t}", "b:1{t}", "b:2{t}", "c:1{t}"):
+        pipe.incr(key)
+    assert pipe.execute() == [1] * 5
+    got = send(r, "PING", replies=3)
+    assert got[2] == b"PONG"
+    assert sorted(got[:2], key=repr) == sorted(
+        [invalidation("a:1{t}", "a:2{t}"), invalidation("b:1{t}", "b:2{t}")], key=repr)
+    writer.close()
+
+
 def test_bcast_noloop_and_expired_keys(srv: Server) -> None:
     r = raw_on(srv, 0)
     send(r, "CLIENT", "TRACKING", "ON", "BCAST", "NOLOOP")

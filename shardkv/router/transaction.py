@@ -101,6 +101,8 @@ class Transactions:
         finally:
             worker.watchers.holding = False
             worker.watchers.transaction_ended()
+            if worker.tracking.per_key or worker.tracking.batches:
+                worker.tracking_send()
         if txn_id:
             self.decide(txn_id, commit=True)
             router.undo_end(commit=True)

@@ -409,8 +409,9 @@ class Worker:
         the rings before the writer's reply leaves (a client of theirs that then sends a command
         finds them first: Connection.process); this worker's own clients get theirs once the
         current command's reply is queued.  While a transaction or a script holds this shard
-        they wait for its end (unlock_own calls again)."""
-        if self.shard_locked:
+        they wait for its end (unlock_own, or the end of an EXEC on this shard alone, calls
+        again): a transaction's invalidations leave together, one BCAST message per prefix."""
+        if self.shard_locked or self.watchers.holding:
             return
         local = []
         sent = False
