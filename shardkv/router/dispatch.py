@@ -274,9 +274,11 @@ class Router:
         if t.tracks_reads():
             if cmd.name == "exec" and conn.multi is not None:
                 for queued in conn.multi:
-                    self.remember(conn, queued)
-            elif cmd.readonly:
-                self.remember(conn, argv, cmd)
+                    found = lookup(queued[0])
+                    if found is not None:
+                        self.remember_reads(conn, found, queued)
+            else:
+                self.remember_reads(conn, cmd, argv)
         token = MODIFIER.set(conn.id) if t.noloop else None
         try:
             reply = self.run_command(conn, cmd, argv, start, end)
@@ -287,17 +289,14 @@ class Router:
             t.caching = False
         return reply
 
-    def remember(self, client: Client, argv: list[bytes], cmd: Command | None = None) -> None:
-        """Register the keys of a read-only command (or a script's declared keys: argv is then just
-        the keys) with the shards owning them, for a tracking client, before they are read."""
-        if cmd is None and argv and (found := lookup(argv[0])) is not None and found.where is Where.KEYED:
-            cmd = found
-        if cmd is not None:
-            if not cmd.readonly or cmd.where is not Where.KEYED:
-                return
-            keys = [argv[i] for i in cmd.key_indexes(argv)]
-        else:
-            keys = argv  # a script's keys
+    def remember_reads(self, client: Client, cmd: Command, argv: list[bytes]) -> None:
+        """A tracking client's command: a read-only keyed one registers its keys."""
+        if cmd.readonly and cmd.where is Where.KEYED:
+            self.remember(client, [argv[i] for i in cmd.key_indexes(argv)])
+
+    def remember(self, client: Client, keys: list[bytes]) -> None:
+        """Register keys a tracking client reads with the shards owning them, before the read
+        (a read command's keys; a script's declared keys once it called a read)."""
         by_shard: dict[int, list[bytes]] = {}
         for key in keys:
             if len(key) <= self.key_bytes_max:
