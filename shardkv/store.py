@@ -84,6 +84,10 @@ P_CLASS, P_LIVE, P_FREE, P_BUMP, P_PREV, P_NEXT, P_RUN = range(7)
 PAGE_FREE, PAGE_RUN_HEAD, PAGE_RUN_TAIL = 0, 254, 255
 
 TYPE_NONE, TYPE_STRING, TYPE_LIST, TYPE_SET, TYPE_ZSET, TYPE_HASH, TYPE_STREAM = range(7)
+# Or'ed into a string's kind: the value was edited in place (APPEND, SETRANGE, SETBIT, BITFIELD,
+# BITOP's result), which Redis keeps "raw" whatever it holds (OBJECT ENCODING).  Stored in a bit
+# of the record's info word above the type byte; type_of ignores it.
+STRING_RAW = 1 << 16
 TYPE_NAMES = {TYPE_STRING: b"string", TYPE_LIST: b"list", TYPE_SET: b"set", TYPE_ZSET: b"zset",
               TYPE_HASH: b"hash", TYPE_STREAM: b"stream"}
 
@@ -334,6 +338,18 @@ class Store:
 
     def type_of(self, off: int) -> int:
         return (self.q[(off >> 3) + 2] >> 32) & 0xFF
+
+    def string_is_raw(self, off: int) -> bool:
+        return bool((self.q[(off >> 3) + 2] >> 32) & STRING_RAW)
+
+    def kind_of(self, off: int) -> int:
+        """The type with its STRING_RAW flag: what a copy of the record (RENAME, COPY, MOVE) keeps."""
+        return (self.q[(off >> 3) + 2] >> 32) & (0xFF | STRING_RAW)
+
+    def mark_string_raw(self, off: int) -> None:
+        """Redis's in-place edit of a string that leaves its bytes as they were (SETBIT of a bit
+        already so): only its encoding changes.  One aligned store, so no journal is needed."""
+        self.q[(off >> 3) + 2] |= STRING_RAW << 32
 
     def expire_of(self, off: int) -> int:
         return self.q[(off >> 3) + 1]

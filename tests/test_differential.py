@@ -85,6 +85,19 @@ SCRIPT = [
     "SORT b2", "SORT b2 DESC LIMIT 0 2", "SORT b2 ALPHA STORE sorted", "LRANGE sorted 0 -1", "SORT h",
     "TYPE a", "TYPE h", "TYPE a2", "OBJECT ENCODING a2", "OBJECT ENCODING h", "RENAME h a2", "HGETALL a2",
     "COPY a2 hcopy", "HGETALL hcopy", "EXPIRE b2 100", "TTL b2", "DEL a b a2 b2 hcopy dst sorted str h",
+    # Issue 12's table of differences found by random commands, each now as redis-server answers:
+    "RPUSH L " + " ".join(str(i) for i in range(300)), "LPOP L 0", "DEL L",
+    "SET s x", "SETBIT s 0 1", "OBJECT ENCODING s", "SET s 5", "SETBIT s 0 0", "OBJECT ENCODING s",
+    "OBJECT REFCOUNT s", "APPEND s 1", "OBJECT ENCODING s", "DEL s", "APPEND s 12", "OBJECT ENCODING s",
+    "SETRANGE s 0 9", "OBJECT ENCODING s", "COPY s s2", "OBJECT ENCODING s2", "RENAME s2 s3", "OBJECT ENCODING s3",
+    "BITFIELD s3 SET u8 0 57", "OBJECT ENCODING s3", "DEL s s3",
+    "BITFIELD bf OVERFLOW SAT INCRBY u63 1 -100 SET u63 0 -792 GET u16 #0", "DEL bf",
+    "SADD st ''", "SORT st ASC", "DEL st",
+    "HSET hh f 1", "GETEX hh PX 0", "DEL hh",
+    "LSET nokey '1 ' x",
+    "RPUSH l1 a", "LPOS l1 c RANK -9223372036854775808", "DEL l1",
+    "EXPIRE e --1 junk", "EXPIREAT e 01 LT GT", "SINTERCARD 1 s LIMIT x ''",
+    "SET k v EX GET EX 9223372036854776",
     "FLUSHALL",
 ]
 
@@ -112,6 +125,23 @@ def test_replies_match_redis(pair: tuple[int, Server]) -> None:
         got = canonical(request(ours, line), command)
         if want != got and not command.startswith(("EXPIRETIME", "PEXPIRETIME")):
             mismatches.append((command, want, got))
+    assert not mismatches, "\n".join(f"{c}: redis {w!r} shardkv {g!r}" for c, w, g in mismatches)
+
+
+# RESP3 replies whose type differs from RESP2's (an empty set, a map ...), byte for byte.
+SCRIPT3 = ["FLUSHALL", "SPOP missing 1", "SADD st a", "SPOP st 0", "SPOP st 1", "SPOP st 1", "SRANDMEMBER st 1",
+           "HSET h f 1", "HGETALL h", "HRANDFIELD nosuch 1", "SMEMBERS nosuch", "CONFIG GET maxmemory-policy",
+           "FLUSHALL"]
+
+
+def test_resp3_replies_match_redis(pair: tuple[int, Server]) -> None:
+    ref_port, srv = pair
+    ref = socket.create_connection(("127.0.0.1", ref_port), timeout=5)
+    ours = srv.raw()
+    for sock in (ref, ours):
+        request(sock, b"HELLO 3\r\n")
+    mismatches = [(c, w, g) for c, w, g in ((c, request(ref, c.encode() + b"\r\n"),
+                                             request(ours, c.encode() + b"\r\n")) for c in SCRIPT3) if w != g]
     assert not mismatches, "\n".join(f"{c}: redis {w!r} shardkv {g!r}" for c, w, g in mismatches)
 
 

@@ -17,7 +17,7 @@ from shardkv import protocol
 from shardkv.limits import Limits
 from shardkv.protocol import read_reply
 
-_BLOB_HEAD = struct.Struct("<BQ")  # type, expire-at ms; then the record's value area
+_BLOB_HEAD = struct.Struct("<IQ")  # type (with STRING_RAW), expire-at ms; then the record's value area
 
 
 @dataclass(slots=True)

@@ -14,7 +14,7 @@ from shardkv.commands.args import ShardCtx, parse_int
 from shardkv.commands.notify import GENERIC, STRING, notify
 from shardkv.commands.table import command
 from shardkv.errors import CommandError
-from shardkv.store import TYPE_STRING, resp_bulk
+from shardkv.store import STRING_RAW, TYPE_STRING, resp_bulk
 
 BIT_OFFSET_ERROR = "ERR bit offset is not an integer or out of range"
 BITFIELD_TYPE_ERROR = ("ERR Invalid bitfield type. Use something like i16 u8. Note that u64 is not supported "
@@ -32,7 +32,7 @@ def _value(ctx: ShardCtx, key: bytes) -> tuple[tuple[int, int, int], bytes | Non
 
 def _store(ctx: ShardCtx, key: bytes, value: bytes, found: tuple[int, int, int]) -> None:
     expire_ms = ctx.store.expire_of(found[0]) if found[0] else 0
-    ctx.store.put(ctx.db, key, TYPE_STRING, resp_bulk(value), expire_ms, found)
+    ctx.store.put(ctx.db, key, TYPE_STRING | STRING_RAW, resp_bulk(value), expire_ms, found)  # edited in place
 
 
 def bit_offset(ctx: ShardCtx, raw: bytes, hash_bits: int = 0) -> int:
@@ -66,6 +66,8 @@ def setbit(ctx: ShardCtx, argv: list[bytes]) -> bytes:
     if old is None or bytes(buf) != old:  # Redis's test: created, grown, or the bit changed
         _store(ctx, argv[1], bytes(buf), found)
         notify(ctx, STRING, b"setbit", argv[1])
+    elif not ctx.store.string_is_raw(found[0]):
+        ctx.store.mark_string_raw(found[0])  # no change, but Redis has made the value raw
     return protocol.integer(previous)
 
 
@@ -194,7 +196,7 @@ def bitop(ctx: ShardCtx, argv: list[bytes]) -> bytes:
             ctx.store.delete(ctx.db, argv[2], ctx.now_ms)
             notify(ctx, GENERIC, b"del", argv[2])
         return protocol.ZERO
-    ctx.store.put(ctx.db, argv[2], TYPE_STRING, resp_bulk(result), 0, dest)
+    ctx.store.put(ctx.db, argv[2], TYPE_STRING | STRING_RAW, resp_bulk(result), 0, dest)  # built in place
     notify(ctx, STRING, b"set", argv[2])
     return protocol.integer(len(result))
 
@@ -335,6 +337,8 @@ def _bitfield(ctx: ShardCtx, argv: list[bytes], read_only: bool) -> bytes:
         _store(ctx, argv[1], bytes(buf), found)
         if written:  # Redis counts a change per write that grew the string or changed its field
             notify(ctx, STRING, b"setbit", argv[1])
+    elif writes and old is not None and not ctx.store.string_is_raw(found[0]):
+        ctx.store.mark_string_raw(found[0])  # no change, but a writing BITFIELD made the value raw
     return protocol.array(replies)
 
 

@@ -180,7 +180,7 @@ def _rename(ctx: ShardCtx, argv: list[bytes], nx: bool) -> bytes:
     if nx and dst[0]:
         return protocol.ZERO
     off = src[0]
-    store.write_batch([(ctx.db, argv[2], store.type_of(off), value_bytes(store, off), store.expire_of(off)),
+    store.write_batch([(ctx.db, argv[2], store.kind_of(off), value_bytes(store, off), store.expire_of(off)),
                        (ctx.db, argv[1], 0, None, 0)])
     notify_new(ctx, argv[2])  # Redis deletes an existing destination and adds the key anew
     notify(ctx, GENERIC, b"rename_from", argv[1])
@@ -207,7 +207,7 @@ def _copy_to(ctx: ShardCtx, off: int, key: bytes, db: int, replace: bool) -> boo
         return False
     if dst[0]:  # Redis deletes the destination and adds the copy anew (put emits `new` otherwise)
         notify_new(ctx, key, db)
-    store.put(db, key, store.type_of(off), value_bytes(store, off), store.expire_of(off), dst)
+    store.put(db, key, store.kind_of(off), value_bytes(store, off), store.expire_of(off), dst)
     notify_in(ctx, db, GENERIC, b"copy_to", key)
     return True
 
@@ -251,7 +251,7 @@ def move(ctx: ShardCtx, argv: list[bytes]) -> bytes:
     off = store.lookup(ctx.db, argv[1], ctx.now_ms)
     if not off or store.lookup(db, argv[1], ctx.now_ms):
         return protocol.ZERO
-    store.write_batch([(db, argv[1], store.type_of(off), value_bytes(store, off), store.expire_of(off)),
+    store.write_batch([(db, argv[1], store.kind_of(off), value_bytes(store, off), store.expire_of(off)),
                        (ctx.db, argv[1], 0, None, 0)])
     notify_new(ctx, argv[1], db)
     notify(ctx, GENERIC, b"move_from", argv[1])
@@ -324,7 +324,7 @@ SHARED_INTEGERS = 10000  # Redis keeps the integers 0 .. 9999 as shared objects
 def _shared_integer(ctx: ShardCtx, off: int) -> bool:
     """A string Redis would hold as one of its shared integers (it does so with no LRU/LFU
     policy, shardkv's only one)."""
-    if ctx.store.type_of(off) != TYPE_STRING:
+    if ctx.store.type_of(off) != TYPE_STRING or ctx.store.string_is_raw(off):
         return False
     n = maybe_int(ctx.store.string_value(off))
     return n is not None and 0 <= n < SHARED_INTEGERS
@@ -334,6 +334,8 @@ def encoding_name(ctx: ShardCtx, off: int) -> bytes:
     """What Redis would report for this value (the real layout is the shard record, see README)."""
     kind = ctx.store.type_of(off)
     if kind == TYPE_STRING:
+        if ctx.store.string_is_raw(off):
+            return b"raw"
         value = ctx.store.string_value(off)
         if len(value) <= 20 and maybe_int(value) is not None:
             return b"int"
@@ -430,7 +432,7 @@ def shard_dump(ctx: ShardCtx, argv: list[bytes]) -> bytes:
     off = store.lookup(ctx.db, argv[1], ctx.now_ms)
     if not off:
         return protocol.null(ctx.proto)
-    return protocol.bulk(pack_blob(store.type_of(off), store.expire_of(off), value_bytes(store, off)))
+    return protocol.bulk(pack_blob(store.kind_of(off), store.expire_of(off), value_bytes(store, off)))
 
 
 @dataclass(frozen=True, slots=True)

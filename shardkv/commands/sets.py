@@ -110,7 +110,7 @@ def spop(ctx: ShardCtx, argv: list[bytes]) -> bytes:
             raise CommandError("ERR value is out of range, must be positive")
     members = Fields(ctx, argv[1], TYPE_SET)
     if not len(members):
-        return protocol.null(ctx.proto) if count is None else protocol.EMPTY_ARRAY
+        return protocol.null(ctx.proto) if count is None else set_reply(ctx.proto, [])  # RESP3: an empty set
     picked = [m for m, _ in members.random_distinct(1 if count is None else count)]
     members.delete_many(picked)
     if picked:

@@ -16,7 +16,7 @@ from shardkv.commands.notify import GENERIC, STRING, notify
 from shardkv.commands.table import Merge, command
 from shardkv.errors import CommandError
 from shardkv.protocol import ReplyError, read_reply
-from shardkv.store import TYPE_STRING, BatchOp, batch_sizes, resp_bulk
+from shardkv.store import STRING_RAW, TYPE_STRING, BatchOp, batch_sizes, resp_bulk
 
 
 def _string_off(ctx: ShardCtx, key: bytes) -> int:
@@ -188,10 +188,11 @@ def decrby(ctx: ShardCtx, argv: list[bytes]) -> bytes:
 
 
 def _put_string(ctx: ShardCtx, key: bytes, value: bytes, expire_ms: int,
-                found: tuple[int, int, int]) -> None:
+                found: tuple[int, int, int], edited: bool = False) -> None:
+    """edited: a value changed in place, which Redis then reports as "raw"."""
     if len(value) > ctx.limits.value_bytes_max:
         raise CommandError(errors.STRING_TOO_LONG)
-    ctx.store.put(ctx.db, key, TYPE_STRING, resp_bulk(value), expire_ms, found)
+    ctx.store.put(ctx.db, key, TYPE_STRING | (STRING_RAW if edited else 0), resp_bulk(value), expire_ms, found)
 
 
 def _find_string(ctx: ShardCtx, key: bytes) -> tuple[tuple[int, int, int], bytes | None]:
@@ -319,7 +320,8 @@ def msetnx(ctx: ShardCtx, argv: list[bytes]) -> bytes:
 def append(ctx: ShardCtx, argv: list[bytes]) -> bytes:
     found, old = _find_string(ctx, argv[1])
     value = (old or b"") + argv[2]
-    _put_string(ctx, argv[1], value, ctx.store.expire_of(found[0]) if found[0] else 0, found)
+    # (to an existing value: edited in place; a new key holds its value as SET would)
+    _put_string(ctx, argv[1], value, ctx.store.expire_of(found[0]) if found[0] else 0, found, edited=bool(found[0]))
     notify(ctx, STRING, b"append", argv[1])
     return protocol.integer(len(value))
 
@@ -347,7 +349,7 @@ def setrange(ctx: ShardCtx, argv: list[bytes]) -> bytes:
     if len(current) < offset:
         current += bytes(offset - len(current))
     value = current[:offset] + patch + current[offset + len(patch):]
-    _put_string(ctx, argv[1], value, ctx.store.expire_of(found[0]) if found[0] else 0, found)
+    _put_string(ctx, argv[1], value, ctx.store.expire_of(found[0]) if found[0] else 0, found, edited=True)
     notify(ctx, STRING, b"setrange", argv[1])
     return protocol.integer(len(value))
 
