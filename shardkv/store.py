@@ -88,6 +88,12 @@ TYPE_NONE, TYPE_STRING, TYPE_LIST, TYPE_SET, TYPE_ZSET, TYPE_HASH, TYPE_STREAM =
 # BITOP's result), which Redis keeps "raw" whatever it holds (OBJECT ENCODING).  Stored in a bit
 # of the record's info word above the type byte; type_of ignores it.
 STRING_RAW = 1 << 16
+# Likewise: a value Redis holds as a plain string though it reads as an integer (INCRBYFLOAT's
+# result: embstr), and an integer in an object of its own (a COPY of a shared integer:
+# OBJECT REFCOUNT 1).  Only OBJECT ENCODING / REFCOUNT read them.
+STRING_NOT_INT = 1 << 17
+STRING_OWN_INT = 1 << 18
+STRING_FLAGS = STRING_RAW | STRING_NOT_INT | STRING_OWN_INT
 TYPE_NAMES = {TYPE_STRING: b"string", TYPE_LIST: b"list", TYPE_SET: b"set", TYPE_ZSET: b"zset",
               TYPE_HASH: b"hash", TYPE_STREAM: b"stream"}
 
@@ -343,8 +349,11 @@ class Store:
         return bool((self.q[(off >> 3) + 2] >> 32) & STRING_RAW)
 
     def kind_of(self, off: int) -> int:
-        """The type with its STRING_RAW flag: what a copy of the record (RENAME, COPY, MOVE) keeps."""
-        return (self.q[(off >> 3) + 2] >> 32) & (0xFF | STRING_RAW)
+        """The type with its string flags: what a copy of the record (RENAME, COPY, MOVE) keeps."""
+        return (self.q[(off >> 3) + 2] >> 32) & (0xFF | STRING_FLAGS)
+
+    def string_flags(self, off: int) -> int:
+        return (self.q[(off >> 3) + 2] >> 32) & STRING_FLAGS
 
     def mark_string_raw(self, off: int) -> None:
         """Redis's in-place edit of a string that leaves its bytes as they were (SETBIT of a bit

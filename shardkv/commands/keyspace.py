@@ -26,7 +26,16 @@ from shardkv.commands.sets import set_encoding
 from shardkv.commands.table import Merge, Where, command
 from shardkv.errors import CommandError
 from shardkv.protocol import read_reply
-from shardkv.store import TYPE_HASH, TYPE_LIST, TYPE_NAMES, TYPE_SET, TYPE_STRING
+from shardkv.store import (
+    STRING_NOT_INT,
+    STRING_OWN_INT,
+    STRING_RAW,
+    TYPE_HASH,
+    TYPE_LIST,
+    TYPE_NAMES,
+    TYPE_SET,
+    TYPE_STRING,
+)
 
 
 @command("del", -2, "write", keys=(1, -1, 1), merge=Merge.SUM, group="generic", summary="Delete keys")
@@ -207,7 +216,10 @@ def _copy_to(ctx: ShardCtx, off: int, key: bytes, db: int, replace: bool) -> boo
         return False
     if dst[0]:  # Redis deletes the destination and adds the copy anew (put emits `new` otherwise)
         notify_new(ctx, key, db)
-    store.put(db, key, store.kind_of(off), value_bytes(store, off), store.expire_of(off), dst)
+    kind = store.kind_of(off)
+    if kind == TYPE_STRING:
+        kind |= STRING_OWN_INT  # Redis duplicates the object: a shared integer's copy is its own
+    store.put(db, key, kind, value_bytes(store, off), store.expire_of(off), dst)
     notify_in(ctx, db, GENERIC, b"copy_to", key)
     return True
 
@@ -324,7 +336,7 @@ SHARED_INTEGERS = 10000  # Redis keeps the integers 0 .. 9999 as shared objects
 def _shared_integer(ctx: ShardCtx, off: int) -> bool:
     """A string Redis would hold as one of its shared integers (it does so with no LRU/LFU
     policy, shardkv's only one)."""
-    if ctx.store.type_of(off) != TYPE_STRING or ctx.store.string_is_raw(off):
+    if ctx.store.type_of(off) != TYPE_STRING or ctx.store.string_flags(off):
         return False
     n = maybe_int(ctx.store.string_value(off))
     return n is not None and 0 <= n < SHARED_INTEGERS
@@ -334,10 +346,11 @@ def encoding_name(ctx: ShardCtx, off: int) -> bytes:
     """What Redis would report for this value (the real layout is the shard record, see README)."""
     kind = ctx.store.type_of(off)
     if kind == TYPE_STRING:
-        if ctx.store.string_is_raw(off):
+        flags = ctx.store.string_flags(off)
+        if flags & STRING_RAW:
             return b"raw"
         value = ctx.store.string_value(off)
-        if len(value) <= 20 and maybe_int(value) is not None:
+        if len(value) <= 20 and maybe_int(value) is not None and not flags & STRING_NOT_INT:
             return b"int"
         return b"embstr" if len(value) <= 44 else b"raw"
     if kind == TYPE_LIST:

@@ -16,7 +16,7 @@ from shardkv.commands.notify import GENERIC, STRING, notify
 from shardkv.commands.table import Merge, command
 from shardkv.errors import CommandError
 from shardkv.protocol import ReplyError, read_reply
-from shardkv.store import STRING_RAW, TYPE_STRING, BatchOp, batch_sizes, resp_bulk
+from shardkv.store import STRING_NOT_INT, STRING_RAW, TYPE_STRING, BatchOp, batch_sizes, resp_bulk
 
 
 def _string_off(ctx: ShardCtx, key: bytes) -> int:
@@ -384,8 +384,8 @@ def substr(ctx: ShardCtx, argv: list[bytes]) -> bytes:
 @command("incrbyfloat", 3, "write denyoom fast", keys=(1, 1, 1), group="string",
          summary="Increment the float value of a key by the given amount")
 def incrbyfloat(ctx: ShardCtx, argv: list[bytes]) -> bytes:
+    found, old = _find_string(ctx, argv[1])  # the key's type first, then the increment, as Redis
     delta = parse_float(argv[2])
-    found, old = _find_string(ctx, argv[1])
     current = 0.0
     if old is not None:
         try:
@@ -396,7 +396,11 @@ def incrbyfloat(ctx: ShardCtx, argv: list[bytes]) -> bytes:
     if math.isnan(result) or math.isinf(result):
         raise CommandError("ERR increment would produce NaN or Infinity")
     text = format_float_human(result)
-    _put_string(ctx, argv[1], text, ctx.store.expire_of(found[0]) if found[0] else 0, found)
+    if len(text) > ctx.limits.value_bytes_max:
+        raise CommandError(errors.STRING_TOO_LONG)
+    # Redis keeps the result as a plain string (embstr), even one that reads as an integer.
+    ctx.store.put(ctx.db, argv[1], TYPE_STRING | STRING_NOT_INT, resp_bulk(text),
+                  ctx.store.expire_of(found[0]) if found[0] else 0, found)
     notify(ctx, STRING, b"incrbyfloat", argv[1])
     return protocol.bulk(text)
 
