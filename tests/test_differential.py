@@ -98,6 +98,9 @@ SCRIPT = [
     "RPUSH l1 a", "LPOS l1 c RANK -9223372036854775808", "DEL l1",
     "EXPIRE e --1 junk", "EXPIREAT e 01 LT GT", "SINTERCARD 1 s LIMIT x ''",
     "SET k v EX GET EX 9223372036854776",
+    # ... and what the random test found next:
+    "LPUSH lst x", "INCRBYFLOAT lst '1 '", "INCRBYFLOAT f 1", "OBJECT ENCODING f", "OBJECT REFCOUNT f",
+    "SET n 1", "COPY n n2", "OBJECT ENCODING n2", "OBJECT REFCOUNT n2", "OBJECT REFCOUNT n",
     "FLUSHALL",
 ]
 

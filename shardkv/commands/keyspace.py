@@ -479,6 +479,8 @@ def shard_restore(ctx: ShardCtx, argv: list[bytes]) -> bytes:
         return protocol.ZERO
     if found[0]:  # RENAME and COPY REPLACE delete the old key and add the new one: `new` either way
         notify_new(ctx, part.key, db)
+    if part.event == b"copy_to" and kind == TYPE_STRING:
+        kind |= STRING_OWN_INT  # a COPY duplicates the object, as _copy_to on one shard
     ctx.store.put(db, part.key, kind, value, expire_ms, found)
     if part.event:
         notify_in(ctx, db, GENERIC, part.event, part.key)
