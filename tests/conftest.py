@@ -333,3 +333,22 @@ def request(sock: socket.socket, data: bytes, timeout_s: float = 10) -> bytes:
     replies, used = whole_replies(out.data)
     assert out.state == "open" and len(replies) == 1 and used == len(out.data), (data, out)
     return out.data
+
+
+@pytest.fixture(scope="module")
+def pair() -> Iterator[tuple[int, Server]]:
+    """redis-server (its port) beside shardkv --shards 2, for the differential tests."""
+    port = free_port()
+    ref = subprocess.Popen(["redis-server", "--port", str(port), "--save", "", "--appendonly", "no"],
+                           stdout=subprocess.DEVNULL)
+    srv = start_server("--shards", "2", "--maxmemory", "64mb")
+    for _ in range(100):
+        try:
+            socket.create_connection(("127.0.0.1", port), timeout=0.2).close()
+            break
+        except OSError:
+            time.sleep(0.05)
+    yield port, srv
+    ref.terminate()
+    ref.wait(10)
+    srv.stop()

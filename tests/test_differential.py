@@ -5,36 +5,15 @@ from __future__ import annotations
 
 import shutil
 import socket
-import subprocess
-import time
-from collections.abc import Iterator
 
 import pytest
 from hypothesis import Phase, example, given, settings
 from hypothesis import strategies as st
 
-from conftest import Server, exchange, free_port, request, start_server
+from conftest import Server, exchange, request
 from shardkv.router.dispatch import key_slot, slot_owners
 
 pytestmark = pytest.mark.skipif(shutil.which("redis-server") is None, reason="redis-server not installed")
-
-
-@pytest.fixture(scope="module")
-def pair() -> Iterator[tuple[int, Server]]:
-    port = free_port()
-    ref = subprocess.Popen(["redis-server", "--port", str(port), "--save", "", "--appendonly", "no"],
-                           stdout=subprocess.DEVNULL)
-    srv = start_server("--shards", "2", "--maxmemory", "64mb")
-    for _ in range(100):
-        try:
-            socket.create_connection(("127.0.0.1", port), timeout=0.2).close()
-            break
-        except OSError:
-            time.sleep(0.05)
-    yield port, srv
-    ref.terminate()
-    ref.wait(10)
-    srv.stop()
 
 
 # a and b live on different shards of a 2-shard shardkv

@@ -24,16 +24,13 @@ from __future__ import annotations
 import os
 import shutil
 import socket
-import subprocess
 import threading
-import time
-from collections.abc import Iterator
 
 import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from conftest import Server, free_port, request, start_server
+from conftest import Server, request
 from shardkv.protocol import encode_command, read_reply
 from shardkv.router.dispatch import key_slot, slot_owners
 
@@ -167,24 +164,6 @@ def sequences(keys: list[bytes], x: bytes, y: bytes, whole_server: bool = True) 
 UNORDERED = {b"SMEMBERS", b"SINTER", b"SUNION", b"SDIFF", b"HKEYS", b"HVALS", b"KEYS"}
 
 
-@pytest.fixture(scope="module")
-def servers() -> Iterator[tuple[int, Server]]:
-    port = free_port()
-    ref = subprocess.Popen(["redis-server", "--port", str(port), "--save", "", "--appendonly", "no"],
-                           stdout=subprocess.DEVNULL)
-    srv = start_server("--shards", "2", "--maxmemory", "64mb")
-    for _ in range(100):
-        try:
-            socket.create_connection(("127.0.0.1", port), timeout=0.2).close()
-            break
-        except OSError:
-            time.sleep(0.05)
-    yield port, srv
-    ref.terminate()
-    ref.wait(10)
-    srv.stop()
-
-
 def comparable(argv: list[bytes], raw: bytes) -> object:
     """The reply as compared: raw bytes, but unordered replies sorted and TTLs by kind."""
     name = argv[0].upper()
@@ -218,8 +197,8 @@ def dataset(sock: socket.socket, keys: list[bytes] = KEYS) -> list[object]:
 
 
 @pytest.mark.parametrize("proto", [2, 3])
-def test_random_sequences_match_redis(servers: tuple[int, Server], proto: int) -> None:
-    ref_port, srv = servers
+def test_random_sequences_match_redis(pair: tuple[int, Server], proto: int) -> None:
+    ref_port, srv = pair
     ref = socket.create_connection(("127.0.0.1", ref_port), timeout=5)
     ours = srv.raw()
     for sock in (ref, ours):
@@ -267,10 +246,10 @@ def _client_keys(n: int) -> list[bytes]:
 
 
 @pytest.mark.parametrize("proto", [2, 3])
-def test_four_clients_on_disjoint_keys_match_redis(servers: tuple[int, Server], proto: int) -> None:
+def test_four_clients_on_disjoint_keys_match_redis(pair: tuple[int, Server], proto: int) -> None:
     """The same comparison with 4 clients at once, each on keys of its own (so how their commands
     interleave cannot change a reply): concurrency changes nothing a client sees."""
-    ref_port, srv = servers
+    ref_port, srv = pair
     keysets = [_client_keys(n) for n in range(CLIENTS)]
     socks = []
     for _ in range(CLIENTS):
