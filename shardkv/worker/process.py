@@ -155,6 +155,7 @@ class Worker:
         self.command_stats_word = {name: mine + CMD_WORDS * i for name, i in self.command_index.items()}
         self.ring_mm = segments.attach(boot.ring_name) if self.workers > 1 else None
         self.peers = Peers(self.id, self.workers, self.ring_mm, self.limits.ring_bytes, boot.doorbells, self.loop)
+        self.inbox_rings = [self.peers.req_in[s] for s in self.peers.others]
         self.router = Router(self)
         self.scripts = Scripts(self)
         self.blocking = Blocking(self)  # this worker's blocked clients
@@ -384,9 +385,12 @@ class Worker:
         return self.blocking.unblock(client_id, as_error)
 
     def inbox_pending(self) -> bool:
-        """Another worker sent this one a request it has not run yet."""
-        peers = self.peers
-        return any(peers.pending_input(s, False) for s in peers.others)
+        """Another worker sent this one a request it has not run yet (checked on every client
+        read: one load per peer ring)."""
+        for ring in self.inbox_rings:
+            if ring.has_data():
+                return True
+        return False
 
     def client_by_id(self, client_id: int) -> Connection | None:
         conn = self.by_id.get(client_id)
