@@ -63,7 +63,7 @@ class TrackingTable:
         """Publish the table's size (INFO) and tell the store whether to note changes."""
         store = self.store
         # (true also while messages wait to be sent: the router's after-command hook sends them)
-        store.tracking = bool(self.keys or self.prefixes or self.per_key or self.batches)
+        store.tracking = bool(self.keys or self.prefixes) or self.has_messages
         if not store.tracking:  # nothing to invalidate: changes noted so far do not matter
             store.modified.clear()
             store.expired_noted.clear()
@@ -178,9 +178,14 @@ class TrackingTable:
 
     # ------------------------------------------------------------------ out
 
+    @property
+    def has_messages(self) -> bool:
+        """Invalidations are queued, waiting for `take`."""
+        return bool(self.per_key or self.batches)
+
     def take(self) -> list[Message]:
         """The messages queued since the last call."""
-        if not self.per_key and not self.batches:
+        if not self.has_messages:
             return []
         out: list[Message] = [(client, PER_KEY, keys) for client, keys in self.per_key.items()]
         out.extend((client, PREFIX_BATCH, list(keys)) for (client, _), keys in self.batches.items())

@@ -101,7 +101,7 @@ class Transactions:
         finally:
             worker.watchers.holding = False
             worker.watchers.transaction_ended()
-            if worker.tracking.per_key or worker.tracking.batches:
+            if worker.tracking.has_messages:
                 worker.tracking_send()
         if txn_id:
             self.decide(txn_id, commit=True)

@@ -403,9 +403,9 @@ class Worker:
 
     def tracking_settle(self, modifier: int) -> None:
         """After a command or an expiry sweep on this shard: queue the invalidations of what it
-        changed (tracking.py) and send them soon, once the command's reply is queued."""
+        changed (tracking.py) and send them (tracking_send says when each leaves)."""
         self.tracking.settle(modifier)
-        if self.tracking.per_key or self.tracking.batches:
+        if self.tracking.has_messages:
             self.tracking_send()
 
     def tracking_send(self) -> None:
@@ -534,7 +534,7 @@ class Worker:
         paused, self.paused = self.paused, set()
         for conn in paused:
             self.loop.call_soon(conn.resume)
-        if self.tracking.per_key or self.tracking.batches:
+        if self.tracking.has_messages:
             self.loop.call_soon(self.tracking_send)
         if self.watchers.deferred:
             self.watchers.transaction_ended()
