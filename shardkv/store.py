@@ -159,6 +159,22 @@ def word_journal_sizes(stores: int) -> list[int]:
 PROGRESS_EVERY = 4096  # a long loop calls Store.progress once per this many steps (a power of two)
 
 
+class InjectedFault(Exception):
+    """Tests only: the failure Store.fault raises at an armed step of a journal commit, standing
+    for a bug that raises there."""
+
+
+# The steps of a journal commit at which tests inject a failure (Store.fault_steps), in the order
+# a commit passes them.  Before the commit word the shard must be left as it was; after it, as
+# the restart redo leaves it: the change wholly applied.
+BATCH_STEPS_BEFORE_COMMIT = ("batch:record", "batch:journal")
+BATCH_STEPS_AFTER_COMMIT = ("batch:commit", "batch:publish", "batch:published", "batch:clear")
+WORD_STEPS_BEFORE_COMMIT = ("words:journal",)
+WORD_STEPS_AFTER_COMMIT = ("words:commit", "words:apply", "words:applied", "words:free")
+FAULT_STEPS = frozenset(BATCH_STEPS_BEFORE_COMMIT + BATCH_STEPS_AFTER_COMMIT + WORD_STEPS_BEFORE_COMMIT
+                        + WORD_STEPS_AFTER_COMMIT)
+
+
 def _no_progress() -> None:
     pass
 
@@ -225,6 +241,8 @@ class Store:
         # Called every PROGRESS_EVERY steps of a loop over buckets, pages or a collection's nodes,
         # so that the worker's watchdog heartbeat moves during a long command or a rebuild.
         self.progress: Callable[[], None] = _no_progress
+        # Tests only: steps of a journal commit (FAULT_STEPS) at which `fault` raises, each once.
+        self.fault_steps: set[str] = set()
 
     def close(self) -> None:
         self.u32.release()
@@ -462,14 +480,22 @@ class Store:
             for i, (word, value) in enumerate(stores):
                 q[j + 1 + 2 * i] = word
                 q[j + 2 + 2 * i] = value
+            if self.fault_steps:
+                self.fault("words:journal")
             q[H_WORD_JOURNAL] = journal  # commit
-            self._redo_words()
+            if self.fault_steps:
+                self.fault("words:commit")
+            self._redo_words(live=True)
+            if self.fault_steps:
+                self.fault("words:applied")
             self._free(journal)
-        for off in frees:
+        for i, off in enumerate(frees):
             self._free(off)
+            if not i and journal and self.fault_steps:
+                self.fault("words:free")
         q[H_DIRTY] += 1
 
-    def _redo_words(self) -> None:
+    def _redo_words(self, live: bool) -> None:
         """Apply a committed word journal, then clear it (live, and at restart)."""
         q = self.q
         journal = q[H_WORD_JOURNAL]
@@ -477,7 +503,15 @@ class Store:
             j = journal >> 3
             for i in range(q[j]):
                 q[q[j + 1 + 2 * i]] = q[j + 2 + 2 * i]
+                if live and not i and self.fault_steps:
+                    self.fault("words:apply")
             q[H_WORD_JOURNAL] = 0
+
+    def fault(self, step: str) -> None:
+        """Tests only: raise InjectedFault at `step` if it is armed (once)."""
+        if step in self.fault_steps:
+            self.fault_steps.discard(step)
+            raise InjectedFault(step)
 
     # ------------------------------------------------------------------ changes
 
@@ -567,9 +601,19 @@ class Store:
             at += _JOURNAL_ENTRY.size
             mm[at : at + len(key)] = key
             at += len(key)
+            if self.fault_steps:
+                self.fault("batch:record")
+        if self.fault_steps:
+            self.fault("batch:journal")
         self.q[H_JOURNAL] = journal_off  # commit
+        if self.fault_steps:
+            self.fault("batch:commit")
         self._redo(journal_off, live=True)
+        if self.fault_steps:
+            self.fault("batch:published")
         self.q[H_JOURNAL] = 0
+        if self.fault_steps:
+            self.fault("batch:clear")
         self._free(journal_off)
 
     def write_record(self, off: int, pdb: int, key: bytes, kind: int, value: bytes, expire_ms: int) -> None:
@@ -589,7 +633,9 @@ class Store:
         q, mm = self.q, self.mm
         (count,) = _JOURNAL_HEAD.unpack_from(mm, journal_off)
         at = journal_off + _JOURNAL_HEAD.size
-        for _ in range(count):
+        for i in range(count):
+            if i and live and self.fault_steps:
+                self.fault("batch:publish")
             is_put, pdb, klen, new_off = _JOURNAL_ENTRY.unpack_from(mm, at)
             at += _JOURNAL_ENTRY.size
             key = mm[at : at + klen]
@@ -1044,6 +1090,12 @@ class Store:
         self.q[H_USED_BYTES] += n * PAGE_BYTES
         return self.heap_off + page * PAGE_BYTES
 
+    def block_bytes(self, off: int) -> int:
+        """The bytes of the allocated block at off: its size class, or its run of pages."""
+        e = self.page_u32 + (off - self.heap_off) // PAGE_BYTES * 8
+        cls = self.u32[e + P_CLASS]
+        return CLASS_BYTES[cls] if cls <= CLASSES else self.u32[e + P_RUN] * PAGE_BYTES
+
     def _reset_allocator(self) -> None:
         pages_off = self.page_u32 * 4
         self.view[pages_off : pages_off + self.pages * PAGE_ENTRY_BYTES] = bytes(self.pages * PAGE_ENTRY_BYTES)
@@ -1062,7 +1114,7 @@ class Store:
         or unlinked but never freed, become free again."""
         self._redo_swap()
         self._redo_flush()
-        self._redo_words()
+        self._redo_words(live=False)
         if self.q[H_JOURNAL]:  # a batch was committed but not wholly published: finish it
             self._redo(self.q[H_JOURNAL], live=False)
             self.q[H_JOURNAL] = 0
@@ -1169,7 +1221,7 @@ class Store:
                 page = (block - self.heap_off) // PAGE_BYTES
                 cls = u[self.page_u32 + page * 8 + P_CLASS]
                 assert cls != PAGE_FREE and cls != PAGE_RUN_TAIL, f"block {block} of {key!r} in a free page"
-                used += CLASS_BYTES[cls] if cls <= CLASSES else u[self.page_u32 + page * 8 + P_RUN] * PAGE_BYTES
+                used += self.block_bytes(block)
             sp = self.struct_of(off)
             if sp:
                 s = (sp + 32) >> 3

@@ -60,11 +60,16 @@ class Server:
         return self.proc.returncode
 
 
-def start_server(*args: str, wait: bool = True) -> Server:
+def start_server(*args: str, wait: bool = True, env: dict[str, str] | None = None,
+                 log: str | None = None) -> Server:
+    """Start a server with these options (and environment variables added); `log`: a file its
+    output goes to, else it is dropped."""
     port = free_port()
     name = f"skvt{os.getpid()}"
     cmd = [sys.executable, "-m", "shardkv", "--port", str(port), "--name", name, *args]
-    proc = subprocess.Popen(cmd, cwd=ROOT, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    with open(log or os.devnull, "wb") as out:
+        proc = subprocess.Popen(cmd, cwd=ROOT, stdout=out, stderr=subprocess.STDOUT,
+                                env={**os.environ, **(env or {})})
     srv = Server(port, list(args), proc, name)
     if wait:
         deadline = time.monotonic() + 30

@@ -12,7 +12,7 @@ from shardkv import collstore
 from shardkv.collstore import Chunks, Table, write_chunks, write_table
 from shardkv.errors import CommandError
 from shardkv.limits import Footprint, Limits
-from shardkv.store import H_WORD_JOURNAL, TYPE_HASH, TYPE_LIST, TYPE_SET, Store
+from shardkv.store import H_WORD_JOURNAL, TYPE_HASH, TYPE_LIST, TYPE_SET, InjectedFault, Store
 
 LIMITS = Limits(shards=1, maxmemory=32 * 1024 * 1024).resolved()
 
@@ -162,17 +162,10 @@ def test_oom_changes_nothing(store: Store) -> None:
 
 def test_multi_store_change_cut_short_is_redone_at_restart(store: Store) -> None:
     write_table(store, 0, b"h", TYPE_HASH, [(b"f%d" % i, b"v") for i in range(300)], 0, store.find(0, b"h", 0))
-
-    class Crash(Exception):
-        pass
-
-    def die() -> None:  # the journal is committed; the worker dies before applying any store
-        assert store.q[H_WORD_JOURNAL]
-        raise Crash
-
-    store._redo_words = die  # type: ignore[method-assign]
-    with pytest.raises(Crash):
+    store.fault_steps = {"words:commit"}  # the journal is committed; the worker dies before any store
+    with pytest.raises(InjectedFault):
         table(store, b"h").set_many({b"f1": b"new", b"added": b"yes"})
+    assert store.q[H_WORD_JOURNAL]
     again = restarted(store)
     t = table(again, b"h")
     assert t.get(b"f1") == b"new" and t.get(b"added") == b"yes" and len(t) == 301

@@ -116,10 +116,14 @@ def refused(conn: Connection, reply: bytes) -> bytes:
     return reply
 
 
+def is_bug(exc: Exception) -> bool:
+    """Anything but the three expected kinds of exception is a bug."""
+    return not isinstance(exc, (CommandError, PeerReset, ReplyTooLarge))
+
+
 def error_reply(exc: Exception, where: str) -> bytes:
     """The one error contract: what the client gets for an exception raised while running `where`.
-    Anything but the three expected kinds is a bug: logged with its traceback, answered
-    `-ERR internal error`."""
+    A bug is logged with its traceback and answered `-ERR internal error`."""
     if isinstance(exc, CommandError):
         return protocol.error(exc.text)
     if isinstance(exc, PeerReset):
@@ -426,6 +430,8 @@ class Router:
             reply = handler(ctx, argv)
         except Exception as exc:
             reply = error_reply(exc, cmd.name)
+            if cmd.is_write and is_bug(exc):  # it may have stopped half-way through a change
+                worker.repair_shard(cmd.name)
         if self.undo_saved is not None and cmd.is_write:
             self.undo_writes += 1
             worker.crash_point(f"part:{self.undo_writes}")

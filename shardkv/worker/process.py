@@ -72,7 +72,7 @@ from shardkv.stats import (
     W_TXN_LAST,
     Stats,
 )
-from shardkv.store import H_GENERATION, TXN_ID_MASK, Store
+from shardkv.store import FAULT_STEPS, H_GENERATION, TXN_ID_MASK, Store
 from shardkv.tracking import EVERY_KEY, TrackingTable
 from shardkv.worker.peers import (
     K_APPLY,
@@ -90,6 +90,9 @@ from shardkv.worker.peers import (
 
 NO_LOCK = -1
 CRASH_ENV = "SHARDKV_TEST_CRASH"
+# Tests only: SHARDKV_TEST_FAULTS=<worker>:<step>,... makes the first process of that worker's
+# store raise at each named step of a journal commit (store.FAULT_STEPS), once each.
+FAULTS_ENV = "SHARDKV_TEST_FAULTS"
 EXPIRE_PERIOD_S = 0.1
 CLIENTS_PERIOD_S = 1.0  # idle clients (timeout) and stalled large requests are looked at this often
 STATS_PERIOD_S = 0.5
@@ -214,6 +217,12 @@ class Worker:
             self.peers.flush()
             self.settle_undo_log()
         self.crash_at = os.environ.get(CRASH_ENV, "") if generation == 0 else ""
+        if generation == 0:
+            for armed in filter(None, os.environ.get(FAULTS_ENV, "").split(",")):
+                worker, _, step = armed.partition(":")
+                assert step in FAULT_STEPS, f"{FAULTS_ENV}: no step {step!r}"
+                if int(worker) == self.id:
+                    self.store.fault_steps.add(step)
         self.store.q[H_GENERATION] = generation + 1
         self.stats.set(self.id, W_PID, os.getpid())
         self.stats.set(self.id, W_GENERATION, generation + 1)
@@ -299,6 +308,19 @@ class Worker:
 
         self.busy_due_s = due_s
         self.busy_timer = self.loop.call_later(max(0.001, due_s - time.time()), wake)
+
+    def repair_shard(self, after: str) -> None:
+        """A bug raised inside a write: leave the shard as a restart would, without the restart.
+        A journal the write committed is published whole, one it had not committed is dropped,
+        blocks it took but never published are free again, and counters are derived again, so
+        the write is wholly applied or not at all.  Costs a walk of the shard, on a bug's path."""
+        store = self.store
+        kept = [store.block_bytes(off) for off in self.reserved]  # (none outside a lock's APPLY)
+        t0 = time.monotonic()
+        found = store.rebuild()
+        self.reserved = store.reserve(kept) if kept else []
+        print(f"worker {self.id}: shard rebuilt after an internal error in {after}: {found} keys in "
+              f"{(time.monotonic() - t0) * 1000:.0f} ms", file=sys.stderr, flush=True)
 
     def crash_point(self, name: str) -> None:
         """Tests only: the first process of a worker kills itself at the named step
