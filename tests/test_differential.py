@@ -80,6 +80,7 @@ SCRIPT = [
     # ... and what the random test found next:
     "LPUSH lst x", "INCRBYFLOAT lst '1 '", "INCRBYFLOAT f 1", "OBJECT ENCODING f", "OBJECT REFCOUNT f",
     "SET n 1", "COPY n n2", "OBJECT ENCODING n2", "OBJECT REFCOUNT n2", "OBJECT REFCOUNT n",
+    "HSCAN nokey '' COUNT 3", "SSCAN nokey '-'", "SCAN ' 0'",  # (strtoul: '' is cursor 0)
     "FLUSHALL",
 ]
 

@@ -9,9 +9,14 @@ Where Redis itself leaves something open, the comparison is written down here:
   * unordered replies (SMEMBERS, SINTER, SUNION, SDIFF, HGETALL, HKEYS, HVALS, KEYS) are compared
     sorted (HGETALL as sorted pairs);
   * TTL and PTTL are compared as "no key" / "no expiry" / "has one" (their values move with time);
-  * commands whose replies are random picks (SPOP, SRANDMEMBER, HRANDFIELD, RANDOMKEY) and SCAN
-    cursors are not generated: tests/test_fuzz_commands.py and the fixed differential test cover
-    their shapes;
+  * random picks (SPOP, SRANDMEMBER, HRANDFIELD, RANDOMKEY, outside MULTI) are compared by shape:
+    the same RESP types and counts, every pick a member of what the key held before (HRANDFIELD
+    WITHVALUES: with its value), distinct where Redis promises distinct picks; after an SPOP,
+    shardkv's set is made the same as redis-server's again (SREM and SADD of the difference);
+  * SCAN, SSCAN and HSCAN run as a whole iteration from cursor 0 on each server, and what each
+    returns, as a set, is compared (cursors and batches are the servers' own; nothing changes
+    during the iteration, so every element present throughout must come back); an error reply
+    is compared as it is;
   * OBJECT FREQ / IDLETIME and MEMORY USAGE are not generated;
   * SORT ... BY nosort of a set is compared sorted (Redis gives its hash order, shardkv insertion
     order: the README's known differences);
@@ -147,6 +152,28 @@ def sequences(keys: list[bytes], x: bytes, y: bytes, whole_server: bool = True) 
     )
     server_wide = st.one_of(cmd(b"SWAPDB", b"0", b"1"), cmd(b"DBSIZE"))
     one = st.one_of(strings, bits, lists, hashes, sets, keyspace, more, *([server_wide] if whole_server else []))
+    # Run on their own (not in MULTI): random picks, and whole SCAN iterations (see the module's notes).
+    count = st.sampled_from([b"0", b"1", b"2", b"3", b"5", b"300", b"-1", b"-3", b"-300", b"x",
+                             b"9223372036854775807", b"-9223372036854775808"])
+    pattern = st.sampled_from([b"*", b"a*", b"*x*", b"{t*", b"[ab]", b"\\*", b"f?", b"v"])
+    scan_count = st.sampled_from([b"1", b"3", b"100", b"0", b"-1", b"x"])
+    scan_opts = st.lists(cmd(b"MATCH", pattern) | cmd(b"COUNT", scan_count), max_size=3).map(
+        lambda xs: [a for x in xs for a in x])
+    scan_type = st.lists(cmd(b"TYPE", st.sampled_from([b"string", b"list", b"hash", b"set", b"zset", b"nosuch",
+                                                       b"SET"])), max_size=2).map(lambda xs: [a for x in xs for a in x])
+    picks = st.one_of(
+        cmd(b"SRANDMEMBER", key), cmd(b"SRANDMEMBER", key, count), cmd(b"SPOP", key), cmd(b"SPOP", key, count),
+        cmd(b"HRANDFIELD", key), cmd(b"HRANDFIELD", key, count),
+        cmd(b"HRANDFIELD", key, count, st.sampled_from([b"WITHVALUES", b"withvalues", b"VALUES"])),
+        *([cmd(b"RANDOMKEY")] if whole_server else []),
+    )
+    cursor = st.sampled_from([b"0", b"0", b"0", b"abc", b"1.5", b"", b"18446744073709551616"])
+    scans = st.one_of(
+        st.tuples(cmd(b"SSCAN", key, cursor), scan_opts).map(lambda t: t[0] + t[1]),
+        st.tuples(cmd(b"HSCAN", key, cursor), scan_opts).map(lambda t: t[0] + t[1]),
+        *([st.tuples(cmd(b"SCAN", cursor), scan_opts, scan_type).map(lambda t: t[0] + t[1] + t[2])]
+          if whole_server else []),
+    )
     # A MULTI block (its replies: OK, QUEUED ..., EXEC's array) and a small script.
     multi = st.lists(one, min_size=1, max_size=4).map(lambda cs: [[b"MULTI"], *cs, [b"EXEC"]])
     script = st.sampled_from([
@@ -156,7 +183,8 @@ def sequences(keys: list[bytes], x: bytes, y: bytes, whole_server: bool = True) 
          x, b"s"],
         [b"EVAL", b"return {1, 'two', {3}, false, redis.status_reply('ok')}", b"0"],
     ]).map(lambda c: [c])
-    step = one.map(lambda c: [c]) if PLAIN else st.one_of(one.map(lambda c: [c]), multi, script)
+    alone = st.one_of(picks, scans).map(lambda c: [c])
+    step = st.one_of(one.map(lambda c: [c]), alone, *([] if PLAIN else [multi, script]))
     sequence = st.lists(step, min_size=1, max_size=25).map(lambda steps: [c for s in steps for c in s])
     return sequence
 
@@ -183,6 +211,109 @@ def comparable(argv: list[bytes], raw: bytes) -> object:
     return raw
 
 
+PICKS = {b"SPOP", b"SRANDMEMBER", b"HRANDFIELD", b"RANDOMKEY"}
+SCANS = {b"SCAN", b"SSCAN", b"HSCAN"}
+
+
+def skeleton(raw: bytes, pos: int = 0) -> tuple[str, list[bytes], int]:
+    """A reply's shape (types, counts, every non-bulk item) and its bulk strings, in order."""
+    kind = raw[pos : pos + 1]
+    nl = raw.index(b"\r\n", pos)
+    head = raw[pos + 1 : nl]
+    pos = nl + 2
+    if kind in (b"$", b"=") and int(head) >= 0:
+        n = int(head)
+        return "$", [raw[pos : pos + n]], pos + n + 2
+    if kind in (b"*", b"~", b"%", b">") and int(head) >= 0:
+        shape, items = [f"{kind.decode()}{int(head)}["], []
+        for _ in range(int(head) * (2 if kind == b"%" else 1)):
+            inner, found, pos = skeleton(raw, pos)
+            shape.append(inner)
+            items += found
+        return ",".join(shape) + "]", items, pos
+    return (kind + head).decode("utf-8", "replace"), [], pos
+
+
+def contents(sock: socket.socket, argv: list[bytes]) -> list[bytes] | dict[bytes, bytes]:
+    """What a pick can choose from: the set's members, the hash's fields and values, the keys."""
+    if argv[0].upper() == b"RANDOMKEY":
+        return list(read_reply(request(sock, encode_command([b"KEYS", b"*"])))[0])  # type: ignore[call-overload]
+    kind = request(sock, encode_command([b"TYPE", argv[1]]))
+    if kind == b"+set\r\n":
+        return list(read_reply(request(sock, encode_command([b"SMEMBERS", argv[1]])))[0])  # type: ignore[call-overload]
+    if kind == b"+hash\r\n":
+        flat = read_reply(request(sock, encode_command([b"HGETALL", argv[1]])))[0]
+        return dict(zip(flat[0::2], flat[1::2], strict=True))  # type: ignore[index]
+    return []
+
+
+def pick_problem(argv: list[bytes], before: list[bytes] | dict[bytes, bytes], want: bytes, got: bytes) -> str:
+    """Why shardkv's random pick is not one redis-server could have made ("" if it is)."""
+    if want[:1] == b"-" or got[:1] == b"-":
+        return "" if want == got else "errors differ"
+    want_shape, _, _ = skeleton(want)
+    got_shape, picked, _ = skeleton(got)
+    if want_shape != got_shape:
+        return f"shape {got_shape} where redis-server has {want_shape}"
+    name = argv[0].upper()
+    with_values = name == b"HRANDFIELD" and len(argv) > 3
+    chosen = picked[0::2] if with_values else picked
+    if isinstance(before, dict) and with_values:
+        if any(before.get(f) != v for f, v in zip(picked[0::2], picked[1::2], strict=True)):
+            return "a field with another value"
+    if any(c not in before for c in chosen):
+        return "a pick that was not there"
+    distinct = name == b"SPOP" or len(argv) < 3 or not argv[2].startswith(b"-")
+    if distinct and len(set(chosen)) != len(chosen):
+        return "the same pick twice"
+    return ""
+
+
+def resync(ref: socket.socket, ours: socket.socket, key: bytes) -> None:
+    """After an SPOP: give shardkv's set the members redis-server's kept."""
+    theirs, mine = (set(contents(sock, [b"SPOP", key])) for sock in (ref, ours))
+    if mine - theirs:
+        request(ours, encode_command([b"SREM", key, *sorted(mine - theirs)]))
+    if theirs - mine:
+        request(ours, encode_command([b"SADD", key, *sorted(theirs - mine)]))
+
+
+def whole_scan(sock: socket.socket, argv: list[bytes]) -> object:
+    """Every element a SCAN-family iteration from argv's cursor returns, as a sorted set (HSCAN:
+    field and value pairs); an error reply as it is."""
+    at = 1 if argv[0].upper() == b"SCAN" else 2
+    found: set[object] = set()
+    for _ in range(100_000):
+        raw = request(sock, encode_command(argv))
+        if raw[:1] == b"-":
+            return raw
+        (cursor, batch), _ = read_reply(raw)  # type: ignore[misc]
+        found.update(zip(batch[0::2], batch[1::2], strict=True) if argv[0].upper() == b"HSCAN" else batch)
+        if cursor == b"0":
+            return sorted(found)  # type: ignore[type-var]
+        argv = [*argv[:at], cursor, *argv[at + 1 :]]
+    raise AssertionError(f"{argv!r}: no end to the iteration")
+
+
+def run_both(ref: socket.socket, ours: socket.socket, argv: list[bytes], alone: bool) -> tuple[object, object]:
+    """Send one command to both servers; return what is compared of each (equal: they agree).
+    `alone`: not inside MULTI, where picks and scans are compared by their own rules."""
+    name = argv[0].upper()
+    if alone and name in SCANS:
+        return whole_scan(ref, argv), whole_scan(ours, argv)
+    if alone and name in PICKS:
+        before = contents(ref, argv)
+        frame = encode_command(argv)
+        want, got = request(ref, frame), request(ours, frame)
+        problem = pick_problem(argv, before, want, got)
+        if name == b"SPOP" and want[:1] != b"-":
+            resync(ref, ours, argv[1])
+        return (want, got) if problem else (b"a pick", b"a pick")
+    frame = encode_command(argv)
+    want, got = request(ref, frame), request(ours, frame)
+    return comparable(argv, want), comparable(argv, got)
+
+
 def dataset(sock: socket.socket, keys: list[bytes] = KEYS) -> list[object]:
     """Each key with its type, value and whether it has a TTL."""
     out: list[object] = []
@@ -204,7 +335,7 @@ def test_random_sequences_match_redis(pair: tuple[int, Server], proto: int) -> N
     for sock in (ref, ours):
         request(sock, encode_command([b"HELLO", b"%d" % proto]))
     done = [0]
-    found: list[tuple[list[bytes], bytes, bytes]] = []
+    found: list[tuple[list[bytes], object, object]] = []
 
     @settings(max_examples=EXAMPLES, derandomize=True, deadline=None, database=None,
               suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large])
@@ -212,25 +343,26 @@ def test_random_sequences_match_redis(pair: tuple[int, Server], proto: int) -> N
     def run(sequence: list[list[bytes]]) -> None:
         for sock in (ref, ours):
             request(sock, encode_command([b"FLUSHALL"]))
+        alone = True
         for argv in sequence:
-            frame = encode_command(argv)
-            want, got = request(ref, frame), request(ours, frame)
+            want, got = run_both(ref, ours, argv, alone)
+            alone = argv[0].upper() in (b"EXEC", b"DISCARD") or alone and argv[0].upper() != b"MULTI"
             done[0] += 1
-            if SURVEY and comparable(argv, want) != comparable(argv, got):
+            if SURVEY and want != got:
                 found.append((argv, want, got))
                 continue
-            assert comparable(argv, want) == comparable(argv, got), (argv, want, got)
+            assert want == got, (argv, want, got)
         if not SURVEY:
             assert dataset(ref) == dataset(ours)
 
     run()
     print(f"random differential, RESP{proto}: {done[0]} commands in {EXAMPLES} sequences")
     if found:
-        by_name: dict[bytes, list[tuple[list[bytes], bytes, bytes]]] = {}
+        by_name: dict[bytes, list[tuple[list[bytes], object, object]]] = {}
         for argv, want, got in found:
             by_name.setdefault(argv[0].upper(), []).append((argv, want, got))
-        report = [f"{name.decode()} x{len(cases)}: {cases[0][0]!r} redis {cases[0][1][:80]!r} shardkv "
-                  f"{cases[0][2][:80]!r}" for name, cases in sorted(by_name.items())]
+        report = [f"{name.decode()} x{len(cases)}: {cases[0][0]!r} redis {str(cases[0][1])[:80]} shardkv "
+                  f"{str(cases[0][2])[:80]}" for name, cases in sorted(by_name.items())]
         pytest.fail(f"{len(found)} differences in {done[0]} commands:\n" + "\n".join(report))
     assert done[0] >= EXAMPLES  # the commands really ran (every example has at least one)
 
@@ -270,11 +402,12 @@ def test_four_clients_on_disjoint_keys_match_redis(pair: tuple[int, Server], pro
         def work(n: int) -> None:
             ref, ours = socks[n]
             try:
+                alone = True
                 for argv in seqs[n]:
-                    frame = encode_command(argv)
-                    want, got = request(ref, frame), request(ours, frame)
+                    want, got = run_both(ref, ours, argv, alone)
+                    alone = argv[0].upper() in (b"EXEC", b"DISCARD") or alone and argv[0].upper() != b"MULTI"
                     done[n] += 1
-                    if comparable(argv, want) != comparable(argv, got):
+                    if want != got:
                         problems.append((argv, want, got))
                         return
             except Exception as exc:  # a thread reports its errors; the test asserts on them

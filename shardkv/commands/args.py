@@ -70,7 +70,9 @@ def db_index(raw: bytes, databases: int) -> int:
 
 def parse_cursor(raw: bytes) -> int:
     """A SCAN-family cursor as Redis reads it (strtoul): decimal, an optional sign, a negative
-    number wrapping around 2**64, else Redis's error."""
+    number wrapping around 2**64, the empty string as 0, else Redis's error."""
+    if not raw:
+        return 0
     digits = raw[1:] if raw[:1] in (b"+", b"-") else raw
     if not digits.isdigit() or len(digits) > 20 or int(digits) >= 1 << 64:
         raise CommandError("ERR invalid cursor")
