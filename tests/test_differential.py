@@ -81,6 +81,12 @@ SCRIPT = [
     "LPUSH lst x", "INCRBYFLOAT lst '1 '", "INCRBYFLOAT f 1", "OBJECT ENCODING f", "OBJECT REFCOUNT f",
     "SET n 1", "COPY n n2", "OBJECT ENCODING n2", "OBJECT REFCOUNT n2", "OBJECT REFCOUNT n",
     "HSCAN nokey '' COUNT 3", "SSCAN nokey '-'", "SCAN ' 0'",  # (strtoul: '' is cursor 0)
+    # Timeouts and INCRBYFLOAT read a long double: its range, hex, and a millisecond count that
+    # overflows a long long reading as negative.
+    "BLPOP nokey '0.01 '", "BLPOP nokey inf", "BLPOP nokey 9.3e15", "BLPOP nokey 1e400", "BLPOP nokey 1e5000",
+    "BLPOP nokey 1e-5000", "BLPOP nokey 0x1p-20", "INCRBYFLOAT f 1e5000", "INCRBYFLOAT f 0x10",
+    "INCRBYFLOAT f 1e-5000", "INCRBYFLOAT f 1e-4950", "INCRBYFLOAT f infinity", "DEL f",
+    "BLMPOP x 1 l LEFT COUNT -1", "BLMPOP x 1 l UP", "BLMOVE a b UP LEFT x",
     "FLUSHALL",
 ]
 

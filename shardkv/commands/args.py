@@ -6,6 +6,7 @@ import math
 import re
 from collections.abc import Callable
 from dataclasses import dataclass
+from decimal import Decimal
 
 from shardkv.errors import DB_INDEX, NOT_FLOAT, NOT_INTEGER, CommandError
 from shardkv.limits import Limits
@@ -87,21 +88,34 @@ def maybe_int(raw: bytes) -> int | None:
     return n if INT64_MIN <= n <= INT64_MAX else None
 
 
-def parse_float(raw: bytes) -> float:
+LONG_DOUBLE_CHARS_MAX = 5 * 1024  # Redis's MAX_LONG_DOUBLE_CHARS
+_LONG_DOUBLE_MAX = Decimal("1.18973149535723176502e4932")
+_LONG_DOUBLE_TRUE_MIN = Decimal("3.64519953188247460253e-4951")  # the smallest subnormal
+
+
+def parse_long_double(raw: bytes, error: str = NOT_FLOAT) -> float:
+    """A number as Redis reads a long double (strtold, whole string, INCRBYFLOAT and timeouts):
+    no space around it, no NaN; `inf` itself is a number, but a value past the long double's
+    range, or so small that it reads as 0, is `error`.  Returned as the nearest double."""
     try:
         text = raw.decode("ascii")
     except UnicodeDecodeError:
-        raise CommandError(NOT_FLOAT) from None
-    if not text or text != text.strip() or "_" in text:
-        raise CommandError(NOT_FLOAT)
+        raise CommandError(error) from None
+    if not text or len(text) > LONG_DOUBLE_CHARS_MAX or text != text.strip() or "_" in text:
+        raise CommandError(error)
     try:
-        value = float(text)
-    except ValueError:
-        raise CommandError(NOT_FLOAT) from None
+        if text.lstrip("+-")[:2].lower() == "0x":
+            value, exact = float.fromhex(text), None
+        else:
+            value, exact = float(text), Decimal(text)
+    except (ValueError, ArithmeticError):
+        raise CommandError(error) from None
     if math.isnan(value):
-        raise CommandError(NOT_FLOAT)
+        raise CommandError(error)
+    if exact is not None and exact.is_finite() and (
+            abs(exact) > _LONG_DOUBLE_MAX or exact and abs(exact) < _LONG_DOUBLE_TRUE_MIN / 2):
+        raise CommandError(error)  # strtold's ERANGE, at infinity or at zero
     return value
-
 
 
 def glob_matcher(pattern: bytes) -> Callable[[bytes], bool]:

@@ -6,7 +6,7 @@ from __future__ import annotations
 import math
 
 from shardkv import errors, protocol
-from shardkv.commands.args import INT64_MAX, INT64_MIN, ShardCtx, maybe_int, parse_float, parse_int
+from shardkv.commands.args import INT64_MAX, INT64_MIN, ShardCtx, maybe_int, parse_int, parse_long_double
 from shardkv.commands.collections import Fields, reply_budget
 from shardkv.commands.notify import GENERIC, HASH, notify
 from shardkv.commands.sets import random_count, scan_step
@@ -129,7 +129,7 @@ def hincrby(ctx: ShardCtx, argv: list[bytes]) -> bytes:
 @command("hincrbyfloat", 4, "write denyoom fast", keys=(1, 1, 1), group="hash",
          summary="Increment the float value of a hash field")
 def hincrbyfloat(ctx: ShardCtx, argv: list[bytes]) -> bytes:
-    delta = parse_float(argv[3])
+    delta = parse_long_double(argv[3])
     if math.isinf(delta):
         raise CommandError("ERR value is NaN or Infinity")
     fields = _fields(ctx, argv[1])
@@ -137,7 +137,7 @@ def hincrbyfloat(ctx: ShardCtx, argv: list[bytes]) -> bytes:
     old = fields.get(argv[2])
     if old is not None:
         try:
-            current = parse_float(old)
+            current = parse_long_double(old)
         except CommandError:
             raise CommandError("ERR hash value is not a float") from None
     result = current + delta

@@ -4,10 +4,12 @@ LSET, LRANGE and LTRIM, and rewritten by the O(n) commands (LINSERT, LREM)."""
 
 from __future__ import annotations
 
+import math
+
 from shardkv import errors, protocol
 from shardkv.collstore import Chunks, clamp_range, items_of
 from shardkv.commands.across import CrossShard, is_error
-from shardkv.commands.args import INT64_MIN, ShardCtx, maybe_int, parse_int
+from shardkv.commands.args import INT64_MAX, INT64_MIN, ShardCtx, maybe_int, parse_int, parse_long_double
 from shardkv.commands.collections import (
     Found,
     batch_op,
@@ -454,15 +456,14 @@ async def lmpop_across(tx: CrossShard, argv: list[bytes]) -> bytes:
 
 
 def parse_timeout(raw: bytes) -> float:
-    try:
-        value = float(raw)
-    except ValueError:
-        raise CommandError("ERR timeout is not a float or out of range") from None
-    if value != value or value in (float("inf"), float("-inf")):
-        raise CommandError("ERR timeout is not a float or out of range")
-    if value < 0:
-        raise CommandError("ERR timeout is negative")
-    return value
+    """A blocking command's timeout in seconds, as Redis 7.0 reads it: a long double, rounded up
+    to whole milliseconds as a C long long.  So a tiny negative one rounds to 0 (block for ever),
+    and one whose milliseconds overflow the long long (`inf`, 1e16) reads as negative, as it does
+    on x86."""
+    ms = parse_long_double(raw, errors.TIMEOUT_NOT_FLOAT) * 1000
+    if not math.isfinite(ms) or not 0 <= math.ceil(ms) <= INT64_MAX:
+        raise CommandError(errors.TIMEOUT_NEGATIVE)
+    return math.ceil(ms) / 1000
 
 
 def _pair_reply(decoded: object) -> bytes | None:
@@ -504,8 +505,8 @@ command("brpop", -3, "write blocking", keys=(1, -2, 1), group="list",
 
 
 def _blmpop_plan(argv: list[bytes]) -> BlockPlan:
+    keys, left, count = lmpop_args(argv[1:])  # (Redis reads the timeout last)
     timeout = parse_timeout(argv[1])
-    keys, left, count = lmpop_args(argv[1:])
     return BlockPlan([b"lmpop", *argv[2:]], keys, timeout, _lmpop_shape)
 
 

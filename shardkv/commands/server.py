@@ -652,9 +652,9 @@ def wait(conn: Client, argv: list[bytes]) -> bytes | Pending:
     """No replica ever acknowledges: WAIT for none answers 0 at once; WAIT for some blocks the
     client, as Redis does, until the timeout (0: until it disconnects) and then answers 0."""
     replicas = parse_int(argv[1])
-    timeout_ms = parse_int(argv[2], "ERR timeout is not an integer or out of range")
+    timeout_ms = parse_int(argv[2], errors.TIMEOUT_NOT_INTEGER)
     if timeout_ms < 0:
-        raise CommandError("ERR timeout is negative")
+        raise CommandError(errors.TIMEOUT_NEGATIVE)
     if replicas <= 0 or conn.executing:  # in EXEC nothing blocks: it answers at once, as in Redis
         return protocol.ZERO
     return conn.server.later(conn, _wait_out(conn, timeout_ms))  # the client blocks

@@ -10,7 +10,7 @@ import math
 
 from shardkv import errors, protocol
 from shardkv.commands.across import CrossShard, is_error
-from shardkv.commands.args import INT64_MAX, INT64_MIN, ShardCtx, maybe_int, parse_float, parse_int
+from shardkv.commands.args import INT64_MAX, INT64_MIN, ShardCtx, maybe_int, parse_int, parse_long_double
 from shardkv.commands.collections import notify_new
 from shardkv.commands.notify import GENERIC, STRING, notify
 from shardkv.commands.table import Merge, command
@@ -385,11 +385,11 @@ def substr(ctx: ShardCtx, argv: list[bytes]) -> bytes:
          summary="Increment the float value of a key by the given amount")
 def incrbyfloat(ctx: ShardCtx, argv: list[bytes]) -> bytes:
     found, old = _find_string(ctx, argv[1])  # the key's type first, then the increment, as Redis
-    delta = parse_float(argv[2])
+    delta = parse_long_double(argv[2])
     current = 0.0
     if old is not None:
         try:
-            current = parse_float(old)
+            current = parse_long_double(old)
         except CommandError:
             raise CommandError(errors.NOT_FLOAT) from None
     result = current + delta
