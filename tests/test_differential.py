@@ -87,6 +87,11 @@ SCRIPT = [
     "BLPOP nokey 1e-5000", "BLPOP nokey 0x1p-20", "INCRBYFLOAT f 1e5000", "INCRBYFLOAT f 0x10",
     "INCRBYFLOAT f 1e-5000", "INCRBYFLOAT f 1e-4950", "INCRBYFLOAT f infinity", "DEL f",
     "BLMPOP x 1 l LEFT COUNT -1", "BLMPOP x 1 l UP", "BLMOVE a b UP LEFT x",
+    # SORT ALPHA compares as strcoll (up to a NUL byte) and keeps a list's order among equals;
+    # with STORE it compares every byte.
+    'RPUSH sl "\\x00b" "" "\\x00a" "b" "a\\x00z" "a"', "SORT sl ALPHA", "SORT sl ALPHA DESC",
+    "SORT sl BY nokey_* ALPHA", "SORT sl BY nokey_* ALPHA DESC", "SORT sl ALPHA STORE sl2", "LRANGE sl2 0 -1",
+    "SORT sl", "DEL sl sl2",
     "FLUSHALL",
 ]
 

@@ -144,8 +144,8 @@ def sort_elements(elements: list[bytes], is_set: bool, o: SortOptions, lookup: L
             if o.by is not None:
                 target = pattern_target(o.by, e)  # BY with a '*' (else nothing is sorted)
                 raw = lookup(*target) if target is not None else None
-            if alpha:
-                keys[e] = raw
+            if alpha:  # strcoll in the C locale, which stops at a NUL byte; STORE compares all bytes
+                keys[e] = raw if raw is None or o.store is not None else raw.split(b"\0", 1)[0]
             else:
                 score = sort_score(raw) if raw is not None else 0.0
                 if score is None:
@@ -154,11 +154,16 @@ def sort_elements(elements: list[bytes], is_set: bool, o: SortOptions, lookup: L
 
         def compare(a: bytes, b: bytes) -> int:
             ka, kb = keys[a], keys[b]
-            if alpha and (ka is None or kb is None):
-                c = (ka is not None) - (kb is not None)
-            else:
-                c = (ka > kb) - (ka < kb)  # type: ignore[operator]
-            return c or (a > b) - (a < b)
+            if alpha:
+                if ka is None or kb is None:
+                    c = (ka is not None) - (kb is not None)
+                else:
+                    c = (ka > kb) - (ka < kb)  # type: ignore[operator]
+                # Equal ones keep the source's order (Redis's qsort is glibc's stable merge sort);
+                # a set's order is its own (the README's known differences), so there the bytes decide.
+                return c or (is_set and (a > b) - (a < b))
+            c = (ka > kb) - (ka < kb)  # type: ignore[operator]
+            return c or (a > b) - (a < b)  # equal scores: the elements' bytes, as Redis
 
         elements = sorted(elements, key=functools.cmp_to_key(compare), reverse=o.desc)
     elif o.desc and not is_set:  # a list left unsorted comes in its order, DESC from the tail
