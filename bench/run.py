@@ -3,10 +3,13 @@
     .venv/bin/python bench/run.py [--only throughput,memory,scaling,store,hop,txn] [--quick]
 
 - throughput: redis-benchmark against redis-server and shardkv (--shards 1 and --shards = CPUs)
-  in alternation, rounds x (redis, shardkv 1, shardkv N), medians: rps of each, the ratio, p50 and
-  p99 latency; -c 50, -P 1 and -P 16, 100-byte values (and 4 KiB for SET/GET).  Where the machine
-  has at least 4 CPUs the servers are pinned to the first half and the client to the second
-  (taskset); the header says which.
+  in alternation, rounds x (redis, shardkv 1, shardkv N), each server started fresh and prefilled
+  so that GETs hit, keys drawn from 100,000 (-r; 10,000 for 4 KiB values); each test run on its own:
+  median rps with the spread of the rounds, the ratio, p50 and p99 latency, and the server's CPU
+  time per command (/proc, all its processes, over every round: at least 2,000,000 commands per
+  figure at -P 16 with the defaults); -c 50, -P 1 and -P 16, 100-byte values (and 4 KiB for
+  SET/GET).  Where the machine has at least 4 CPUs the servers are pinned to the first half and
+  the client to the second (taskset); the header says which.
 - latency: redis-benchmark -c 1 -P 1 (PING, SET, GET): p50 and p99 of each server.
 - memory: 1,000,000 keys of 100-byte values, then 100,000 hashes of 10 fields, loaded into each
   server: redis-server's used_memory and RSS beside shardkv's used bytes, allocated footprint,
@@ -38,6 +41,7 @@ import sys
 import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
+from typing import Any
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 ROOT = os.path.dirname(HERE)
@@ -110,57 +114,123 @@ def ready(port: int, shards: int) -> None:
 
 # ---------------------------------------------------------------------- throughput
 
-TESTS_100 = "ping,set,get,incr,lpush,lpop,sadd,hset,mset"
-TESTS_4K = "set,get"
+TESTS_100 = ["ping_mbulk", "set", "get", "incr", "lpush", "lpop", "sadd", "hset", "mset"]
+TESTS_4K = ["set", "get"]
+KEYSPACE_100, KEYSPACE_4K = 100_000, 10_000  # redis-benchmark -r: key:000000000000 .. key:<keyspace - 1>
 
 
-def redis_benchmark(port: int, tests: str, pipeline: int, size: int, requests: int,
-                    clients: int = 50) -> dict[str, list[float]]:
-    out = subprocess.run(pinned(["redis-benchmark", "-p", str(port), "-t", tests, "-n", str(requests),
-                                 "-c", str(clients), "-P", str(pipeline), "-d", str(size), "--csv"], CLIENT_CPUS),
+def prefill(port: int, keyspace: int, size: int) -> None:
+    """SET every key redis-benchmark -r <keyspace> can name (key:%012d), so every GET hits."""
+    s = socket.create_connection(("127.0.0.1", port))
+    value = b"x" * size
+    step = max(1, min(10_000, (1 << 22) // (size + 40)))
+    for start in range(0, keyspace, step):
+        batch = range(start, min(keyspace, start + step))
+        s.sendall(b"".join(frame(b"SET", b"key:%012d" % i, value) for i in batch))
+        want, got = 5 * len(batch), 0
+        while got < want:
+            got += len(s.recv(1 << 20))
+    s.close()
+
+
+def cpu_s(pids: list[int]) -> float:
+    """User + system CPU seconds these processes used so far (all their threads)."""
+    ticks = 0
+    for pid in pids:
+        with open(f"/proc/{pid}/stat") as f:
+            fields = f.read().rsplit(")", 1)[1].split()
+        ticks += int(fields[11]) + int(fields[12])  # utime, stime
+    return ticks / os.sysconf("SC_CLK_TCK")
+
+
+def server_pids(proc_pid: int) -> list[int]:
+    """A server process and its children (shardkv's workers)."""
+    out = subprocess.run(["pgrep", "-P", str(proc_pid)], capture_output=True, text=True).stdout
+    return [proc_pid, *map(int, out.split())]
+
+
+def redis_benchmark(port: int, test: str, pipeline: int, size: int, requests: int, keyspace: int,
+                    clients: int = 50) -> list[float]:
+    """[rps, p50 ms, p99 ms] of one redis-benchmark test over a key space of `keyspace` keys."""
+    out = subprocess.run(pinned(["redis-benchmark", "-p", str(port), "-t", test, "-n", str(requests),
+                                 "-c", str(clients), "-P", str(pipeline), "-d", str(size), "-r", str(keyspace),
+                                 "--csv"], CLIENT_CPUS),
                          capture_output=True, text=True, check=True).stdout
-    rows = {}
-    for row in csv.DictReader(io.StringIO(out)):
-        rows[row["test"]] = [float(row["rps"]), float(row["p50_latency_ms"]), float(row["p99_latency_ms"])]
-    return rows
+    (row,) = csv.DictReader(io.StringIO(out))
+    return [float(row["rps"]), float(row["p50_latency_ms"]), float(row["p99_latency_ms"])]
+
+
+@contextmanager
+def any_server(shards: int) -> Iterator[tuple[int, int]]:
+    """(port, pid) of redis-server (shards 0) or shardkv with this many shards."""
+    if shards == 0:
+        port = free_port()
+        proc = subprocess.Popen(pinned(["redis-server", "--port", str(port), "--save", "", "--appendonly", "no"],
+                                       SERVER_CPUS), stdout=subprocess.DEVNULL)
+        try:
+            wait_port(port)
+            yield port, proc.pid
+        finally:
+            proc.terminate()
+            proc.wait(10)
+    else:
+        with shardkv(shards) as (port, sk):
+            yield port, sk.pid
 
 
 def throughput(opts: argparse.Namespace) -> None:
+    """Rounds of (redis-server, shardkv 1 shard, shardkv N shards), each started fresh and
+    prefilled; every test run on its own, so the server CPU it took is its own."""
     configs = [("redis", 0), ("shardkv 1", 1)] + ([(f"shardkv {CPUS}", CPUS)] if CPUS > 1 else [])
-    runs: dict[tuple[str, int, int, str], list[list[float]]] = {}
-    plan = [(TESTS_100, 100), (TESTS_4K, 4096)]
+    plan = [(TESTS_100, 100, KEYSPACE_100), (TESTS_4K, 4096, KEYSPACE_4K)]
+    runs: dict[tuple[str, int, int, str], list[list[float]]] = {}  # rps, p50, p99, CPU s, commands
     for _ in range(opts.rounds):
         for label, shards in configs:
-            ctx = redis_server() if shards == 0 else shardkv(shards)
-            with ctx as handle:
-                port = handle if isinstance(handle, int) else handle[0]
-                for tests, size in plan:
+            with any_server(shards) as (port, pid):
+                pids = server_pids(pid)
+                for tests, size, keyspace in plan:
+                    prefill(port, keyspace, size)
                     for pipeline in (1, 16):
-                        for test, row in redis_benchmark(port, tests, pipeline, size, opts.requests).items():
-                            runs.setdefault((label, pipeline, size, test), []).append(row)
-    print(f"\n### Throughput: redis-benchmark -n {opts.requests} -c 50, medians of {opts.rounds} rounds "
-          f"(servers started in turn: redis, shardkv 1 shard, shardkv {CPUS} shards); "
+                        requests = opts.requests if pipeline > 1 else opts.requests_p1
+                        for test in tests:
+                            before = cpu_s(pids)
+                            row = redis_benchmark(port, test, pipeline, size, requests, keyspace)
+                            runs.setdefault((label, pipeline, size, test), []).append(
+                                [*row, cpu_s(pids) - before, requests])
+    print(f"\n### Throughput: redis-benchmark -c 50 -r <key space>, {opts.rounds} rounds, servers started in "
+          f"turn each round (redis, shardkv 1 shard, shardkv {CPUS} shards) and prefilled so every GET hits; "
+          f"-n {opts.requests:,} per test at -P 16, {opts.requests_p1:,} at -P 1; "
           + (f"servers pinned to CPUs {SERVER_CPUS}, client to {CLIENT_CPUS}" if PIN else
              f"not pinned ({CPUS} CPUs: client and servers share them)") + "\n")
-    head = "| test | value | -P | redis rps | p50/p99 ms |"
+    print("rps: median (min-max) of the rounds; ratio: of the medians; CPU: server CPU seconds of all its "
+          "processes (/proc) over every round's commands, in microseconds per command.\n")
+    head = "| test | value | keys | -P | redis rps | redis p50/p99 ms | redis CPU us/cmd |"
     for label, _ in configs[1:]:
-        head += f" {label} rps | ratio | p50/p99 ms |"
+        head += f" {label} rps | ratio | p50/p99 ms | CPU us/cmd | CPU vs redis |"
     print(head)
     print("|" + "---|" * (head.count("|") - 1))
-    for _, size in plan:
+    for tests, size, keyspace in plan:
         for pipeline in (1, 16):
-            for test in [t for (lab, p, sz, t) in runs if lab == "redis" and p == pipeline and sz == size]:
-                r = _medians(runs, ("redis", pipeline, size, test))
-                line = f"| {test} | {size} B | {pipeline} | {r[0]:,.0f} | {r[1]:.3f}/{r[2]:.3f} |"
+            for test in tests:
+                r = _summary(runs[("redis", pipeline, size, test)])
+                line = (f"| {test} | {size} B | {keyspace:,} | {pipeline} | {r['rps']} | {r['lat']} | "
+                        f"{r['cpu']:.2f} |")
                 for label, _ in configs[1:]:
-                    m = _medians(runs, (label, pipeline, size, test))
-                    line += f" {m[0]:,.0f} | {m[0] / r[0]:.2f} | {m[1]:.3f}/{m[2]:.3f} |"
+                    m = _summary(runs[(label, pipeline, size, test)])
+                    versus = f"{m['cpu'] / r['cpu']:.1f}x" if r["cpu"] else "-"
+                    line += f" {m['rps']} | {m['median'] / r['median']:.2f} | {m['lat']} | {m['cpu']:.2f} | {versus} |"
                 print(line)
 
 
-def _medians(runs: dict[tuple[str, int, int, str], list[list[float]]], key: tuple[str, int, int, str]) -> list[float]:
-    rows = runs.get(key, [[0.0, 0.0, 0.0]])
-    return [statistics.median(col) for col in zip(*rows, strict=True)]
+def _summary(rows: list[list[float]]) -> dict[str, Any]:
+    rps = [row[0] for row in rows]
+    median = statistics.median(rps)
+    return {
+        "median": median,
+        "rps": f"{median:,.0f} ({min(rps):,.0f}-{max(rps):,.0f})",
+        "lat": f"{statistics.median(r[1] for r in rows):.3f}/{statistics.median(r[2] for r in rows):.3f}",
+        "cpu": sum(r[3] for r in rows) / sum(r[4] for r in rows) * 1e6,
+    }
 
 
 def latency(opts: argparse.Namespace) -> None:
@@ -171,9 +241,10 @@ def latency(opts: argparse.Namespace) -> None:
     runs: dict[tuple[str, str], list[list[float]]] = {}
     for _ in range(opts.rounds):
         for label, shards in configs:
-            with (redis_server() if shards == 0 else shardkv(shards)) as handle:
-                port = handle if isinstance(handle, int) else handle[0]
-                for test, row in redis_benchmark(port, "ping,set,get", 1, 100, requests, clients=1).items():
+            with any_server(shards) as (port, _):
+                prefill(port, KEYSPACE_100, 100)
+                for test in ("ping_mbulk", "set", "get"):
+                    row = redis_benchmark(port, test, 1, 100, requests, KEYSPACE_100, clients=1)
                     runs.setdefault((label, test), []).append(row)
     print(f"\n### Latency: redis-benchmark -c 1 -P 1 -n {requests}, medians of {opts.rounds} rounds (us)\n")
     head = "| test |" + "".join(f" {label} p50 | {label} p99 |" for label, _ in configs)
@@ -357,12 +428,13 @@ SECTIONS = {
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--only", default=",".join(SECTIONS), help="comma-separated sections")
-    ap.add_argument("--rounds", type=int, default=3)
-    ap.add_argument("--requests", type=int, default=100_000)
+    ap.add_argument("--rounds", type=int, default=5)
+    ap.add_argument("--requests", type=int, default=400_000, help="per test and round at -P 16")
+    ap.add_argument("--requests-p1", type=int, default=100_000, help="per test and round at -P 1")
     ap.add_argument("--quick", action="store_true", help="smaller data and shorter runs (a smoke test)")
     opts = ap.parse_args()
     if opts.quick:
-        opts.rounds, opts.requests = 1, 20_000
+        opts.rounds, opts.requests, opts.requests_p1 = 1, 20_000, 5_000
     for tool in ("redis-server", "redis-benchmark") + (("taskset",) if PIN else ()):
         if shutil.which(tool) is None:
             raise SystemExit(f"{tool} is not installed (apt-get install redis-server redis-tools util-linux)")

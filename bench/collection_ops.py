@@ -1,6 +1,6 @@
 """Per-operation cost of list, hash and set commands on small and large collections.
 
-    .venv/bin/python bench/collections.py [--elements 100000] [--ops 200]
+    .venv/bin/python bench/collection_ops.py [--elements 100000] [--ops 200]
 
 Starts redis-server (no persistence) and shardkv (--shards 1) on free ports, fills one 10-element
 and one N-element collection of each type in each server, then times each command on both sizes
