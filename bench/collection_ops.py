@@ -23,7 +23,7 @@ from collections.abc import Callable
 
 import redis
 
-sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+sys.path.append(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))  # after the installed shardkv
 
 from bench.lean import free_port  # noqa: E402
 
@@ -92,7 +92,7 @@ def main() -> None:
     procs = [
         subprocess.Popen(["redis-server", "--port", str(rport), "--save", "", "--appendonly", "no"],
                          stdout=subprocess.DEVNULL),
-        subprocess.Popen([sys.executable, "-m", "shardkv", "--port", str(sport), "--shards", "1",
+        subprocess.Popen([sys.executable, "-P", "-m", "shardkv", "--port", str(sport), "--shards", "1",
                           "--maxmemory", "1gb", "--name", "skvcoll"], stdout=subprocess.DEVNULL),
     ]
     try:

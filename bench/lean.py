@@ -21,7 +21,7 @@ import socket
 import sys
 import time
 
-sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+sys.path.append(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))  # after the installed shardkv
 
 from shardkv.protocol import encode_command  # noqa: E402
 from shardkv.router.dispatch import key_slot, slot_owners  # noqa: E402

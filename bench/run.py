@@ -45,7 +45,7 @@ from typing import Any
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 ROOT = os.path.dirname(HERE)
-sys.path.insert(0, ROOT)
+sys.path.append(ROOT)  # after the installed shardkv (a non-editable install has no sources built)
 
 from bench.lean import frame, free_port, info_of, load, preload  # noqa: E402
 from shardkv.limits import Footprint, Limits  # noqa: E402
@@ -87,7 +87,7 @@ def redis_server() -> Iterator[int]:
 @contextmanager
 def shardkv(shards: int, maxmemory: str = "1gb") -> Iterator[tuple[int, subprocess.Popen[bytes]]]:
     port = free_port()
-    proc = subprocess.Popen(pinned([sys.executable, "-m", "shardkv", "--port", str(port), "--shards", str(shards),
+    proc = subprocess.Popen(pinned([sys.executable, "-P", "-m", "shardkv", "--port", str(port), "--shards", str(shards),
                                     "--maxmemory", maxmemory, "--maxclients", "1000", "--name", f"skvbench{port}"],
                                    SERVER_CPUS), stdout=subprocess.DEVNULL, cwd=ROOT)
     try:

@@ -26,7 +26,7 @@ from contextlib import contextmanager
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 ROOT = os.path.dirname(HERE)
-sys.path.insert(0, ROOT)
+sys.path.append(ROOT)  # after the installed shardkv (a non-editable install has no sources built)
 
 from bench.lean import frame, free_port  # noqa: E402
 from bench.run import ready, wait_port  # noqa: E402
@@ -38,7 +38,7 @@ def server(kind: str) -> Iterator[int]:
     if kind == "redis":
         cmd = ["redis-server", "--port", str(port), "--save", "", "--appendonly", "no"]
     else:
-        cmd = [sys.executable, "-m", "shardkv", "--port", str(port), "--shards", kind, "--maxmemory", "256mb",
+        cmd = [sys.executable, "-P", "-m", "shardkv", "--port", str(port), "--shards", kind, "--maxmemory", "256mb",
                "--name", f"benchtxn{os.getpid()}"]
     proc = subprocess.Popen(cmd, cwd=ROOT, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     try:

@@ -45,6 +45,7 @@ from typing import TYPE_CHECKING
 from shardkv.errors import OOM, WRONGTYPE, CommandError
 from shardkv.keywatch import NOTE_CHANGED, NOTE_SWAPPED, KeyWatches
 from shardkv.limits import DATABASES_MAX, PAGE_BYTES, PAGE_ENTRY_BYTES, SEGMENT_HEADER_BYTES, Footprint
+from shardkv.native import EXPIRED, WRONG_TYPE, Index
 
 if TYPE_CHECKING:
     from shardkv.tracking import TrackingTable
@@ -207,6 +208,11 @@ class Store:
         self.map_off = q[H_MAP_OFF]
         self.heap_off = q[H_HEAP_OFF]
         self.page_hint = 0
+        # The chain walk of find() (compiled: index.pyx), by stored db, expired or not, changing
+        # nothing: (record offset or 0, word index of the link to it, word index of its bucket).
+        self.index = Index(mm, self.bucket_word, self.buckets, self.heap_off, self.heap_bytes)
+        self._find_stored: Callable[[int, bytes], tuple[int, int, int]] = self.index.find
+        self._string_resp = self.index.string_resp
         # Databases as clients number them -> as stored in records; SWAPDB swaps two entries.
         # Every public method takes the client's number; records, counters and internals the stored one.
         self.dbmap = bytearray(self.mm[DBMAP_BYTE : DBMAP_BYTE + DATABASES_MAX])
@@ -245,6 +251,7 @@ class Store:
         self.fault_steps: set[str] = set()
 
     def close(self) -> None:
+        self.index.release()
         self.u32.release()
         self.q.release()
         self.view.release()
@@ -347,15 +354,18 @@ class Store:
     def string_resp_of(self, db: int, key: bytes, now_ms: int) -> bytes | None:
         """GET's whole store path: the value RESP-encoded, None if missing (or expired: deleted
         by find), WRONGTYPE for another type."""
-        off = self.find(db, key, now_ms)[0]
-        if not off:
+        value = self._string_resp(self.dbmap[db], key, now_ms)
+        if value is EXPIRED:
+            self.find(db, key, now_ms)  # deletes it (and counts the miss)
             return None
-        q = self.q
-        info = q[(off >> 3) + 2]
-        if (info >> 32) & 0xFF != TYPE_STRING:
+        if self.counting_reads:
+            if value is None:
+                self.misses += 1
+            else:
+                self.hits += 1
+        if value is WRONG_TYPE:
             raise CommandError(WRONGTYPE)
-        start = off + 32 + (info & KLEN_MASK)
-        return self.mm[start : start + q[(off >> 3) + 3]]
+        return value  # type: ignore[return-value]
 
     def lookup(self, db: int, key: bytes, now_ms: int) -> int:
         return self.find(db, key, now_ms)[0]
@@ -783,25 +793,6 @@ class Store:
             out.append(rec)
             rec = q[rec >> 3]
         return out
-
-    def _find_stored(self, pdb: int, key: bytes) -> tuple[int, int, int]:
-        """The chain walk of find(), by stored db, expired or not, changing nothing."""
-        h = zlib.crc32(key, pdb)
-        bucket = self.bucket_word + (h & self.mask)
-        fp = h >> 8
-        q = self.q
-        link = bucket
-        w = q[bucket]
-        while w:
-            off = (w & OFF_MASK) << 3
-            if w >> 40 == fp:
-                info = q[(off >> 3) + 2]
-                if (info & KLEN_MASK) == len(key) and (info >> 40) & 0xFF == pdb and \
-                        self.mm[off + 32 : off + 32 + len(key)] == key:
-                    return off, link, bucket
-            link = off >> 3
-            w = q[link]
-        return 0, 0, bucket
 
     def set_expire(self, off: int, db: int, expire_ms: int) -> None:
         if self.cas or self.tracking:

@@ -292,3 +292,40 @@ def test_flush_cut_short_is_finished_at_restart(store: Store, every_db: bool) ->
     again.check()
     assert again.keys_in(0) == 0 and again.lookup(0, b"k5", 0) == 0
     assert again.keys_in(1) == (0 if every_db else 3000)
+
+
+# ------------------------------------------------------------------ the compiled layer
+
+
+def test_a_compiled_module_built_from_another_source_refuses_to_import() -> None:
+    """An edited .pyx is never run stale: its module, built from the old source, is refused with
+    a one-line reason (shardkv/native.py), and the module built from this source passes."""
+    import types
+
+    from shardkv import index
+    from shardkv.native import fresh
+
+    assert fresh(index, "index") is index
+    stale = types.ModuleType("shardkv.index")
+    stale.SOURCE_SHA256 = "0" * 64  # type: ignore[attr-defined]
+    reason = r"^shardkv/index\.pyx changed after it was compiled: run `pip install -e \.` again$"
+    with pytest.raises(ImportError, match=reason):
+        fresh(stale, "index")
+
+
+def test_a_link_outside_the_heap_raises_instead_of_reading_it(store: Store) -> None:
+    """A damaged link is a Python exception (the error contract's bug path), never a stray read."""
+    from shardkv.native import SegmentCorrupt
+
+    put(store, b"k", b"v")
+    off, link, bucket = store.find(0, b"k", 1000)
+    assert off and link == bucket
+    saved = store.q[bucket]
+    store.q[bucket] = (saved >> 40) << 40 | (store.heap_off + store.heap_bytes) >> 3  # past the heap's end
+    with pytest.raises(SegmentCorrupt, match="points outside the heap"):
+        store.find(0, b"k", 1000)
+    with pytest.raises(SegmentCorrupt):
+        store.string_resp_of(0, b"k", 1000)
+    store.q[bucket] = saved
+    assert store.string_resp_of(0, b"k", 1000) == b"$1\r\nv\r\n"
+    store.check()

@@ -1,0 +1,130 @@
+# cython: language_level=3, boundscheck=False, wraparound=False, cdivision=True
+"""The shard index's chain walk, compiled: the first piece of the data plane in C (store.py
+keeps the rest for now).
+
+A bucket word and every link are `fingerprint(24 bits) << 40 | offset / 8`; a record's header is
+four words (next link, expire at, info, value bytes) and its key follows.  Links are read with
+acquire loads, as the publishing stores that make them visible are release stores.  Every offset
+read from the segment is checked against the heap before it is followed: a bad one raises
+SegmentCorrupt, never a stray read."""
+
+from cpython.bytes cimport PyBytes_FromStringAndSize
+from libc.stdint cimport uint8_t, uint64_t
+from libc.string cimport memcmp
+
+
+cdef extern from "zlib.h":
+    unsigned long crc32(unsigned long crc, const unsigned char *buf, unsigned int length) nogil
+
+
+cdef extern from *:
+    """
+    #ifndef SHARDKV_SOURCE_SHA256
+    #define SHARDKV_SOURCE_SHA256 ""
+    #endif
+    static inline uint64_t shardkv_load_acquire(const uint64_t *p) {
+        return __atomic_load_n(p, __ATOMIC_ACQUIRE);
+    }
+    """
+    const char *SHARDKV_SOURCE_SHA256
+    uint64_t shardkv_load_acquire(const uint64_t *p) nogil
+
+
+SOURCE_SHA256 = SHARDKV_SOURCE_SHA256.decode()  # of index.pyx when it was compiled (native.py)
+
+cdef uint64_t OFF_MASK = ((<uint64_t> 1) << 40) - 1  # as store.py's
+cdef uint64_t KLEN_MASK = ((<uint64_t> 1) << 32) - 1
+cdef uint64_t RECORD_HEADER_BYTES = 32
+
+
+cdef uint64_t TYPE_STRING = 1  # as store.py's
+
+EXPIRED = object()  # string_resp: the key's time has passed (find deletes it)
+WRONG_TYPE = object()  # string_resp: the key holds another type
+
+
+class SegmentCorrupt(Exception):
+    """An offset in the segment points outside the heap: the shard is damaged (a bug)."""
+
+
+cdef class Index:
+    """The chain walk over one shard segment's buckets."""
+
+    cdef uint8_t[::1] segment  # keeps the mapping's buffer alive while the pointers are used
+    cdef uint8_t *base
+    cdef uint64_t *q
+    cdef uint64_t bucket_word, mask, heap_lo, heap_hi
+
+    def __init__(self, segment, uint64_t bucket_word, uint64_t buckets, uint64_t heap_off,
+                 uint64_t heap_bytes):
+        self.segment = segment
+        self.base = &self.segment[0]
+        self.q = <uint64_t *> self.base
+        self.bucket_word = bucket_word
+        self.mask = buckets - 1
+        self.heap_lo = heap_off
+        self.heap_hi = heap_off + heap_bytes
+
+    def release(self):
+        """Let go of the mapping (so it can be closed); the index is unusable after."""
+        self.segment = None
+        self.base = NULL
+        self.q = NULL
+
+    cdef uint64_t walk(self, int pdb, bytes key, uint64_t *link_out, uint64_t *bucket_out) except? 0:
+        """The record of key in stored db pdb (0: none); the word linking to it and its bucket."""
+        cdef const unsigned char *k = key
+        cdef Py_ssize_t klen = len(key)
+        cdef uint64_t h = crc32(<unsigned long> pdb, k, <unsigned int> klen)
+        cdef uint64_t bucket = self.bucket_word + (h & self.mask)
+        cdef uint64_t fp = h >> 8
+        cdef uint64_t link = bucket
+        cdef uint64_t w, off, info
+        if self.q == NULL:
+            raise ValueError("the index was released")
+        bucket_out[0] = bucket
+        w = shardkv_load_acquire(&self.q[bucket])
+        while w:
+            off = (w & OFF_MASK) << 3
+            if off < self.heap_lo or off + RECORD_HEADER_BYTES > self.heap_hi:
+                raise SegmentCorrupt(f"link {w:#x} at word {link} points outside the heap")
+            if w >> 40 == fp:
+                info = self.q[(off >> 3) + 2]
+                if (info & KLEN_MASK) == <uint64_t> klen and ((info >> 40) & 0xFF) == <uint64_t> pdb:
+                    if off + RECORD_HEADER_BYTES + klen > self.heap_hi:
+                        raise SegmentCorrupt(f"record {off} runs past the heap")
+                    if memcmp(self.base + off + RECORD_HEADER_BYTES, k, klen) == 0:
+                        link_out[0] = link
+                        return off
+            link = off >> 3
+            w = shardkv_load_acquire(&self.q[link])
+        link_out[0] = 0
+        return 0
+
+    cpdef object string_resp(self, int pdb, bytes key, uint64_t now_ms):
+        """GET's path: the RESP-encoded value of key's string, None if there is none, EXPIRED if
+        its time has passed (nothing is deleted here), WRONG_TYPE for another type."""
+        cdef uint64_t link, bucket
+        cdef uint64_t off = self.walk(pdb, key, &link, &bucket)
+        cdef uint64_t w, exp, info, start, length
+        if not off:
+            return None
+        w = off >> 3
+        exp = self.q[w + 1]
+        if exp and exp <= now_ms:
+            return EXPIRED
+        info = self.q[w + 2]
+        if (info >> 32) & 0xFF != TYPE_STRING:
+            return WRONG_TYPE
+        start = off + RECORD_HEADER_BYTES + (info & KLEN_MASK)
+        length = self.q[w + 3]
+        if start + length > self.heap_hi:
+            raise SegmentCorrupt(f"record {off} runs past the heap")
+        return PyBytes_FromStringAndSize(<char *> self.base + start, <Py_ssize_t> length)
+
+    cpdef tuple find(self, int pdb, bytes key):
+        """(record offset or 0, word index of the link to it, word index of its bucket) of key
+        in stored db pdb, expired or not, changing nothing."""
+        cdef uint64_t link, bucket
+        cdef uint64_t off = self.walk(pdb, key, &link, &bucket)
+        return off, link, bucket

@@ -1,0 +1,35 @@
+"""shardkv's compiled modules (Cython, built by `pip install .` or `pip install -e .`), each
+imported through here: a module whose .pyx was edited after it was compiled is refused with a
+one-line reason rather than run stale."""
+
+from __future__ import annotations
+
+import hashlib
+import os
+from types import ModuleType
+
+try:
+    from shardkv import index
+except ImportError as exc:  # never built (a checkout without `pip install -e .`), or built for another Python
+    raise ImportError(f"shardkv's compiled modules are not built ({exc}): run `pip install -e .`, which needs a "
+                      "C compiler, Python's headers and zlib's") from None
+
+HERE = os.path.dirname(os.path.abspath(__file__))
+
+
+def fresh(module: ModuleType, name: str) -> ModuleType:
+    """The module, if its source beside it (an editable install or a checkout) is the one it was
+    built from; a wheel ships no source, so there is nothing to compare."""
+    source = os.path.join(HERE, f"{name}.pyx")
+    if os.path.exists(source):
+        with open(source, "rb") as f:
+            digest = hashlib.sha256(f.read()).hexdigest()
+        if digest != getattr(module, "SOURCE_SHA256", None):
+            raise ImportError(f"shardkv/{name}.pyx changed after it was compiled: run `pip install -e .` again")
+    return module
+
+
+fresh(index, "index")
+Index = index.Index
+SegmentCorrupt = index.SegmentCorrupt
+EXPIRED, WRONG_TYPE = index.EXPIRED, index.WRONG_TYPE
