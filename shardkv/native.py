@@ -9,7 +9,7 @@ import os
 from types import ModuleType
 
 try:
-    from shardkv import index
+    from shardkv import alloc, index
 except ImportError as exc:  # never built (a checkout without `pip install -e .`), or built for another Python
     raise ImportError(f"shardkv's compiled modules are not built ({exc}): run `pip install -e .`, which needs a "
                       "C compiler, Python's headers and zlib's") from None
@@ -30,6 +30,8 @@ def fresh(module: ModuleType, name: str) -> ModuleType:
 
 
 fresh(index, "index")
+fresh(alloc, "alloc")
 Index = index.Index
+Allocator = alloc.Allocator
 SegmentCorrupt = index.SegmentCorrupt
 EXPIRED, WRONG_TYPE = index.EXPIRED, index.WRONG_TYPE

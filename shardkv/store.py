@@ -45,7 +45,7 @@ from typing import TYPE_CHECKING
 from shardkv.errors import OOM, WRONGTYPE, CommandError
 from shardkv.keywatch import NOTE_CHANGED, NOTE_SWAPPED, KeyWatches
 from shardkv.limits import DATABASES_MAX, PAGE_BYTES, PAGE_ENTRY_BYTES, SEGMENT_HEADER_BYTES, Footprint
-from shardkv.native import EXPIRED, WRONG_TYPE, Index
+from shardkv.native import EXPIRED, WRONG_TYPE, Allocator, Index
 
 if TYPE_CHECKING:
     from shardkv.tracking import TrackingTable
@@ -129,11 +129,15 @@ for _i in range(len(_CLASS_OF)):
     _CLASS_OF[_i] = next(c for c in range(1, CLASSES + 1) if CLASS_BYTES[c] >= _i * 16)
 
 
+# What alloc.pyx also knows of the layout; it checks its own numbers against these at start.
+ALLOCATOR_LAYOUT = (P_CLASS, P_LIVE, P_FREE, P_BUMP, P_PREV, P_NEXT, P_RUN, PAGE_FREE, PAGE_RUN_HEAD, PAGE_RUN_TAIL,
+                    H_USED_BYTES, H_PAGES_USED, H_PARTIAL, PAGE_BYTES, SMALL_RECORD_BYTES_MAX)
+
+
 def record_bytes(klen: int, vlen: int) -> int:
     return (RECORD_HEADER_BYTES + klen + vlen + 7) & ~7
 
 
-_PAGE_COUNTS = struct.Struct("<IIII")  # a page table entry's class, live, free, bump words
 _RECORD_HEAD = struct.Struct("<QQQQ")  # next link, expire at, info, value bytes
 _JOURNAL_HEAD = struct.Struct("<I")
 _JOURNAL_ENTRY = struct.Struct("<BBIQ")  # is put, stored db, key length, new record offset (puts)
@@ -207,7 +211,12 @@ class Store:
         self.page_u32 = q[H_PAGES_OFF] >> 2
         self.map_off = q[H_MAP_OFF]
         self.heap_off = q[H_HEAP_OFF]
-        self.page_hint = 0
+        # The allocator (compiled: alloc.pyx): alloc(size) -> offset (OOM when full), free(offset).
+        self.allocator = Allocator(mm, self.heap_off, self.pages, self.page_u32, self.map_off, CLASS_BYTES, _CLASS_OF,
+                                   lambda: CommandError(OOM), ALLOCATOR_LAYOUT)
+        self._alloc: Callable[[int], int] = self.allocator.alloc
+        self._free: Callable[[int], None] = self.allocator.free
+        self._push_partial: Callable[[int, int], None] = self.allocator.push_partial
         # The chain walk of find() (compiled: index.pyx), by stored db, expired or not, changing
         # nothing: (record offset or 0, word index of the link to it, word index of its bucket).
         self.index = Index(mm, self.bucket_word, self.buckets, self.heap_off, self.heap_bytes)
@@ -252,6 +261,7 @@ class Store:
 
     def close(self) -> None:
         self.index.release()
+        self.allocator.release()
         self.u32.release()
         self.q.release()
         self.view.release()
@@ -966,121 +976,6 @@ class Store:
     def _page_field(self, page: int, field: int) -> int:
         return self.u32[self.page_u32 + page * 8 + field]
 
-    def _alloc(self, size: int) -> int:
-        if size > SMALL_RECORD_BYTES_MAX:
-            return self._alloc_run(-(-size // PAGE_BYTES))
-        cls = _CLASS_OF[(size + 15) >> 4]
-        u = self.u32
-        q = self.q
-        page = q[H_PARTIAL + cls] - 1
-        if page < 0:
-            page = self._take_pages(1)
-            e = self.page_u32 + page * 8
-            u[e + P_CLASS] = cls
-            u[e + P_LIVE] = u[e + P_FREE] = u[e + P_BUMP] = 0
-            self._push_partial(cls, page)
-        bsize = CLASS_BYTES[cls]
-        base = self.heap_off + page * PAGE_BYTES
-        entry = (self.page_u32 + page * 8) * 4
-        counts: tuple[int, int, int, int] = _PAGE_COUNTS.unpack_from(self.mm, entry)  # one read of the page's words
-        _, live, free, bump = counts
-        if free:
-            off = base + (free - 1) * bsize
-            free = q[off >> 3]
-        else:
-            off = base + bump * bsize
-            bump += 1
-        live += 1
-        _PAGE_COUNTS.pack_into(self.mm, entry, cls, live, free, bump)
-        if live == PAGE_BYTES // bsize:
-            self._pop_partial(cls, page)
-        q[H_USED_BYTES] += bsize
-        return off
-
-    def _free(self, off: int) -> None:
-        u = self.u32
-        q = self.q
-        page = (off - self.heap_off) // PAGE_BYTES
-        e = self.page_u32 + page * 8
-        cls = u[e + P_CLASS]
-        if cls == PAGE_RUN_HEAD:
-            run = u[e + P_RUN]
-            self._release_pages(page, run)
-            q[H_USED_BYTES] -= run * PAGE_BYTES
-            return
-        assert 0 < cls <= CLASSES, f"free of {off} in page {page} of class {cls}"
-        bsize = CLASS_BYTES[cls]
-        entry = e * 4
-        _, live, free, bump = _PAGE_COUNTS.unpack_from(self.mm, entry)
-        was_full = live == PAGE_BYTES // bsize
-        q[off >> 3] = free
-        live -= 1
-        _PAGE_COUNTS.pack_into(self.mm, entry, cls, live, (off - self.heap_off - page * PAGE_BYTES) // bsize + 1, bump)
-        q[H_USED_BYTES] -= bsize
-        if live == 0:
-            if not was_full:
-                self._pop_partial(cls, page)
-            self._release_pages(page, 1)
-        elif was_full:
-            self._push_partial(cls, page)
-
-    def _push_partial(self, cls: int, page: int) -> None:
-        u = self.u32
-        e = self.page_u32 + page * 8
-        head = self.q[H_PARTIAL + cls]
-        u[e + P_PREV] = 0
-        u[e + P_NEXT] = head
-        if head:
-            u[self.page_u32 + (head - 1) * 8 + P_PREV] = page + 1
-        self.q[H_PARTIAL + cls] = page + 1
-
-    def _pop_partial(self, cls: int, page: int) -> None:
-        u = self.u32
-        e = self.page_u32 + page * 8
-        prev, nxt = u[e + P_PREV], u[e + P_NEXT]
-        if prev:
-            u[self.page_u32 + (prev - 1) * 8 + P_NEXT] = nxt
-        else:
-            self.q[H_PARTIAL + cls] = nxt
-        if nxt:
-            u[self.page_u32 + (nxt - 1) * 8 + P_PREV] = prev
-        u[e + P_PREV] = u[e + P_NEXT] = 0
-
-    def _take_pages(self, n: int) -> int:
-        """Find n consecutive free pages and mark them used; OOM if there are none."""
-        start, end = self.map_off, self.map_off + self.pages
-        want = b"\x00" * n
-        hint = start + self.page_hint if n == 1 else start
-        at = self.mm.find(want, hint, end)
-        if at < 0 and hint != start:
-            at = self.mm.find(want, start, end)
-        if at < 0:
-            raise CommandError(OOM)
-        self.mm[at : at + n] = b"\x01" * n
-        page = at - start
-        self.page_hint = page
-        self.q[H_PAGES_USED] += n
-        return page
-
-    def _release_pages(self, page: int, n: int) -> None:
-        self.mm[self.map_off + page : self.map_off + page + n] = b"\x00" * n
-        for p in range(page, page + n):
-            self.u32[self.page_u32 + p * 8 + P_CLASS] = PAGE_FREE
-        self.q[H_PAGES_USED] -= n
-        if page < self.page_hint:
-            self.page_hint = page
-
-    def _alloc_run(self, n: int) -> int:
-        page = self._take_pages(n)
-        u = self.u32
-        e = self.page_u32 + page * 8
-        u[e + P_CLASS] = PAGE_RUN_HEAD
-        u[e + P_RUN] = n
-        for p in range(page + 1, page + n):
-            u[self.page_u32 + p * 8 + P_CLASS] = PAGE_RUN_TAIL
-        self.q[H_USED_BYTES] += n * PAGE_BYTES
-        return self.heap_off + page * PAGE_BYTES
-
     def block_bytes(self, off: int) -> int:
         """The bytes of the allocated block at off: its size class, or its run of pages."""
         e = self.page_u32 + (off - self.heap_off) // PAGE_BYTES * 8
@@ -1096,7 +991,7 @@ class Store:
             q[H_PARTIAL + c] = 0
         q[H_USED_BYTES] = 0
         q[H_PAGES_USED] = 0
-        self.page_hint = 0
+        self.allocator.page_hint = 0
 
     def rebuild(self) -> int:
         """Derive allocator state and counters from the index (after a worker restart).
