@@ -8,7 +8,7 @@ class, the first page with room (+ 1), the bytes handed out and the pages in use
 passes its copy of these numbers in, and they are checked against this module's at start."""
 
 from libc.stdint cimport int64_t, uint8_t, uint16_t, uint32_t, uint64_t
-from libc.stdlib cimport free, malloc
+from libc.stdlib cimport free as free_memory, malloc
 from libc.string cimport memchr, memset
 
 from shardkv.index import SegmentCorrupt
@@ -83,8 +83,8 @@ cdef class Allocator:
         self.oom = oom
 
     def __dealloc__(self):
-        free(self.class_bytes)
-        free(self.class_of)
+        free_memory(self.class_bytes)
+        free_memory(self.class_of)
 
     def release(self):
         """Let go of the mapping (so it can be closed); the allocator is unusable after."""

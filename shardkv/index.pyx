@@ -10,7 +10,7 @@ SegmentCorrupt, never a stray read."""
 
 from cpython.bytes cimport PyBytes_FromStringAndSize
 from libc.stdint cimport uint8_t, uint64_t
-from libc.string cimport memcmp
+from libc.string cimport memcmp, memcpy
 
 
 cdef extern from "zlib.h":
@@ -25,9 +25,13 @@ cdef extern from *:
     static inline uint64_t shardkv_load_acquire(const uint64_t *p) {
         return __atomic_load_n(p, __ATOMIC_ACQUIRE);
     }
+    static inline void shardkv_store_release(uint64_t *p, uint64_t v) {
+        __atomic_store_n(p, v, __ATOMIC_RELEASE);
+    }
     """
     const char *SHARDKV_SOURCE_SHA256
     uint64_t shardkv_load_acquire(const uint64_t *p) nogil
+    void shardkv_store_release(uint64_t *p, uint64_t v) nogil
 
 
 SOURCE_SHA256 = SHARDKV_SOURCE_SHA256.decode()  # of index.pyx when it was compiled (native.py)
@@ -100,6 +104,38 @@ cdef class Index:
             w = shardkv_load_acquire(&self.q[link])
         link_out[0] = 0
         return 0
+
+    cpdef void write_record(self, uint64_t off, int pdb, bytes key, uint64_t kind, bytes value,
+                            uint64_t expire_ms) except *:
+        """Write a whole record (header, key, value) into the block at off, not yet linked."""
+        cdef Py_ssize_t klen = len(key), vlen = len(value)
+        cdef uint64_t w = off >> 3
+        if self.q == NULL:
+            raise ValueError("the index was released")
+        if off < self.heap_lo or off + RECORD_HEADER_BYTES + klen + vlen > self.heap_hi:
+            raise SegmentCorrupt(f"a record of {klen + vlen} bytes at {off} does not fit in the heap")
+        self.q[w] = 0
+        self.q[w + 1] = expire_ms
+        self.q[w + 2] = <uint64_t> klen | kind << 32 | (<uint64_t> pdb) << 40
+        self.q[w + 3] = <uint64_t> vlen
+        memcpy(self.base + off + RECORD_HEADER_BYTES, <const unsigned char *> key, klen)
+        memcpy(self.base + off + RECORD_HEADER_BYTES + klen, <const unsigned char *> value, vlen)
+
+    cpdef void publish(self, uint64_t off, int pdb, bytes key, uint64_t off_old, uint64_t link,
+                       uint64_t bucket) except *:
+        """Make the written record at off the one of key: in place of off_old (reached through
+        the word link), or, if there is none, at the head of bucket.  The one store that makes
+        it visible is a release store, after every byte of the record."""
+        cdef uint64_t fp = crc32(<unsigned long> pdb, <const unsigned char *> key, <unsigned int> len(key)) >> 8
+        cdef uint64_t new_link = fp << 40 | off >> 3
+        if self.q == NULL:
+            raise ValueError("the index was released")
+        if off_old:
+            self.q[off >> 3] = self.q[off_old >> 3]
+            shardkv_store_release(&self.q[link], new_link)
+        else:
+            self.q[off >> 3] = self.q[bucket]
+            shardkv_store_release(&self.q[bucket], new_link)
 
     cpdef object string_resp(self, int pdb, bytes key, uint64_t now_ms):
         """GET's path: the RESP-encoded value of key's string, None if there is none, EXPIRED if

@@ -138,7 +138,6 @@ def record_bytes(klen: int, vlen: int) -> int:
     return (RECORD_HEADER_BYTES + klen + vlen + 7) & ~7
 
 
-_RECORD_HEAD = struct.Struct("<QQQQ")  # next link, expire at, info, value bytes
 _JOURNAL_HEAD = struct.Struct("<I")
 _JOURNAL_ENTRY = struct.Struct("<BBIQ")  # is put, stored db, key length, new record offset (puts)
 
@@ -222,6 +221,10 @@ class Store:
         self.index = Index(mm, self.bucket_word, self.buckets, self.heap_off, self.heap_bytes)
         self._find_stored: Callable[[int, bytes], tuple[int, int, int]] = self.index.find
         self._string_resp = self.index.string_resp
+        # write_record(off, pdb, key, kind, value, expire_ms): a whole record into a block, unlinked;
+        # publish(off, pdb, key, off_old, link, bucket): link it in (one release store).
+        self.write_record: Callable[[int, int, bytes, int, bytes, int], None] = self.index.write_record
+        self._publish = self.index.publish
         # Databases as clients number them -> as stored in records; SWAPDB swaps two entries.
         # Every public method takes the client's number; records, counters and internals the stored one.
         self.dbmap = bytearray(self.mm[DBMAP_BYTE : DBMAP_BYTE + DATABASES_MAX])
@@ -569,20 +572,14 @@ class Store:
         off = block or self._alloc(record_bytes(len(key), len(value)))
         self.write_record(off, db, key, kind, value, expire_ms)
         q = self.q
-        w = off >> 3
-        fp = zlib.crc32(key, db) >> 8
-        new_link = fp << 40 | w
         q[H_DIRTY] += 1
+        self._publish(off, db, key, off_old, link, bucket)  # the one store that makes the write visible
         if off_old:
             old_exp = q[(off_old >> 3) + 1]
-            q[w] = q[off_old >> 3]
-            q[link] = new_link  # publish: the one store that makes the write visible
             self._free_record(off_old)
             if bool(old_exp) != bool(expire_ms):
                 q[H_EXPIRES + db] += 1 if expire_ms else -1
         else:
-            q[w] = q[bucket]
-            q[bucket] = new_link  # publish
             q[H_KEYS + db] += 1
             if self.event_flags & EVENT_NEW:
                 self.events.append((self.dbmap.index(db), b"new", bytes(key)))
@@ -636,16 +633,6 @@ class Store:
             self.fault("batch:clear")
         self._free(journal_off)
 
-    def write_record(self, off: int, pdb: int, key: bytes, kind: int, value: bytes, expire_ms: int) -> None:
-        mm = self.mm
-        _RECORD_HEAD.pack_into(mm, off, 0, expire_ms, len(key) | kind << 32 | pdb << 40, len(value))
-        kstart = off + 32
-        if len(value) <= 4096:  # one copy of key + value is cheaper than two slice stores
-            mm[kstart : kstart + len(key) + len(value)] = key + value
-        else:
-            mm[kstart : kstart + len(key)] = key
-            mm[kstart + len(key) : kstart + len(key) + len(value)] = value
-
     def _redo(self, journal_off: int, live: bool) -> None:
         """Publish a committed journal's changes in order.  Idempotent: a put already published
         is skipped.  `live`: also free replaced records and keep counters (at restart the
@@ -665,8 +652,7 @@ class Store:
                 if off_old == new_off:
                     continue
                 w = new_off >> 3
-                q[w] = q[off_old >> 3] if off_old else q[bucket]
-                q[link if off_old else bucket] = (zlib.crc32(key, pdb) >> 8) << 40 | w
+                self._publish(new_off, pdb, key, off_old, link, bucket)
                 if live:
                     q[H_DIRTY] += 1
                     if off_old:
@@ -774,20 +760,15 @@ class Store:
         if off == rec:  # put back already, before a crash
             q[H_UNDO_CURRENT] = 0
             return
-        new_link = (zlib.crc32(key, pdb) >> 8) << 40 | w
         q[H_DIRTY] += 1
+        had_expire = bool(off and q[(off >> 3) + 1])
+        self._publish(rec, pdb, key, off, link, bucket)
+        q[H_UNDO_CURRENT] = 0
         if off:
-            had_expire = bool(q[(off >> 3) + 1])
-            q[w] = q[off >> 3]
-            q[link] = new_link  # publish
-            q[H_UNDO_CURRENT] = 0
             self._free_record(off)
             if had_expire != bool(q[w + 1]):
                 q[H_EXPIRES + pdb] += 1 if q[w + 1] else -1
         else:
-            q[w] = q[bucket]
-            q[bucket] = new_link  # publish
-            q[H_UNDO_CURRENT] = 0
             q[H_KEYS + pdb] += 1
             if q[w + 1]:
                 q[H_EXPIRES + pdb] += 1
