@@ -9,7 +9,7 @@ import os
 from types import ModuleType
 
 try:
-    from shardkv import alloc, index
+    from shardkv import alloc, index, numbers
 except ImportError as exc:  # never built (a checkout without `pip install -e .`), or built for another Python
     raise ImportError(f"shardkv's compiled modules are not built ({exc}): run `pip install -e .`, which needs a "
                       "C compiler, Python's headers and zlib's") from None
@@ -31,7 +31,9 @@ def fresh(module: ModuleType, name: str) -> ModuleType:
 
 fresh(index, "index")
 fresh(alloc, "alloc")
+fresh(numbers, "numbers")
 Index = index.Index
 Allocator = alloc.Allocator
 SegmentCorrupt = index.SegmentCorrupt
 EXPIRED, WRONG_TYPE = index.EXPIRED, index.WRONG_TYPE
+add_long_doubles = numbers.add_long_doubles

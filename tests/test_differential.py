@@ -86,6 +86,10 @@ SCRIPT = [
     "BLPOP nokey '0.01 '", "BLPOP nokey inf", "BLPOP nokey 9.3e15", "BLPOP nokey 1e400", "BLPOP nokey 1e5000",
     "BLPOP nokey 1e-5000", "BLPOP nokey 0x1p-20", "INCRBYFLOAT f 1e5000", "INCRBYFLOAT f 0x10",
     "INCRBYFLOAT f 1e-5000", "INCRBYFLOAT f 1e-4950", "INCRBYFLOAT f infinity", "DEL f",
+    # ... computed in long double, as Redis (the HINCRBYFLOAT row, closed by the compiled core):
+    "SET ld 4099", "INCRBYFLOAT ld 0.1", "HSET hl f 4099", "HINCRBYFLOAT hl f 0.1", "INCRBYFLOAT ld 1e400",
+    "HINCRBYFLOAT hl f 1e308", "HINCRBYFLOAT hl f 1e308", "INCRBYFLOAT ld2 1.5e-17", "INCRBYFLOAT ld2 -1.5e-17",
+    "DEL ld ld2 hl",
     "BLMPOP x 1 l LEFT COUNT -1", "BLMPOP x 1 l UP", "BLMOVE a b UP LEFT x",
     # SORT ALPHA compares as strcoll (up to a NUL byte) and keeps a list's order among equals;
     # with STORE it compares every byte.

@@ -10,9 +10,9 @@ from shardkv.commands.args import INT64_MAX, INT64_MIN, ShardCtx, maybe_int, par
 from shardkv.commands.collections import Fields, reply_budget
 from shardkv.commands.notify import GENERIC, HASH, notify
 from shardkv.commands.sets import random_count, scan_step
-from shardkv.commands.strings import format_float_human
 from shardkv.commands.table import command
 from shardkv.errors import CommandError
+from shardkv.native import add_long_doubles
 from shardkv.store import TYPE_HASH
 
 
@@ -129,21 +129,18 @@ def hincrby(ctx: ShardCtx, argv: list[bytes]) -> bytes:
 @command("hincrbyfloat", 4, "write denyoom fast", keys=(1, 1, 1), group="hash",
          summary="Increment the float value of a hash field")
 def hincrbyfloat(ctx: ShardCtx, argv: list[bytes]) -> bytes:
-    delta = parse_long_double(argv[3])
-    if math.isinf(delta):
+    if math.isinf(parse_long_double(argv[3])):
         raise CommandError("ERR value is NaN or Infinity")
     fields = _fields(ctx, argv[1])
-    current = 0.0
     old = fields.get(argv[2])
     if old is not None:
         try:
-            current = parse_long_double(old)
+            parse_long_double(old)
         except CommandError:
             raise CommandError("ERR hash value is not a float") from None
-    result = current + delta
-    if math.isnan(result) or math.isinf(result):
-        raise CommandError("ERR increment would produce NaN or Infinity")
-    text = format_float_human(result)
+    text = add_long_doubles(old if old is not None else b"0", argv[3])  # in C long double, as Redis
+    if text is None:
+        raise CommandError(errors.NAN_OR_INFINITY)
     fields.set_many({argv[2]: text})
     notify(ctx, HASH, b"hincrbyfloat", argv[1])
     return protocol.bulk(text)

@@ -5,9 +5,6 @@ A string is stored RESP-encoded, so GET answers with one slice of the segment.
 
 from __future__ import annotations
 
-import decimal
-import math
-
 from shardkv import errors, protocol
 from shardkv.commands.across import CrossShard, is_error
 from shardkv.commands.args import INT64_MAX, INT64_MIN, ShardCtx, maybe_int, parse_int, parse_long_double
@@ -15,6 +12,7 @@ from shardkv.commands.collections import notify_new
 from shardkv.commands.notify import GENERIC, STRING, notify
 from shardkv.commands.table import Merge, command
 from shardkv.errors import CommandError
+from shardkv.native import add_long_doubles
 from shardkv.protocol import ReplyError, read_reply
 from shardkv.store import STRING_NOT_INT, STRING_RAW, TYPE_STRING, BatchOp, batch_sizes, resp_bulk
 
@@ -385,17 +383,15 @@ def substr(ctx: ShardCtx, argv: list[bytes]) -> bytes:
          summary="Increment the float value of a key by the given amount")
 def incrbyfloat(ctx: ShardCtx, argv: list[bytes]) -> bytes:
     found, old = _find_string(ctx, argv[1])  # the key's type first, then the increment, as Redis
-    delta = parse_long_double(argv[2])
-    current = 0.0
+    parse_long_double(argv[2])  # (Redis's error for a bad increment)
     if old is not None:
         try:
-            current = parse_long_double(old)
+            parse_long_double(old)
         except CommandError:
             raise CommandError(errors.NOT_FLOAT) from None
-    result = current + delta
-    if math.isnan(result) or math.isinf(result):
-        raise CommandError("ERR increment would produce NaN or Infinity")
-    text = format_float_human(result)
+    text = add_long_doubles(old if old is not None else b"0", argv[2])  # in C long double, as Redis
+    if text is None:
+        raise CommandError(errors.NAN_OR_INFINITY)
     if len(text) > ctx.limits.value_bytes_max:
         raise CommandError(errors.STRING_TOO_LONG)
     # Redis keeps the result as a plain string (embstr), even one that reads as an integer.
@@ -403,14 +399,6 @@ def incrbyfloat(ctx: ShardCtx, argv: list[bytes]) -> bytes:
                   ctx.store.expire_of(found[0]) if found[0] else 0, found)
     notify(ctx, STRING, b"incrbyfloat", argv[1])
     return protocol.bulk(text)
-
-
-def format_float_human(value: float) -> bytes:
-    """Like Redis's LD_STR_HUMAN: plain decimal, no exponent, no trailing zeros."""
-    text = format(decimal.Decimal(repr(value)), "f")
-    if "." in text:
-        text = text.rstrip("0").rstrip(".")
-    return (text if text != "-0" else "0").encode()
 
 
 def _lcs_options(argv: list[bytes]) -> tuple[bool, bool, bool, int]:

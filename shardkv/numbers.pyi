@@ -1,0 +1,3 @@
+SOURCE_SHA256: str
+
+def add_long_doubles(current: bytes, increment: bytes) -> bytes | None: ...
