@@ -46,7 +46,7 @@ from shardkv.commands.table import COMMANDS, Command, Merge, Where, lookup
 from shardkv.errors import CommandError, ReplyTooLarge
 from shardkv.limits import Limits
 from shardkv.protocol import read_reply
-from shardkv.stats import G_SCRIPT_FUNCTION, G_SUPERVISOR_PID, W_TXN_DECIDED, Stats
+from shardkv.stats import G_SCRIPT_FUNCTION, G_SUPERVISOR_PID, W_TRACKING_CLIENTS, W_TXN_DECIDED, Stats
 from shardkv.store import TXN_ID_MASK, UNDO_ABSENT, Store
 from shardkv.worker.peers import K_APPLY, K_LOCK, K_REQ, K_UNLOCK, Callback, PeerReset
 
@@ -650,7 +650,7 @@ class Router:
                     replies[s] = await fut
                 return replies
             finally:  # a CommandError or PeerReset goes on to later(), which makes it the reply
-                self.unlock_shards(locked, local_blocks)
+                await self.unlock_and_settle(locked, local_blocks)
 
     async def lock_shards(self, shards: list[int], db: int, proto: int, txn: int) -> list[int]:
         """Lock these shards (ascending) for an EXEC: each starts an undo log for transaction
@@ -683,6 +683,22 @@ class Router:
             else:
                 self.worker.peers.send(shard, K_UNLOCK, 0, b"" if commit else b"abort")
 
+    async def unlock_and_settle(self, locked: list[int], local_blocks: list[int] | None, commit: bool = True) -> None:
+        """Unlock, and while any client tracks keys, wait until every other shard has taken its
+        unlock: a shard sends the invalidations a transaction made when it is unlocked, and they
+        must be in the rings before the transaction's reply leaves, as after one Redis command."""
+        self.unlock_shards(locked, local_blocks, commit)
+        if not self.worker.stats.total(W_TRACKING_CLIENTS):
+            return
+        await asyncio.sleep(0)  # this worker's own shard sends its held invalidations (unlock_own)
+        settle = bytes((2, 0)) + protocol.encode_command([b"__clientexists", b"0"])  # answered after the unlock
+        for shard in locked:
+            if shard != self.me:
+                try:
+                    await self.ask(shard, K_REQ, settle)
+                except PeerReset:
+                    pass  # restarted: its tracking clients get a null anyway
+
     async def apply_held(self, shard: int, argv: list[bytes], db: int, proto: int) -> bytes:
         """Run a keyed command (or internal part) on a shard this transaction holds locked."""
         if shard == self.me:
@@ -692,11 +708,13 @@ class Router:
         return await self.ask(shard, K_REQ, head(proto, db) + protocol.encode_command(argv))
 
     def tell_shard(self, shard: int, argv: list[bytes]) -> None:
+        """A one-way request, in the ring before the current command's reply can leave."""
         body = bytes((2, 0)) + protocol.encode_command(argv)
         if shard == self.me:
             self.run_raw(body)
         else:
             self.worker.peers.request(shard, K_REQ, body, _ignore)
+            self.worker.peers.flush()
 
     def exec_transaction(self, client: Client, queue: list[list[bytes]], watching: set[int]) -> Reply:
         return self.transactions.exec(client, queue, watching)

@@ -195,7 +195,7 @@ class Scripts:
                 HOLDING.reset(token)
                 if not committed:
                     transactions.decide(txn_id, commit=False)
-                router.unlock_shards(locked, None, commit=committed)
+                await router.unlock_and_settle(locked, None, commit=committed)
 
     async def _execute(self, client: Client, job: Callable[[Caller], bytes], readonly: bool, function: bool,
                        announcement: bytes, keys: list[bytes]) -> bytes:

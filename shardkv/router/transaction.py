@@ -213,7 +213,7 @@ class Transactions:
                 HOLDING.reset(token)
                 if not committed:
                     self.decide(txn_id, commit=False)
-                router.unlock_shards(locked, None, commit=committed)
+                await router.unlock_and_settle(locked, None, commit=committed)
 
     async def run_one(self, client: Client, cmd: Command, argv: list[bytes]) -> bytes:
         router = self.router

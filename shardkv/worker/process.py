@@ -648,6 +648,8 @@ class Worker:
             self.router.undo_end(commit=body != b"abort")
             leftover, self.reserved = self.reserved, []
             self.unlock_own(leftover)
+            if self.tracking.has_messages:  # now, before the next message on this ring is answered
+                self.tracking_send()  # (Router.unlock_and_settle waits for that answer)
         elif kind == K_WATCH:
             self.watchers.watch(Watch.decode(body))
         elif kind == K_UNWATCH:
