@@ -36,4 +36,4 @@ Index = index.Index
 Allocator = alloc.Allocator
 SegmentCorrupt = index.SegmentCorrupt
 EXPIRED, WRONG_TYPE = index.EXPIRED, index.WRONG_TYPE
-add_long_doubles = numbers.add_long_doubles
+add_long_doubles, is_infinite = numbers.add_long_doubles, numbers.is_infinite

@@ -53,3 +53,8 @@ cpdef object add_long_doubles(bytes current, bytes increment):
     if length == 2 and buf[0] == 45 and buf[1] == 48:  # "-0"
         return b"0"
     return PyBytes_FromStringAndSize(buf, length)
+
+
+cpdef bint is_infinite(bytes text):
+    """Whether text, read as strtold reads it, is an infinity as a long double (1e400 is not)."""
+    return isinf(strtold(text, NULL))

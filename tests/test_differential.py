@@ -89,6 +89,7 @@ SCRIPT = [
     # ... computed in long double, as Redis (the HINCRBYFLOAT row, closed by the compiled core):
     "SET ld 4099", "INCRBYFLOAT ld 0.1", "HSET hl f 4099", "HINCRBYFLOAT hl f 0.1", "INCRBYFLOAT ld 1e400",
     "HINCRBYFLOAT hl f 1e308", "HINCRBYFLOAT hl f 1e308", "INCRBYFLOAT ld2 1.5e-17", "INCRBYFLOAT ld2 -1.5e-17",
+    "HINCRBYFLOAT hl g 1e400", "HINCRBYFLOAT hl g -1e400", "HINCRBYFLOAT hl g inf", "HINCRBYFLOAT hl g -infinity",
     "DEL ld ld2 hl",
     "BLMPOP x 1 l LEFT COUNT -1", "BLMPOP x 1 l UP", "BLMOVE a b UP LEFT x",
     # SORT ALPHA compares as strcoll (up to a NUL byte) and keeps a list's order among equals;

@@ -3,8 +3,6 @@ a large one is read and changed in place through its table (collstore.py)."""
 
 from __future__ import annotations
 
-import math
-
 from shardkv import errors, protocol
 from shardkv.commands.args import INT64_MAX, INT64_MIN, ShardCtx, maybe_int, parse_int, parse_long_double
 from shardkv.commands.collections import Fields, reply_budget
@@ -12,7 +10,7 @@ from shardkv.commands.notify import GENERIC, HASH, notify
 from shardkv.commands.sets import random_count, scan_step
 from shardkv.commands.table import command
 from shardkv.errors import CommandError
-from shardkv.native import add_long_doubles
+from shardkv.native import add_long_doubles, is_infinite
 from shardkv.store import TYPE_HASH
 
 
@@ -129,7 +127,8 @@ def hincrby(ctx: ShardCtx, argv: list[bytes]) -> bytes:
 @command("hincrbyfloat", 4, "write denyoom fast", keys=(1, 1, 1), group="hash",
          summary="Increment the float value of a hash field")
 def hincrbyfloat(ctx: ShardCtx, argv: list[bytes]) -> bytes:
-    if math.isinf(parse_long_double(argv[3])):
+    parse_long_double(argv[3])
+    if is_infinite(argv[3]):  # as a long double: 1e400 is a number
         raise CommandError("ERR value is NaN or Infinity")
     fields = _fields(ctx, argv[1])
     old = fields.get(argv[2])
