@@ -72,13 +72,14 @@ def pinned(cmd: list[str], cpus: str) -> list[str]:
 
 
 @contextmanager
-def redis_server() -> Iterator[int]:
+def redis_server() -> Iterator[tuple[int, int]]:
+    """(port, pid) of a redis-server with no persistence."""
     port = free_port()
     proc = subprocess.Popen(pinned(["redis-server", "--port", str(port), "--save", "", "--appendonly", "no"],
                                    SERVER_CPUS), stdout=subprocess.DEVNULL)
     try:
         wait_port(port)
-        yield port
+        yield port, proc.pid
     finally:
         proc.terminate()
         proc.wait(10)
@@ -164,15 +165,8 @@ def redis_benchmark(port: int, test: str, pipeline: int, size: int, requests: in
 def any_server(shards: int) -> Iterator[tuple[int, int]]:
     """(port, pid) of redis-server (shards 0) or shardkv with this many shards."""
     if shards == 0:
-        port = free_port()
-        proc = subprocess.Popen(pinned(["redis-server", "--port", str(port), "--save", "", "--appendonly", "no"],
-                                       SERVER_CPUS), stdout=subprocess.DEVNULL)
-        try:
-            wait_port(port)
-            yield port, proc.pid
-        finally:
-            proc.terminate()
-            proc.wait(10)
+        with redis_server() as server:
+            yield server
     else:
         with shardkv(shards) as (port, sk):
             yield port, sk.pid
@@ -313,7 +307,7 @@ def memory(opts: argparse.Namespace) -> None:
           "shardkv worker RssAnon growth |")
     print("|---|---|---|---|---|---|---|")
     for label, filler, n in (("strings", fill_strings, n_keys), ("hashes", fill_hashes, n_hashes)):
-        with redis_server() as port:
+        with redis_server() as (port, _):
             base = int(info(port, "memory")["used_memory"])
             filler(port, n)
             mem = info(port, "memory")

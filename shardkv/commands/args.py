@@ -8,8 +8,9 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from decimal import Decimal
 
-from shardkv.errors import DB_INDEX, NOT_FLOAT, NOT_INTEGER, CommandError
+from shardkv.errors import DB_INDEX, NAN_OR_INFINITY, NOT_FLOAT, NOT_INTEGER, CommandError
 from shardkv.limits import Limits
+from shardkv.native import add_long_doubles
 from shardkv.stats import Stats
 from shardkv.store import Store
 
@@ -116,6 +117,21 @@ def parse_long_double(raw: bytes, error: str = NOT_FLOAT) -> float:
             abs(exact) > _LONG_DOUBLE_MAX or exact and abs(exact) < _LONG_DOUBLE_TRUE_MIN / 2):
         raise CommandError(error)  # strtold's ERANGE, at infinity or at zero
     return value
+
+
+def add_to_long_double(old: bytes | None, increment: bytes, old_error: str) -> bytes:
+    """INCRBYFLOAT's and HINCRBYFLOAT's sum, the increment already checked: the current value
+    (None: 0) read as a long double (else `old_error`), the sum computed and printed as Redis does
+    (native numbers.pyx), an error if it is NaN or infinite."""
+    if old is not None:
+        try:
+            parse_long_double(old)
+        except CommandError:
+            raise CommandError(old_error) from None
+    text = add_long_doubles(old if old is not None else b"0", increment)
+    if text is None:
+        raise CommandError(NAN_OR_INFINITY)
+    return text
 
 
 def glob_matcher(pattern: bytes) -> Callable[[bytes], bool]:

@@ -4,13 +4,21 @@ a large one is read and changed in place through its table (collstore.py)."""
 from __future__ import annotations
 
 from shardkv import errors, protocol
-from shardkv.commands.args import INT64_MAX, INT64_MIN, ShardCtx, maybe_int, parse_int, parse_long_double
+from shardkv.commands.args import (
+    INT64_MAX,
+    INT64_MIN,
+    ShardCtx,
+    add_to_long_double,
+    maybe_int,
+    parse_int,
+    parse_long_double,
+)
 from shardkv.commands.collections import Fields, reply_budget
 from shardkv.commands.notify import GENERIC, HASH, notify
 from shardkv.commands.sets import random_count, scan_step
 from shardkv.commands.table import command
 from shardkv.errors import CommandError
-from shardkv.native import add_long_doubles, is_infinite
+from shardkv.native import is_infinite
 from shardkv.store import TYPE_HASH
 
 
@@ -131,15 +139,7 @@ def hincrbyfloat(ctx: ShardCtx, argv: list[bytes]) -> bytes:
     if is_infinite(argv[3]):  # as a long double: 1e400 is a number
         raise CommandError("ERR value is NaN or Infinity")
     fields = _fields(ctx, argv[1])
-    old = fields.get(argv[2])
-    if old is not None:
-        try:
-            parse_long_double(old)
-        except CommandError:
-            raise CommandError("ERR hash value is not a float") from None
-    text = add_long_doubles(old if old is not None else b"0", argv[3])  # in C long double, as Redis
-    if text is None:
-        raise CommandError(errors.NAN_OR_INFINITY)
+    text = add_to_long_double(fields.get(argv[2]), argv[3], "ERR hash value is not a float")
     fields.set_many({argv[2]: text})
     notify(ctx, HASH, b"hincrbyfloat", argv[1])
     return protocol.bulk(text)

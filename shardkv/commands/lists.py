@@ -461,9 +461,10 @@ def parse_timeout(raw: bytes) -> float:
     and one whose milliseconds overflow the long long (`inf`, 1e16) reads as negative, as it does
     on x86."""
     ms = parse_long_double(raw, errors.TIMEOUT_NOT_FLOAT) * 1000
-    if not math.isfinite(ms) or not 0 <= math.ceil(ms) <= INT64_MAX:
+    whole_ms = math.ceil(ms) if math.isfinite(ms) else -1
+    if not 0 <= whole_ms <= INT64_MAX:
         raise CommandError(errors.TIMEOUT_NEGATIVE)
-    return math.ceil(ms) / 1000
+    return whole_ms / 1000
 
 
 def _pair_reply(decoded: object) -> bytes | None:

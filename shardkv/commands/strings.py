@@ -7,12 +7,19 @@ from __future__ import annotations
 
 from shardkv import errors, protocol
 from shardkv.commands.across import CrossShard, is_error
-from shardkv.commands.args import INT64_MAX, INT64_MIN, ShardCtx, maybe_int, parse_int, parse_long_double
+from shardkv.commands.args import (
+    INT64_MAX,
+    INT64_MIN,
+    ShardCtx,
+    add_to_long_double,
+    maybe_int,
+    parse_int,
+    parse_long_double,
+)
 from shardkv.commands.collections import notify_new
 from shardkv.commands.notify import GENERIC, STRING, notify
 from shardkv.commands.table import Merge, command
 from shardkv.errors import CommandError
-from shardkv.native import add_long_doubles
 from shardkv.protocol import ReplyError, read_reply
 from shardkv.store import STRING_NOT_INT, STRING_RAW, TYPE_STRING, BatchOp, batch_sizes, resp_bulk
 
@@ -384,14 +391,7 @@ def substr(ctx: ShardCtx, argv: list[bytes]) -> bytes:
 def incrbyfloat(ctx: ShardCtx, argv: list[bytes]) -> bytes:
     found, old = _find_string(ctx, argv[1])  # the key's type first, then the increment, as Redis
     parse_long_double(argv[2])  # (Redis's error for a bad increment)
-    if old is not None:
-        try:
-            parse_long_double(old)
-        except CommandError:
-            raise CommandError(errors.NOT_FLOAT) from None
-    text = add_long_doubles(old if old is not None else b"0", argv[2])  # in C long double, as Redis
-    if text is None:
-        raise CommandError(errors.NAN_OR_INFINITY)
+    text = add_to_long_double(old, argv[2], errors.NOT_FLOAT)
     if len(text) > ctx.limits.value_bytes_max:
         raise CommandError(errors.STRING_TOO_LONG)
     # Redis keeps the result as a plain string (embstr), even one that reads as an integer.

@@ -691,7 +691,7 @@ class Router:
         if not self.worker.stats.total(W_TRACKING_CLIENTS):
             return
         await asyncio.sleep(0)  # this worker's own shard sends its held invalidations (unlock_own)
-        settle = bytes((2, 0)) + protocol.encode_command([b"__clientexists", b"0"])  # answered after the unlock
+        settle = bytes((2, 0)) + protocol.encode_command([b"__noop"])  # answered after the unlock
         for shard in locked:
             if shard != self.me:
                 try:
