@@ -10,7 +10,7 @@ from Cython.Build import cythonize
 from setuptools import Extension, setup
 
 ROOT = Path(__file__).parent
-MODULES = {"index": ["z"], "alloc": [], "numbers": []}  # module -> C libraries it links
+MODULES = {"index": ["z"], "alloc": [], "numbers": [], "resp": []}  # module -> C libraries it links
 
 
 def extension(name: str, libraries: list[str]) -> Extension:

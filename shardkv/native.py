@@ -9,7 +9,7 @@ import os
 from types import ModuleType
 
 try:
-    from shardkv import alloc, index, numbers
+    from shardkv import alloc, index, numbers, resp
 except ImportError as exc:  # never built (a checkout without `pip install -e .`), or built for another Python
     raise ImportError(f"shardkv's compiled modules are not built ({exc}): run `pip install -e .`, which needs a "
                       "C compiler, Python's headers and zlib's") from None
@@ -32,8 +32,10 @@ def fresh(module: ModuleType, name: str) -> ModuleType:
 fresh(index, "index")
 fresh(alloc, "alloc")
 fresh(numbers, "numbers")
+fresh(resp, "resp")
 Index = index.Index
 Allocator = alloc.Allocator
 SegmentCorrupt = index.SegmentCorrupt
 EXPIRED, WRONG_TYPE = index.EXPIRED, index.WRONG_TYPE
 add_long_doubles, is_infinite = numbers.add_long_doubles, numbers.is_infinite
+parse_frames, parse_integer = resp.parse, resp.parse_integer

@@ -1,7 +1,7 @@
 """RESP framing and reply encoding; no sockets here.
 
-`parse_requests` cuts complete commands (multibulk or inline) off the front of a buffer and
-reports how much it consumed, how many bytes the next incomplete command needs at least, or a
+`parse_requests` (compiled: resp.pyx) cuts complete commands (multibulk or inline) off the front
+of a buffer and reports how much it consumed, how many bytes the next incomplete command needs at least, or a
 `ProtocolError` with Redis's exact wording.  Every length is checked against `Limits` before any
 byte of it is buffered, so an oversized request is refused from its header.
 
@@ -15,12 +15,7 @@ import re
 from dataclasses import dataclass
 
 from shardkv.errors import ProtocolError
-
-INLINE_BYTES_MAX = 64 * 1024  # Redis's PROTO_INLINE_MAX_SIZE
-COUNT_MAX = (1 << 31) - 1  # Redis 7.0 refuses a multibulk count above INT_MAX
-# What a client that must authenticate and has not may send (Redis's limits for such clients).
-UNAUTHENTICATED_ARGS_MAX = 10
-UNAUTHENTICATED_BULK_BYTES_MAX = 16384
+from shardkv.native import parse_frames, parse_integer
 
 
 @dataclass(slots=True)
@@ -31,12 +26,6 @@ class ParseResult:
     error: ProtocolError | None = None
 
 
-FAST_PARSE_BYTES_MAX = 64 * 1024  # buffers up to this size are parsed by splitting a copy
-_FAST_SIZE_MAX = 9999
-_BULK_HEADERS = {b"$%d" % n: n for n in range(_FAST_SIZE_MAX + 1)}
-_COUNT_HEADERS = {b"*%d" % n: n for n in range(1, 1025)}
-
-
 def parse_requests(
     buf: bytearray | bytes,
     end: int,
@@ -45,142 +34,17 @@ def parse_requests(
     requests_max: int = 1 << 30,
     unauthenticated: bool = False,
 ) -> ParseResult:
-    """Parse complete commands in buf[0:end]; stop at the first incomplete one.  An
-    `unauthenticated` client (a password is set and it has not sent it) gets Redis's smaller
-    limits on argument counts and lengths."""
-    out: list[tuple[list[bytes], int, int]] = []
-    pos = 0
-    if end <= FAST_PARSE_BYTES_MAX and bulk_bytes_max >= _FAST_SIZE_MAX and not unauthenticated:
-        pos = _parse_split(bytes(buf[:end]), end, args_max, requests_max, out)
-        if pos == end or len(out) >= requests_max:
-            return ParseResult(out, pos, 0)
-    return _parse_walk(buf, end, args_max, bulk_bytes_max, requests_max, out, pos, unauthenticated)
+    """Parse complete commands in buf[0:end]; stop at the first incomplete one (compiled:
+    resp.pyx).  An `unauthenticated` client (a password is set and it has not sent it) gets
+    Redis's smaller limits on argument counts and lengths."""
+    requests, consumed, needed, error = parse_frames(buf, end, args_max, bulk_bytes_max, requests_max,
+                                                     unauthenticated, split_inline, ProtocolError)
+    return ParseResult(requests, consumed, needed, error)
 
 
-def _parse_split(data: bytes, end: int, args_max: int, requests_max: int,
-                 out: list[tuple[list[bytes], int, int]]) -> int:
-    """The common case, at C speed where possible: split at CRLF and check that every bulk
-    token has the length its header says.  Returns where it stopped: the end, or the first
-    command it does not handle (inline, a bulk holding CRLF, an error, incomplete, large), which
-    _parse_walk then takes from there."""
-    tokens = data.split(b"\r\n")
-    last = len(tokens) - 1  # tokens[last] is what follows the final CRLF: never a whole token
-    counts, sizes = _COUNT_HEADERS.get, _BULK_HEADERS.get
-    i = pos = 0
-    while i < last and len(out) < requests_max:
-        count = counts(tokens[i])
-        if count is None or count > args_max or i + 2 * count >= last:
-            break
-        start = pos
-        pos += len(tokens[i]) + 2
-        argv = []
-        for j in range(i + 1, i + 1 + 2 * count, 2):
-            head = tokens[j]
-            value = tokens[j + 1]
-            if sizes(head) != len(value):
-                return start  # a bulk holding CRLF, or a header this path does not take
-            argv.append(value)
-            pos += len(head) + len(value) + 4
-        out.append((argv, start, pos))
-        i += 1 + 2 * count
-    return pos
-
-
-def _parse_walk(buf: bytearray | bytes, end: int, args_max: int, bulk_bytes_max: int, requests_max: int,
-                out: list[tuple[list[bytes], int, int]], pos: int, unauthenticated: bool = False) -> ParseResult:
-    """Every case, byte by byte from pos, with Redis's exact errors and its exact framing: a
-    header line ends at its first CR, lengths follow `string2ll`, and a request is refused (or
-    waited for) at the same byte as Redis would."""
-    find = buf.find
-    counts, sizes = _COUNT_HEADERS.get, _BULK_HEADERS.get
-    while pos < end and len(out) < requests_max:
-        start = pos
-        if buf[pos] != 42:  # not '*': an inline command
-            nl = find(b"\n", pos, end)
-            if nl >= 0 and find(b"\0", pos, nl) >= 0:
-                nl = -1  # Redis looks for the LF with strchr, which a NUL byte stops
-            if nl < 0:
-                if end - pos > INLINE_BYTES_MAX:
-                    return ParseResult(out, pos, 0, ProtocolError("too big inline request"))
-                return ParseResult(out, pos, 0)
-            line = bytes(buf[pos:nl])
-            pos = nl + 1
-            try:
-                argv = split_inline(line)
-            except ProtocolError as exc:
-                return ParseResult(out, start, 0, exc)
-            if argv:
-                out.append((argv, start, pos))
-            continue
-        cr = find(b"\r", pos, end)
-        if cr < 0 or cr + 1 >= end:
-            return _no_header_yet(buf, out, pos, pos, end, cr, "too big mbulk count string")
-        head = bytes(buf[pos:cr])
-        count = counts(head)  # the canonical counts, at dict speed; the rest below
-        if count is None:
-            if b"\0" in head:
-                return _no_header_yet(buf, out, pos, pos, end, cr, "too big mbulk count string")
-            count = string2ll(head[1:])
-            if count is None or count > COUNT_MAX:
-                return ParseResult(out, pos, 0, ProtocolError("invalid multibulk length"))
-        if unauthenticated and count > UNAUTHENTICATED_ARGS_MAX:
-            return ParseResult(out, pos, 0, ProtocolError("unauthenticated multibulk length"))
-        if count > args_max:
-            return ParseResult(out, pos, 0, ProtocolError("invalid multibulk length"))
-        pos = cr + 2
-        if count <= 0:
-            continue  # Redis ignores empty (and negative) multibulks
-        argv = []
-        for _ in range(count):
-            cr = find(b"\r", pos, end)
-            if cr < 0 or cr + 1 >= end:
-                return _no_header_yet(buf, out, start, pos, end, cr, "too big bulk count string")
-            head = bytes(buf[pos:cr])
-            size = sizes(head)
-            if size is None:
-                if b"\0" in head:
-                    return _no_header_yet(buf, out, start, pos, end, cr, "too big bulk count string")
-                if buf[pos] != 36:  # '$'
-                    got = chr(buf[pos])  # one byte, sent back raw by protocol_error
-                    return ParseResult(out, start, 0, ProtocolError(f"expected '$', got '{got}'"))
-                size = string2ll(head[1:])
-                if size is None or size < 0:
-                    return ParseResult(out, start, 0, ProtocolError("invalid bulk length"))
-            if size > bulk_bytes_max:
-                return ParseResult(out, start, 0, ProtocolError("invalid bulk length"))
-            if unauthenticated and size > UNAUTHENTICATED_BULK_BYTES_MAX:
-                return ParseResult(out, start, 0, ProtocolError("unauthenticated bulk length"))
-            data = cr + 2
-            pos = data + size + 2  # the two bytes after the data are skipped unread, as Redis does
-            if pos > end:
-                return ParseResult(out, start, pos - start)
-            argv.append(bytes(buf[data : data + size]))
-        out.append((argv, start, pos))
-    return ParseResult(out, pos, 0)
-
-
-def _no_header_yet(buf: bytearray | bytes, out: list[tuple[list[bytes], int, int]], start: int, pos: int,
-                   end: int, cr: int, too_big: str) -> ParseResult:
-    """A header line at pos that Redis does not see as whole yet.  Redis finds its end with
-    strchr for CR (a NUL byte before the CR hides it) and then wants one more byte, whatever it
-    is; only while it finds no CR does a buffer past INLINE_BYTES_MAX become an error."""
-    if (cr < 0 or buf.find(b"\0", pos, cr) >= 0) and end - pos > INLINE_BYTES_MAX:
-        return ParseResult(out, start, 0, ProtocolError(too_big))
-    return ParseResult(out, start, 0)
-
-
-_DECIMAL = re.compile(rb"0|-?[1-9][0-9]*").fullmatch
-_LONG_STR_BYTES = 21  # Redis's LONG_STR_SIZE: no valid long long is this long
-LLONG_MIN, LLONG_MAX = -(1 << 63), (1 << 63) - 1
-
-
-def string2ll(text: bytes | bytearray) -> int | None:
-    """Redis's strict integer syntax (util.c string2ll), or None: an optional '-', then "0" or a
-    digit 1-9 and more digits; no '+', spaces, '_', leading zeros or "-0"; a signed 64-bit value."""
-    if len(text) >= _LONG_STR_BYTES or _DECIMAL(text) is None:
-        return None
-    value = int(text)
-    return value if LLONG_MIN <= value <= LLONG_MAX else None
+# Redis's strict integer syntax (util.c string2ll): an optional '-', then "0" or a digit 1-9 and
+# more digits; no '+', spaces, '_', leading zeros or "-0"; a signed 64-bit value.  None otherwise.
+string2ll = parse_integer
 
 
 # An unquoted inline argument, as Redis's sdssplitargs reads one: white space (isspace) before it

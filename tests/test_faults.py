@@ -29,7 +29,7 @@ from conftest import (
 )
 from shardkv.commands import table
 from shardkv.errors import ProtocolError
-from shardkv.protocol import ReplyError, _parse_walk, encode_command, parse_requests, protocol_error
+from shardkv.protocol import ReplyError, encode_command, parse_requests, protocol_error
 from shardkv.router.dispatch import key_slot, slot_owners
 
 ARGS_MAX, BULK_MAX = 1024, 1 << 20
@@ -235,17 +235,25 @@ def test_parser_on_random_bytes_parses_or_raises_a_protocol_error(junk: bytes) -
         assert SKIPPED.fullmatch(junk[previous_end : result.consumed]), junk[previous_end : result.consumed]
 
 
-@given(st.lists(st.one_of(command.map(encode_command), st.binary(max_size=30)), max_size=6))
+@given(st.lists(st.one_of(command.map(encode_command), st.binary(max_size=30)), max_size=6), st.integers(0))
 @settings(max_examples=400, deadline=None)
-def test_fast_parser_agrees_with_the_byte_walk(pieces: list[bytes]) -> None:
-    """The split-at-CRLF fast path and the byte-by-byte walk give the same commands, stop at the
-    same place and report the same error, on valid frames (values holding CRLF included) mixed
-    with junk."""
+def test_parsing_in_two_reads_agrees_with_one(pieces: list[bytes], cut: int) -> None:
+    """Bytes that arrive in two reads, cut anywhere, give the same commands, the same stop and
+    the same error as the whole at once: valid frames (values holding CRLF included) mixed with
+    junk."""
     wire = b"".join(pieces)
-    fast = parse_requests(bytearray(wire), len(wire), ARGS_MAX, BULK_MAX)
-    walk = _parse_walk(bytearray(wire), len(wire), ARGS_MAX, BULK_MAX, 1 << 30, [], 0)
-    assert (fast.requests, fast.consumed, fast.needed) == (walk.requests, walk.consumed, walk.needed)
-    assert (fast.error and fast.error.why) == (walk.error and walk.error.why)
+    cut %= len(wire) + 1
+    whole = parse_requests(bytearray(wire), len(wire), ARGS_MAX, BULK_MAX)
+    first = parse_requests(bytearray(wire), cut, ARGS_MAX, BULK_MAX)
+    if first.error is not None:  # refused before the cut: the whole is refused there too
+        assert (first.requests, first.consumed, first.error.why) == (
+            whole.requests, whole.consumed, whole.error and whole.error.why)
+        return
+    rest = parse_requests(bytearray(wire[first.consumed :]), len(wire) - first.consumed, ARGS_MAX, BULK_MAX)
+    shifted = [(argv, start + first.consumed, end + first.consumed) for argv, start, end in rest.requests]
+    assert first.requests + shifted == whole.requests
+    assert (first.consumed + rest.consumed, rest.needed) == (whole.consumed, whole.needed)
+    assert (rest.error and rest.error.why) == (whole.error and whole.error.why)
 
 
 def mutate(wire: bytes, at: int, how: int, byte: int) -> bytes:

@@ -144,20 +144,18 @@ FRAMING_CASES: list[tuple[bytes, list[list[bytes]], str | None]] = [
 ]
 
 
-def _walk_only(data: bytes, args_max: int = 1 << 40) -> protocol.ParseResult:
-    return protocol._parse_walk(data, len(data), args_max, 1 << 40, 1 << 30, [], 0)
+def _parse(data: bytes, args_max: int = 1 << 40) -> protocol.ParseResult:
+    return protocol.parse_requests(data, len(data), args_max, 1 << 40)
 
 
 @pytest.mark.parametrize(("data", "argvs", "why"), FRAMING_CASES, ids=[repr(c[0])[:40] for c in FRAMING_CASES])
 def test_parse_requests_takes_exactly_what_redis_takes(data: bytes, argvs: list[list[bytes]], why: str | None) -> None:
-    """Both parser paths run the commands Redis runs from these bytes and then stop with Redis's
-    error (or wait, with no error, where Redis waits); also behind a pipeline of GETs, where the
-    fast path parses the GETs and hands the rest to the walk."""
+    """The parser runs the commands Redis runs from these bytes and then stops with Redis's error
+    (or waits, with no error, where Redis waits), alone and behind a pipeline of GETs."""
     prefix = b"".join(encode_command([b"GET", b"k%d" % i]) for i in range(16))
     for label, result, skipped in [
-        ("fast path, then walk", protocol.parse_requests(data, len(data), 1 << 40, 1 << 40), 0),
-        ("walk only", _walk_only(data), 0),
-        ("behind 16 GETs", protocol.parse_requests(prefix + data, len(prefix + data), 1 << 40, 1 << 40), 16),
+        ("alone", _parse(data), 0),
+        ("behind 16 GETs", _parse(prefix + data), 16),
     ]:
         got = [argv for argv, _, _ in result.requests][skipped:]
         assert got == argvs, label
@@ -169,8 +167,8 @@ def test_parse_requests_takes_exactly_what_redis_takes(data: bytes, argvs: list[
 
 def test_lengths_are_checked_against_the_limits_too() -> None:
     """shardkv's own limits (args-max, proto-max-bulk-len) refuse with Redis's texts."""
-    assert _walk_only(b"*2147483647\r\n").error is None  # INT_MAX: Redis waits for the arguments
-    many = _walk_only(b"*70000\r\n", args_max=65536)
+    assert _parse(b"*2147483647\r\n").error is None  # INT_MAX: Redis waits for the arguments
+    many = _parse(b"*70000\r\n", args_max=65536)
     assert many.error is not None and many.error.why == INVALID_MBULK
     big = protocol.parse_requests(b"*1\r\n$1025\r\n", 11, 65536, 1024)
     assert big.error is not None and big.error.why == INVALID_BULK
@@ -185,12 +183,13 @@ def test_string2ll_is_redis_strict() -> None:
     assert [t for t in bad if protocol.string2ll(t) is not None] == []
 
 
-def test_a_plain_pipeline_stays_on_the_fast_path() -> None:
-    """The strictness costs the common case nothing: canonical headers never reach the walk."""
-    data = b"".join(encode_command([b"SET", b"key:%d" % i, b"v" * (i * 37)]) for i in range(200))
-    out: list[tuple[list[bytes], int, int]] = []
-    assert protocol._parse_split(data, len(data), 65536, 1 << 30, out) == len(data)
-    assert len(out) == 200
+def test_a_pipeline_parses_whole_with_values_holding_crlf() -> None:
+    """Values of every size up to 7 KiB, holding CR, LF and NUL bytes, come back as sent."""
+    argvs = [[b"SET", b"key:%d" % i, (b"v\r\n\0" * i)[: i * 37]] for i in range(200)]
+    data = b"".join(encode_command(argv) for argv in argvs)
+    result = _parse(data)
+    assert [argv for argv, _, _ in result.requests] == argvs
+    assert (result.consumed, result.needed, result.error) == (len(data), 0, None)
 
 
 LIVE_FRAMING_CASES = [

@@ -10,15 +10,12 @@ from decimal import Decimal
 
 from shardkv.errors import DB_INDEX, NAN_OR_INFINITY, NOT_FLOAT, NOT_INTEGER, CommandError
 from shardkv.limits import Limits
-from shardkv.native import add_long_doubles
+from shardkv.native import add_long_doubles, parse_integer
 from shardkv.stats import Stats
 from shardkv.store import Store
 
 INT64_MIN = -(1 << 63)
 INT64_MAX = (1 << 63) - 1
-_INT_RE = re.compile(rb"-?[1-9][0-9]{0,19}|0")
-
-
 @dataclass(slots=True)
 class ShardCtx:
     """What a keyed command handler sees: one shard, one db, the client's protocol, the time."""
@@ -43,10 +40,8 @@ def decode_optional(raw: bytes) -> bytes | None:
 
 def parse_int(raw: bytes, error: str = NOT_INTEGER) -> int:
     """A signed 64-bit integer written the way Redis's string2ll accepts it."""
-    if not _INT_RE.fullmatch(raw):
-        raise CommandError(error)
-    n = int(raw)
-    if not INT64_MIN <= n <= INT64_MAX:
+    n = parse_integer(raw)
+    if n is None:
         raise CommandError(error)
     return n
 
@@ -83,10 +78,8 @@ def parse_cursor(raw: bytes) -> int:
 
 
 def maybe_int(raw: bytes) -> int | None:
-    if not _INT_RE.fullmatch(raw):
-        return None
-    n = int(raw)
-    return n if INT64_MIN <= n <= INT64_MAX else None
+    """raw as Redis's string2ll reads it, or None."""
+    return parse_integer(raw)
 
 
 LONG_DOUBLE_CHARS_MAX = 5 * 1024  # Redis's MAX_LONG_DOUBLE_CHARS

@@ -1,0 +1,18 @@
+from typing import Any
+
+SOURCE_SHA256: str
+INLINE_MAX: int
+UNAUTHENTICATED_ARGS: int
+UNAUTHENTICATED_BULK_BYTES: int
+
+def parse_integer(text: bytes | bytearray) -> int | None: ...
+def parse(
+    buf: bytes | bytearray,
+    end: int,
+    args_max: int,
+    bulk_bytes_max: int,
+    requests_max: int,
+    unauthenticated: bool,
+    split_inline: Any,
+    error_type: Any,
+) -> tuple[list[tuple[list[bytes], int, int]], int, int, Any]: ...
