@@ -26,6 +26,9 @@ G_SUPERVISOR_PID, G_STARTED_MS, G_SHUTDOWN = range(3)
 # The script running now, if any (router/scripts.py): its worker + 1 (0: none), when it started
 # (ms), whether it wrote (SCRIPT KILL is then refused), a kill request, and whether it is a function.
 G_SCRIPT_WORKER, G_SCRIPT_STARTED_MS, G_SCRIPT_WROTE, G_SCRIPT_KILL, G_SCRIPT_FUNCTION = range(3, 8)
+# The shards' expired-key counts (kept in their segments) when CONFIG RESETSTAT last ran: INFO's
+# expired_keys counts from there.
+G_EXPIRED_BASE = 8
 G_TUNABLES = 16  # runtime parameters (CONFIG SET), one word each, shared by every worker
 G_PASSWORD_ACTIVE = 32  # which of the two password slots readers use (0 or 1)
 G_PASSWORD_SLOTS = 33  # two slots of PASSWORD_SLOT_WORDS: sequence, length, digest (4), text
@@ -67,7 +70,7 @@ W_TXN_LAST, W_TXN_ACTIVE, W_TXN_DECIDED = 18, 19, 20
 # keys, (key, client) items, distinct BCAST prefixes (every worker holds all of them).
 W_TRACKING_CLIENTS, W_TRACKING_KEYS, W_TRACKING_ITEMS, W_TRACKING_PREFIXES = 21, 22, 23, 24
 W_COMMAND_STATS = 25  # then CMD_WORDS words per command, in table order:
-CMD_CALLS, CMD_USEC, CMD_FAILED, CMD_REJECTED, CMD_WORDS = range(5)
+CMD_CALLS, CMD_USEC, CMD_FAILED, CMD_REJECTED, CMD_WORDS = range(5)  # fast.Counters.command: the first three
 
 
 def row_words(commands: int) -> int:

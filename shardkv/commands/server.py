@@ -19,7 +19,7 @@ from collections.abc import Callable
 from shardkv import errors, protocol
 from shardkv.commands import notify
 from shardkv.commands.args import ShardCtx, parse_cursor, parse_int, parse_int32
-from shardkv.commands.context import Client, Pending, Reply
+from shardkv.commands.context import Client, Pending, Reply, Server
 from shardkv.commands.keyspace import ScanPart
 from shardkv.commands.table import Command, Where, acl_categories, client_command, command, lookup, public_commands
 from shardkv.errors import CommandError
@@ -27,6 +27,7 @@ from shardkv.limits import REQUIREPASS_BYTES_MAX, Footprint
 from shardkv.protocol import read_reply
 from shardkv.stats import (
     CMD_WORDS,
+    G_EXPIRED_BASE,
     G_STARTED_MS,
     G_SUPERVISOR_PID,
     TUNABLE_ALIASES,
@@ -311,6 +312,7 @@ def config(conn: Client, argv: list[bytes]) -> Reply:
         stats = conn.server.stats
         for w in range(stats.workers):
             stats.reset(w)
+        stats.global_set(G_EXPIRED_BASE, expired_keys(conn.server))
         return protocol.OK
     if sub == b"help" and len(argv) == 2:
         lines = ["CONFIG <subcommand> [<arg> [value] [opt] ...]. Subcommands are:",
@@ -342,6 +344,11 @@ def cluster(conn: Client, argv: list[bytes]) -> bytes:
 INFO_DEFAULT = ["server", "clients", "memory", "persistence", "stats", "replication", "cpu", "modules",
                 "errorstats", "cluster", "keyspace"]
 INFO_ALL = INFO_DEFAULT[:8] + ["commandstats"] + INFO_DEFAULT[8:]
+
+
+def expired_keys(server: Server) -> int:
+    """Keys removed because their time passed, every shard's count since it was created."""
+    return sum(s.expired_keys for s in server.stores)
 
 
 def info_text(conn: Client, sections: list[str]) -> str:
@@ -415,7 +422,7 @@ def info_text(conn: Client, sections: list[str]) -> str:
                 ("total_net_input_bytes", stats.total(W_NET_INPUT)),
                 ("total_net_output_bytes", stats.total(W_NET_OUTPUT)),
                 ("rejected_connections", stats.total(W_REJECTED)),
-                ("expired_keys", sum(s.expired_keys for s in worker.stores)), ("evicted_keys", 0),
+                ("expired_keys", expired_keys(worker) - stats.global_get(G_EXPIRED_BASE)), ("evicted_keys", 0),
                 ("keyspace_hits", stats.total(W_HITS)), ("keyspace_misses", stats.total(W_MISSES)),
                 ("pubsub_channels", 0), ("pubsub_patterns", 0),
                 ("tracking_total_keys", stats.total(W_TRACKING_KEYS)),
