@@ -9,7 +9,7 @@ read from the segment is checked against the heap before it is followed: a bad o
 SegmentCorrupt, never a stray read."""
 
 from cpython.bytes cimport PyBytes_FromStringAndSize
-from libc.stdint cimport uint8_t, uint64_t
+from libc.stdint cimport uint64_t
 from libc.string cimport memcmp, memcpy
 
 
@@ -52,12 +52,7 @@ class SegmentCorrupt(Exception):
 
 
 cdef class Index:
-    """The chain walk over one shard segment's buckets."""
-
-    cdef uint8_t[::1] segment  # keeps the mapping's buffer alive while the pointers are used
-    cdef uint8_t *base
-    cdef uint64_t *q
-    cdef uint64_t bucket_word, mask, heap_lo, heap_hi
+    """The chain walk over one shard segment's buckets (its fields: index.pxd)."""
 
     def __init__(self, segment, uint64_t bucket_word, uint64_t buckets, uint64_t heap_off,
                  uint64_t heap_bytes):

@@ -9,7 +9,7 @@ import os
 from types import ModuleType
 
 try:
-    from shardkv import alloc, index, numbers, resp
+    from shardkv import alloc, fast, index, numbers, resp
 except ImportError as exc:  # never built (a checkout without `pip install -e .`), or built for another Python
     raise ImportError(f"shardkv's compiled modules are not built ({exc}): run `pip install -e .`, which needs a "
                       "C compiler, Python's headers and zlib's") from None
@@ -23,8 +23,11 @@ def fresh(module: ModuleType, name: str) -> ModuleType:
     source = os.path.join(HERE, f"{name}.pyx")
     if os.path.exists(source):
         with open(source, "rb") as f:
-            digest = hashlib.sha256(f.read()).hexdigest()
-        if digest != getattr(module, "SOURCE_SHA256", None):
+            digest = hashlib.sha256(f.read())
+        for pxd in sorted(n for n in os.listdir(HERE) if n.endswith(".pxd")):  # as setup.py's source_digest
+            with open(os.path.join(HERE, pxd), "rb") as f:
+                digest.update(f.read())
+        if digest.hexdigest() != getattr(module, "SOURCE_SHA256", None):
             raise ImportError(f"shardkv/{name}.pyx changed after it was compiled: run `pip install -e .` again")
     return module
 
@@ -33,9 +36,11 @@ fresh(index, "index")
 fresh(alloc, "alloc")
 fresh(numbers, "numbers")
 fresh(resp, "resp")
+fresh(fast, "fast")
 Index = index.Index
 Allocator = alloc.Allocator
 SegmentCorrupt = index.SegmentCorrupt
 EXPIRED, WRONG_TYPE = index.EXPIRED, index.WRONG_TYPE
 add_long_doubles, is_infinite = numbers.add_long_doubles, numbers.is_infinite
 parse_frames, parse_integer = resp.parse, resp.parse_integer
+Counters, FastPath, slot_of = fast.Counters, fast.FastPath, fast.slot_of

@@ -329,7 +329,7 @@ class Store:
             self.mm[DBMAP_BYTE + a] = pb
             self.mm[DBMAP_BYTE + b] = pa
             self.q[H_SWAP_JOURNAL] = 0
-        self.dbmap = bytearray(self.mm[DBMAP_BYTE : DBMAP_BYTE + DATABASES_MAX])
+        self.dbmap[:] = self.mm[DBMAP_BYTE : DBMAP_BYTE + DATABASES_MAX]  # in place: the fast path holds it
 
     @property
     def dirty(self) -> int:

@@ -236,3 +236,64 @@ def test_database_indexes_are_read_as_redis_reads_them(srv: Server) -> None:
         "ERR value is not an integer or out of range", "ERR DB index is out of range",
         "ERR invalid second DB index", "ERR invalid first DB index", "ERR DB index is out of range"]
     assert got[6] == b"OK"
+
+
+def _get_branches(port: int, keys: list[str]) -> tuple[list[object], dict[str, str]]:
+    """A pipeline of GETs through every branch of the compiled fast path (hits and misses on both
+    shards, a hash tag, any case, a list, an expired key, wrong arity, an empty key), then the
+    counters it moved."""
+    a0, a1 = keys
+    with socket.create_connection(("127.0.0.1", port), timeout=10) as sock:
+        replies(sock, [cmd("FLUSHALL"), cmd("CONFIG RESETSTAT"), cmd(f"SET {a0} v0"), cmd(f"SET {a1} v1"),
+                       cmd(f"SET {{{a0}}}t vt"), cmd("RPUSH list x"), cmd("SET gone v PX 1")])
+        deadline_s = time.time() + 0.02
+        while time.time() < deadline_s:  # wait for the key's time to pass (nothing removes it: no active expiry)
+            time.sleep(0.005)
+        got = replies(sock, [cmd(f"GET {a0}"), cmd(f"get {a1}"), cmd(f"gEt {{{a0}}}t"), cmd("GET nokey"),
+                             cmd("GET list"), cmd(f"GET {a0}"), cmd("GET gone"), cmd("GET"), cmd(f"GET {a0} x"),
+                             [b"GET", b""], cmd(f"GET {a1}"), cmd("SET after 1"), cmd("GET after"),
+                             cmd("GET nokey")])
+        stats, commandstats = replies(sock, [cmd("INFO stats"), cmd("INFO commandstats")])
+    assert isinstance(stats, bytes) and isinstance(commandstats, bytes)
+    fields = dict(line.split(":", 1) for line in (stats + commandstats).decode().splitlines() if ":" in line)
+    return got, {k: fields[k] for k in ("keyspace_hits", "keyspace_misses", "expired_keys")} | {
+        "get": ",".join(p for p in fields["cmdstat_get"].split(",") if "usec" not in p)}
+
+
+@pytest.mark.skipif(shutil.which("redis-server") is None, reason="redis-server not installed (CI installs it)")
+def test_pipelined_gets_match_redis_on_every_branch_of_the_fast_path() -> None:
+    """GETs of local keys run in C, up to the first request they do not take whole; replies and
+    the counters INFO shows (hits, misses, expired keys, calls, failed and rejected calls) are
+    Redis's, whichever worker the connection lands on."""
+    keys = [on_shard(0, "fast"), on_shard(1, "fast")]
+    ours = start_server("--shards", "2", "--maxmemory", "64mb", "--expire-keys-per-tick-max", "0")
+    port = free_port()
+    ref = subprocess.Popen(["redis-server", "--port", str(port), "--save", "", "--appendonly", "no"],
+                           stdout=subprocess.DEVNULL)
+    try:
+        deadline = time.monotonic() + 10
+        while True:
+            try:
+                with socket.create_connection(("127.0.0.1", port), timeout=0.2) as sock:
+                    replies(sock, [cmd("DEBUG SET-ACTIVE-EXPIRE 0")])
+                break
+            except OSError:
+                assert time.monotonic() < deadline, "redis-server did not start"
+                time.sleep(0.05)
+        theirs = _get_branches(port, keys)
+        for _ in range(4):  # new connections: SO_REUSEPORT spreads them over both workers
+            assert _get_branches(ours.port, keys) == theirs
+        with ours.raw() as sock:
+            sock.sendall(encode_command([b"HELLO", b"3"]))
+            assert sock.recv(65536).startswith(b"%")
+            sock.sendall(encode_command([b"GET", b"nokey"]) + encode_command([b"GET", keys[0].encode()]))
+            got = b""
+            while len(got) < len(b"_\r\n$2\r\nv0\r\n"):
+                chunk = sock.recv(65536)
+                assert chunk, got
+                got += chunk
+            assert got == b"_\r\n$2\r\nv0\r\n"  # RESP3's null for the missing key
+    finally:
+        ref.terminate()
+        ref.wait(10)
+        ours.stop()

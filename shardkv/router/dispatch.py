@@ -24,7 +24,6 @@ traceback and the command gets `-ERR internal error`, so no client is ever left 
 from __future__ import annotations
 
 import asyncio
-import binascii
 import os
 import signal
 import sys
@@ -45,6 +44,7 @@ from shardkv.commands.pubsub import Subscriptions
 from shardkv.commands.table import COMMANDS, Command, Merge, Where, lookup
 from shardkv.errors import CommandError, ReplyTooLarge
 from shardkv.limits import Limits
+from shardkv.native import slot_of
 from shardkv.protocol import read_reply
 from shardkv.stats import G_SCRIPT_FUNCTION, G_SUPERVISOR_PID, W_TRACKING_CLIENTS, W_TXN_DECIDED, Stats
 from shardkv.store import TXN_ID_MASK, UNDO_ABSENT, Store
@@ -136,14 +136,9 @@ def error_reply(exc: Exception, where: str) -> bytes:
     return protocol.error(errors.INTERNAL)
 
 
-def key_slot(key: bytes) -> int:
-    """Redis Cluster hash slot: CRC16-XMODEM of the key, or of its non-empty {hash tag}."""
-    start = key.find(b"{")
-    if start >= 0:
-        end = key.find(b"}", start + 1)
-        if end > start + 1:
-            key = key[start + 1 : end]
-    return binascii.crc_hqx(key, 0) & (SLOTS - 1)
+# Redis Cluster hash slot of a key: CRC16-XMODEM of the key, or of its non-empty {hash tag}
+# (compiled: fast.pyx, which the fast path uses too).
+key_slot = slot_of
 
 
 def slot_owners(shards: int) -> list[int]:

@@ -13,6 +13,7 @@ peer requests.  Locks are always taken in ascending shard order, so no cycle can
 
 from __future__ import annotations
 
+import array
 import asyncio
 import json
 import os
@@ -35,15 +36,14 @@ from shardkv.commands.pubsub import Subscriptions
 from shardkv.commands.table import Command, command_index, load_all, lookup
 from shardkv.keywatch import KeyWatches
 from shardkv.limits import Footprint, Limits
+from shardkv.native import Counters, FastPath
 from shardkv.router.blocking import Blocking, Ready, Unwatch, Watch, Watchers
 from shardkv.router.connection import Connection
 from shardkv.router.dispatch import Router, parse_forwarded
 from shardkv.router.scripts import Scripts
 from shardkv.stats import (
     CMD_CALLS,
-    CMD_FAILED,
     CMD_REJECTED,
-    CMD_USEC,
     CMD_WORDS,
     G_SCRIPT_STARTED_MS,
     G_SCRIPT_WORKER,
@@ -156,10 +156,15 @@ class Worker:
         self.store.progress = self.beat  # long loops (rebuild, flush, KEYS ...) beat as they go
         mine = self.stats.base(self.id) + W_COMMAND_STATS
         self.command_stats_word = {name: mine + CMD_WORDS * i for name, i in self.command_index.items()}
+        self.counters = Counters(self.stats_mm)  # what this worker adds to the stats words, in C
         self.ring_mm = segments.attach(boot.ring_name) if self.workers > 1 else None
         self.peers = Peers(self.id, self.workers, self.ring_mm, self.limits.ring_bytes, boot.doorbells, self.loop)
         self.inbox_rings = [self.peers.req_in[s] for s in self.peers.others]
         self.router = Router(self)
+        here = self.stats.base(self.id)
+        self.fast = FastPath(self.store.index, self.counters, self.store.dbmap,
+                             array.array("H", self.router.owners).tobytes(), self.id, self.limits.key_bytes_max,
+                             self.command_stats_word["get"], here + W_HITS, here + W_MISSES)
         self.scripts = Scripts(self)
         self.blocking = Blocking(self)  # this worker's blocked clients
         self.watchers = Watchers(self, self.store)  # clients blocked on this shard's keys
@@ -485,12 +490,7 @@ class Worker:
             self.arena_waiters.pop(0).arena_available()
 
     def count_command(self, cmd: Command, elapsed_ns: int, failed: bool) -> None:
-        base = self.command_stats_word[cmd.name]
-        q = self.stats.q
-        q[base + CMD_CALLS] += 1
-        q[base + CMD_USEC] += elapsed_ns // 1000
-        if failed:
-            q[base + CMD_FAILED] += 1
+        self.counters.command(self.command_stats_word[cmd.name], elapsed_ns, failed)
 
     def event_flags(self) -> int:
         """The keyspace notification classes enabled now, 0 when none would be delivered."""
@@ -518,8 +518,8 @@ class Worker:
     def count_reads(self, hits: int, misses: int) -> None:
         """INFO keyspace_hits / keyspace_misses of a read-only command's lookups."""
         base = self.stats.base(self.id)
-        self.stats.q[base + W_HITS] += hits
-        self.stats.q[base + W_MISSES] += misses
+        self.counters.add(base + W_HITS, hits)
+        self.counters.add(base + W_MISSES, misses)
 
     def mark_dirty(self, conn: Connection) -> None:
         """conn has replies ready to write: write them once, at the end of this tick."""

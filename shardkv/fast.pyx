@@ -1,0 +1,203 @@
+# cython: language_level=3, boundscheck=False, wraparound=False, cdivision=True
+"""The compiled front of a worker's pipeline: the stats counters a command adds to, and the fast
+path that runs plain GETs of local keys end to end, without a Python frame per command.
+
+The fast path is the router's pipeline for one case only, in the same order (command lookup,
+arity, key size, the key's shard, then the command), and it calls the same compiled primitive as
+GET's handler (Index.string_resp).  It stops at the first request it does not take whole: another
+command, a wrong arity, a long key, a key of another shard, a key whose time has passed (deleting
+it emits events) or of another type (an error reply, counted in errorstats), or an exception
+(a damaged segment), which the router's path then raises again and answers by its error contract.  The router runs
+that request, and the rest, through its Python pipeline; it only calls the fast path while the
+connection is in the plain state (authenticated, no MULTI, not subscribed, no tracking, replies
+on) and the shard is not locked."""
+
+from cpython.bytes cimport PyBytes_GET_SIZE
+from cpython.list cimport PyList_GET_ITEM, PyList_GET_SIZE
+from cpython.tuple cimport PyTuple_GET_ITEM
+from libc.stdint cimport int64_t, uint8_t, uint16_t, uint64_t
+
+from shardkv.index cimport Index
+
+from shardkv.index import EXPIRED, WRONG_TYPE
+
+
+cdef extern from *:
+    """
+    #ifndef SHARDKV_SOURCE_SHA256
+    #define SHARDKV_SOURCE_SHA256 ""
+    #endif
+    #include <time.h>
+    static inline uint64_t shardkv_monotonic_ns(void) {
+        struct timespec ts;
+        clock_gettime(CLOCK_MONOTONIC, &ts);
+        return (uint64_t) ts.tv_sec * 1000000000u + (uint64_t) ts.tv_nsec;
+    }
+    static inline uint64_t shardkv_wall_ms(void) {
+        struct timespec ts;
+        clock_gettime(CLOCK_REALTIME, &ts);
+        return (uint64_t) ts.tv_sec * 1000u + (uint64_t) ts.tv_nsec / 1000000u;
+    }
+    static inline void shardkv_add_relaxed(uint64_t *p, uint64_t n) {
+        __atomic_store_n(p, __atomic_load_n(p, __ATOMIC_RELAXED) + n, __ATOMIC_RELAXED);
+    }
+    """
+    const char *SHARDKV_SOURCE_SHA256
+    uint64_t shardkv_monotonic_ns() nogil
+    uint64_t shardkv_wall_ms() nogil
+    void shardkv_add_relaxed(uint64_t *p, uint64_t n) nogil
+
+
+SOURCE_SHA256 = SHARDKV_SOURCE_SHA256.decode()  # of fast.pyx when it was compiled (native.py)
+
+cdef Py_ssize_t SLOTS = 16384
+cdef uint16_t CRC16_TABLE[256]
+
+
+cdef void crc16_table() noexcept:
+    """CRC-16/XMODEM (polynomial 0x1021), the hash of Redis Cluster's key slots."""
+    cdef uint16_t c
+    cdef int i, _bit
+    for i in range(256):
+        c = <uint16_t> (i << 8)
+        for _bit in range(8):
+            c = <uint16_t> ((c << 1) ^ 0x1021) if c & 0x8000 else <uint16_t> (c << 1)
+        CRC16_TABLE[i] = c
+
+
+crc16_table()
+
+
+cdef Py_ssize_t key_slot(const unsigned char *k, Py_ssize_t n) noexcept:
+    """The key's hash slot: CRC16 of the key, or of its non-empty {hash tag}."""
+    cdef Py_ssize_t i, open_at = -1, start = 0, end = n
+    cdef uint16_t crc = 0
+    for i in range(n):
+        if k[i] == 123:  # '{'
+            open_at = i
+            break
+    if open_at >= 0:
+        for i in range(open_at + 1, n):
+            if k[i] == 125:  # '}'
+                if i > open_at + 1:
+                    start, end = open_at + 1, i
+                break
+    for i in range(start, end):
+        crc = <uint16_t> ((crc << 8) ^ CRC16_TABLE[((crc >> 8) ^ k[i]) & 0xFF])
+    return crc & (SLOTS - 1)
+
+
+def slot_of(const unsigned char[::1] key not None):
+    """The Redis Cluster hash slot of key."""
+    return key_slot(&key[0] if key.shape[0] else NULL, key.shape[0])
+
+
+cdef class Counters:
+    """The stats segment's words, as this worker adds to them (one writer per word; other
+    processes read them whole: each word is one relaxed 8-byte load or store)."""
+
+    cdef uint8_t[::1] segment
+    cdef uint64_t *q
+    cdef Py_ssize_t words
+
+    def __init__(self, segment):
+        self.segment = segment
+        self.q = <uint64_t *> &self.segment[0]
+        self.words = self.segment.shape[0] // 8
+
+    cdef inline void check(self, Py_ssize_t word) except *:
+        if word < 0 or word >= self.words:
+            raise IndexError(f"stats word {word} is outside the segment")
+
+    cpdef void add(self, Py_ssize_t word, int64_t n) except *:
+        """Add n (which may be negative) to a word."""
+        self.check(word)
+        shardkv_add_relaxed(&self.q[word], <uint64_t> n)
+
+    cpdef void command(self, Py_ssize_t base, uint64_t elapsed_ns, bint failed) except *:
+        """One call of a command: its calls, microseconds and failures (INFO commandstats), at
+        base: its first word (stats.CMD_CALLS, CMD_USEC, CMD_FAILED follow in that order)."""
+        self.check(base + 2)
+        shardkv_add_relaxed(&self.q[base], 1)
+        shardkv_add_relaxed(&self.q[base + 1], elapsed_ns // 1000)
+        if failed:
+            shardkv_add_relaxed(&self.q[base + 2], 1)
+
+
+cdef class FastPath:
+    """Plain GETs of this worker's own keys, run in C; see the module's docstring."""
+
+    cdef Index index
+    cdef Counters counters
+    cdef bytearray dbmap
+    cdef bytes owners  # uint16 per slot: the worker that owns it
+    cdef int me
+    cdef bint single
+    cdef Py_ssize_t key_bytes_max, get_word, hits_word, misses_word
+
+    def __init__(self, Index index not None, Counters counters not None, bytearray dbmap not None, bytes owners,
+                 int me, Py_ssize_t key_bytes_max, Py_ssize_t get_word, Py_ssize_t hits_word,
+                 Py_ssize_t misses_word):
+        if len(owners) != SLOTS * 2:
+            raise ValueError("owners must hold one uint16 per slot")
+        self.index = index
+        self.counters = counters
+        self.dbmap = dbmap  # the store's: SWAPDB changes it in place
+        self.owners = owners
+        self.me = me
+        self.single = all(o == me for o in memoryview(owners).cast("H"))
+        self.key_bytes_max = key_bytes_max
+        counters.check(get_word + 2)
+        counters.check(hits_word)
+        counters.check(misses_word)
+        self.get_word, self.hits_word, self.misses_word = get_word, hits_word, misses_word
+
+    def run(self, list requests not None, Py_ssize_t i, int db, int proto):
+        """Run requests[i], requests[i + 1] ... (argv, start, end) while each is a plain GET of a
+        local key: (the index of the first one not run, the replies of those run, joined)."""
+        cdef Py_ssize_t n = PyList_GET_SIZE(requests)
+        cdef const uint16_t *owners = <const uint16_t *> (<const char *> self.owners)
+        cdef uint64_t now_ms = shardkv_wall_ms()
+        cdef uint64_t t0, hits = 0, misses = 0
+        cdef int pdb = self.dbmap[db]
+        cdef list argv
+        cdef bytes name, key
+        cdef const unsigned char *c
+        cdef object value
+        cdef list out = []
+        null = b"_\r\n" if proto == 3 else b"$-1\r\n"
+        while i < n:
+            argv = <list> PyTuple_GET_ITEM(<tuple> PyList_GET_ITEM(requests, i), 0)
+            if PyList_GET_SIZE(argv) != 2:
+                break
+            name = <bytes> PyList_GET_ITEM(argv, 0)
+            if PyBytes_GET_SIZE(name) != 3:
+                break
+            c = name
+            if c[0] | 32 != 103 or c[1] | 32 != 101 or c[2] | 32 != 116:  # "get", any case
+                break
+            key = <bytes> PyList_GET_ITEM(argv, 1)
+            if PyBytes_GET_SIZE(key) > self.key_bytes_max:
+                break
+            if not self.single and owners[key_slot(key, PyBytes_GET_SIZE(key))] != self.me:
+                break
+            t0 = shardkv_monotonic_ns()
+            try:
+                value = self.index.string_resp(pdb, key, now_ms)
+            except Exception:  # a damaged segment (SegmentCorrupt): the router's path answers it
+                break
+            if value is EXPIRED or value is WRONG_TYPE:
+                break
+            if value is None:
+                misses += 1
+                out.append(null)
+            else:
+                hits += 1
+                out.append(value)
+            self.counters.command(self.get_word, shardkv_monotonic_ns() - t0, False)
+            i += 1
+        if hits:
+            self.counters.add(self.hits_word, hits)
+        if misses:
+            self.counters.add(self.misses_word, misses)
+        return i, b"".join(out)
