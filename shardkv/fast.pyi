@@ -1,5 +1,6 @@
 import mmap
 
+from shardkv.alloc import Allocator
 from shardkv.index import Index
 
 SOURCE_SHA256: str
@@ -12,6 +13,9 @@ class Counters:
     def command(self, base: int, elapsed_ns: int, failed: bool) -> None: ...
 
 class FastPath:
-    def __init__(self, index: Index, counters: Counters, dbmap: bytearray, owners: bytes, me: int,
-                 key_bytes_max: int, get_word: int, hits_word: int, misses_word: int) -> None: ...
-    def run(self, requests: list[tuple[list[bytes], int, int]], i: int, db: int, proto: int) -> tuple[int, bytes]: ...
+    damaged: bool
+    def __init__(self, index: Index, allocator: Allocator, counters: Counters, dbmap: bytearray, owners: bytes,
+                 me: int, key_bytes_max: int, get_word: int, set_word: int, hits_word: int,
+                 misses_word: int) -> None: ...
+    def run(self, requests: list[tuple[list[bytes], int, int]], i: int, db: int, proto: int,
+            writes: bool) -> tuple[int, bytes]: ...

@@ -1,23 +1,26 @@
 # cython: language_level=3, boundscheck=False, wraparound=False, cdivision=True
 """The compiled front of a worker's pipeline: the stats counters a command adds to, and the fast
-path that runs plain GETs of local keys end to end, without a Python frame per command.
+path that runs plain GETs and SETs of local keys end to end, without a Python frame per command.
 
-The fast path is the router's pipeline for one case only, in the same order (command lookup,
-arity, key size, the key's shard, then the command), and it calls the same compiled primitive as
-GET's handler (Index.string_resp).  It stops at the first request it does not take whole: another
-command, a wrong arity, a long key, a key of another shard, a key whose time has passed (deleting
-it emits events) or of another type (an error reply, counted in errorstats), or an exception
-(a damaged segment), which the router's path then raises again and answers by its error contract.  The router runs
+The fast path is the router's pipeline for two cases only, in the same order (command lookup,
+arity, key size, the key's shard, then the command), and it calls the same compiled primitives as
+the handlers (Index.string_resp for GET; for SET, the allocator, Index.put and the RESP framing
+Store.put uses).  It stops at the first request it does not take whole: another command or form,
+a long key, a key of another shard, a key whose time has passed (deleting it emits events) or of
+another type (an error, or a collection whose blocks the store frees), a full heap (OOM), or an
+exception (a damaged segment), which the router's path then raises again and answers by its
+error contract.  The router runs
 that request, and the rest, through its Python pipeline; it only calls the fast path while the
 connection is in the plain state (authenticated, no MULTI, not subscribed, no tracking, replies
-on) and the shard is not locked."""
+on) and the shard is not locked, and lets it write only while no key is watched (WATCH, blocked
+clients), tracked (CLIENT TRACKING) or notified (keyspace events)."""
 
 from cpython.bytes cimport PyBytes_GET_SIZE
 from cpython.list cimport PyList_GET_ITEM, PyList_GET_SIZE
 from cpython.tuple cimport PyTuple_GET_ITEM
 from libc.stdint cimport int64_t, uint8_t, uint16_t, uint64_t
 
-from shardkv.index cimport Index
+from shardkv.index cimport Index, bulk, record_bytes
 
 from shardkv.index import EXPIRED, WRONG_TYPE
 
@@ -124,57 +127,72 @@ cdef class Counters:
             shardkv_add_relaxed(&self.q[base + 2], 1)
 
 
+cdef inline uint64_t name3(bytes name) noexcept:
+    """A three-byte command name in lower case, as one number (0 for any other length)."""
+    cdef const unsigned char *c = name
+    if PyBytes_GET_SIZE(name) != 3:
+        return 0
+    return (<uint64_t> (c[0] | 32)) << 16 | (<uint64_t> (c[1] | 32)) << 8 | (c[2] | 32)
+
+
+cdef uint64_t GET = name3(b"get")
+cdef uint64_t SET = name3(b"set")
+cdef uint64_t TYPE_STRING = 1  # index.pyx checks it against store.py's
+cdef bytes OK = b"+OK\r\n"
+
+
 cdef class FastPath:
-    """Plain GETs of this worker's own keys, run in C; see the module's docstring."""
+    """Plain GETs and SETs of this worker's own keys, run in C; see the module's docstring."""
 
     cdef Index index
+    cdef object allocator  # alloc.Allocator: alloc(bytes) and free(offset)
     cdef Counters counters
     cdef bytearray dbmap
     cdef bytes owners  # uint16 per slot: the worker that owns it
     cdef int me
     cdef bint single
-    cdef Py_ssize_t key_bytes_max, get_word, hits_word, misses_word
+    cdef Py_ssize_t key_bytes_max, get_word, set_word, hits_word, misses_word
+    cdef public bint damaged  # a write raised half-way (a damaged segment): the shard needs repair
 
-    def __init__(self, Index index not None, Counters counters not None, bytearray dbmap not None, bytes owners,
-                 int me, Py_ssize_t key_bytes_max, Py_ssize_t get_word, Py_ssize_t hits_word,
-                 Py_ssize_t misses_word):
+    def __init__(self, Index index not None, allocator, Counters counters not None, bytearray dbmap not None,
+                 bytes owners, int me, Py_ssize_t key_bytes_max, Py_ssize_t get_word, Py_ssize_t set_word,
+                 Py_ssize_t hits_word, Py_ssize_t misses_word):
         if len(owners) != SLOTS * 2:
             raise ValueError("owners must hold one uint16 per slot")
         self.index = index
+        self.allocator = allocator
         self.counters = counters
         self.dbmap = dbmap  # the store's: SWAPDB changes it in place
         self.owners = owners
         self.me = me
         self.single = all(o == me for o in memoryview(owners).cast("H"))
         self.key_bytes_max = key_bytes_max
-        counters.check(get_word + 2)
-        counters.check(hits_word)
-        counters.check(misses_word)
-        self.get_word, self.hits_word, self.misses_word = get_word, hits_word, misses_word
+        for word in (get_word + 2, set_word + 2, hits_word, misses_word):
+            counters.check(word)
+        self.get_word, self.set_word = get_word, set_word
+        self.hits_word, self.misses_word = hits_word, misses_word
+        self.damaged = False
 
-    def run(self, list requests not None, Py_ssize_t i, int db, int proto):
-        """Run requests[i], requests[i + 1] ... (argv, start, end) while each is a plain GET of a
-        local key: (the index of the first one not run, the replies of those run, joined)."""
+    def run(self, list requests not None, Py_ssize_t i, int db, int proto, bint writes):
+        """Run requests[i], requests[i + 1] ... (argv, start, end) while each is a plain GET, or a
+        plain SET when `writes` (nothing watches or tracks keys, no keyspace notifications), of
+        a local key: (the index of the first one not run, the replies of those run, joined)."""
         cdef Py_ssize_t n = PyList_GET_SIZE(requests)
         cdef const uint16_t *owners = <const uint16_t *> (<const char *> self.owners)
         cdef uint64_t now_ms = shardkv_wall_ms()
-        cdef uint64_t t0, hits = 0, misses = 0
+        cdef uint64_t t0, hits = 0, misses = 0, name, off, off_old, link, bucket, w
+        cdef Py_ssize_t argc
         cdef int pdb = self.dbmap[db]
         cdef list argv
-        cdef bytes name, key
-        cdef const unsigned char *c
+        cdef bytes key, framed
         cdef object value
         cdef list out = []
         null = b"_\r\n" if proto == 3 else b"$-1\r\n"
         while i < n:
             argv = <list> PyTuple_GET_ITEM(<tuple> PyList_GET_ITEM(requests, i), 0)
-            if PyList_GET_SIZE(argv) != 2:
-                break
-            name = <bytes> PyList_GET_ITEM(argv, 0)
-            if PyBytes_GET_SIZE(name) != 3:
-                break
-            c = name
-            if c[0] | 32 != 103 or c[1] | 32 != 101 or c[2] | 32 != 116:  # "get", any case
+            argc = PyList_GET_SIZE(argv)
+            name = name3(<bytes> PyList_GET_ITEM(argv, 0))
+            if not ((name == GET and argc == 2) or (name == SET and argc == 3 and writes)):
                 break
             key = <bytes> PyList_GET_ITEM(argv, 1)
             if PyBytes_GET_SIZE(key) > self.key_bytes_max:
@@ -182,19 +200,45 @@ cdef class FastPath:
             if not self.single and owners[key_slot(key, PyBytes_GET_SIZE(key))] != self.me:
                 break
             t0 = shardkv_monotonic_ns()
-            try:
-                value = self.index.string_resp(pdb, key, now_ms)
-            except Exception:  # a damaged segment (SegmentCorrupt): the router's path answers it
-                break
-            if value is EXPIRED or value is WRONG_TYPE:
-                break
-            if value is None:
-                misses += 1
-                out.append(null)
+            if name == GET:
+                try:
+                    value = self.index.string_resp(pdb, key, now_ms)
+                except Exception:  # a damaged segment (SegmentCorrupt): the router's path answers it
+                    break
+                if value is EXPIRED or value is WRONG_TYPE:
+                    break
+                if value is None:
+                    misses += 1
+                    out.append(null)
+                else:
+                    hits += 1
+                    out.append(value)
+                self.counters.command(self.get_word, shardkv_monotonic_ns() - t0, False)
             else:
-                hits += 1
-                out.append(value)
-            self.counters.command(self.get_word, shardkv_monotonic_ns() - t0, False)
+                try:
+                    off_old = self.index.walk(pdb, key, &link, &bucket)
+                except Exception:
+                    break
+                if off_old:
+                    w = off_old >> 3
+                    if self.index.q[w + 1] and self.index.q[w + 1] <= now_ms:
+                        break  # its time passed: removing it emits events
+                    if (self.index.q[w + 2] >> 32) & 0xFF != TYPE_STRING:
+                        break  # a collection: its blocks are freed by the store
+                framed = bulk(<bytes> PyList_GET_ITEM(argv, 2))
+                try:
+                    off = self.allocator.alloc(record_bytes(PyBytes_GET_SIZE(key), PyBytes_GET_SIZE(framed)))
+                except Exception:  # full (OOM), and nothing changed: the router's path answers it
+                    break
+                try:
+                    self.index.put(off, pdb, key, TYPE_STRING, framed, 0, off_old, link, bucket)
+                    if off_old:
+                        self.allocator.free(off_old)
+                except Exception:
+                    self.damaged = True  # the router repairs the shard, then runs this SET itself
+                    break
+                out.append(OK)
+                self.counters.command(self.set_word, shardkv_monotonic_ns() - t0, False)
             i += 1
         if hits:
             self.counters.add(self.hits_word, hits)

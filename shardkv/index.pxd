@@ -13,5 +13,11 @@ cdef class Index:
                             uint64_t expire_ms) except *
     cpdef void publish(self, uint64_t off, int pdb, bytes key, uint64_t off_old, uint64_t link,
                        uint64_t bucket) except *
+    cpdef void put(self, uint64_t off, int pdb, bytes key, uint64_t kind, bytes value, uint64_t expire_ms,
+                   uint64_t off_old, uint64_t link, uint64_t bucket) except *
     cpdef object string_resp(self, int pdb, bytes key, uint64_t now_ms)
     cpdef tuple find(self, int pdb, bytes key)
+
+
+cpdef uint64_t record_bytes(uint64_t klen, uint64_t vlen) noexcept
+cpdef bytes bulk(object value)

@@ -8,7 +8,8 @@ acquire loads, as the publishing stores that make them visible are release store
 read from the segment is checked against the heap before it is followed: a bad one raises
 SegmentCorrupt, never a stray read."""
 
-from cpython.bytes cimport PyBytes_FromStringAndSize
+from cpython.bytes cimport PyBytes_AS_STRING, PyBytes_CheckExact, PyBytes_FromStringAndSize, PyBytes_GET_SIZE
+from libc.stdio cimport snprintf
 from libc.stdint cimport uint64_t
 from libc.string cimport memcmp, memcpy
 
@@ -36,12 +37,37 @@ cdef extern from *:
 
 SOURCE_SHA256 = SHARDKV_SOURCE_SHA256.decode()  # of index.pyx when it was compiled (native.py)
 
-cdef uint64_t OFF_MASK = ((<uint64_t> 1) << 40) - 1  # as store.py's
+cdef uint64_t OFF_MASK = ((<uint64_t> 1) << 40) - 1  # as store.py's (checked: LAYOUT)
 cdef uint64_t KLEN_MASK = ((<uint64_t> 1) << 32) - 1
 cdef uint64_t RECORD_HEADER_BYTES = 32
+cdef uint64_t TYPE_STRING = 1
+cdef uint64_t H_DIRTY = 12  # header words: changes since start, then keys and keys with a time, per db
+cdef uint64_t H_KEYS = 64
+cdef uint64_t H_EXPIRES = 64 + 256
+
+LAYOUT = (OFF_MASK, KLEN_MASK, RECORD_HEADER_BYTES, TYPE_STRING, H_DIRTY, H_KEYS, H_EXPIRES)
 
 
-cdef uint64_t TYPE_STRING = 1  # as store.py's
+cpdef uint64_t record_bytes(uint64_t klen, uint64_t vlen) noexcept:
+    """The block bytes a record of a klen-byte key and a vlen-byte value takes (8-byte aligned)."""
+    return (RECORD_HEADER_BYTES + klen + vlen + 7) & ~(<uint64_t> 7)
+
+
+cpdef bytes bulk(object value):
+    """value (bytes, or any bytes-like object) as a RESP bulk string: how strings are stored,
+    and GET's reply."""
+    if not PyBytes_CheckExact(value):
+        value = bytes(value)
+    cdef Py_ssize_t n = PyBytes_GET_SIZE(value)
+    cdef char head[24]
+    cdef int h = snprintf(head, sizeof(head), "$%zd\r\n", n)
+    cdef bytes out = PyBytes_FromStringAndSize(NULL, h + n + 2)
+    cdef char *p = PyBytes_AS_STRING(out)
+    memcpy(p, head, h)
+    memcpy(p + h, PyBytes_AS_STRING(value), n)
+    p[h + n] = 13
+    p[h + n + 1] = 10
+    return out
 
 EXPIRED = object()  # string_resp: the key's time has passed (find deletes it)
 WRONG_TYPE = object()  # string_resp: the key holds another type
@@ -55,7 +81,9 @@ cdef class Index:
     """The chain walk over one shard segment's buckets (its fields: index.pxd)."""
 
     def __init__(self, segment, uint64_t bucket_word, uint64_t buckets, uint64_t heap_off,
-                 uint64_t heap_bytes):
+                 uint64_t heap_bytes, layout):
+        if tuple(layout) != LAYOUT:
+            raise AssertionError(f"store.py's record layout {tuple(layout)} is not index.pyx's {LAYOUT}")
         self.segment = segment
         self.base = &self.segment[0]
         self.q = <uint64_t *> self.base
@@ -131,6 +159,25 @@ cdef class Index:
         else:
             self.q[off >> 3] = self.q[bucket]
             shardkv_store_release(&self.q[bucket], new_link)
+
+    cpdef void put(self, uint64_t off, int pdb, bytes key, uint64_t kind, bytes value, uint64_t expire_ms,
+                   uint64_t off_old, uint64_t link, uint64_t bucket) except *:
+        """A write's core: the record into the block at off, counted as a change, published in
+        place of off_old (reached through link) or as a new key at the head of bucket, and the
+        db's key counts.  The caller allocated the block and frees off_old's after."""
+        cdef uint64_t old_exp
+        if off_old and (off_old < self.heap_lo or off_old + RECORD_HEADER_BYTES > self.heap_hi):
+            raise SegmentCorrupt(f"record {off_old} is outside the heap")
+        old_exp = self.q[(off_old >> 3) + 1] if off_old else 0
+        self.write_record(off, pdb, key, kind, value, expire_ms)
+        self.q[H_DIRTY] += 1
+        self.publish(off, pdb, key, off_old, link, bucket)
+        if not off_old:
+            self.q[H_KEYS + pdb] += 1
+            if expire_ms:
+                self.q[H_EXPIRES + pdb] += 1
+        elif (old_exp != 0) != (expire_ms != 0):
+            self.q[H_EXPIRES + pdb] += 1 if expire_ms else <uint64_t> -1
 
     cpdef object string_resp(self, int pdb, bytes key, uint64_t now_ms):
         """GET's path: the RESP-encoded value of key's string, None if there is none, EXPIRED if

@@ -41,6 +41,7 @@ Index = index.Index
 Allocator = alloc.Allocator
 SegmentCorrupt = index.SegmentCorrupt
 EXPIRED, WRONG_TYPE = index.EXPIRED, index.WRONG_TYPE
+record_bytes, bulk = index.record_bytes, index.bulk
 add_long_doubles, is_infinite = numbers.add_long_doubles, numbers.is_infinite
 parse_frames, parse_integer = resp.parse, resp.parse_integer
 Counters, FastPath, slot_of = fast.Counters, fast.FastPath, fast.slot_of

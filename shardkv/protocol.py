@@ -15,6 +15,7 @@ import re
 from dataclasses import dataclass
 
 from shardkv.errors import ProtocolError
+from shardkv.native import bulk as native_bulk
 from shardkv.native import parse_frames, parse_integer
 
 
@@ -151,8 +152,7 @@ def protocol_error(error: ProtocolError) -> bytes:
     return b"-" + text.encode("latin-1") + b"\r\n"
 
 
-def bulk(value: bytes) -> bytes:
-    return b"$%d\r\n%s\r\n" % (len(value), value)
+bulk = native_bulk  # a RESP bulk string (compiled: index.pyx; strings are stored this way too)
 
 
 def simple(text: str) -> bytes:

@@ -42,6 +42,7 @@ import zlib
 from collections.abc import Callable, Collection, Iterator
 from typing import TYPE_CHECKING
 
+from shardkv import native
 from shardkv.errors import OOM, WRONGTYPE, CommandError
 from shardkv.keywatch import NOTE_CHANGED, NOTE_SWAPPED, KeyWatches
 from shardkv.limits import DATABASES_MAX, PAGE_BYTES, PAGE_ENTRY_BYTES, SEGMENT_HEADER_BYTES, Footprint
@@ -134,8 +135,11 @@ ALLOCATOR_LAYOUT = (P_CLASS, P_LIVE, P_FREE, P_BUMP, P_PREV, P_NEXT, P_RUN, PAGE
                     H_USED_BYTES, H_PAGES_USED, H_PARTIAL, PAGE_BYTES, SMALL_RECORD_BYTES_MAX)
 
 
-def record_bytes(klen: int, vlen: int) -> int:
-    return (RECORD_HEADER_BYTES + klen + vlen + 7) & ~7
+# record_bytes(klen, vlen): the block bytes of a record (compiled: index.pyx); resp_bulk(value):
+# a string value as it is stored, RESP-encoded (the same function as protocol.bulk).
+INDEX_LAYOUT = (OFF_MASK, KLEN_MASK, RECORD_HEADER_BYTES, TYPE_STRING, H_DIRTY, H_KEYS, H_EXPIRES)
+record_bytes = native.record_bytes
+resp_bulk = native.bulk
 
 
 _JOURNAL_HEAD = struct.Struct("<I")
@@ -187,10 +191,6 @@ def key_hash(db: int, key: bytes) -> int:
     return zlib.crc32(key, db)
 
 
-def resp_bulk(value: bytes) -> bytes:
-    return b"$%d\r\n%s\r\n" % (len(value), value)
-
-
 class Store:
     """Operations on one shard segment.  Only the owning worker calls the mutating methods."""
 
@@ -218,13 +218,14 @@ class Store:
         self._push_partial: Callable[[int, int], None] = self.allocator.push_partial
         # The chain walk of find() (compiled: index.pyx), by stored db, expired or not, changing
         # nothing: (record offset or 0, word index of the link to it, word index of its bucket).
-        self.index = Index(mm, self.bucket_word, self.buckets, self.heap_off, self.heap_bytes)
+        self.index = Index(mm, self.bucket_word, self.buckets, self.heap_off, self.heap_bytes, INDEX_LAYOUT)
         self._find_stored: Callable[[int, bytes], tuple[int, int, int]] = self.index.find
         self._string_resp = self.index.string_resp
         # write_record(off, pdb, key, kind, value, expire_ms): a whole record into a block, unlinked;
         # publish(off, pdb, key, off_old, link, bucket): link it in (one release store).
         self.write_record: Callable[[int, int, bytes, int, bytes, int], None] = self.index.write_record
         self._publish = self.index.publish
+        self._put = self.index.put
         # Databases as clients number them -> as stored in records; SWAPDB swaps two entries.
         # Every public method takes the client's number; records, counters and internals the stored one.
         self.dbmap = bytearray(self.mm[DBMAP_BYTE : DBMAP_BYTE + DATABASES_MAX])
@@ -568,23 +569,12 @@ class Store:
             self.noted.append((NOTE_CHANGED, db, key))
         if self.tracking:
             self.modified.append(bytes(key))
-        db = self.dbmap[db]
         off = block or self._alloc(record_bytes(len(key), len(value)))
-        self.write_record(off, db, key, kind, value, expire_ms)
-        q = self.q
-        q[H_DIRTY] += 1
-        self._publish(off, db, key, off_old, link, bucket)  # the one store that makes the write visible
+        self._put(off, self.dbmap[db], key, kind, value, expire_ms, off_old, link, bucket)  # compiled: index.pyx
         if off_old:
-            old_exp = q[(off_old >> 3) + 1]
             self._free_record(off_old)
-            if bool(old_exp) != bool(expire_ms):
-                q[H_EXPIRES + db] += 1 if expire_ms else -1
-        else:
-            q[H_KEYS + db] += 1
-            if self.event_flags & EVENT_NEW:
-                self.events.append((self.dbmap.index(db), b"new", bytes(key)))
-            if expire_ms:
-                q[H_EXPIRES + db] += 1
+        elif self.event_flags & EVENT_NEW:
+            self.events.append((db, b"new", bytes(key)))
         return off
 
     def write_batch(self, ops: list[BatchOp], blocks: list[int] | None = None) -> None:

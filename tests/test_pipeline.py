@@ -238,33 +238,38 @@ def test_database_indexes_are_read_as_redis_reads_them(srv: Server) -> None:
     assert got[6] == b"OK"
 
 
-def _get_branches(port: int, keys: list[str]) -> tuple[list[object], dict[str, str]]:
-    """A pipeline of GETs through every branch of the compiled fast path (hits and misses on both
-    shards, a hash tag, any case, a list, an expired key, wrong arity, an empty key), then the
-    counters it moved."""
+def _fast_branches(port: int, keys: list[str]) -> tuple[list[object], dict[str, str]]:
+    """Pipelines of GETs and SETs through every branch of the compiled fast path (hits and misses
+    on both shards, a hash tag, any case, a list, expired keys, times removed, wrong arity, an
+    empty key), then the counters they moved."""
     a0, a1 = keys
     with socket.create_connection(("127.0.0.1", port), timeout=10) as sock:
         replies(sock, [cmd("FLUSHALL"), cmd("CONFIG RESETSTAT"), cmd(f"SET {a0} v0"), cmd(f"SET {a1} v1"),
-                       cmd(f"SET {{{a0}}}t vt"), cmd("RPUSH list x"), cmd("SET gone v PX 1")])
+                       cmd(f"SET {{{a0}}}t vt"), cmd("RPUSH list x"), cmd("RPUSH list2 x"), cmd("SET gone v PX 1"),
+                       cmd("SET gone2 v PX 1"), cmd("SET timed v EX 100")])
         deadline_s = time.time() + 0.02
-        while time.time() < deadline_s:  # wait for the key's time to pass (nothing removes it: no active expiry)
+        while time.time() < deadline_s:  # wait for the keys' time to pass (nothing removes them: no active expiry)
             time.sleep(0.005)
         got = replies(sock, [cmd(f"GET {a0}"), cmd(f"get {a1}"), cmd(f"gEt {{{a0}}}t"), cmd("GET nokey"),
                              cmd("GET list"), cmd(f"GET {a0}"), cmd("GET gone"), cmd("GET"), cmd(f"GET {a0} x"),
                              [b"GET", b""], cmd(f"GET {a1}"), cmd("SET after 1"), cmd("GET after"),
-                             cmd("GET nokey")])
-        stats, commandstats = replies(sock, [cmd("INFO stats"), cmd("INFO commandstats")])
-    assert isinstance(stats, bytes) and isinstance(commandstats, bytes)
-    fields = dict(line.split(":", 1) for line in (stats + commandstats).decode().splitlines() if ":" in line)
-    return got, {k: fields[k] for k in ("keyspace_hits", "keyspace_misses", "expired_keys")} | {
-        "get": ",".join(p for p in fields["cmdstat_get"].split(",") if "usec" not in p)}
+                             cmd("GET nokey"), cmd(f"SET {a0} w0"), cmd(f"sEt {a1} w1"), cmd("SET timed w"),
+                             cmd("SET list2 s"), cmd("SET gone2 back"), cmd("SET new1 n"), [b"SET", b"", b""],
+                             cmd("SET after"), cmd(f"GET {a0}"), cmd(f"GET {a1}"), cmd("TTL timed"),
+                             cmd("TYPE list2"), cmd("GET gone2"), cmd("DBSIZE"), cmd("GET new1")])
+        stats, commandstats, keyspace = replies(sock, [cmd("INFO stats"), cmd("INFO commandstats"),
+                                                       cmd("INFO keyspace")])
+    assert isinstance(stats, bytes) and isinstance(commandstats, bytes) and isinstance(keyspace, bytes)
+    fields = dict(line.split(":", 1) for line in (stats + commandstats + keyspace).decode().splitlines() if ":" in line)
+    return got, {k: fields[k] for k in ("keyspace_hits", "keyspace_misses", "expired_keys", "db0")} | {
+        name: ",".join(p for p in fields[f"cmdstat_{name}"].split(",") if "usec" not in p) for name in ("get", "set")}
 
 
 @pytest.mark.skipif(shutil.which("redis-server") is None, reason="redis-server not installed (CI installs it)")
-def test_pipelined_gets_match_redis_on_every_branch_of_the_fast_path() -> None:
-    """GETs of local keys run in C, up to the first request they do not take whole; replies and
-    the counters INFO shows (hits, misses, expired keys, calls, failed and rejected calls) are
-    Redis's, whichever worker the connection lands on."""
+def test_pipelined_gets_and_sets_match_redis_on_every_branch_of_the_fast_path() -> None:
+    """GETs and SETs of local keys run in C, up to the first request they do not take whole; replies and
+    the counters INFO shows (hits, misses, expired keys, keys and keys with a time, calls, failed
+    and rejected calls) are Redis's, whichever worker the connection lands on."""
     keys = [on_shard(0, "fast"), on_shard(1, "fast")]
     ours = start_server("--shards", "2", "--maxmemory", "64mb", "--expire-keys-per-tick-max", "0")
     port = free_port()
@@ -280,19 +285,19 @@ def test_pipelined_gets_match_redis_on_every_branch_of_the_fast_path() -> None:
             except OSError:
                 assert time.monotonic() < deadline, "redis-server did not start"
                 time.sleep(0.05)
-        theirs = _get_branches(port, keys)
+        theirs = _fast_branches(port, keys)
         for _ in range(4):  # new connections: SO_REUSEPORT spreads them over both workers
-            assert _get_branches(ours.port, keys) == theirs
+            assert _fast_branches(ours.port, keys) == theirs
         with ours.raw() as sock:
             sock.sendall(encode_command([b"HELLO", b"3"]))
             assert sock.recv(65536).startswith(b"%")
             sock.sendall(encode_command([b"GET", b"nokey"]) + encode_command([b"GET", keys[0].encode()]))
             got = b""
-            while len(got) < len(b"_\r\n$2\r\nv0\r\n"):
+            while len(got) < len(b"_\r\n$2\r\nw0\r\n"):
                 chunk = sock.recv(65536)
                 assert chunk, got
                 got += chunk
-            assert got == b"_\r\n$2\r\nv0\r\n"  # RESP3's null for the missing key
+            assert got == b"_\r\n$2\r\nw0\r\n"  # RESP3's null for the missing key
     finally:
         ref.terminate()
         ref.wait(10)

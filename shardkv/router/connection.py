@@ -178,12 +178,16 @@ class Connection(asyncio.BufferedProtocol):
         run_fast = worker.fast.run
         i = 0
         while i < count:
-            if len(requests[i][0]) == 2 and not busy and self.plain():
-                # Plain GETs of local keys run in C (fast.pyx), up to the first request that is not one.
-                i, data = run_fast(requests, i, self.db, self.proto)
+            if len(requests[i][0]) <= 3 and not busy and self.plain():
+                # Plain GETs and SETs of local keys run in C (fast.pyx), up to the first request
+                # that is not one.
+                i, data = run_fast(requests, i, self.db, self.proto, worker.fast_writes())
                 if data:
                     self.replies.append(data)
                     self.queued_bytes += len(data)
+                if worker.fast.damaged:
+                    worker.fast.damaged = False
+                    worker.repair_shard("set")
                 if i == count:
                     break
             argv, start, end = requests[i]

@@ -162,9 +162,10 @@ class Worker:
         self.inbox_rings = [self.peers.req_in[s] for s in self.peers.others]
         self.router = Router(self)
         here = self.stats.base(self.id)
-        self.fast = FastPath(self.store.index, self.counters, self.store.dbmap,
+        self.fast = FastPath(self.store.index, self.store.allocator, self.counters, self.store.dbmap,
                              array.array("H", self.router.owners).tobytes(), self.id, self.limits.key_bytes_max,
-                             self.command_stats_word["get"], here + W_HITS, here + W_MISSES)
+                             self.command_stats_word["get"], self.command_stats_word["set"], here + W_HITS,
+                             here + W_MISSES)
         self.scripts = Scripts(self)
         self.blocking = Blocking(self)  # this worker's blocked clients
         self.watchers = Watchers(self, self.store)  # clients blocked on this shard's keys
@@ -491,6 +492,12 @@ class Worker:
 
     def count_command(self, cmd: Command, elapsed_ns: int, failed: bool) -> None:
         self.counters.command(self.command_stats_word[cmd.name], elapsed_ns, failed)
+
+    def fast_writes(self) -> bool:
+        """The fast path may write: no key is watched (WATCH, blocked clients) or tracked, and no
+        keyspace notification is enabled."""
+        store = self.store
+        return not store.watched and not store.cas and not store.tracking and not self.event_flags()
 
     def event_flags(self) -> int:
         """The keyspace notification classes enabled now, 0 when none would be delivered."""
