@@ -4,6 +4,7 @@ from shardkv.alloc import Allocator
 from shardkv.index import Index
 
 SOURCE_SHA256: str
+FAST_COMMANDS: tuple[str, ...]
 
 def slot_of(key: bytes) -> int: ...
 
@@ -15,7 +16,6 @@ class Counters:
 class FastPath:
     damaged: bool
     def __init__(self, index: Index, allocator: Allocator, counters: Counters, dbmap: bytearray, owners: bytes,
-                 me: int, key_bytes_max: int, get_word: int, set_word: int, hits_word: int,
-                 misses_word: int) -> None: ...
+                 me: int, key_bytes_max: int, words: dict[str, int], hits_word: int, misses_word: int) -> None: ...
     def run(self, requests: list[tuple[list[bytes], int, int]], i: int, db: int, proto: int,
             writes: bool) -> tuple[int, bytes]: ...

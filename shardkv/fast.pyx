@@ -1,16 +1,17 @@
 # cython: language_level=3, boundscheck=False, wraparound=False, cdivision=True
 """The compiled front of a worker's pipeline: the stats counters a command adds to, and the fast
-path that runs plain GETs and SETs of local keys end to end, without a Python frame per command.
+path that runs the commonest one-key commands on local keys end to end (GET, plain SET, INCR,
+DECR, INCRBY, DECRBY), without a Python frame per command.
 
-The fast path is the router's pipeline for two cases only, in the same order (command lookup,
+The fast path is the router's pipeline for these cases only, in the same order (command lookup,
 arity, key size, the key's shard, then the command), and it calls the same compiled primitives as
 the handlers (Index.string_resp for GET; for SET, the allocator, Index.put and the RESP framing
-Store.put uses).  It stops at the first request it does not take whole: another command or form,
-a long key, a key of another shard, a key whose time has passed (deleting it emits events) or of
-another type (an error, or a collection whose blocks the store frees), a full heap (OOM), or an
-exception (a damaged segment), which the router's path then raises again and answers by its
-error contract.  The router runs
-that request, and the rest, through its Python pipeline; it only calls the fast path while the
+that Store.put uses; Index.incr for the INCR family).  It stops at the first request it does not
+take whole: another command or form, a long key, a key of another shard, a key whose time has
+passed (deleting it emits events), a key of another type or a value that is not an integer (an
+error reply, counted in errorstats), a collection (whose blocks the store frees), a full heap
+(OOM), or an exception (a damaged segment: the shard is repaired first).  The router runs that
+request, and the rest, through its Python pipeline.  It calls the fast path only while the
 connection is in the plain state (authenticated, no MULTI, not subscribed, no tracking, replies
 on) and the shard is not locked, and lets it write only while no key is watched (WATCH, blocked
 clients), tracked (CLIENT TRACKING) or notified (keyspace events)."""
@@ -18,10 +19,12 @@ clients), tracked (CLIENT TRACKING) or notified (keyspace events)."""
 from cpython.bytes cimport PyBytes_GET_SIZE
 from cpython.list cimport PyList_GET_ITEM, PyList_GET_SIZE
 from cpython.tuple cimport PyTuple_GET_ITEM
-from libc.stdint cimport int64_t, uint8_t, uint16_t, uint64_t
+from libc.stdint cimport INT64_MIN, int64_t, uint8_t, uint16_t, uint64_t
 
-from shardkv.index cimport Index, bulk, record_bytes
+from shardkv.index cimport INCR_CREATED, INCR_DONE, Index, record_bytes
+from shardkv.resp cimport bulk, integer, string2ll
 
+from shardkv.errors import CommandError
 from shardkv.index import EXPIRED, WRONG_TYPE
 
 
@@ -127,22 +130,33 @@ cdef class Counters:
             shardkv_add_relaxed(&self.q[base + 2], 1)
 
 
-cdef inline uint64_t name3(bytes name) noexcept:
-    """A three-byte command name in lower case, as one number (0 for any other length)."""
+cdef inline uint64_t name_code(bytes name) noexcept:
+    """A command name of up to seven bytes in lower case, with its length, as one number (0 for a
+    longer one)."""
     cdef const unsigned char *c = name
-    if PyBytes_GET_SIZE(name) != 3:
+    cdef Py_ssize_t n = PyBytes_GET_SIZE(name), i
+    cdef uint64_t code = <uint64_t> n
+    if n > 7:
         return 0
-    return (<uint64_t> (c[0] | 32)) << 16 | (<uint64_t> (c[1] | 32)) << 8 | (c[2] | 32)
+    for i in range(n):
+        code |= (<uint64_t> (c[i] | 32)) << (8 * (i + 1))
+    return code
 
 
-cdef uint64_t GET = name3(b"get")
-cdef uint64_t SET = name3(b"set")
+cdef uint64_t GET = name_code(b"get")
+cdef uint64_t SET = name_code(b"set")
+cdef uint64_t INCR = name_code(b"incr")
+cdef uint64_t DECR = name_code(b"decr")
+cdef uint64_t INCRBY = name_code(b"incrby")
+cdef uint64_t DECRBY = name_code(b"decrby")
 cdef uint64_t TYPE_STRING = 1  # index.pyx checks it against store.py's
 cdef bytes OK = b"+OK\r\n"
+FAST_COMMANDS = ("get", "set", "incr", "decr", "incrby", "decrby")  # the stats words FastPath wants
 
 
 cdef class FastPath:
-    """Plain GETs and SETs of this worker's own keys, run in C; see the module's docstring."""
+    """Plain GETs, SETs, INCRs, DECRs, INCRBYs and DECRBYs of this worker's own keys, run in C;
+    see the module's docstring."""
 
     cdef Index index
     cdef object allocator  # alloc.Allocator: alloc(bytes) and free(offset)
@@ -151,12 +165,13 @@ cdef class FastPath:
     cdef bytes owners  # uint16 per slot: the worker that owns it
     cdef int me
     cdef bint single
-    cdef Py_ssize_t key_bytes_max, get_word, set_word, hits_word, misses_word
+    cdef Py_ssize_t key_bytes_max, hits_word, misses_word
+    cdef Py_ssize_t get_word, set_word, incr_word, decr_word, incrby_word, decrby_word
     cdef public bint damaged  # a write raised half-way (a damaged segment): the shard needs repair
 
     def __init__(self, Index index not None, allocator, Counters counters not None, bytearray dbmap not None,
-                 bytes owners, int me, Py_ssize_t key_bytes_max, Py_ssize_t get_word, Py_ssize_t set_word,
-                 Py_ssize_t hits_word, Py_ssize_t misses_word):
+                 bytes owners, int me, Py_ssize_t key_bytes_max, dict words not None, Py_ssize_t hits_word,
+                 Py_ssize_t misses_word):
         if len(owners) != SLOTS * 2:
             raise ValueError("owners must hold one uint16 per slot")
         self.index = index
@@ -167,32 +182,53 @@ cdef class FastPath:
         self.me = me
         self.single = all(o == me for o in memoryview(owners).cast("H"))
         self.key_bytes_max = key_bytes_max
-        for word in (get_word + 2, set_word + 2, hits_word, misses_word):
-            counters.check(word)
-        self.get_word, self.set_word = get_word, set_word
+        for name in FAST_COMMANDS:
+            counters.check(words[name] + 2)
+        counters.check(hits_word)
+        counters.check(misses_word)
+        self.get_word, self.set_word = words["get"], words["set"]
+        self.incr_word, self.decr_word = words["incr"], words["decr"]
+        self.incrby_word, self.decrby_word = words["incrby"], words["decrby"]
         self.hits_word, self.misses_word = hits_word, misses_word
         self.damaged = False
 
     def run(self, list requests not None, Py_ssize_t i, int db, int proto, bint writes):
-        """Run requests[i], requests[i + 1] ... (argv, start, end) while each is a plain GET, or a
-        plain SET when `writes` (nothing watches or tracks keys, no keyspace notifications), of
-        a local key: (the index of the first one not run, the replies of those run, joined)."""
+        """Run requests[i], requests[i + 1] ... (argv, start, end) while each is a plain GET, or,
+        when `writes` (nothing watches or tracks keys, no keyspace notifications), a plain SET or
+        an INCR, DECR, INCRBY or DECRBY, of a local key: (the index of the first one not run,
+        the replies of those run, joined)."""
         cdef Py_ssize_t n = PyList_GET_SIZE(requests)
         cdef const uint16_t *owners = <const uint16_t *> (<const char *> self.owners)
         cdef uint64_t now_ms = shardkv_wall_ms()
         cdef uint64_t t0, hits = 0, misses = 0, name, off, off_old, link, bucket, w
-        cdef Py_ssize_t argc
+        cdef Py_ssize_t argc, word
         cdef int pdb = self.dbmap[db]
+        cdef int status
+        cdef int64_t delta, result
         cdef list argv
-        cdef bytes key, framed
+        cdef bytes key, framed, raw
         cdef object value
         cdef list out = []
         null = b"_\r\n" if proto == 3 else b"$-1\r\n"
         while i < n:
             argv = <list> PyTuple_GET_ITEM(<tuple> PyList_GET_ITEM(requests, i), 0)
             argc = PyList_GET_SIZE(argv)
-            name = name3(<bytes> PyList_GET_ITEM(argv, 0))
-            if not ((name == GET and argc == 2) or (name == SET and argc == 3 and writes)):
+            name = name_code(<bytes> PyList_GET_ITEM(argv, 0))
+            if name == GET:
+                if argc != 2:
+                    break
+            elif not writes:
+                break
+            elif name == SET:
+                if argc != 3:
+                    break
+            elif name == INCR or name == DECR:
+                if argc != 2:
+                    break
+            elif name == INCRBY or name == DECRBY:
+                if argc != 3:
+                    break
+            else:
                 break
             key = <bytes> PyList_GET_ITEM(argv, 1)
             if PyBytes_GET_SIZE(key) > self.key_bytes_max:
@@ -213,32 +249,52 @@ cdef class FastPath:
                 else:
                     hits += 1
                     out.append(value)
-                self.counters.command(self.get_word, shardkv_monotonic_ns() - t0, False)
-            else:
+                word = self.get_word
+            elif name == SET:
                 try:
                     off_old = self.index.walk(pdb, key, &link, &bucket)
-                except Exception:
-                    break
-                if off_old:
-                    w = off_old >> 3
-                    if self.index.q[w + 1] and self.index.q[w + 1] <= now_ms:
-                        break  # its time passed: removing it emits events
-                    if (self.index.q[w + 2] >> 32) & 0xFF != TYPE_STRING:
-                        break  # a collection: its blocks are freed by the store
-                framed = bulk(<bytes> PyList_GET_ITEM(argv, 2))
-                try:
+                    if off_old:
+                        w = off_old >> 3
+                        if self.index.q[w + 1] and self.index.q[w + 1] <= now_ms:
+                            break  # its time passed: removing it emits events
+                        if (self.index.q[w + 2] >> 32) & 0xFF != TYPE_STRING:
+                            break  # a collection: its blocks are freed by the store
+                    framed = bulk(<bytes> PyList_GET_ITEM(argv, 2))
                     off = self.allocator.alloc(record_bytes(PyBytes_GET_SIZE(key), PyBytes_GET_SIZE(framed)))
-                except Exception:  # full (OOM), and nothing changed: the router's path answers it
-                    break
-                try:
                     self.index.put(off, pdb, key, TYPE_STRING, framed, 0, off_old, link, bucket)
                     if off_old:
                         self.allocator.free(off_old)
+                except CommandError:  # full (OOM), before any change: the router's path answers it
+                    break
                 except Exception:
                     self.damaged = True  # the router repairs the shard, then runs this SET itself
                     break
                 out.append(OK)
-                self.counters.command(self.set_word, shardkv_monotonic_ns() - t0, False)
+                word = self.set_word
+            else:
+                if name == INCR or name == DECR:
+                    delta = 1
+                else:
+                    raw = <bytes> PyList_GET_ITEM(argv, 2)
+                    if not string2ll(raw, PyBytes_GET_SIZE(raw), &delta):
+                        break  # not an integer: the router's path answers it
+                if name == DECR or name == DECRBY:
+                    if delta == INT64_MIN:
+                        break  # its negation overflows: the router's path answers it
+                    delta = -delta
+                try:
+                    status = self.index.incr(pdb, key, delta, now_ms, &result)
+                except CommandError:  # full (OOM), before any change
+                    break
+                except Exception:
+                    self.damaged = True
+                    break
+                if status != INCR_DONE and status != INCR_CREATED:
+                    break  # expired, or an error: nothing changed, and the router's path answers it
+                out.append(integer(result))
+                word = (self.incr_word if name == INCR else self.decr_word if name == DECR else
+                        self.incrby_word if name == INCRBY else self.decrby_word)
+            self.counters.command(word, shardkv_monotonic_ns() - t0, False)
             i += 1
         if hits:
             self.counters.add(self.hits_word, hits)

@@ -8,10 +8,12 @@ acquire loads, as the publishing stores that make them visible are release store
 read from the segment is checked against the heap before it is followed: a bad one raises
 SegmentCorrupt, never a stray read."""
 
-from cpython.bytes cimport PyBytes_AS_STRING, PyBytes_CheckExact, PyBytes_FromStringAndSize, PyBytes_GET_SIZE
+from cpython.bytes cimport PyBytes_FromStringAndSize
 from libc.stdio cimport snprintf
-from libc.stdint cimport uint64_t
+from libc.stdint cimport INT64_MAX, INT64_MIN, int64_t, uint64_t
 from libc.string cimport memcmp, memcpy
+
+from shardkv.resp cimport bulk, string2ll
 
 
 cdef extern from "zlib.h":
@@ -45,6 +47,8 @@ cdef uint64_t H_DIRTY = 12  # header words: changes since start, then keys and k
 cdef uint64_t H_KEYS = 64
 cdef uint64_t H_EXPIRES = 64 + 256
 
+INCR_STATUS = {"done": INCR_DONE, "created": INCR_CREATED, "expired": INCR_EXPIRED, "wrong_type": INCR_WRONG_TYPE,
+               "not_integer": INCR_NOT_INTEGER, "overflow": INCR_OVERFLOW}
 LAYOUT = (OFF_MASK, KLEN_MASK, RECORD_HEADER_BYTES, TYPE_STRING, H_DIRTY, H_KEYS, H_EXPIRES)
 
 
@@ -52,22 +56,6 @@ cpdef uint64_t record_bytes(uint64_t klen, uint64_t vlen) noexcept:
     """The block bytes a record of a klen-byte key and a vlen-byte value takes (8-byte aligned)."""
     return (RECORD_HEADER_BYTES + klen + vlen + 7) & ~(<uint64_t> 7)
 
-
-cpdef bytes bulk(object value):
-    """value (bytes, or any bytes-like object) as a RESP bulk string: how strings are stored,
-    and GET's reply."""
-    if not PyBytes_CheckExact(value):
-        value = bytes(value)
-    cdef Py_ssize_t n = PyBytes_GET_SIZE(value)
-    cdef char head[24]
-    cdef int h = snprintf(head, sizeof(head), "$%zd\r\n", n)
-    cdef bytes out = PyBytes_FromStringAndSize(NULL, h + n + 2)
-    cdef char *p = PyBytes_AS_STRING(out)
-    memcpy(p, head, h)
-    memcpy(p + h, PyBytes_AS_STRING(value), n)
-    p[h + n] = 13
-    p[h + n + 1] = 10
-    return out
 
 EXPIRED = object()  # string_resp: the key's time has passed (find deletes it)
 WRONG_TYPE = object()  # string_resp: the key holds another type
@@ -178,6 +166,54 @@ cdef class Index:
                 self.q[H_EXPIRES + pdb] += 1
         elif (old_exp != 0) != (expire_ms != 0):
             self.q[H_EXPIRES + pdb] += 1 if expire_ms else <uint64_t> -1
+
+    cdef int incr(self, int pdb, bytes key, int64_t delta, uint64_t now_ms, int64_t *result) except -1:
+        """INCRBY's core: add delta to the integer in key's string (0 if there is none), keeping
+        its time; an INCR_ status (the new value in *result), having changed nothing unless it
+        is INCR_DONE or INCR_CREATED.  A full heap raises the allocator's OOM error, before any
+        change."""
+        cdef uint64_t link, bucket, w, exp = 0, info, start, length, off
+        cdef uint64_t off_old = self.walk(pdb, key, &link, &bucket)
+        cdef int64_t current = 0
+        cdef Py_ssize_t head
+        cdef const unsigned char *v
+        cdef char digits[24]
+        cdef int n
+        cdef bytes framed
+        if off_old:
+            w = off_old >> 3
+            exp = self.q[w + 1]
+            if exp and exp <= now_ms:
+                return INCR_EXPIRED
+            info = self.q[w + 2]
+            if (info >> 32) & 0xFF != TYPE_STRING:
+                return INCR_WRONG_TYPE
+            start = off_old + RECORD_HEADER_BYTES + (info & KLEN_MASK)
+            length = self.q[w + 3]
+            if start + length > self.heap_hi:
+                raise SegmentCorrupt(f"record {off_old} runs past the heap")
+            v = self.base + start  # "$<n>\r\n<n bytes>\r\n"
+            head = 1
+            while head < <Py_ssize_t> length and v[head] != 10:
+                head += 1
+            if not string2ll(v + head + 1, <Py_ssize_t> length - head - 3, &current):
+                return INCR_NOT_INTEGER
+        if (delta > 0 and current > INT64_MAX - delta) or (delta < 0 and current < INT64_MIN - delta):
+            return INCR_OVERFLOW
+        result[0] = current + delta
+        n = snprintf(digits, sizeof(digits), "%lld", <long long> result[0])
+        framed = bulk(PyBytes_FromStringAndSize(digits, n))
+        off = self.allocator.alloc(record_bytes(len(key), len(framed)))
+        self.put(off, pdb, key, TYPE_STRING, framed, exp, off_old, link, bucket)
+        if off_old:
+            self.allocator.free(off_old)
+        return INCR_DONE if off_old else INCR_CREATED
+
+    def incr_by(self, int pdb, bytes key, int64_t delta, uint64_t now_ms):
+        """Index.incr for Python: (an INCR_ status, the new value)."""
+        cdef int64_t result = 0
+        cdef int status = self.incr(pdb, key, delta, now_ms, &result)
+        return status, result
 
     cpdef object string_resp(self, int pdb, bytes key, uint64_t now_ms):
         """GET's path: the RESP-encoded value of key's string, None if there is none, EXPIRED if

@@ -16,6 +16,7 @@ from dataclasses import dataclass
 
 from shardkv.errors import ProtocolError
 from shardkv.native import bulk as native_bulk
+from shardkv.native import integer as native_integer
 from shardkv.native import parse_frames, parse_integer
 
 
@@ -152,15 +153,14 @@ def protocol_error(error: ProtocolError) -> bytes:
     return b"-" + text.encode("latin-1") + b"\r\n"
 
 
-bulk = native_bulk  # a RESP bulk string (compiled: index.pyx; strings are stored this way too)
+bulk = native_bulk  # a RESP bulk string (compiled: resp.pyx; strings are stored this way too)
 
 
 def simple(text: str) -> bytes:
     return b"+" + text.encode() + b"\r\n"
 
 
-def integer(n: int) -> bytes:
-    return b":%d\r\n" % n
+integer = native_integer  # an integer reply (compiled: resp.pyx)
 
 
 def null(proto: int) -> bytes:

@@ -6,12 +6,16 @@ It reads a header line to its first CR (as Redis's strchr does, so a NUL byte be
 it), takes lengths by `string2ll`'s strict rules, checks every length against the limits before
 any byte of the data is waited for, and stops at the same byte as Redis: at an incomplete
 command (saying how many bytes it needs, when its header told), or at a protocol error.  Inline
-commands are found here and split by protocol.split_inline."""
+commands are found here and split by protocol.split_inline.
 
-from cpython.bytes cimport PyBytes_FromStringAndSize
+It also encodes the replies the compiled layer sends most: bulk strings (how strings are stored,
+too) and integers."""
+
+from cpython.bytes cimport PyBytes_AS_STRING, PyBytes_CheckExact, PyBytes_FromStringAndSize, PyBytes_GET_SIZE
 from cpython.list cimport PyList_GET_SIZE
 from libc.stdint cimport int64_t, uint64_t
-from libc.string cimport memchr
+from libc.stdio cimport snprintf
+from libc.string cimport memchr, memcpy
 
 
 cdef extern from *:
@@ -149,6 +153,39 @@ def parse(const unsigned char[::1] buf not None, Py_ssize_t end, Py_ssize_t args
             argv.append(PyBytes_FromStringAndSize(<const char *> p + data, <Py_ssize_t> size))
         out.append((argv, start, pos))
     return out, pos, 0, None
+
+
+# ------------------------------------------------------------------------------ replies
+
+
+cpdef bytes bulk(object value):
+    """value (bytes, or any bytes-like object) as a RESP bulk string: how strings are stored,
+    and GET's reply (protocol.bulk)."""
+    if not PyBytes_CheckExact(value):
+        value = bytes(value)
+    cdef Py_ssize_t n = PyBytes_GET_SIZE(value)
+    cdef char head[24]
+    cdef int h = snprintf(head, sizeof(head), "$%zd\r\n", n)
+    cdef bytes out = PyBytes_FromStringAndSize(NULL, h + n + 2)
+    cdef char *p = PyBytes_AS_STRING(out)
+    memcpy(p, head, h)
+    memcpy(p + h, PyBytes_AS_STRING(value), n)
+    p[h + n] = 13
+    p[h + n + 1] = 10
+    return out
+
+
+cpdef bytes integer(object n):
+    """n as a RESP integer reply (protocol.integer); any Python int, at C speed for a long long."""
+    cdef char text[32]
+    cdef int size
+    cdef long long v
+    try:
+        v = n
+    except OverflowError:
+        return b":%d\r\n" % n
+    size = snprintf(text, sizeof(text), ":%lld\r\n", v)
+    return PyBytes_FromStringAndSize(text, size)
 
 
 cdef tuple no_header_yet(const unsigned char *p, list out, Py_ssize_t start, Py_ssize_t pos, Py_ssize_t end,

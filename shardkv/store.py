@@ -43,7 +43,7 @@ from collections.abc import Callable, Collection, Iterator
 from typing import TYPE_CHECKING
 
 from shardkv import native
-from shardkv.errors import OOM, WRONGTYPE, CommandError
+from shardkv.errors import INCR_OVERFLOW, NOT_INTEGER, OOM, WRONGTYPE, CommandError
 from shardkv.keywatch import NOTE_CHANGED, NOTE_SWAPPED, KeyWatches
 from shardkv.limits import DATABASES_MAX, PAGE_BYTES, PAGE_ENTRY_BYTES, SEGMENT_HEADER_BYTES, Footprint
 from shardkv.native import EXPIRED, WRONG_TYPE, Allocator, Index
@@ -140,6 +140,9 @@ ALLOCATOR_LAYOUT = (P_CLASS, P_LIVE, P_FREE, P_BUMP, P_PREV, P_NEXT, P_RUN, PAGE
 INDEX_LAYOUT = (OFF_MASK, KLEN_MASK, RECORD_HEADER_BYTES, TYPE_STRING, H_DIRTY, H_KEYS, H_EXPIRES)
 record_bytes = native.record_bytes
 resp_bulk = native.bulk
+INCR_CREATED, INCR_EXPIRED = native.INCR_STATUS["created"], native.INCR_STATUS["expired"]
+_INCR_ERRORS = {native.INCR_STATUS["wrong_type"]: WRONGTYPE, native.INCR_STATUS["not_integer"]: NOT_INTEGER,
+                native.INCR_STATUS["overflow"]: INCR_OVERFLOW}
 
 
 _JOURNAL_HEAD = struct.Struct("<I")
@@ -226,6 +229,8 @@ class Store:
         self.write_record: Callable[[int, int, bytes, int, bytes, int], None] = self.index.write_record
         self._publish = self.index.publish
         self._put = self.index.put
+        self.index.allocator = self.allocator  # for the writes that allocate in C (incr)
+        self._incr = self.index.incr_by
         # Databases as clients number them -> as stored in records; SWAPDB swaps two entries.
         # Every public method takes the client's number; records, counters and internals the stored one.
         self.dbmap = bytearray(self.mm[DBMAP_BYTE : DBMAP_BYTE + DATABASES_MAX])
@@ -563,12 +568,7 @@ class Store:
         `block` is a block reserved for exactly this record; without one, a block is allocated
         here, and OOM is raised before anything changes if it does not fit."""
         off_old, link, bucket = found
-        if self.watched and (db, key) in self.watched:
-            self.touched.append((db, key))
-        if self.cas and (db, key) in self.cas:
-            self.noted.append((NOTE_CHANGED, db, key))
-        if self.tracking:
-            self.modified.append(bytes(key))
+        self._note_write(db, key)
         off = block or self._alloc(record_bytes(len(key), len(value)))
         self._put(off, self.dbmap[db], key, kind, value, expire_ms, off_old, link, bucket)  # compiled: index.pyx
         if off_old:
@@ -576,6 +576,30 @@ class Store:
         elif self.event_flags & EVENT_NEW:
             self.events.append((db, b"new", bytes(key)))
         return off
+
+    def _note_write(self, db: int, key: bytes) -> None:
+        """key is being written: note it for blocked clients, WATCH and client tracking."""
+        if self.watched and (db, key) in self.watched:
+            self.touched.append((db, key))
+        if self.cas and (db, key) in self.cas:
+            self.noted.append((NOTE_CHANGED, db, key))
+        if self.tracking:
+            self.modified.append(bytes(key))
+
+    def incr(self, db: int, key: bytes, delta: int, now_ms: int) -> int:
+        """INCRBY's store path (compiled: Index.incr): key's integer plus delta, 0 for a missing
+        key, its time kept; the new value.  Redis's errors (WRONGTYPE, not an integer, overflow)
+        and OOM leave everything as it was."""
+        status, result = self._incr(self.dbmap[db], key, delta, now_ms)
+        if status == INCR_EXPIRED:
+            self.find(db, key, now_ms)  # deletes it, with its events
+            status, result = self._incr(self.dbmap[db], key, delta, now_ms)
+        if status > INCR_CREATED:
+            raise CommandError(_INCR_ERRORS[status])
+        self._note_write(db, key)
+        if status == INCR_CREATED and self.event_flags & EVENT_NEW:
+            self.events.append((db, b"new", bytes(key)))
+        return result
 
     def write_batch(self, ops: list[BatchOp], blocks: list[int] | None = None) -> None:
         """Apply puts and deletes on several keys as one change: a crash leaves all or none.

@@ -239,14 +239,17 @@ def test_database_indexes_are_read_as_redis_reads_them(srv: Server) -> None:
 
 
 def _fast_branches(port: int, keys: list[str]) -> tuple[list[object], dict[str, str]]:
-    """Pipelines of GETs and SETs through every branch of the compiled fast path (hits and misses
-    on both shards, a hash tag, any case, a list, expired keys, times removed, wrong arity, an
-    empty key), then the counters they moved."""
+    """Pipelines of GETs, SETs and the INCR family through every branch of the compiled fast path
+    (hits and misses on both shards, a hash tag, any case, a list, expired keys, times removed
+    and kept, wrong arity, an empty key, overflows, values and increments that are not integers),
+    then the counters they moved."""
     a0, a1 = keys
     with socket.create_connection(("127.0.0.1", port), timeout=10) as sock:
         replies(sock, [cmd("FLUSHALL"), cmd("CONFIG RESETSTAT"), cmd(f"SET {a0} v0"), cmd(f"SET {a1} v1"),
                        cmd(f"SET {{{a0}}}t vt"), cmd("RPUSH list x"), cmd("RPUSH list2 x"), cmd("SET gone v PX 1"),
-                       cmd("SET gone2 v PX 1"), cmd("SET timed v EX 100")])
+                       cmd("SET gone2 v PX 1"), cmd("SET timed v EX 100"), cmd("SET gone3 5 PX 1"),
+                       cmd("SET n 10"), cmd("SET tn 7 EX 100"), cmd("SET big 9223372036854775807"),
+                       cmd("SET small -9223372036854775808"), cmd("SET text abc"), [b"SET", b"spaced", b" 1"]])
         deadline_s = time.time() + 0.02
         while time.time() < deadline_s:  # wait for the keys' time to pass (nothing removes them: no active expiry)
             time.sleep(0.005)
@@ -256,18 +259,26 @@ def _fast_branches(port: int, keys: list[str]) -> tuple[list[object], dict[str, 
                              cmd("GET nokey"), cmd(f"SET {a0} w0"), cmd(f"sEt {a1} w1"), cmd("SET timed w"),
                              cmd("SET list2 s"), cmd("SET gone2 back"), cmd("SET new1 n"), [b"SET", b"", b""],
                              cmd("SET after"), cmd(f"GET {a0}"), cmd(f"GET {a1}"), cmd("TTL timed"),
-                             cmd("TYPE list2"), cmd("GET gone2"), cmd("DBSIZE"), cmd("GET new1")])
+                             cmd("TYPE list2"), cmd("GET gone2"), cmd("DBSIZE"), cmd("GET new1"),
+                             cmd("INCR n"), cmd("incr n"), cmd("DECR n"), cmd("INCRBY n 5"), cmd("DECRBY n 3"),
+                             cmd("INCR fresh"), cmd("DECR fresh2"), cmd("INCRBY fresh3 -4"), cmd("INCR tn"),
+                             cmd("TTL tn"), cmd("INCR gone3"), cmd("TTL gone3"), cmd("INCR big"), cmd("DECR small"),
+                             cmd("INCRBY n abc"), cmd("INCRBY n +1"), cmd("DECRBY n -9223372036854775808"),
+                             cmd("INCR text"), cmd("INCR list"), cmd("INCR spaced"), cmd("INCR"), cmd("INCR n x"),
+                             cmd("INCRBY big -1"), cmd(f"INCR {a0}"), cmd("GET n"), cmd("OBJECT ENCODING n"),
+                             cmd("DBSIZE")])
         stats, commandstats, keyspace = replies(sock, [cmd("INFO stats"), cmd("INFO commandstats"),
                                                        cmd("INFO keyspace")])
     assert isinstance(stats, bytes) and isinstance(commandstats, bytes) and isinstance(keyspace, bytes)
     fields = dict(line.split(":", 1) for line in (stats + commandstats + keyspace).decode().splitlines() if ":" in line)
     return got, {k: fields[k] for k in ("keyspace_hits", "keyspace_misses", "expired_keys", "db0")} | {
-        name: ",".join(p for p in fields[f"cmdstat_{name}"].split(",") if "usec" not in p) for name in ("get", "set")}
+        name: ",".join(p for p in fields[f"cmdstat_{name}"].split(",") if "usec" not in p)
+        for name in ("get", "set", "incr", "decr", "incrby", "decrby")}
 
 
 @pytest.mark.skipif(shutil.which("redis-server") is None, reason="redis-server not installed (CI installs it)")
-def test_pipelined_gets_and_sets_match_redis_on_every_branch_of_the_fast_path() -> None:
-    """GETs and SETs of local keys run in C, up to the first request they do not take whole; replies and
+def test_pipelined_fast_commands_match_redis_on_every_branch_of_the_fast_path() -> None:
+    """GET, SET and the INCR family on local keys run in C, up to the first request they do not take whole; replies and
     the counters INFO shows (hits, misses, expired keys, keys and keys with a time, calls, failed
     and rejected calls) are Redis's, whichever worker the connection lands on."""
     keys = [on_shard(0, "fast"), on_shard(1, "fast")]

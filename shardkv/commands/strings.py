@@ -12,7 +12,6 @@ from shardkv.commands.args import (
     INT64_MIN,
     ShardCtx,
     add_to_long_double,
-    maybe_int,
     parse_int,
     parse_long_double,
 )
@@ -144,23 +143,7 @@ def mset(ctx: ShardCtx, argv: list[bytes]) -> bytes:
 
 
 def incr_by(ctx: ShardCtx, key: bytes, delta: int) -> bytes:
-    store = ctx.store
-    found = store.find(ctx.db, key, ctx.now_ms)
-    off = found[0]
-    current = 0
-    expire_ms = 0
-    if off:
-        if store.type_of(off) != TYPE_STRING:
-            raise CommandError(errors.WRONGTYPE)
-        n = maybe_int(store.string_value(off))
-        if n is None:
-            raise CommandError(errors.NOT_INTEGER)
-        current = n
-        expire_ms = store.expire_of(off)
-    result = current + delta
-    if not INT64_MIN <= result <= INT64_MAX:
-        raise CommandError(errors.INCR_OVERFLOW)
-    store.put(ctx.db, key, TYPE_STRING, resp_bulk(b"%d" % result), expire_ms, found)
+    result = ctx.store.incr(ctx.db, key, delta, ctx.now_ms)
     notify(ctx, STRING, b"incrby", key)
     return protocol.integer(result)
 

@@ -179,15 +179,15 @@ class Connection(asyncio.BufferedProtocol):
         i = 0
         while i < count:
             if len(requests[i][0]) <= 3 and not busy and self.plain():
-                # Plain GETs and SETs of local keys run in C (fast.pyx), up to the first request
-                # that is not one.
+                # The commonest one-key commands on local keys run in C (fast.pyx: GET, SET, the
+                # INCR family), up to the first request that is not one of them.
                 i, data = run_fast(requests, i, self.db, self.proto, worker.fast_writes())
                 if data:
                     self.replies.append(data)
                     self.queued_bytes += len(data)
                 if worker.fast.damaged:
                     worker.fast.damaged = False
-                    worker.repair_shard("set")
+                    worker.repair_shard("the fast path")
                 if i == count:
                     break
             argv, start, end = requests[i]

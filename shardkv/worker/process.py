@@ -36,7 +36,7 @@ from shardkv.commands.pubsub import Subscriptions
 from shardkv.commands.table import Command, command_index, load_all, lookup
 from shardkv.keywatch import KeyWatches
 from shardkv.limits import Footprint, Limits
-from shardkv.native import Counters, FastPath
+from shardkv.native import FAST_COMMANDS, Counters, FastPath
 from shardkv.router.blocking import Blocking, Ready, Unwatch, Watch, Watchers
 from shardkv.router.connection import Connection
 from shardkv.router.dispatch import Router, parse_forwarded
@@ -164,7 +164,7 @@ class Worker:
         here = self.stats.base(self.id)
         self.fast = FastPath(self.store.index, self.store.allocator, self.counters, self.store.dbmap,
                              array.array("H", self.router.owners).tobytes(), self.id, self.limits.key_bytes_max,
-                             self.command_stats_word["get"], self.command_stats_word["set"], here + W_HITS,
+                             {name: self.command_stats_word[name] for name in FAST_COMMANDS}, here + W_HITS,
                              here + W_MISSES)
         self.scripts = Scripts(self)
         self.blocking = Blocking(self)  # this worker's blocked clients
