@@ -26,6 +26,7 @@ from shardkv.resp cimport bulk, integer, string2ll
 
 from shardkv.errors import CommandError
 from shardkv.index import EXPIRED, WRONG_TYPE
+from shardkv.resp import parse as parse_frames
 
 
 cdef extern from *:
@@ -301,3 +302,17 @@ cdef class FastPath:
         if misses:
             self.counters.add(self.misses_word, misses)
         return i, b"".join(out)
+
+    def run_forwarded(self, bytes body not None, bint writes):
+        """A command another worker forwarded here (body: protocol, db, the command as RESP),
+        run as `run` would run it: its reply, or None if the fast path does not take it (nor
+        anything the header flags, a blocked client's look or a tracking client's NOLOOP)."""
+        cdef const unsigned char *b = body
+        if PyBytes_GET_SIZE(body) < 3 or b[0] & 0xC0:
+            return None
+        frames = body[2:]
+        requests, _, _, error = parse_frames(frames, len(frames), 1 << 30, 1 << 40, 1, False, None, ValueError)
+        if error is not None or len(requests) != 1:
+            return None
+        i, data = self.run(requests, 0, b[1], b[0], writes)
+        return data if i == 1 else None
