@@ -46,6 +46,7 @@ from shardkv.store import (
     TOMBSTONE,
     TYPE_HASH,
     TYPE_LIST,
+    VLEN_MASK,
     Store,
     record_bytes,
     word_journal_sizes,
@@ -375,7 +376,7 @@ class Table(_Large):
         w = off >> 3
         klen = q[w + 2] & KLEN_MASK
         start = off + 32 + klen
-        return mm[off + 32 : start], mm[start : start + q[w + 3]]
+        return mm[off + 32 : start], mm[start : start + (q[w + 3] & VLEN_MASK)]
 
     def links(self) -> list[int]:
         return [w for w in self.store.q[self.slot0 : self.slot0 + (1 << self.log2)] if w > TOMBSTONE]
@@ -477,7 +478,7 @@ class Chunks(_Large):
     def _payload(self, slot_word: int) -> bytes:
         off = (slot_word & CHUNK_OFF_MASK) << 3
         start = off + 32
-        return self.store.mm[start : start + self.store.q[(off >> 3) + 3]]
+        return self.store.mm[start : start + (self.store.q[(off >> 3) + 3] & VLEN_MASK)]
 
     def _node_items(self, slot_word: int) -> list[bytes]:
         return unpack_node(self._payload(slot_word))

@@ -41,6 +41,7 @@ SOURCE_SHA256 = SHARDKV_SOURCE_SHA256.decode()  # of index.pyx when it was compi
 
 cdef uint64_t OFF_MASK = ((<uint64_t> 1) << 40) - 1  # as store.py's (checked: LAYOUT)
 cdef uint64_t KLEN_MASK = ((<uint64_t> 1) << 32) - 1
+cdef uint64_t VLEN_MASK = ((<uint64_t> 1) << 40) - 1  # the rest of the word: the access clock's
 cdef uint64_t RECORD_HEADER_BYTES = 32
 cdef uint64_t TYPE_STRING = 1
 cdef uint64_t H_DIRTY = 12  # header words: changes since start, then keys and keys with a time, per db
@@ -49,7 +50,7 @@ cdef uint64_t H_EXPIRES = 64 + 256
 
 INCR_STATUS = {"done": INCR_DONE, "created": INCR_CREATED, "expired": INCR_EXPIRED, "wrong_type": INCR_WRONG_TYPE,
                "not_integer": INCR_NOT_INTEGER, "overflow": INCR_OVERFLOW}
-LAYOUT = (OFF_MASK, KLEN_MASK, RECORD_HEADER_BYTES, TYPE_STRING, H_DIRTY, H_KEYS, H_EXPIRES)
+LAYOUT = (OFF_MASK, KLEN_MASK, VLEN_MASK, RECORD_HEADER_BYTES, TYPE_STRING, H_DIRTY, H_KEYS, H_EXPIRES)
 
 
 cpdef uint64_t record_bytes(uint64_t klen, uint64_t vlen) noexcept:
@@ -189,7 +190,7 @@ cdef class Index:
             if (info >> 32) & 0xFF != TYPE_STRING:
                 return INCR_WRONG_TYPE
             start = off_old + RECORD_HEADER_BYTES + (info & KLEN_MASK)
-            length = self.q[w + 3]
+            length = self.q[w + 3] & VLEN_MASK
             if start + length > self.heap_hi:
                 raise SegmentCorrupt(f"record {off_old} runs past the heap")
             v = self.base + start  # "$<n>\r\n<n bytes>\r\n"
@@ -231,7 +232,7 @@ cdef class Index:
         if (info >> 32) & 0xFF != TYPE_STRING:
             return WRONG_TYPE
         start = off + RECORD_HEADER_BYTES + (info & KLEN_MASK)
-        length = self.q[w + 3]
+        length = self.q[w + 3] & VLEN_MASK
         if start + length > self.heap_hi:
             raise SegmentCorrupt(f"record {off} runs past the heap")
         return PyBytes_FromStringAndSize(<char *> self.base + start, <Py_ssize_t> length)

@@ -13,7 +13,9 @@ A link is one u64: `fingerprint << 40 | offset >> 3` (0 = end of chain); the fin
 A record is 8-byte aligned:
 
     +0  next link      +8  expire at, ms since epoch (0 = never)
-    +16 info: key length (32 bits) | type << 32 | db << 40      +24 value bytes
+    +16 info: key length (32 bits) | type << 32 | db << 40 | flags << 48
+    +24 value bytes (40 bits) | 24 bits reserved for the access clock / LFU counter (eviction,
+        OBJECT IDLETIME / FREQ; 0 until then: every reader masks with VLEN_MASK)
     +32 key, then the value (a string is kept RESP-encoded: `$<n>\\r\\n<bytes>\\r\\n`)
 
 Crash consistency: a worker can die between any two statements.  Every change to the index is
@@ -52,7 +54,7 @@ if TYPE_CHECKING:
     from shardkv.tracking import TrackingTable
 
 MAGIC = 0x5348_4B56_0001  # "SHKV" v1
-VERSION = 1
+VERSION = 2  # 2: the access clock's bits reserved in the value-bytes word
 RECORD_HEADER_BYTES = 32
 SMALL_RECORD_BYTES_MAX = PAGE_BYTES // 4
 
@@ -101,6 +103,7 @@ TYPE_NAMES = {TYPE_STRING: b"string", TYPE_LIST: b"list", TYPE_SET: b"set", TYPE
 
 OFF_MASK = (1 << 40) - 1
 KLEN_MASK = (1 << 32) - 1
+VLEN_MASK = (1 << 40) - 1  # of a record's value-bytes word (the rest: the access clock's)
 
 # A list, set or hash record's value area starts with its layout byte (see collstore.py).
 LAYOUT_PACKED, LAYOUT_TABLE, LAYOUT_CHUNKS = 1, 2, 3
@@ -137,7 +140,7 @@ ALLOCATOR_LAYOUT = (P_CLASS, P_LIVE, P_FREE, P_BUMP, P_PREV, P_NEXT, P_RUN, PAGE
 
 # record_bytes(klen, vlen): the block bytes of a record (compiled: index.pyx); resp_bulk(value):
 # a string value as it is stored, RESP-encoded (the same function as protocol.bulk).
-INDEX_LAYOUT = (OFF_MASK, KLEN_MASK, RECORD_HEADER_BYTES, TYPE_STRING, H_DIRTY, H_KEYS, H_EXPIRES)
+INDEX_LAYOUT = (OFF_MASK, KLEN_MASK, VLEN_MASK, RECORD_HEADER_BYTES, TYPE_STRING, H_DIRTY, H_KEYS, H_EXPIRES)
 record_bytes = native.record_bytes
 resp_bulk = native.bulk
 INCR_CREATED, INCR_EXPIRED = native.INCR_STATUS["created"], native.INCR_STATUS["expired"]
@@ -188,10 +191,6 @@ FAULT_STEPS = frozenset(BATCH_STEPS_BEFORE_COMMIT + BATCH_STEPS_AFTER_COMMIT + W
 
 def _no_progress() -> None:
     pass
-
-
-def key_hash(db: int, key: bytes) -> int:
-    return zlib.crc32(key, db)
 
 
 class Store:
@@ -417,7 +416,7 @@ class Store:
     def value_span(self, off: int) -> tuple[int, int]:
         w = off >> 3
         start = off + 32 + (self.q[w + 2] & KLEN_MASK)
-        return start, start + self.q[w + 3]
+        return start, start + (self.q[w + 3] & VLEN_MASK)
 
     def string_resp(self, off: int) -> bytes:
         """The stored value as a RESP bulk string, ready to send."""
@@ -929,7 +928,7 @@ class Store:
 
     def record_size(self, off: int) -> int:
         w = off >> 3
-        return record_bytes(self.q[w + 2] & KLEN_MASK, self.q[w + 3])
+        return record_bytes(self.q[w + 2] & KLEN_MASK, self.q[w + 3] & VLEN_MASK)
 
     def has_expires(self) -> bool:
         q = self.q

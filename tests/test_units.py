@@ -329,3 +329,18 @@ def test_a_link_outside_the_heap_raises_instead_of_reading_it(store: Store) -> N
     store.q[bucket] = saved
     assert store.string_resp_of(0, b"k", 1000) == b"$1\r\nv\r\n"
     store.check()
+
+
+def test_the_access_clock_bits_change_no_length(store: Store) -> None:
+    """The top 24 bits of a record's value-bytes word are the access clock's (eviction, OBJECT
+    IDLETIME / FREQ): set, they change no value's length, no record's size, no check."""
+    keys = [b"key:%d" % i for i in range(200)]
+    for key in keys:
+        put(store, key, b"v" * (keys.index(key) % 50))
+    store.check()
+    for key in keys:
+        store.q[(store.lookup(0, key, 1000) >> 3) + 3] |= 0xABCDEF << 40
+    assert [store.string_resp_of(0, key, 1000) for key in keys] == [
+        resp_bulk(b"v" * (i % 50)) for i in range(len(keys))]
+    assert [store.string_value(store.lookup(0, key, 1000)) for key in keys[:3]] == [b"", b"v", b"vv"]
+    store.check()
