@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import collections
+import contextlib
 import os
 import signal
 import socket
@@ -340,20 +341,33 @@ def request(sock: socket.socket, data: bytes, timeout_s: float = 10) -> bytes:
     return out.data
 
 
-@pytest.fixture(scope="module")
-def pair() -> Iterator[tuple[int, Server]]:
-    """redis-server (its port) beside shardkv --shards 2, for the differential tests."""
+def _accepts(port: int) -> bool:
+    try:
+        socket.create_connection(("127.0.0.1", port), timeout=0.2).close()
+        return True
+    except OSError:
+        return False
+
+
+@contextlib.contextmanager
+def reference_redis() -> Iterator[int]:
+    """redis-server on a free port (no persistence) to compare replies with; its port, once it
+    accepts connections.  Stopped on the way out."""
     port = free_port()
     ref = subprocess.Popen(["redis-server", "--port", str(port), "--save", "", "--appendonly", "no"],
                            stdout=subprocess.DEVNULL)
+    try:
+        wait_until(lambda: _accepts(port), 10, "redis-server to start")
+        yield port
+    finally:
+        ref.terminate()
+        ref.wait(10)
+
+
+@pytest.fixture(scope="module")
+def pair() -> Iterator[tuple[int, Server]]:
+    """redis-server (its port) beside shardkv --shards 2, for the differential tests."""
     srv = start_server("--shards", "2", "--maxmemory", "64mb")
-    for _ in range(100):
-        try:
-            socket.create_connection(("127.0.0.1", port), timeout=0.2).close()
-            break
-        except OSError:
-            time.sleep(0.05)
-    yield port, srv
-    ref.terminate()
-    ref.wait(10)
+    with reference_redis() as port:
+        yield port, srv
     srv.stop()

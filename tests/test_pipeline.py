@@ -13,7 +13,7 @@ from collections.abc import Iterator
 
 import pytest
 
-from conftest import ROOT, Server, free_port, start_server
+from conftest import ROOT, Server, reference_redis, start_server
 from shardkv.commands.connection import KillFilter
 from shardkv.commands.keyspace import RestorePart, ScanPart
 from shardkv.protocol import encode_command, read_reply
@@ -177,23 +177,9 @@ def _stats(port: int) -> tuple[dict[str, str], dict[str, str]]:
 
 @pytest.mark.skipif(shutil.which("redis-server") is None, reason="redis-server not installed (CI installs it)")
 def test_errorstats_and_rejected_calls_match_redis(srv: Server) -> None:
-    port = free_port()
-    ref = subprocess.Popen(["redis-server", "--port", str(port), "--save", "", "--appendonly", "no"],
-                           stdout=subprocess.DEVNULL)
-    try:
-        deadline = time.monotonic() + 10
-        while True:
-            try:
-                socket.create_connection(("127.0.0.1", port), timeout=0.2).close()
-                break
-            except OSError:
-                assert time.monotonic() < deadline, "redis-server did not start"
-                time.sleep(0.05)
+    with reference_redis() as port:
         theirs, their_cmds = _stats(port)
         ours, our_cmds = _stats(srv.port)
-    finally:
-        ref.terminate()
-        ref.wait(10)
     errorstat = {k: v for k, v in theirs.items() if k.startswith("errorstat_")}
     assert errorstat == {k: v for k, v in ours.items() if k.startswith("errorstat_")}
     assert errorstat  # the script made errors of several kinds
@@ -278,25 +264,17 @@ def _fast_branches(port: int, keys: list[str]) -> tuple[list[object], dict[str, 
 
 @pytest.mark.skipif(shutil.which("redis-server") is None, reason="redis-server not installed (CI installs it)")
 def test_pipelined_fast_commands_match_redis_on_every_branch_of_the_fast_path() -> None:
-    """GET, SET and the INCR family on local keys run in C, up to the first request they do not take whole; replies and
-    the counters INFO shows (hits, misses, expired keys, keys and keys with a time, calls, failed
-    and rejected calls) are Redis's, whichever worker the connection lands on."""
+    """GET, SET and the INCR family on local keys run in C, up to the first request they do not
+    take whole; replies and the counters INFO shows (hits, misses, expired keys, keys and keys
+    with a time, calls, failed and rejected calls) are Redis's, whichever worker the connection
+    lands on."""
     keys = [on_shard(0, "fast"), on_shard(1, "fast")]
     ours = start_server("--shards", "2", "--maxmemory", "64mb", "--expire-keys-per-tick-max", "0")
-    port = free_port()
-    ref = subprocess.Popen(["redis-server", "--port", str(port), "--save", "", "--appendonly", "no"],
-                           stdout=subprocess.DEVNULL)
     try:
-        deadline = time.monotonic() + 10
-        while True:
-            try:
-                with socket.create_connection(("127.0.0.1", port), timeout=0.2) as sock:
-                    replies(sock, [cmd("DEBUG SET-ACTIVE-EXPIRE 0")])
-                break
-            except OSError:
-                assert time.monotonic() < deadline, "redis-server did not start"
-                time.sleep(0.05)
-        theirs = _fast_branches(port, keys)
+        with reference_redis() as port:
+            with socket.create_connection(("127.0.0.1", port), timeout=10) as sock:
+                replies(sock, [cmd("DEBUG SET-ACTIVE-EXPIRE 0")])
+            theirs = _fast_branches(port, keys)
         for _ in range(4):  # new connections: SO_REUSEPORT spreads them over both workers
             assert _fast_branches(ours.port, keys) == theirs
         with ours.raw() as sock:
@@ -310,6 +288,4 @@ def test_pipelined_fast_commands_match_redis_on_every_branch_of_the_fast_path() 
                 got += chunk
             assert got == b"_\r\n$2\r\nw0\r\n"  # RESP3's null for the missing key
     finally:
-        ref.terminate()
-        ref.wait(10)
         ours.stop()

@@ -1,8 +1,7 @@
 """Request framing as strict as Redis's, COMMAND's ACL categories and flags, SHUTDOWN's
 modifiers, ROLE and WAIT -- each checked byte for byte against what redis-server 7.0.15 sends.
 
-The parser tests run on `parse_requests` with no sockets, through both of its paths (the split
-fast path that hands over to the walk, and the walk alone).  The live tests run the same bytes
+The parser tests run on `parse_requests` (compiled: resp.pyx) with no sockets.  The live tests run the same bytes
 against a shardkv server and, where redis-server is installed (CI installs it), against Redis
 itself, so that every expected reply below is one Redis really gives.
 """
