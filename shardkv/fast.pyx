@@ -21,7 +21,7 @@ from cpython.list cimport PyList_GET_ITEM, PyList_GET_SIZE
 from cpython.tuple cimport PyTuple_GET_ITEM
 from libc.stdint cimport INT64_MIN, int64_t, uint8_t, uint16_t, uint64_t
 
-from shardkv.index cimport INCR_CREATED, INCR_DONE, Index, record_bytes
+from shardkv.index cimport INCR_CREATED, INCR_DONE, SPAN_STRING, Index, record_bytes
 from shardkv.resp cimport bulk, integer, string2ll
 
 from shardkv.errors import CommandError
@@ -201,7 +201,7 @@ cdef class FastPath:
         cdef Py_ssize_t n = PyList_GET_SIZE(requests)
         cdef const uint16_t *owners = <const uint16_t *> (<const char *> self.owners)
         cdef uint64_t now_ms = shardkv_wall_ms()
-        cdef uint64_t t0, hits = 0, misses = 0, name, off, off_old, link, bucket, w
+        cdef uint64_t t0, hits = 0, misses = 0, name, off, off_old, link, bucket, start, length
         cdef Py_ssize_t argc, word
         cdef int pdb = self.dbmap[db]
         cdef int status
@@ -254,12 +254,8 @@ cdef class FastPath:
             elif name == SET:
                 try:
                     off_old = self.index.walk(pdb, key, &link, &bucket)
-                    if off_old:
-                        w = off_old >> 3
-                        if self.index.q[w + 1] and self.index.q[w + 1] <= now_ms:
-                            break  # its time passed: removing it emits events
-                        if (self.index.q[w + 2] >> 32) & 0xFF != TYPE_STRING:
-                            break  # a collection: its blocks are freed by the store
+                    if off_old and self.index.string_span(off_old, now_ms, &start, &length) != SPAN_STRING:
+                        break  # expired (removing it emits events), or a collection (the store frees its blocks)
                     framed = bulk(<bytes> PyList_GET_ITEM(argv, 2))
                     off = self.allocator.alloc(record_bytes(PyBytes_GET_SIZE(key), PyBytes_GET_SIZE(framed)))
                     self.index.put(off, pdb, key, TYPE_STRING, framed, 0, off_old, link, bucket)

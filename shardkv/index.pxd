@@ -16,12 +16,19 @@ cdef class Index:
                        uint64_t bucket) except *
     cpdef void put(self, uint64_t off, int pdb, bytes key, uint64_t kind, bytes value, uint64_t expire_ms,
                    uint64_t off_old, uint64_t link, uint64_t bucket) except *
+    cdef int string_span(self, uint64_t off, uint64_t now_ms, uint64_t *start, uint64_t *length) except -1
     cdef int incr(self, int pdb, bytes key, int64_t delta, uint64_t now_ms, int64_t *result) except -1
     cpdef object string_resp(self, int pdb, bytes key, uint64_t now_ms)
     cpdef tuple find(self, int pdb, bytes key)
 
 
 cpdef uint64_t record_bytes(uint64_t klen, uint64_t vlen) noexcept
+
+
+cdef enum:  # what Index.string_span found
+    SPAN_STRING = 0
+    SPAN_EXPIRED = 1
+    SPAN_WRONG_TYPE = 2
 
 
 cdef enum:  # what Index.incr did

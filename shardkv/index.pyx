@@ -168,13 +168,31 @@ cdef class Index:
         elif (old_exp != 0) != (expire_ms != 0):
             self.q[H_EXPIRES + pdb] += 1 if expire_ms else <uint64_t> -1
 
+    cdef int string_span(self, uint64_t off, uint64_t now_ms, uint64_t *start, uint64_t *length) except -1:
+        """Whether the record at off is a live string (SPAN_STRING, its value's bytes at *start,
+        *length of them), one whose time has passed (SPAN_EXPIRED) or another type's
+        (SPAN_WRONG_TYPE): the rule GET, SET and INCRBY read a record by."""
+        cdef uint64_t w = off >> 3
+        cdef uint64_t exp = self.q[w + 1]
+        cdef uint64_t info = self.q[w + 2]
+        if exp and exp <= now_ms:
+            return SPAN_EXPIRED
+        if (info >> 32) & 0xFF != TYPE_STRING:
+            return SPAN_WRONG_TYPE
+        start[0] = off + RECORD_HEADER_BYTES + (info & KLEN_MASK)
+        length[0] = self.q[w + 3] & VLEN_MASK
+        if start[0] + length[0] > self.heap_hi:
+            raise SegmentCorrupt(f"record {off} runs past the heap")
+        return SPAN_STRING
+
     cdef int incr(self, int pdb, bytes key, int64_t delta, uint64_t now_ms, int64_t *result) except -1:
         """INCRBY's core: add delta to the integer in key's string (0 if there is none), keeping
         its time; an INCR_ status (the new value in *result), having changed nothing unless it
         is INCR_DONE or INCR_CREATED.  A full heap raises the allocator's OOM error, before any
         change."""
-        cdef uint64_t link, bucket, w, exp = 0, info, start, length, off
+        cdef uint64_t link, bucket, exp = 0, start, length, off
         cdef uint64_t off_old = self.walk(pdb, key, &link, &bucket)
+        cdef int found
         cdef int64_t current = 0
         cdef Py_ssize_t head
         cdef const unsigned char *v
@@ -182,17 +200,12 @@ cdef class Index:
         cdef int n
         cdef bytes framed
         if off_old:
-            w = off_old >> 3
-            exp = self.q[w + 1]
-            if exp and exp <= now_ms:
+            found = self.string_span(off_old, now_ms, &start, &length)
+            if found == SPAN_EXPIRED:
                 return INCR_EXPIRED
-            info = self.q[w + 2]
-            if (info >> 32) & 0xFF != TYPE_STRING:
+            if found == SPAN_WRONG_TYPE:
                 return INCR_WRONG_TYPE
-            start = off_old + RECORD_HEADER_BYTES + (info & KLEN_MASK)
-            length = self.q[w + 3] & VLEN_MASK
-            if start + length > self.heap_hi:
-                raise SegmentCorrupt(f"record {off_old} runs past the heap")
+            exp = self.q[(off_old >> 3) + 1]
             v = self.base + start  # "$<n>\r\n<n bytes>\r\n"
             head = 1
             while head < <Py_ssize_t> length and v[head] != 10:
@@ -219,22 +232,16 @@ cdef class Index:
     cpdef object string_resp(self, int pdb, bytes key, uint64_t now_ms):
         """GET's path: the RESP-encoded value of key's string, None if there is none, EXPIRED if
         its time has passed (nothing is deleted here), WRONG_TYPE for another type."""
-        cdef uint64_t link, bucket
+        cdef uint64_t link, bucket, start, length
         cdef uint64_t off = self.walk(pdb, key, &link, &bucket)
-        cdef uint64_t w, exp, info, start, length
+        cdef int found
         if not off:
             return None
-        w = off >> 3
-        exp = self.q[w + 1]
-        if exp and exp <= now_ms:
+        found = self.string_span(off, now_ms, &start, &length)
+        if found == SPAN_EXPIRED:
             return EXPIRED
-        info = self.q[w + 2]
-        if (info >> 32) & 0xFF != TYPE_STRING:
+        if found == SPAN_WRONG_TYPE:
             return WRONG_TYPE
-        start = off + RECORD_HEADER_BYTES + (info & KLEN_MASK)
-        length = self.q[w + 3] & VLEN_MASK
-        if start + length > self.heap_hi:
-            raise SegmentCorrupt(f"record {off} runs past the heap")
         return PyBytes_FromStringAndSize(<char *> self.base + start, <Py_ssize_t> length)
 
     cpdef tuple find(self, int pdb, bytes key):
