@@ -1,9 +1,9 @@
 """RESP framing and reply encoding; no sockets here.
 
 `parse_requests` (compiled: resp.pyx) cuts complete commands (multibulk or inline) off the front
-of a buffer and reports how much it consumed, how many bytes the next incomplete command needs at least, or a
-`ProtocolError` with Redis's exact wording.  Every length is checked against `Limits` before any
-byte of it is buffered, so an oversized request is refused from its header.
+of a buffer and reports how much it consumed, how many bytes the next incomplete command needs at
+least, or a `ProtocolError` with Redis's exact wording.  Every length is checked against `Limits`
+before any byte of it is buffered, so an oversized request is refused from its header.
 
 The encoders build RESP2 or RESP3 replies as bytes.  Strings are stored RESP-encoded in the shard
 (see store.py), so GET is a single slice of the segment.

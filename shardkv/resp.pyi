@@ -1,9 +1,6 @@
 from typing import Any
 
 SOURCE_SHA256: str
-INLINE_MAX: int
-UNAUTHENTICATED_ARGS: int
-UNAUTHENTICATED_BULK_BYTES: int
 
 def parse_integer(text: bytes | bytearray) -> int | None: ...
 def parse(

@@ -36,10 +36,6 @@ cdef int64_t UNAUTHENTICATED_ARGS_MAX = 10
 cdef int64_t UNAUTHENTICATED_BULK_BYTES_MAX = 16384
 cdef Py_ssize_t LONG_STR_BYTES = 21  # Redis's LONG_STR_SIZE: no valid long long is this long
 
-INLINE_MAX = INLINE_BYTES_MAX
-UNAUTHENTICATED_ARGS = UNAUTHENTICATED_ARGS_MAX
-UNAUTHENTICATED_BULK_BYTES = UNAUTHENTICATED_BULK_BYTES_MAX
-
 
 cdef bint string2ll(const unsigned char *s, Py_ssize_t n, int64_t *out) noexcept:
     """Redis's strict integer syntax: an optional '-', then "0" or a digit 1-9 and more digits; no

@@ -16,6 +16,8 @@ from shardkv.store import Store
 
 INT64_MIN = -(1 << 63)
 INT64_MAX = (1 << 63) - 1
+
+
 @dataclass(slots=True)
 class ShardCtx:
     """What a keyed command handler sees: one shard, one db, the client's protocol, the time."""
