@@ -155,6 +155,13 @@ cdef bytes OK = b"+OK\r\n"
 FAST_COMMANDS = ("get", "set", "incr", "decr", "incrby", "decrby")  # the stats words FastPath wants
 
 
+def takes(bytes name not None):
+    """Whether a command of this name (any case) may be run by the fast path: a cheap test the
+    router makes before it looks at the client's state."""
+    cdef uint64_t code = name_code(name)
+    return code == GET or code == SET or code == INCR or code == DECR or code == INCRBY or code == DECRBY
+
+
 cdef class FastPath:
     """Plain GETs, SETs, INCRs, DECRs, INCRBYs and DECRBYs of this worker's own keys, run in C;
     see the module's docstring."""
@@ -193,18 +200,18 @@ cdef class FastPath:
         self.hits_word, self.misses_word = hits_word, misses_word
         self.damaged = False
 
-    def run(self, list requests not None, Py_ssize_t i, int db, int proto, bint writes):
+    def run(self, list requests not None, Py_ssize_t i, int db, int proto, object writes):
         """Run requests[i], requests[i + 1] ... (argv, start, end) while each is a plain GET, or,
-        when `writes` (nothing watches or tracks keys, no keyspace notifications), a plain SET or
-        an INCR, DECR, INCRBY or DECRBY, of a local key: (the index of the first one not run,
-        the replies of those run, joined)."""
+        when writes() (asked once, at the first write: nothing watches or tracks keys, no
+        keyspace notifications), a plain SET or an INCR, DECR, INCRBY or DECRBY, of a local key:
+        (the index of the first one not run, the replies of those run, joined)."""
         cdef Py_ssize_t n = PyList_GET_SIZE(requests)
         cdef const uint16_t *owners = <const uint16_t *> (<const char *> self.owners)
         cdef uint64_t now_ms = shardkv_wall_ms()
         cdef uint64_t t0, hits = 0, misses = 0, name, off, off_old, link, bucket, start, length
         cdef Py_ssize_t argc, word
         cdef int pdb = self.dbmap[db]
-        cdef int status
+        cdef int status, can_write = -1  # -1: writes() not asked yet
         cdef int64_t delta, result
         cdef list argv
         cdef bytes key, framed, raw
@@ -215,22 +222,19 @@ cdef class FastPath:
             argv = <list> PyTuple_GET_ITEM(<tuple> PyList_GET_ITEM(requests, i), 0)
             argc = PyList_GET_SIZE(argv)
             name = name_code(<bytes> PyList_GET_ITEM(argv, 0))
-            if name == GET:
+            if name == GET or name == INCR or name == DECR:
                 if argc != 2:
                     break
-            elif not writes:
-                break
-            elif name == SET:
-                if argc != 3:
-                    break
-            elif name == INCR or name == DECR:
-                if argc != 2:
-                    break
-            elif name == INCRBY or name == DECRBY:
+            elif name == SET or name == INCRBY or name == DECRBY:
                 if argc != 3:
                     break
             else:
                 break
+            if name != GET:
+                if can_write < 0:
+                    can_write = 1 if writes() else 0
+                if not can_write:
+                    break
             key = <bytes> PyList_GET_ITEM(argv, 1)
             if PyBytes_GET_SIZE(key) > self.key_bytes_max:
                 break
@@ -299,7 +303,7 @@ cdef class FastPath:
             self.counters.add(self.misses_word, misses)
         return i, b"".join(out)
 
-    def run_forwarded(self, bytes body not None, bint writes):
+    def run_forwarded(self, bytes body not None, object writes):
         """A command another worker forwarded here (body: protocol, db, the command as RESP),
         run as `run` would run it: its reply, or None if the fast path does not take it (nor
         anything the header flags, a blocked client's look or a tracking client's NOLOOP)."""

@@ -47,3 +47,4 @@ add_long_doubles, is_infinite = numbers.add_long_doubles, numbers.is_infinite
 parse_frames, parse_integer = resp.parse, resp.parse_integer
 Counters, FastPath, slot_of = fast.Counters, fast.FastPath, fast.slot_of
 FAST_COMMANDS: tuple[str, ...] = fast.FAST_COMMANDS
+fast_takes = fast.takes

@@ -17,6 +17,7 @@ from typing import TYPE_CHECKING
 from shardkv import errors, protocol
 from shardkv.commands.context import REPLY_ON, REPLY_SKIP, Pending
 from shardkv.commands.tracking import ClientTracking, client_list_fields
+from shardkv.native import fast_takes
 from shardkv.router.dispatch import CLIENT_CLOSE, Router
 from shardkv.stats import W_OUTPUT_LIMIT
 
@@ -175,13 +176,13 @@ class Connection(asyncio.BufferedProtocol):
         stopped = False
         requests = parsed.requests
         count = len(requests)
-        run_fast = worker.fast.run
+        run_fast, takes_fast = worker.fast.run, fast_takes
         i = 0
         while i < count:
-            if len(requests[i][0]) <= 3 and not busy and self.plain():
+            if takes_fast(requests[i][0][0]) and not busy and self.plain():
                 # The commonest one-key commands on local keys run in C (fast.pyx: GET, SET, the
                 # INCR family), up to the first request that is not one of them.
-                i, data = run_fast(requests, i, self.db, self.proto, worker.fast_writes())
+                i, data = run_fast(requests, i, self.db, self.proto, worker.fast_writes)
                 if data:
                     self.replies.append(data)
                     self.queued_bytes += len(data)

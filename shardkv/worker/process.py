@@ -624,7 +624,7 @@ class Worker:
 
     def run_forwarded(self, body: bytes) -> bytes:
         """The reply to a command another worker sent: by the fast path where it takes it."""
-        reply = self.fast.run_forwarded(body, self.fast_writes()) if self.lock_owner == NO_LOCK else None
+        reply = self.fast.run_forwarded(body, self.fast_writes) if self.lock_owner == NO_LOCK else None
         return reply if reply is not None else self.router.run_raw(body)
 
     def serve(self, src: int, kind: int, rid: int, body: bytes) -> None:
