@@ -18,7 +18,7 @@ import enum
 import importlib
 import pkgutil
 from collections.abc import Awaitable, Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, TypeVar
 
 from shardkv import errors
@@ -81,13 +81,13 @@ class Command:
     # () means "RO access" for a read-only command, "RW access update" for a write.
     key_flags: tuple[str, ...] = ()
 
-    @property
-    def internal(self) -> bool:
-        return self.where in (Where.SHARD, Where.WORKER)
+    # Derived from the fields above once (the pipeline reads them for every command).
+    internal: bool = field(init=False)  # a part of a server command, never callable by clients
+    is_write: bool = field(init=False)
 
-    @property
-    def is_write(self) -> bool:
-        return "write" in self.flags
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "internal", self.where in (Where.SHARD, Where.WORKER))
+        object.__setattr__(self, "is_write", "write" in self.flags)
 
     @property
     def denies_oom(self) -> bool:
