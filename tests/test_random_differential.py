@@ -20,7 +20,12 @@ Where Redis itself leaves something open, the comparison is written down here:
   * OBJECT FREQ / IDLETIME and MEMORY USAGE are not generated, nor OBJECT REFCOUNT inside MULTI;
   * SORT ... BY nosort of a set is compared sorted (Redis gives its hash order, shardkv insertion
     order: the README's known differences);
-  * INCRBYFLOAT and HINCRBYFLOAT are compared byte for byte: both compute in x86 long double.
+  * INCRBYFLOAT and HINCRBYFLOAT are compared byte for byte: both compute in x86 long double;
+  * a SORT that redis-server refuses with the scores error where shardkv sorts is sent to
+    redis-server once more, after something that leaves its errno at another value: Redis
+    7.0.15's sort.c tests `errno == ERANGE` after strtod without clearing errno first, so an
+    ERANGE left by an earlier call (another client's, in the 4-client test) refuses valid
+    scores until some other call fails; the second answer is the one compared.
 """
 
 from __future__ import annotations
@@ -380,6 +385,8 @@ class Pair:
             return self.sort_set(argv)
         frame = encode_command(argv)
         want, got = request(ref, frame), request(ours, frame)
+        if self.queued is None and name in (b"SORT", b"SORT_RO"):
+            want = sort_again_on_stale_errno(ref, frame, want, got)
         if self.queued is None:
             if name == b"MULTI" and want == b"+OK\r\n":
                 self.queued = []
@@ -398,6 +405,7 @@ class Pair:
         list it STOREs is copied from redis-server to shardkv."""
         frame = encode_command(argv)
         want, got = request(self.ref, frame), request(self.ours, frame)
+        want = sort_again_on_stale_errno(self.ref, frame, want, got)
         upper = [a.upper() for a in argv]
         if b"STORE" in upper and want[:1] == b":":
             dest = argv[upper.index(b"STORE") + 1]
@@ -409,6 +417,20 @@ class Pair:
             (want_shape, want_items, _), (got_shape, got_items, _) = skeleton(want), skeleton(got)
             return (want_shape, sorted(want_items)), (got_shape, sorted(got_items))
         return want, got
+
+
+SCORES_ERROR = b"-ERR One or more scores can't be converted into double\r\n"
+
+
+def sort_again_on_stale_errno(ref: socket.socket, frame: bytes, want: bytes, got: bytes) -> bytes:
+    """redis-server's answer to a SORT, asked once more where it refused the scores and shardkv
+    did not (see the module's docstring: a stale errno in sort.c), after a new connection's PING:
+    accepting it ends redis-server's accept loop on EAGAIN, which leaves errno at that."""
+    if want == SCORES_ERROR and got != SCORES_ERROR:
+        with socket.create_connection(ref.getpeername()[:2], timeout=10) as fresh:
+            assert request(fresh, encode_command([b"PING"])) == b"+PONG\r\n"
+        return request(ref, frame)
+    return want
 
 
 def dataset(sock: socket.socket, keys: list[bytes] = KEYS) -> list[object]:
