@@ -47,6 +47,7 @@ AUTH_NOT_CONFIGURED = (
 DB_INDEX = "ERR DB index is out of range"
 INVALID_EXPIRE = "ERR invalid expire time in '{}' command"
 INCR_OVERFLOW = "ERR increment or decrement would overflow"
+DECRBY_OVERFLOW = "ERR decrement would overflow"  # DECRBY's own: the decrement itself is LLONG_MIN
 NO_SUCH_KEY = "ERR no such key"
 SHARD_RESTARTED = "ERR shard worker restarted while the command was in flight; it may or may not have run"
 STRING_TOO_LONG = "ERR string exceeds maximum allowed size (proto-max-bulk-len)"

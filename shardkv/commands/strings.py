@@ -171,7 +171,7 @@ def incrby(ctx: ShardCtx, argv: list[bytes]) -> bytes:
 def decrby(ctx: ShardCtx, argv: list[bytes]) -> bytes:
     delta = parse_int(argv[2])
     if delta == INT64_MIN:
-        raise CommandError("ERR decrement would overflow")
+        raise CommandError(errors.DECRBY_OVERFLOW)
     return incr_by(ctx, argv[1], -delta)
 
 
