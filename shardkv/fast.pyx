@@ -155,11 +155,19 @@ cdef bytes OK = b"+OK\r\n"
 FAST_COMMANDS = ("get", "set", "incr", "decr", "incrby", "decrby")  # the stats words FastPath wants
 
 
+cdef inline Py_ssize_t fast_arity(uint64_t code) noexcept:
+    """The one arity the fast path takes a command in (its plain form), 0 for a name it never takes."""
+    if code == GET or code == INCR or code == DECR:
+        return 2
+    if code == SET or code == INCRBY or code == DECRBY:
+        return 3
+    return 0
+
+
 def takes(bytes name not None):
     """Whether a command of this name (any case) may be run by the fast path: a cheap test the
     router makes before it looks at the client's state."""
-    cdef uint64_t code = name_code(name)
-    return code == GET or code == SET or code == INCR or code == DECR or code == INCRBY or code == DECRBY
+    return fast_arity(name_code(name)) != 0
 
 
 cdef class FastPath:
@@ -222,13 +230,7 @@ cdef class FastPath:
             argv = <list> PyTuple_GET_ITEM(<tuple> PyList_GET_ITEM(requests, i), 0)
             argc = PyList_GET_SIZE(argv)
             name = name_code(<bytes> PyList_GET_ITEM(argv, 0))
-            if name == GET or name == INCR or name == DECR:
-                if argc != 2:
-                    break
-            elif name == SET or name == INCRBY or name == DECRBY:
-                if argc != 3:
-                    break
-            else:
+            if argc != fast_arity(name):  # another command (0), or another form of this one
                 break
             if name != GET:
                 if can_write < 0:
