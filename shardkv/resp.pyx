@@ -43,7 +43,7 @@ cdef bint string2ll(const unsigned char *s, Py_ssize_t n, int64_t *out) noexcept
     cdef bint negative = False
     cdef uint64_t v = 0, limit
     cdef Py_ssize_t i = 0
-    if n == 0 or n >= LONG_STR_BYTES:
+    if n <= 0 or n >= LONG_STR_BYTES:
         return False
     if n == 1 and s[0] == 48:
         out[0] = 0
