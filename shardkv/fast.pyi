@@ -1,7 +1,9 @@
 import mmap
 from collections.abc import Callable
+from typing import Any
 
 from shardkv.alloc import Allocator
+from shardkv.hop import Peers
 from shardkv.index import Index
 
 SOURCE_SHA256: str
@@ -18,8 +20,10 @@ class Counters:
 
 class FastPath:
     damaged: bool
+    writes: Callable[[], bool]
     def __init__(self, index: Index, allocator: Allocator, counters: Counters, dbmap: bytearray, owners: bytes,
-                 me: int, key_bytes_max: int, words: dict[str, int], hits_word: int, misses_word: int) -> None: ...
-    def run(self, requests: list[tuple[list[bytes], int, int]], i: int, db: int, proto: int,
-            writes: Callable[[], bool]) -> tuple[int, bytes]: ...
-    def run_forwarded(self, body: bytes, writes: Callable[[], bool]) -> bytes | None: ...
+                 me: int, key_bytes_max: int, words: dict[str, int], hits_word: int, misses_word: int, peers: Peers,
+                 inflight_max: int, writes: Callable[[], bool]) -> None: ...
+    def run(self, conn: Any, requests: list[tuple[list[bytes], int, int]], i: int) -> int: ...
+    def run_forwarded(self, body: bytes) -> bytes | None: ...
+    def serve(self, source: int, handler: Callable[[int, int, int, bytes], bool], free: bool) -> None: ...

@@ -1,26 +1,29 @@
 # cython: language_level=3, boundscheck=False, wraparound=False, cdivision=True
 """The compiled front of a worker's pipeline: the stats counters a command adds to, and the fast
-path that runs the commonest one-key commands on local keys end to end (GET, plain SET, INCR,
-DECR, INCRBY, DECRBY), without a Python frame per command.
+path that runs the commonest one-key commands end to end (GET, plain SET, INCR, DECR, INCRBY,
+DECRBY), without a Python frame per command: on a local key here, on another worker's key by
+sending it there (hop.pyx) and, there, running and answering it in C.
 
 The fast path is the router's pipeline for these cases only, in the same order (command lookup,
 arity, key size, the key's shard, then the command), and it calls the same compiled primitives as
 the handlers (Index.string_resp for GET; for SET, the allocator, Index.put and the RESP framing
 that Store.put uses; Index.incr for the INCR family).  It stops at the first request it does not
-take whole: another command or form, a long key, a key of another shard, a key whose time has
-passed (deleting it emits events), a key of another type or a value that is not an integer (an
-error reply, counted in errorstats), a collection (whose blocks the store frees), a full heap
-(OOM), or an exception (a damaged segment: the shard is repaired first).  The router runs that
-request, and the rest, through its Python pipeline.  It calls the fast path only while the
-connection is in the plain state (authenticated, no MULTI, not subscribed, no tracking, replies
-on) and the shard is not locked, and lets it write only while no key is watched (WATCH, blocked
-clients), tracked (CLIENT TRACKING) or notified (keyspace events)."""
+take whole: another command or form, a long key, an inline command for another worker, a key
+whose time has passed (deleting it emits events), a key of another type or a value that is not an
+integer (an error reply, counted in errorstats), a collection (whose blocks the store frees), a
+full heap (OOM), or an exception (a damaged segment: the shard is repaired first).  The router
+runs that request, and the rest, through its Python pipeline.  It calls the fast path only while
+the connection is in the plain state (authenticated, no MULTI, not subscribed, no tracking,
+replies on) and the shard is not locked, and lets it write only while no key is watched (WATCH,
+blocked clients), tracked (CLIENT TRACKING) or notified (keyspace events)."""
 
+from cpython.bytearray cimport PyByteArray_AS_STRING
 from cpython.bytes cimport PyBytes_GET_SIZE
 from cpython.list cimport PyList_GET_ITEM, PyList_GET_SIZE
 from cpython.tuple cimport PyTuple_GET_ITEM
 from libc.stdint cimport INT64_MIN, int64_t, uint8_t, uint16_t, uint64_t
 
+from shardkv.hop cimport K_REP, K_REQ, Peers, Pending
 from shardkv.index cimport INCR_CREATED, INCR_DONE, SPAN_STRING, Index, record_bytes
 from shardkv.resp cimport bulk, integer, string2ll
 
@@ -171,8 +174,8 @@ def takes(bytes name not None):
 
 
 cdef class FastPath:
-    """Plain GETs, SETs, INCRs, DECRs, INCRBYs and DECRBYs of this worker's own keys, run in C;
-    see the module's docstring."""
+    """Plain GETs, SETs, INCRs, DECRs, INCRBYs and DECRBYs, run in C: this worker's own keys end
+    to end, another worker's sent to it; see the module's docstring."""
 
     cdef Index index
     cdef object allocator  # alloc.Allocator: alloc(bytes) and free(offset)
@@ -181,13 +184,15 @@ cdef class FastPath:
     cdef bytes owners  # uint16 per slot: the worker that owns it
     cdef int me
     cdef bint single
-    cdef Py_ssize_t key_bytes_max, hits_word, misses_word
+    cdef Py_ssize_t key_bytes_max, hits_word, misses_word, inflight_max
     cdef Py_ssize_t get_word, set_word, incr_word, decr_word, incrby_word, decrby_word
+    cdef Peers peers
+    cdef public object writes  # () -> bool: whether it may write (asked once per run, at its first write)
     cdef public bint damaged  # a write raised half-way (a damaged segment): the shard needs repair
 
     def __init__(self, Index index not None, allocator, Counters counters not None, bytearray dbmap not None,
                  bytes owners, int me, Py_ssize_t key_bytes_max, dict words not None, Py_ssize_t hits_word,
-                 Py_ssize_t misses_word):
+                 Py_ssize_t misses_word, Peers peers not None, Py_ssize_t inflight_max, writes):
         if len(owners) != SLOTS * 2:
             raise ValueError("owners must hold one uint16 per slot")
         self.index = index
@@ -206,42 +211,87 @@ cdef class FastPath:
         self.incr_word, self.decr_word = words["incr"], words["decr"]
         self.incrby_word, self.decrby_word = words["incrby"], words["decrby"]
         self.hits_word, self.misses_word = hits_word, misses_word
+        self.peers = peers
+        self.inflight_max = inflight_max
+        self.writes = writes
         self.damaged = False
 
-    def run(self, list requests not None, Py_ssize_t i, int db, int proto, object writes):
-        """Run requests[i], requests[i + 1] ... (argv, start, end) while each is a plain GET, or,
-        when writes() (asked once, at the first write: nothing watches or tracks keys, no
-        keyspace notifications), a plain SET or an INCR, DECR, INCRBY or DECRBY, of a local key:
-        (the index of the first one not run, the replies of those run, joined)."""
+    def run(self, conn, list requests not None, Py_ssize_t i):
+        """Run a client's requests[i], requests[i + 1] ... (argv, start, end: its frame in
+        conn.buf) while each is a plain GET, or, when `writes()`, a plain SET or an INCR, DECR,
+        INCRBY or DECRBY, of a local key, or one of these in RESP of another worker's key (sent to
+        that worker as the router's forward does: a Pending in the client's queue, counted in
+        conn.inflight, up to the per-client bound).  The replies go to conn.replies, in order.
+        The index of the first request not run."""
+        cdef list out = []
+        i = self.run_some(requests, i, conn.db, conn.proto, out, conn)
+        if out:
+            self.hand_over(conn, out)
+        return i
+
+    cdef void hand_over(self, conn, list out) except *:
+        data = b"".join(out)
+        conn.replies.append(data)
+        conn.queued_bytes += len(data)
+        del out[:]
+
+    cdef Py_ssize_t run_some(self, list requests, Py_ssize_t i, int db, int proto, list out, conn) except -1:
+        """`run`'s loop; conn None: a forwarded request, whose key is local or it is not run."""
         cdef Py_ssize_t n = PyList_GET_SIZE(requests)
         cdef const uint16_t *owners = <const uint16_t *> (<const char *> self.owners)
         cdef uint64_t now_ms = shardkv_wall_ms()
         cdef uint64_t t0, hits = 0, misses = 0, name, off, off_old, link, bucket, start, length
-        cdef Py_ssize_t argc, word
+        cdef Py_ssize_t argc, word, frame_at, frame_end, inflight
         cdef int pdb = self.dbmap[db]
         cdef int status, can_write = -1  # -1: writes() not asked yet
+        cdef int owner
         cdef int64_t delta, result
         cdef list argv
+        cdef tuple request
         cdef bytes key, framed, raw
         cdef object value
-        cdef list out = []
+        cdef bytearray buf = None
+        cdef Pending pending
         null = b"_\r\n" if proto == 3 else b"$-1\r\n"
         while i < n:
-            argv = <list> PyTuple_GET_ITEM(<tuple> PyList_GET_ITEM(requests, i), 0)
+            request = <tuple> PyList_GET_ITEM(requests, i)
+            argv = <list> PyTuple_GET_ITEM(request, 0)
             argc = PyList_GET_SIZE(argv)
             name = name_code(<bytes> PyList_GET_ITEM(argv, 0))
             if argc != fast_arity(name):  # another command (0), or another form of this one
                 break
-            if name != GET:
-                if can_write < 0:
-                    can_write = 1 if writes() else 0
-                if not can_write:
-                    break
             key = <bytes> PyList_GET_ITEM(argv, 1)
             if PyBytes_GET_SIZE(key) > self.key_bytes_max:
                 break
-            if not self.single and owners[key_slot(key, PyBytes_GET_SIZE(key))] != self.me:
-                break
+            owner = self.me if self.single else owners[key_slot(key, PyBytes_GET_SIZE(key))]
+            if owner != self.me:
+                if conn is None:
+                    break
+                if buf is None:
+                    buf = conn.buf
+                frame_at = <object> PyTuple_GET_ITEM(request, 1)
+                frame_end = <object> PyTuple_GET_ITEM(request, 2)
+                if frame_at < 0 or frame_end > len(buf) or frame_at >= frame_end or buf[frame_at] != 42:
+                    break  # an inline command: the router encodes it
+                if out:
+                    self.hand_over(conn, out)
+                pending = Pending.__new__(Pending)
+                pending.conn = conn
+                self.peers.forward(owner, <uint8_t> proto, <uint8_t> db,
+                                   <const uint8_t *> PyByteArray_AS_STRING(buf) + frame_at, frame_end - frame_at,
+                                   pending)
+                conn.replies.append(pending)
+                inflight = conn.inflight + 1
+                conn.inflight = inflight
+                i += 1
+                if inflight >= self.inflight_max:
+                    break
+                continue
+            if name != GET:
+                if can_write < 0:
+                    can_write = 1 if self.writes() else 0
+                if not can_write:
+                    break
             t0 = shardkv_monotonic_ns()
             if name == GET:
                 try:
@@ -303,18 +353,33 @@ cdef class FastPath:
             self.counters.add(self.hits_word, hits)
         if misses:
             self.counters.add(self.misses_word, misses)
-        return i, b"".join(out)
+        return i
 
-    def run_forwarded(self, bytes body not None, object writes):
+    def run_forwarded(self, bytes body not None):
         """A command another worker forwarded here (body: protocol, db, the command as RESP),
         run as `run` would run it: its reply, or None if the fast path does not take it (nor
         anything the header flags, a blocked client's look or a tracking client's NOLOOP)."""
         cdef const unsigned char *b = body
+        cdef list out = []
         if PyBytes_GET_SIZE(body) < 3 or b[0] & 0xC0:
             return None
         frames = body[2:]
         requests, _, _, error = parse_frames(frames, len(frames), 1 << 30, 1 << 40, 1, False, None, ValueError)
         if error is not None or len(requests) != 1:
             return None
-        i, data = self.run(requests, 0, b[1], b[0], writes)
-        return data if i == 1 else None
+        if self.run_some(requests, 0, b[1], b[0], out, None) != 1:
+            return None
+        return <bytes> PyList_GET_ITEM(out, 0)
+
+    def serve(self, int source, handler, bint free):
+        """Take the requests from source, in order: a command the fast path takes is run and
+        answered here while `free` (the shard is not locked); any other message goes to
+        handler(source, kind, request id, body), which says whether the shard is free after it."""
+        cdef Peers peers = self.peers
+        for kind, rid, body in peers.take(source, False):
+            if free and kind == K_REQ:
+                reply = self.run_forwarded(body)
+                if reply is not None:
+                    peers.send(source, K_REP, rid, reply)
+                    continue
+            free = handler(source, kind, rid, body)

@@ -9,7 +9,7 @@ import os
 from types import ModuleType
 
 try:
-    from shardkv import alloc, fast, index, numbers, resp
+    from shardkv import alloc, fast, hop, index, numbers, resp
 except ImportError as exc:  # never built (a checkout without `pip install -e .`), or built for another Python
     raise ImportError(f"shardkv's compiled modules are not built ({exc}): run `pip install -e .`, which needs a "
                       "C compiler, Python's headers and zlib's") from None
@@ -36,6 +36,7 @@ fresh(index, "index")
 fresh(alloc, "alloc")
 fresh(numbers, "numbers")
 fresh(resp, "resp")
+fresh(hop, "hop")
 fresh(fast, "fast")
 Index = index.Index
 Allocator = alloc.Allocator
@@ -48,3 +49,9 @@ parse_frames, parse_integer = resp.parse, resp.parse_integer
 Counters, FastPath, slot_of = fast.Counters, fast.FastPath, fast.slot_of
 FAST_COMMANDS: tuple[str, ...] = fast.FAST_COMMANDS
 fast_takes = fast.takes
+Peers = hop.Peers
+Pending = hop.Pending
+Ring = hop.Ring
+RingDamaged = hop.RingDamaged
+ring_index = hop.ring_index
+KINDS: dict[str, int] = hop.KINDS

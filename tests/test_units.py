@@ -2,16 +2,20 @@
 
 from __future__ import annotations
 
+import asyncio
 import mmap
+import os
 import random
+from collections.abc import Iterator
 
 import pytest
 
 from shardkv import protocol
 from shardkv.errors import CommandError
 from shardkv.limits import Footprint, Limits, LimitsError, parse_args, parse_memory
-from shardkv.ring import Ring, ring_index
+from shardkv.native import Peers, Pending, RingDamaged, ring_index
 from shardkv.store import TYPE_STRING, InjectedFault, Store, resp_bulk
+from shardkv.worker.peers import K_REP, K_REQ, K_RESET
 
 # ------------------------------------------------------------------ protocol
 
@@ -152,36 +156,95 @@ def test_store_rebuild_reclaims_unpublished_blocks(store: Store) -> None:
 # ------------------------------------------------------------------ rings
 
 
-def test_ring_fifo_wraps_and_fragments() -> None:
-    cap = 64 * 1024
-    mm = mmap.mmap(-1, 2 * (128 + cap))
-    ring = Ring(mm, ring_index(0, 1, 2, False), cap)
+RING_BYTES = 64 * 1024
+
+
+@pytest.fixture
+def two_workers() -> Iterator[tuple[Peers, Peers, list[int], mmap.mmap]]:
+    """Both ends of the rings between two workers, in one process (no event loop runs: flush by hand)."""
+    mm = mmap.mmap(-1, 4 * (128 + RING_BYTES))
+    bells = [os.eventfd(0, os.EFD_NONBLOCK) for _ in range(2)]
+    loop = asyncio.new_event_loop()
+    a = Peers(0, 2, mm, RING_BYTES, bells, loop, b"-ERR restarted\r\n")
+    b = Peers(1, 2, mm, RING_BYTES, bells, loop, b"-ERR restarted\r\n")
+    yield a, b, bells, mm
+    a.close()
+    b.close()
+    loop.close()
+    for fd in bells:
+        os.close(fd)
+
+
+def test_messages_keep_their_order_across_wraps_fragments_and_a_full_ring(
+        two_workers: tuple[Peers, Peers, list[int], mmap.mmap]) -> None:
+    a, b, bells, _ = two_workers
     rng = random.Random(3)
-    sent: list[bytes] = []
-    got: list[bytes] = []
-    pending: list[tuple[bytes, int]] = []
-
-    def push_what_fits() -> None:
-        while pending:
-            m, off = pending[0]
-            off = ring.push_message(m, off)
-            if off < len(m):
-                pending[0] = (m, off)
-                return
-            pending.pop(0)
-
-    for i in range(2000):
-        msg = rng.randbytes(rng.choice([1, 7, 100, 5000, 40000]))
-        pending.append((msg, 0))
-        sent.append(msg)
-        push_what_fits()
-        if i % 3 == 0:
-            got.extend(ring.pop_all(1000))
-    while pending or ring.has_data():
-        got.extend(ring.pop_all(1000))
-        push_what_fits()
-    got.extend(ring.pop_all(1000))
+    sent: list[tuple[int, int, bytes]] = []
+    got: list[tuple[int, int, bytes]] = []
+    for i in range(2000):  # 40,000 bytes: fragments of a quarter ring each; bursts fill the ring
+        body = rng.randbytes(rng.choice([0, 1, 7, 100, 5000, 40000]))
+        a.send(1, K_REQ, i, body)
+        sent.append((K_REQ, i, body))
+        if i % 5 == 0:
+            a.flush()
+        if i % 7 == 0:
+            got.extend(b.take(0, False))
+    while len(got) < len(sent):
+        a.flush()
+        got.extend(b.take(0, False))
     assert got == sent
+    assert os.eventfd_read(bells[1]) >= 1 and not b.pending_input(0, False)
+
+
+class Sink:
+    def __init__(self) -> None:
+        self.ready: list[bytes | None] = []
+
+    def reply_ready(self, pending: Pending) -> None:
+        self.ready.append(pending.value)
+
+
+def test_replies_resolve_what_waits_and_a_restart_fails_the_rest(
+        two_workers: tuple[Peers, Peers, list[int], mmap.mmap]) -> None:
+    a, b, _, _ = two_workers
+    sink = Sink()
+    pending = Pending(sink)
+    called: list[bytes | None] = []
+    first = a.request(1, K_REQ, b"one", pending)
+    a.request(1, K_REQ, b"two", called.append)
+    a.flush()
+    (_, rid1, body1), (_, _, body2) = b.take(0, False)
+    assert (rid1, body1, body2) == (first, b"one", b"two")
+    b.send(0, K_REP, rid1, b"+first\r\n")
+    b.send(0, K_RESET, 0, b"")
+    b.flush()
+    resets: list[int] = []
+    a.answer(1, resets.append)
+    assert sink.ready == [b"+first\r\n"] and resets == [1] and called == []
+    a.peer_restarted(1)  # what a reset does: the second request fails
+    assert called == [None]
+    late = Pending(sink)
+    a.request(1, K_REQ, b"three", late)
+    a.peer_restarted(1)
+    assert late.value == b"-ERR restarted\r\n" and sink.ready[-1] == late.value
+
+
+def test_a_damaged_ring_raises_rather_than_reads_outside_it(
+        two_workers: tuple[Peers, Peers, list[int], mmap.mmap]) -> None:
+    a, b, _, mm = two_workers
+    a.send(1, K_REQ, 1, b"x")
+    a.flush()
+    q = memoryview(mm).cast("Q")
+    base = ring_index(0, 1, 2, False) * (128 + RING_BYTES) // 8
+    q[base + 8] += 3 * RING_BYTES  # the tail, past what the ring holds
+    with pytest.raises(RingDamaged):
+        b.take(0, False)
+    q[base + 8] -= 3 * RING_BYTES
+    at = (base + 16) * 8  # the record's length
+    mm[at : at + 4] = (RING_BYTES * 2).to_bytes(4, "little")
+    with pytest.raises(RingDamaged):
+        b.take(0, False)
+    q.release()
 
 
 def test_ring_indexes_are_distinct() -> None:

@@ -17,6 +17,7 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Protocol
 
 from shardkv.limits import Limits
+from shardkv.native import Pending
 from shardkv.stats import Stats
 from shardkv.store import Store
 
@@ -42,27 +43,6 @@ REPLY_ON, REPLY_OFF, REPLY_SKIP = b"on", b"off", b"skip"
 
 class ReplySink(Protocol):
     def reply_ready(self, pending: Pending) -> None: ...
-
-
-class Pending:
-    """A reply that another shard (or a transaction) will supply; kept in request order."""
-
-    __slots__ = ("value", "conn", "barrier", "callback")
-
-    def __init__(self, conn: ReplySink | None, barrier: bool = False) -> None:
-        self.value: bytes | None = None
-        self.conn = conn
-        self.barrier = barrier
-        self.callback: Callable[[bytes], None] | None = None  # for replies the router itself awaits
-
-    def resolve(self, value: bytes) -> None:
-        if self.value is not None:
-            return  # resolved once: a late second answer (after an error reply) is dropped
-        self.value = value
-        if self.callback is not None:
-            self.callback(value)
-        if self.conn is not None:
-            self.conn.reply_ready(self)
 
 
 Reply = bytes | Pending

@@ -180,15 +180,16 @@ class Connection(asyncio.BufferedProtocol):
         i = 0
         while i < count:
             if takes_fast(requests[i][0][0]) and not busy and self.plain():
-                # The commonest one-key commands on local keys run in C (fast.pyx: GET, SET, the
-                # INCR family), up to the first request that is not one of them.
-                i, data = run_fast(requests, i, self.db, self.proto, worker.fast_writes)
-                if data:
-                    self.replies.append(data)
-                    self.queued_bytes += len(data)
+                # The commonest one-key commands run in C (fast.pyx: GET, SET, the INCR family; a
+                # key of another worker's is sent there), up to the first request that is not one
+                # of them.
+                i = run_fast(self, requests, i)
                 if worker.fast.damaged:
                     worker.fast.damaged = False
                     worker.repair_shard("the fast path")
+                if self.inflight >= inflight_max:
+                    consumed, error, stopped = requests[i - 1][2], None, True
+                    break
                 if i == count:
                     break
             argv, start, end = requests[i]

@@ -383,8 +383,7 @@ class Router:
         """Send a command to the worker owning its keys; its reply resolves the Pending."""
         raw = bytes(conn.buf[start:end]) if start >= 0 and conn.buf[start] == 42 else protocol.encode_command(argv)
         pending = Pending(conn)
-        self.worker.peers.request(shard, K_REQ, head(conn.proto, conn.db) + raw, lambda reply: pending.resolve(
-            reply if reply is not None else protocol.error(errors.SHARD_RESTARTED)))
+        self.worker.peers.request(shard, K_REQ, head(conn.proto, conn.db) + raw, pending)
         return pending
 
     def run_client(self, cmd: Command, conn: Client, argv: list[bytes]) -> Reply:

@@ -81,7 +81,6 @@ from shardkv.worker.peers import (
     K_READY,
     K_REP,
     K_REQ,
-    K_RESET,
     K_UNLOCK,
     K_UNWATCH,
     K_WATCH,
@@ -158,14 +157,14 @@ class Worker:
         self.command_stats_word = {name: mine + CMD_WORDS * i for name, i in self.command_index.items()}
         self.counters = Counters(self.stats_mm)  # what this worker adds to the stats words, in C
         self.ring_mm = segments.attach(boot.ring_name) if self.workers > 1 else None
-        self.peers = Peers(self.id, self.workers, self.ring_mm, self.limits.ring_bytes, boot.doorbells, self.loop)
-        self.inbox_rings = [self.peers.req_in[s] for s in self.peers.others]
+        self.peers = Peers(self.id, self.workers, self.ring_mm, self.limits.ring_bytes, boot.doorbells, self.loop,
+                           protocol.error(errors.SHARD_RESTARTED))
         self.router = Router(self)
         here = self.stats.base(self.id)
         self.fast = FastPath(self.store.index, self.store.allocator, self.counters, self.store.dbmap,
                              array.array("H", self.router.owners).tobytes(), self.id, self.limits.key_bytes_max,
                              {name: self.command_stats_word[name] for name in FAST_COMMANDS}, here + W_HITS,
-                             here + W_MISSES)
+                             here + W_MISSES, self.peers, self.limits.inflight_per_client_max, self.fast_writes)
         self.scripts = Scripts(self)
         self.blocking = Blocking(self)  # this worker's blocked clients
         self.watchers = Watchers(self, self.store)  # clients blocked on this shard's keys
@@ -415,10 +414,7 @@ class Worker:
     def inbox_pending(self) -> bool:
         """Another worker sent this one a request it has not run yet (checked on every client
         read: one load per peer ring)."""
-        for ring in self.inbox_rings:
-            if ring.has_data():
-                return True
-        return False
+        return self.peers.requests_pending()
 
     def client_by_id(self, client_id: int) -> Connection | None:
         conn = self.by_id.get(client_id)
@@ -591,46 +587,46 @@ class Worker:
         self.drain()
 
     def drain(self) -> None:
+        """Take what the other workers sent: first their replies (in C: hop.pyx), then their
+        requests (what the fast path takes, in C; the rest in serve, in order)."""
         peers = self.peers
         for src in peers.others:
-            for kind, rid, body in peers.take(src, replies=True):
-                if kind == K_RESET:
-                    peers.peer_restarted(src)
-                    self.watchers.drop_home(src)
-                    self.key_watches.drop_home(src, self.workers)
-                    self.tracking_peer_restarted(src)
-                    self.blocking.owner_restarted(src)
-                    if self.lock_owner == src:
-                        self.router.undo_settle_after(src)
-                        self.unlock_own(self.reserved)
-                        self.reserved = []
-                else:
-                    peers.answered(src, rid, body)
+            peers.answer(src, self.peer_restarted)
         for src in peers.others:
             if self.lock_owner != NO_LOCK and self.lock_owner != src:
                 continue
-            for kind, rid, body in peers.take(src, replies=False):
-                try:
-                    self.serve(src, kind, rid, body)
-                except Exception:  # a bug: say so loudly, but never leave the peer waiting
-                    traceback.print_exc()  # noqa
-                    if kind in (K_REQ, K_LOCK, K_APPLY):
-                        peers.send(src, K_LOCKED if kind == K_LOCK else K_REP, rid,
-                                   protocol.error(errors.INTERNAL))
+            self.fast.serve(src, self.serve_safely, self.lock_owner == NO_LOCK)
         if any(peers.pending_input(s, True) for s in peers.others) or any(
                 peers.pending_input(s, False) for s in peers.others
                 if self.lock_owner == NO_LOCK or self.lock_owner == s):
             self.loop.call_soon(self.drain)
 
-    def run_forwarded(self, body: bytes) -> bytes:
-        """The reply to a command another worker sent: by the fast path where it takes it."""
-        reply = self.fast.run_forwarded(body, self.fast_writes) if self.lock_owner == NO_LOCK else None
-        return reply if reply is not None else self.router.run_raw(body)
+    def peer_restarted(self, src: int) -> None:
+        """Worker src restarted: what waited on it fails, what it held here is let go."""
+        self.peers.peer_restarted(src)
+        self.watchers.drop_home(src)
+        self.key_watches.drop_home(src, self.workers)
+        self.tracking_peer_restarted(src)
+        self.blocking.owner_restarted(src)
+        if self.lock_owner == src:
+            self.router.undo_settle_after(src)
+            self.unlock_own(self.reserved)
+            self.reserved = []
+
+    def serve_safely(self, src: int, kind: int, rid: int, body: bytes) -> bool:
+        """Serve one message the fast path did not take; whether the shard is free after it."""
+        try:
+            self.serve(src, kind, rid, body)
+        except Exception:  # a bug: say so loudly, but never leave the peer waiting
+            traceback.print_exc()  # noqa
+            if kind in (K_REQ, K_LOCK, K_APPLY):
+                self.peers.send(src, K_LOCKED if kind == K_LOCK else K_REP, rid, protocol.error(errors.INTERNAL))
+        return self.lock_owner == NO_LOCK
 
     def serve(self, src: int, kind: int, rid: int, body: bytes) -> None:
         peers = self.peers
         if kind == K_REQ:
-            peers.send(src, K_REP, rid, self.run_forwarded(body))
+            peers.send(src, K_REP, rid, self.router.run_raw(body))
         elif kind == K_LOCK:
             assert self.lock_owner == NO_LOCK, f"LOCK from {src} while held by {self.lock_owner}"
             self.lock_owner = src
