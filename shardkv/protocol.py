@@ -242,6 +242,8 @@ def read_reply(data: bytes, pos: int = 0) -> tuple[object, int]:
         n = int(head)
         if n < 0:
             return None, pos
+        if pos + n + 2 > len(data):
+            raise IndexError("the bulk string is cut short")  # (readers of a stream read more and retry)
         return bytes(data[pos : pos + n]), pos + n + 2
     if kind == 95:  # _
         return None, pos
