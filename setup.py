@@ -10,7 +10,7 @@ from Cython.Build import cythonize
 from setuptools import Extension, setup
 
 ROOT = Path(__file__).parent
-MODULES = {"index": ["z"], "alloc": [], "numbers": [], "resp": [], "hop": [], "fast": []}  # module -> C libraries it links
+MODULES = {"index": ["z"], "alloc": [], "numbers": [], "resp": [], "hop": [], "layouts": ["z"], "fast": []}  # module -> C libraries it links
 
 
 def source_digest(name: str) -> str:

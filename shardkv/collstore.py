@@ -35,6 +35,14 @@ from collections.abc import Callable
 from itertools import accumulate
 
 from shardkv.errors import OOM, CommandError
+from shardkv.native import (
+    CHUNK_BYTES_MAX,
+    CHUNK_ENTRIES_MAX,
+    chunks_pop_end,
+    chunks_push_end,
+    table_probe,
+    table_set_one,
+)
 from shardkv.store import (
     CHUNK_OFF_MASK,
     KLEN_MASK,
@@ -55,8 +63,6 @@ from shardkv.store import (
 _LEN = struct.Struct("<I")
 PACKED_ENTRIES_MAX = 128  # more entries (hash: fields) than this take the large layout
 PACKED_BYTES_MAX = 8192  # so does a packed value larger than this
-CHUNK_ENTRIES_MAX = 128
-CHUNK_BYTES_MAX = 8192
 TABLE_SLOTS_MIN_LOG2 = 4
 TABLE_SLOTS_MAX_LOG2 = 24  # fp bits: at most 12.5 million entries in one hash or set
 FP_SPACE = 1 << 24
@@ -277,43 +283,33 @@ class Table(_Large):
     def __len__(self) -> int:
         return self.store.q[self.s]
 
-    def _probe(self, field: bytes, fp: int, taken: set[int] | frozenset[int] = frozenset()) -> tuple[int, int]:
+    def _probe(self, field: bytes, taken: set[int] | None = None) -> tuple[int, int]:
         """(slot of field or -1, the slot a new entry for it would take).  Slots in `taken` are
-        spoken for by this same change and count as occupied."""
-        q, mm = self.store.q, self.store.mm
-        slot0, mask = self.slot0, self.mask
-        i = fp >> (24 - self.log2)
-        free = -1
-        n = len(field)
-        while True:
-            w = q[slot0 + i]
-            if i in taken:
-                pass
-            elif w == 0:
-                return -1, (free if free >= 0 else i)
-            elif w == TOMBSTONE:
-                if free < 0:
-                    free = i
-            elif w >> 40 == fp:
-                off = (w & OFF_MASK) << 3
-                if q[(off >> 3) + 2] & KLEN_MASK == n and mm[off + 32 : off + 32 + n] == field:
-                    return i, free
-            i = (i + 1) & mask
+        spoken for by this same change and count as occupied.  (Compiled: layouts.pyx.)"""
+        return table_probe(self.store.index, self.s, field, taken or None)
 
     def _node(self, i: int) -> int:
         return (self.store.q[self.slot0 + i] & OFF_MASK) << 3
 
     def get(self, field: bytes) -> bytes | None:
-        i = self._probe(field, _fp(field))[0]
+        i = self._probe(field)[0]
         return None if i < 0 else self._entry(self.store.q[self.slot0 + i])[1]
 
     def contains(self, field: bytes) -> bool:
-        return self._probe(field, _fp(field))[0] >= 0
+        return self._probe(field)[0] >= 0
 
     def set_many(self, entries: dict[bytes, bytes]) -> int:
         """Write entries (new or replacing) as one change; returns how many are new."""
         self._changed()
         store = self.store
+        if len(entries) == 1:  # the usual change: compiled (layouts.pyx), one publishing store
+            ((field, value),) = entries.items()
+            added = table_set_one(store.index, self.head, field, value)
+            if added < 0:  # the table is 3/4 full: it grows first
+                self._rehash(_log2_for(len(self) + 1))
+                added = table_set_one(store.index, self.head, field, value)
+            assert added >= 0, "a table just grown has room for one more entry"
+            return added
         q = store.q
         if q[self.s + 1] + len(entries) > (3 << self.log2) // 4:
             self._rehash(_log2_for(len(self) + len(entries)))
@@ -321,7 +317,7 @@ class Table(_Large):
         plan = []
         for field, value in entries.items():
             fp = _fp(field)
-            at, free = self._probe(field, fp, taken)
+            at, free = self._probe(field, taken)
             slot = at if at >= 0 else free
             taken.add(slot)
             plan.append((field, value, fp, slot, at >= 0))
@@ -347,7 +343,7 @@ class Table(_Large):
         """Remove fields as one change; returns how many were there.  The caller deletes the key
         when the count reaches 0."""
         store = self.store
-        slots = {i for i in (self._probe(f, _fp(f))[0] for f in set(fields)) if i >= 0}
+        slots = {i for i in (self._probe(f)[0] for f in set(fields)) if i >= 0}
         if not slots:
             return 0
         self._changed()
@@ -591,22 +587,12 @@ class Chunks(_Large):
     def push(self, items: list[bytes], left: bool) -> int:
         """LPUSH (items in the order pushed) / RPUSH; returns the new length."""
         self._changed()
-        store = self.store
-        q = store.q
-        first, n = self._window()
-        end_word = self.slot0 + (first if left else first + n - 1)
-        ordered = list(reversed(items)) if left else items
-        end_link = q[end_word]
-        add = pack_node(ordered)
-        payload = self._payload(end_link)
-        if (end_link >> 48) + len(items) <= CHUNK_ENTRIES_MAX and len(payload) + len(add) <= CHUNK_BYTES_MAX:
-            # The usual push: the end node has room; its bytes are copied, not its entries parsed.
-            self._publish_nodes([(end_word, add + payload if left else payload + add, (end_link >> 48) + len(items))],
-                                None, [], [])
-            q[self.s + 1] += len(items)
-            return len(self)
+        length = chunks_push_end(self.store.index, self.head, items, left)
+        if length >= 0:  # the usual push, compiled (layouts.pyx): the end node had room
+            return length
         # The end node is full: the new entries go into new nodes beyond it.
-        nodes = _chunk(ordered)
+        q = self.store.q
+        nodes = _chunk(list(reversed(items)) if left else items)
         extra = len(nodes)
         self._room(left, extra)
         first, n = self._window()
@@ -626,6 +612,10 @@ class Chunks(_Large):
         if count <= 0:  # nothing to take: no journal, nothing published (LPOP key 0)
             return []
         self._changed()
+        if count == 1:  # the usual pop, compiled (layouts.pyx); not the list's last entry
+            value = chunks_pop_end(self.store.index, self.head, left)
+            if value is not None:
+                return [value]
         store = self.store
         q = store.q
         first, n = self._window()

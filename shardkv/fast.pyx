@@ -1,21 +1,26 @@
 # cython: language_level=3, boundscheck=False, wraparound=False, cdivision=True
 """The compiled front of a worker's pipeline: the stats counters a command adds to, and the fast
 path that runs the commonest one-key commands end to end (GET, plain SET, INCR, DECR, INCRBY,
-DECRBY), without a Python frame per command: on a local key here, on another worker's key by
-sending it there (hop.pyx) and, there, running and answering it in C.
+DECRBY; LPUSH, RPUSH, LPOP, RPOP, SADD and HSET of one element), without a Python frame per
+command: on a local key here, on another worker's key by sending it there (hop.pyx) and, there,
+running and answering it in C.
 
 The fast path is the router's pipeline for these cases only, in the same order (command lookup,
 arity, key size, the key's shard, then the command), and it calls the same compiled primitives as
 the handlers (Index.string_resp for GET; for SET, the allocator, Index.put and the RESP framing
-that Store.put uses; Index.incr for the INCR family).  It stops at the first request it does not
-take whole: another command or form, a long key, an inline command for another worker, a key
-whose time has passed (deleting it emits events), a key of another type or a value that is not an
-integer (an error reply, counted in errorstats), a collection (whose blocks the store frees), a
-full heap (OOM), or an exception (a damaged segment: the shard is repaired first).  The router
-runs that request, and the rest, through its Python pipeline.  It calls the fast path only while
-the connection is in the plain state (authenticated, no MULTI, not subscribed, no tracking,
-replies on) and the shard is not locked, and lets it write only while no key is watched (WATCH,
-blocked clients), tracked (CLIENT TRACKING) or notified (keyspace events)."""
+that Store.put uses; Index.incr for the INCR family; layouts.pyx's one-store changes of a large
+list, set or hash, which collstore.py calls too), so each command's semantics is written once.
+It stops at the first request it does not take whole: another command or form, a long key or
+value, an inline command for another worker, a key whose time has passed (deleting it emits
+events), a new key or a small collection (the Python handlers write those), a key of another type
+or a value that is not an integer (an error reply, counted in errorstats), a string overwriting a
+collection (whose blocks the store frees), a change that needs more than one store (a full chunk,
+a table that must grow, a list's last entry), a full heap (OOM), or an exception (a damaged
+segment: the shard is repaired first).  The router runs that request, and the rest, through its
+Python pipeline.  It calls the fast path only while the connection is in the plain state
+(authenticated, no MULTI, not subscribed, no tracking, replies on) and the shard is not locked,
+and lets it write only while no key is watched (WATCH, blocked clients), tracked (CLIENT TRACKING)
+or notified (keyspace events)."""
 
 from cpython.bytearray cimport PyByteArray_AS_STRING
 from cpython.bytes cimport PyBytes_GET_SIZE
@@ -24,7 +29,19 @@ from cpython.tuple cimport PyTuple_GET_ITEM
 from libc.stdint cimport INT64_MIN, int64_t, uint8_t, uint16_t, uint64_t
 
 from shardkv.hop cimport K_REP, K_REQ, Peers, Pending
-from shardkv.index cimport INCR_CREATED, INCR_DONE, SPAN_STRING, Index, record_bytes
+from shardkv.index cimport (
+    INCR_CREATED,
+    LAYOUT_CHUNKS,
+    LAYOUT_TABLE,
+    SPAN_STRING,
+    TYPE_HASH,
+    TYPE_LIST,
+    TYPE_SET,
+    TYPE_STRING,
+    Index,
+    record_bytes,
+)
+from shardkv.layouts cimport chunks_pop, chunks_push, structure, table_set
 from shardkv.resp cimport bulk, integer, string2ll
 
 from shardkv.errors import CommandError
@@ -147,30 +164,32 @@ cdef inline uint64_t name_code(bytes name) noexcept:
     return code
 
 
-cdef uint64_t GET = name_code(b"get")
-cdef uint64_t SET = name_code(b"set")
-cdef uint64_t INCR = name_code(b"incr")
-cdef uint64_t DECR = name_code(b"decr")
-cdef uint64_t INCRBY = name_code(b"incrby")
-cdef uint64_t DECRBY = name_code(b"decrby")
-cdef uint64_t TYPE_STRING = 1  # index.pyx checks it against store.py's
+cdef enum:  # the commands the fast path takes, each in one form (its arity: ARITY)
+    C_NONE, C_GET, C_SET, C_INCR, C_DECR, C_INCRBY, C_DECRBY, C_LPUSH, C_RPUSH, C_LPOP, C_RPOP, C_SADD, C_HSET, C_COUNT
+
+# Their names in C_ order from C_GET (FastPath wants each one's stats words).
+FAST_COMMANDS = ("get", "set", "incr", "decr", "incrby", "decrby", "lpush", "rpush", "lpop", "rpop", "sadd", "hset")
+cdef Py_ssize_t ARITY[C_COUNT]
+ARITY[:] = [0, 2, 3, 2, 2, 3, 3, 3, 3, 2, 2, 3, 4]  # GET key, SET key value, ..., HSET key field value
+cdef uint64_t CODES[C_COUNT]
+CODES[:] = [0] + [name_code(name.encode()) for name in FAST_COMMANDS]
 cdef bytes OK = b"+OK\r\n"
-FAST_COMMANDS = ("get", "set", "incr", "decr", "incrby", "decrby")  # the stats words FastPath wants
 
 
-cdef inline Py_ssize_t fast_arity(uint64_t code) noexcept:
-    """The one arity the fast path takes a command in (its plain form), 0 for a name it never takes."""
-    if code == GET or code == INCR or code == DECR:
-        return 2
-    if code == SET or code == INCRBY or code == DECRBY:
-        return 3
-    return 0
+cdef inline int fast_command(uint64_t code) noexcept:
+    """The fast path's number for a command name's code (C_NONE: a name it never takes)."""
+    cdef int c
+    if code:
+        for c in range(C_GET, C_COUNT):
+            if CODES[c] == code:
+                return c
+    return C_NONE
 
 
 def takes(bytes name not None):
     """Whether a command of this name (any case) may be run by the fast path: a cheap test the
     router makes before it looks at the client's state."""
-    return fast_arity(name_code(name)) != 0
+    return fast_command(name_code(name)) != C_NONE
 
 
 cdef class FastPath:
@@ -184,15 +203,15 @@ cdef class FastPath:
     cdef bytes owners  # uint16 per slot: the worker that owns it
     cdef int me
     cdef bint single
-    cdef Py_ssize_t key_bytes_max, hits_word, misses_word, inflight_max
-    cdef Py_ssize_t get_word, set_word, incr_word, decr_word, incrby_word, decrby_word
+    cdef Py_ssize_t key_bytes_max, value_bytes_max, hits_word, misses_word, inflight_max
+    cdef Py_ssize_t words[C_COUNT]  # each command's first stats word
     cdef Peers peers
     cdef public object writes  # () -> bool: whether it may write (asked once per run, at its first write)
     cdef public bint damaged  # a write raised half-way (a damaged segment): the shard needs repair
 
     def __init__(self, Index index not None, allocator, Counters counters not None, bytearray dbmap not None,
-                 bytes owners, int me, Py_ssize_t key_bytes_max, dict words not None, Py_ssize_t hits_word,
-                 Py_ssize_t misses_word, Peers peers not None, Py_ssize_t inflight_max, writes):
+                 bytes owners, int me, Py_ssize_t key_bytes_max, Py_ssize_t value_bytes_max, dict words not None,
+                 Py_ssize_t hits_word, Py_ssize_t misses_word, Peers peers not None, Py_ssize_t inflight_max, writes):
         if len(owners) != SLOTS * 2:
             raise ValueError("owners must hold one uint16 per slot")
         self.index = index
@@ -203,13 +222,12 @@ cdef class FastPath:
         self.me = me
         self.single = all(o == me for o in memoryview(owners).cast("H"))
         self.key_bytes_max = key_bytes_max
-        for name in FAST_COMMANDS:
+        self.value_bytes_max = value_bytes_max
+        for c, name in enumerate(FAST_COMMANDS, C_GET):
             counters.check(words[name] + 2)
+            self.words[c] = words[name]
         counters.check(hits_word)
         counters.check(misses_word)
-        self.get_word, self.set_word = words["get"], words["set"]
-        self.incr_word, self.decr_word = words["incr"], words["decr"]
-        self.incrby_word, self.decrby_word = words["incrby"], words["decrby"]
         self.hits_word, self.misses_word = hits_word, misses_word
         self.peers = peers
         self.inflight_max = inflight_max
@@ -218,11 +236,11 @@ cdef class FastPath:
 
     def run(self, conn, list requests not None, Py_ssize_t i):
         """Run a client's requests[i], requests[i + 1] ... (argv, start, end: its frame in
-        conn.buf) while each is a plain GET, or, when `writes()`, a plain SET or an INCR, DECR,
-        INCRBY or DECRBY, of a local key, or one of these in RESP of another worker's key (sent to
-        that worker as the router's forward does: a Pending in the client's queue, counted in
-        conn.inflight, up to the per-client bound).  The replies go to conn.replies, in order.
-        The index of the first request not run."""
+        conn.buf) while the fast path takes each (a GET; when `writes()`, one of its writes) on a
+        local key, or, for another worker's key, sends it there in RESP as the router's forward
+        does (a Pending in the client's queue, counted in conn.inflight, up to the per-client
+        bound).  The replies go to conn.replies, in order.  The index of the first request not
+        run."""
         cdef list out = []
         i = self.run_some(requests, i, conn.db, conn.proto, out, conn)
         if out:
@@ -240,25 +258,22 @@ cdef class FastPath:
         cdef Py_ssize_t n = PyList_GET_SIZE(requests)
         cdef const uint16_t *owners = <const uint16_t *> (<const char *> self.owners)
         cdef uint64_t now_ms = shardkv_wall_ms()
-        cdef uint64_t t0, hits = 0, misses = 0, name, off, off_old, link, bucket, start, length
-        cdef Py_ssize_t argc, word, frame_at, frame_end, inflight
+        cdef uint64_t t0, hits = 0, misses = 0
+        cdef Py_ssize_t frame_at, frame_end, inflight
         cdef int pdb = self.dbmap[db]
-        cdef int status, can_write = -1  # -1: writes() not asked yet
-        cdef int owner
-        cdef int64_t delta, result
+        cdef int c, owner, can_write = -1  # -1: writes() not asked yet
         cdef list argv
         cdef tuple request
-        cdef bytes key, framed, raw
-        cdef object value
+        cdef bytes key
+        cdef object reply
         cdef bytearray buf = None
         cdef Pending pending
         null = b"_\r\n" if proto == 3 else b"$-1\r\n"
         while i < n:
             request = <tuple> PyList_GET_ITEM(requests, i)
             argv = <list> PyTuple_GET_ITEM(request, 0)
-            argc = PyList_GET_SIZE(argv)
-            name = name_code(<bytes> PyList_GET_ITEM(argv, 0))
-            if argc != fast_arity(name):  # another command (0), or another form of this one
+            c = fast_command(name_code(<bytes> PyList_GET_ITEM(argv, 0)))
+            if PyList_GET_SIZE(argv) != ARITY[c]:  # another command (C_NONE), or another form of this one
                 break
             key = <bytes> PyList_GET_ITEM(argv, 1)
             if PyBytes_GET_SIZE(key) > self.key_bytes_max:
@@ -287,73 +302,101 @@ cdef class FastPath:
                 if inflight >= self.inflight_max:
                     break
                 continue
-            if name != GET:
+            if c != C_GET:
                 if can_write < 0:
                     can_write = 1 if self.writes() else 0
                 if not can_write:
                     break
             t0 = shardkv_monotonic_ns()
-            if name == GET:
+            if c == C_GET:
                 try:
-                    value = self.index.string_resp(pdb, key, now_ms)
+                    reply = self.index.string_resp(pdb, key, now_ms)
                 except Exception:  # a damaged segment (SegmentCorrupt): the router's path answers it
                     break
-                if value is EXPIRED or value is WRONG_TYPE:
+                if reply is EXPIRED or reply is WRONG_TYPE:
                     break
-                if value is None:
+                if reply is None:
                     misses += 1
-                    out.append(null)
+                    reply = null
                 else:
                     hits += 1
-                    out.append(value)
-                word = self.get_word
-            elif name == SET:
+            else:
                 try:
-                    off_old = self.index.walk(pdb, key, &link, &bucket)
-                    if off_old and self.index.string_span(off_old, now_ms, &start, &length) != SPAN_STRING:
-                        break  # expired (removing it emits events), or a collection (the store frees its blocks)
-                    framed = bulk(<bytes> PyList_GET_ITEM(argv, 2))
-                    off = self.allocator.alloc(record_bytes(PyBytes_GET_SIZE(key), PyBytes_GET_SIZE(framed)))
-                    self.index.put(off, pdb, key, TYPE_STRING, framed, 0, off_old, link, bucket)
-                    if off_old:
-                        self.allocator.free(off_old)
+                    reply = self.write(c, pdb, key, argv, now_ms)
                 except CommandError:  # full (OOM), before any change: the router's path answers it
                     break
                 except Exception:
-                    self.damaged = True  # the router repairs the shard, then runs this SET itself
+                    self.damaged = True  # the router repairs the shard, then runs this command itself
                     break
-                out.append(OK)
-                word = self.set_word
-            else:
-                if name == INCR or name == DECR:
-                    delta = 1
-                else:
-                    raw = <bytes> PyList_GET_ITEM(argv, 2)
-                    if not string2ll(raw, PyBytes_GET_SIZE(raw), &delta):
-                        break  # not an integer: the router's path answers it
-                if name == DECR or name == DECRBY:
-                    if delta == INT64_MIN:
-                        break  # its negation overflows: the router's path answers it
-                    delta = -delta
-                try:
-                    status = self.index.incr(pdb, key, delta, now_ms, &result)
-                except CommandError:  # full (OOM), before any change
+                if reply is None:
                     break
-                except Exception:
-                    self.damaged = True
-                    break
-                if status != INCR_DONE and status != INCR_CREATED:
-                    break  # expired, or an error: nothing changed, and the router's path answers it
-                out.append(integer(result))
-                word = (self.incr_word if name == INCR else self.decr_word if name == DECR else
-                        self.incrby_word if name == INCRBY else self.decrby_word)
-            self.counters.command(word, shardkv_monotonic_ns() - t0, False)
+            out.append(reply)
+            self.counters.command(self.words[c], shardkv_monotonic_ns() - t0, False)
             i += 1
         if hits:
             self.counters.add(self.hits_word, hits)
         if misses:
             self.counters.add(self.misses_word, misses)
         return i
+
+    cdef object write(self, int c, int pdb, bytes key, list argv, uint64_t now_ms):
+        """Run write command c on local key: its reply, or None having changed nothing (the
+        router's path answers it: a key whose time has passed, which deleting emits events for; a
+        new key, a small collection or another type, which the Python handlers write; a value
+        past the size limit, or an INCR that is not an integer or overflows)."""
+        cdef uint64_t off, off_old, link, bucket, start, length, exp
+        cdef int64_t delta, result
+        cdef Py_ssize_t r
+        cdef bytes framed, raw, value
+        cdef object popped
+        if c == C_SET:
+            off_old = self.index.walk(pdb, key, &link, &bucket)
+            if off_old and self.index.string_span(off_old, now_ms, &start, &length) != SPAN_STRING:
+                return None  # expired, or a collection (the store frees its blocks)
+            framed = bulk(<bytes> PyList_GET_ITEM(argv, 2))
+            off = self.allocator.alloc(record_bytes(PyBytes_GET_SIZE(key), PyBytes_GET_SIZE(framed)))
+            self.index.put(off, pdb, key, TYPE_STRING, framed, 0, off_old, link, bucket)
+            if off_old:
+                self.allocator.free(off_old)
+            return OK
+        if c <= C_DECRBY:  # the INCR family
+            if c == C_INCR or c == C_DECR:
+                delta = 1
+            else:
+                raw = <bytes> PyList_GET_ITEM(argv, 2)
+                if not string2ll(raw, PyBytes_GET_SIZE(raw), &delta):
+                    return None
+            if c == C_DECR or c == C_DECRBY:
+                if delta == INT64_MIN:
+                    return None  # its negation overflows
+                delta = -delta
+            if self.index.incr(pdb, key, delta, now_ms, &result) > INCR_CREATED:
+                return None  # expired, or an error: nothing changed
+            return integer(result)
+        # A large collection's usual change (layouts.pyx), in place.
+        off = self.index.walk(pdb, key, &link, &bucket)
+        if not off:
+            return None
+        exp = self.index.q[(off >> 3) + 1]
+        if exp and exp <= now_ms:
+            return None
+        for r in range(2, PyList_GET_SIZE(argv)):
+            if PyBytes_GET_SIZE(<bytes> PyList_GET_ITEM(argv, r)) > self.value_bytes_max:
+                return None
+        if c == C_SADD or c == C_HSET:
+            if not structure(self.index, off, TYPE_SET if c == C_SADD else TYPE_HASH, LAYOUT_TABLE):
+                return None
+            r = table_set(self.index, off, <bytes> PyList_GET_ITEM(argv, 2),
+                          b"" if c == C_SADD else <bytes> PyList_GET_ITEM(argv, 3))
+            return None if r < 0 else integer(r)
+        if not structure(self.index, off, TYPE_LIST, LAYOUT_CHUNKS):
+            return None
+        if c == C_LPUSH or c == C_RPUSH:
+            value = <bytes> PyList_GET_ITEM(argv, 2)
+            r = chunks_push(self.index, off, [value], c == C_LPUSH)
+            return None if r < 0 else integer(r)
+        popped = chunks_pop(self.index, off, c == C_LPOP)
+        return None if popped is None else bulk(popped)
 
     def run_forwarded(self, bytes body not None):
         """A command another worker forwarded here (body: protocol, db, the command as RESP),

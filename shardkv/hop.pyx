@@ -204,8 +204,8 @@ cdef int split_messages(const uint8_t *p, Py_ssize_t n, list out) except -1:
         m = hop_u32(p + pos)
         if m < FRAME_BYTES - 4 or m > n - pos - 4:
             raise RingDamaged(f"a message of {m} bytes does not fit its record")
-        out.append((p[pos + 4], hop_u32(p + pos + 5), PyBytes_FromStringAndSize(<const char *> p + pos + FRAME_BYTES,
-                                                                               m - 5)))
+        body = PyBytes_FromStringAndSize(<const char *> p + pos + FRAME_BYTES, m - 5)
+        out.append((p[pos + 4], hop_u32(p + pos + 5), body))
         pos += 4 + m
     return 0
 
@@ -349,8 +349,8 @@ cdef class Peers:
     cdef int queue(self, int target, uint8_t kind, uint32_t rid, const uint8_t *head, Py_ssize_t head_n,
                    const uint8_t *body, Py_ssize_t n) except -1:
         cdef bint reply = kind == K_REP or kind == K_LOCKED or kind == K_RESET
-        (<Outbox> PyList_GET_ITEM(self.box_rep if reply else self.box_req, target)).add(kind, rid, head, head_n,
-                                                                                          body, n)
+        cdef Outbox box = <Outbox> PyList_GET_ITEM(self.box_rep if reply else self.box_req, target)
+        box.add(kind, rid, head, head_n, body, n)
         if not self.flush_scheduled:
             self.flush_scheduled = True
             self.loop.call_soon(self.flush)

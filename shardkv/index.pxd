@@ -2,6 +2,36 @@
 from libc.stdint cimport int64_t, uint8_t, uint64_t
 
 
+cdef extern from *:
+    """
+    #define SHARDKV_OFF_MASK ((((uint64_t) 1) << 40) - 1)
+    #define SHARDKV_KLEN_MASK ((((uint64_t) 1) << 32) - 1)
+    #define SHARDKV_VLEN_MASK ((((uint64_t) 1) << 40) - 1)
+    #define SHARDKV_CHUNK_OFF_MASK ((((uint64_t) 1) << 48) - 1)
+    """
+    # The segment's layout, one spelling for every compiled module (Index checks it against store.py's).
+    const uint64_t OFF_MASK "SHARDKV_OFF_MASK"  # a link's offset / 8
+    const uint64_t KLEN_MASK "SHARDKV_KLEN_MASK"  # a record's info word: its key bytes
+    const uint64_t VLEN_MASK "SHARDKV_VLEN_MASK"  # its value-bytes word (the rest: the access clock's)
+    const uint64_t CHUNK_OFF_MASK "SHARDKV_CHUNK_OFF_MASK"  # a chunk directory slot: entries << 48 | offset / 8
+
+
+cdef enum:
+    RECORD_HEADER_BYTES = 32  # next link, expire at, info (key bytes, type, stored db), value bytes
+    H_DIRTY = 12  # header words: changes since start, then keys and keys with a time, per db
+    H_KEYS = 64
+    H_EXPIRES = 64 + 256
+    TYPE_STRING = 1
+    TYPE_LIST = 2
+    TYPE_SET = 3
+    TYPE_HASH = 5
+    LAYOUT_PACKED = 1  # a collection's value area starts with its layout byte (collstore.py)
+    LAYOUT_TABLE = 2
+    LAYOUT_CHUNKS = 3
+    STRUCT_WORDS = 3  # words of a table / chunk directory before its slots
+    TOMBSTONE = 1  # a table slot whose entry was deleted
+
+
 cdef class Index:
     cdef uint8_t[::1] segment  # keeps the mapping's buffer alive while the pointers are used
     cdef uint8_t *base
@@ -10,6 +40,8 @@ cdef class Index:
     cdef public object allocator  # alloc.Allocator: alloc(bytes) and free(offset), for writes that allocate
 
     cdef uint64_t walk(self, int pdb, bytes key, uint64_t *link_out, uint64_t *bucket_out) except? 0
+    cdef unsigned char *new_record(self, uint64_t off, int pdb, const unsigned char *key, uint64_t klen,
+                                   uint64_t kind, uint64_t vlen, uint64_t expire_ms) except NULL
     cpdef void write_record(self, uint64_t off, int pdb, bytes key, uint64_t kind, bytes value,
                             uint64_t expire_ms) except *
     cpdef void publish(self, uint64_t off, int pdb, bytes key, uint64_t off_old, uint64_t link,

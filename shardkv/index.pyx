@@ -39,18 +39,11 @@ cdef extern from *:
 
 SOURCE_SHA256 = SHARDKV_SOURCE_SHA256.decode()  # of index.pyx when it was compiled (native.py)
 
-cdef uint64_t OFF_MASK = ((<uint64_t> 1) << 40) - 1  # as store.py's (checked: LAYOUT)
-cdef uint64_t KLEN_MASK = ((<uint64_t> 1) << 32) - 1
-cdef uint64_t VLEN_MASK = ((<uint64_t> 1) << 40) - 1  # the rest of the word: the access clock's
-cdef uint64_t RECORD_HEADER_BYTES = 32
-cdef uint64_t TYPE_STRING = 1
-cdef uint64_t H_DIRTY = 12  # header words: changes since start, then keys and keys with a time, per db
-cdef uint64_t H_KEYS = 64
-cdef uint64_t H_EXPIRES = 64 + 256
-
 INCR_STATUS = {"done": INCR_DONE, "created": INCR_CREATED, "expired": INCR_EXPIRED, "wrong_type": INCR_WRONG_TYPE,
                "not_integer": INCR_NOT_INTEGER, "overflow": INCR_OVERFLOW}
-LAYOUT = (OFF_MASK, KLEN_MASK, VLEN_MASK, RECORD_HEADER_BYTES, TYPE_STRING, H_DIRTY, H_KEYS, H_EXPIRES)
+# The segment layout as index.pxd spells it, which Index checks against store.py's when a store opens.
+LAYOUT = (OFF_MASK, KLEN_MASK, VLEN_MASK, RECORD_HEADER_BYTES, TYPE_STRING, H_DIRTY, H_KEYS, H_EXPIRES, TYPE_LIST,
+          TYPE_SET, TYPE_HASH, LAYOUT_PACKED, LAYOUT_TABLE, LAYOUT_CHUNKS, STRUCT_WORDS, TOMBSTONE, CHUNK_OFF_MASK)
 
 
 cpdef uint64_t record_bytes(uint64_t klen, uint64_t vlen) noexcept:
@@ -117,10 +110,10 @@ cdef class Index:
         link_out[0] = 0
         return 0
 
-    cpdef void write_record(self, uint64_t off, int pdb, bytes key, uint64_t kind, bytes value,
-                            uint64_t expire_ms) except *:
-        """Write a whole record (header, key, value) into the block at off, not yet linked."""
-        cdef Py_ssize_t klen = len(key), vlen = len(value)
+    cdef unsigned char *new_record(self, uint64_t off, int pdb, const unsigned char *key, uint64_t klen,
+                                   uint64_t kind, uint64_t vlen, uint64_t expire_ms) except NULL:
+        """Write a record's header and key into the block at off (not yet linked): where its
+        vlen value bytes go, for the caller to fill."""
         cdef uint64_t w = off >> 3
         if self.q == NULL:
             raise ValueError("the index was released")
@@ -128,10 +121,16 @@ cdef class Index:
             raise SegmentCorrupt(f"a record of {klen + vlen} bytes at {off} does not fit in the heap")
         self.q[w] = 0
         self.q[w + 1] = expire_ms
-        self.q[w + 2] = <uint64_t> klen | kind << 32 | (<uint64_t> pdb) << 40
-        self.q[w + 3] = <uint64_t> vlen
-        memcpy(self.base + off + RECORD_HEADER_BYTES, <const unsigned char *> key, klen)
-        memcpy(self.base + off + RECORD_HEADER_BYTES + klen, <const unsigned char *> value, vlen)
+        self.q[w + 2] = klen | kind << 32 | (<uint64_t> pdb) << 40
+        self.q[w + 3] = vlen
+        memcpy(self.base + off + RECORD_HEADER_BYTES, key, klen)
+        return self.base + off + RECORD_HEADER_BYTES + klen
+
+    cpdef void write_record(self, uint64_t off, int pdb, bytes key, uint64_t kind, bytes value,
+                            uint64_t expire_ms) except *:
+        """Write a whole record (header, key, value) into the block at off, not yet linked."""
+        cdef Py_ssize_t vlen = len(value)
+        memcpy(self.new_record(off, pdb, key, len(key), kind, vlen, expire_ms), <const unsigned char *> value, vlen)
 
     cpdef void publish(self, uint64_t off, int pdb, bytes key, uint64_t off_old, uint64_t link,
                        uint64_t bucket) except *:

@@ -9,7 +9,7 @@ import os
 from types import ModuleType
 
 try:
-    from shardkv import alloc, fast, hop, index, numbers, resp
+    from shardkv import alloc, fast, hop, index, layouts, numbers, resp
 except ImportError as exc:  # never built (a checkout without `pip install -e .`), or built for another Python
     raise ImportError(f"shardkv's compiled modules are not built ({exc}): run `pip install -e .`, which needs a "
                       "C compiler, Python's headers and zlib's") from None
@@ -37,6 +37,7 @@ fresh(alloc, "alloc")
 fresh(numbers, "numbers")
 fresh(resp, "resp")
 fresh(hop, "hop")
+fresh(layouts, "layouts")
 fresh(fast, "fast")
 Index = index.Index
 Allocator = alloc.Allocator
@@ -55,3 +56,6 @@ Ring = hop.Ring
 RingDamaged = hop.RingDamaged
 ring_index = hop.ring_index
 KINDS: dict[str, int] = hop.KINDS
+table_probe, table_set_one = layouts.table_probe, layouts.table_set_one
+chunks_push_end, chunks_pop_end = layouts.chunks_push_end, layouts.chunks_pop_end
+CHUNK_ENTRIES_MAX, CHUNK_BYTES_MAX = layouts.CHUNK_ENTRIES_MAX, layouts.CHUNK_BYTES_MAX

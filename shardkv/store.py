@@ -140,7 +140,9 @@ ALLOCATOR_LAYOUT = (P_CLASS, P_LIVE, P_FREE, P_BUMP, P_PREV, P_NEXT, P_RUN, PAGE
 
 # record_bytes(klen, vlen): the block bytes of a record (compiled: index.pyx); resp_bulk(value):
 # a string value as it is stored, RESP-encoded (the same function as protocol.bulk).
-INDEX_LAYOUT = (OFF_MASK, KLEN_MASK, VLEN_MASK, RECORD_HEADER_BYTES, TYPE_STRING, H_DIRTY, H_KEYS, H_EXPIRES)
+INDEX_LAYOUT = (OFF_MASK, KLEN_MASK, VLEN_MASK, RECORD_HEADER_BYTES, TYPE_STRING, H_DIRTY, H_KEYS, H_EXPIRES,
+                TYPE_LIST, TYPE_SET, TYPE_HASH, LAYOUT_PACKED, LAYOUT_TABLE, LAYOUT_CHUNKS, STRUCT_WORDS, TOMBSTONE,
+                CHUNK_OFF_MASK)
 record_bytes = native.record_bytes
 resp_bulk = native.bulk
 INCR_CREATED, INCR_EXPIRED = native.INCR_STATUS["created"], native.INCR_STATUS["expired"]

@@ -289,3 +289,77 @@ def test_pipelined_fast_commands_match_redis_on_every_branch_of_the_fast_path() 
             assert got == b"_\r\n$2\r\nw0\r\n"  # RESP3's null for the missing key
     finally:
         ours.stop()
+
+
+def _collection_branches(port: int, keys: list[str]) -> tuple[list[object], dict[str, str]]:
+    """Pipelines of LPUSH, RPUSH, LPOP, RPOP, SADD and HSET through every branch of the fast
+    path's large collections (lists of chunks, hash and set tables, on both shards): a chunk
+    with room and a full one, a chunk and the list emptied, a table growing, a member already
+    there, small collections, new keys, expired ones, other types and other forms; then what the
+    collections hold and the counters the commands moved."""
+    list0, list1 = keys
+    big = "x" * 100
+    setup = [cmd("FLUSHALL"), cmd("CONFIG RESETSTAT"), cmd("SET text abc"), cmd("RPUSH small a b"),
+             cmd("SADD smallset a"), cmd("HSET smallhash f v")]
+    for name in (list0, list1, "{%s}gone" % list0):
+        setup.append([b"RPUSH", name.encode()] + [b"%s%d" % (big.encode(), i) for i in range(300)])
+    setup.append(cmd("RPUSH pair p1 p2"))
+    for name in ("set", f"{{{list1}}}set"):
+        setup.append([b"SADD", name.encode()] + [b"m%d" % i for i in range(200)])
+    setup.append([b"HSET", b"hash"] + [x for i in range(200) for x in (b"f%d" % i, b"v%d" % i)])
+    setup.append(cmd("PEXPIRE {%s}gone 1" % list0))
+    with socket.create_connection(("127.0.0.1", port), timeout=10) as sock:
+        replies(sock, setup)
+        deadline_s = time.time() + 0.02
+        while time.time() < deadline_s:  # wait for the key's time to pass (nothing removes it: no active expiry)
+            time.sleep(0.005)
+        pipeline = []
+        for name in (list0, list1):
+            pipeline += [cmd(f"LPUSH {name} {big}L{i}") for i in range(150)]  # fills the first chunk, then more
+            pipeline += [cmd(f"RPUSH {name} r{i}") for i in range(5)]
+            pipeline += [cmd(f"LPOP {name}") for _ in range(160)] + [cmd(f"rpop {name}") for _ in range(7)]
+            pipeline += [cmd(f"LPUSH {name} a b"), cmd(f"LPOP {name} 2"), cmd(f"LRANGE {name} 0 -1"), cmd(f"LLEN {name}")]
+        pipeline += [cmd("LPUSH small c"), cmd("LPOP small"), cmd("RPUSH newlist n"), cmd("LPOP nokey"),
+                     cmd("LPUSH text x"), cmd("LPOP text"), cmd("LPUSH {%s}gone back" % list0),
+                     cmd("LRANGE {%s}gone 0 -1" % list0), cmd("LPOP pair"), cmd("RPOP pair"), cmd("EXISTS pair"),
+                     cmd("LPUSH"), cmd("LPOP")]
+        for name in ("set", f"{{{list1}}}set"):
+            pipeline += [cmd(f"SADD {name} n{i}") for i in range(150)]  # past 3/4 of the table: it grows
+            pipeline += [cmd(f"SADD {name} m1"), cmd(f"SADD {name} n1"), cmd(f"SCARD {name}")]
+        pipeline += [cmd(f"HSET hash g{i} w{i}") for i in range(150)]
+        pipeline += [cmd("HSET hash f1 changed"), cmd("HSET hash g2 w2"), cmd("HLEN hash"), cmd("HGET hash f1"),
+                     cmd("SADD smallset b"), cmd("HSET smallhash g w"), cmd("SADD text m"), cmd("HSET text f v"),
+                     cmd("SADD newset m"), cmd("HSET newhash f v"), cmd("HSET hash f"), cmd("SADD set"),
+                     cmd("HSET hash a 1 b 2"), cmd("SADD set p q"), cmd("DBSIZE")]
+        got = replies(sock, pipeline)
+        got += [sorted(replies(sock, [cmd("SMEMBERS set")])[0]), sorted(replies(sock, [cmd(f"SMEMBERS {{{list1}}}set")])[0]),
+                sorted(replies(sock, [cmd("HGETALL hash")])[0])]
+        stats, commandstats, keyspace = replies(sock, [cmd("INFO stats"), cmd("INFO commandstats"),
+                                                       cmd("INFO keyspace")])
+    assert isinstance(stats, bytes) and isinstance(commandstats, bytes) and isinstance(keyspace, bytes)
+    fields = dict(line.split(":", 1) for line in (stats + commandstats + keyspace).decode().splitlines() if ":" in line)
+    return got, {k: fields[k] for k in ("expired_keys", "db0")} | {
+        name: ",".join(p for p in fields[f"cmdstat_{name}"].split(",") if "usec" not in p)
+        for name in ("lpush", "rpush", "lpop", "rpop", "sadd", "hset")}
+
+
+@pytest.mark.skipif(shutil.which("redis-server") is None, reason="redis-server not installed (CI installs it)")
+def test_pipelined_collection_commands_match_redis_on_every_branch_of_the_fast_path() -> None:
+    """LPUSH, RPUSH, LPOP, RPOP, SADD and HSET on large collections run in C (one publishing
+    store each), the rest in Python; replies, contents and counters are Redis's, whichever worker
+    the connection lands on."""
+    keys = [on_shard(0, "flist"), on_shard(1, "flist")]
+    ours = start_server("--shards", "2", "--maxmemory", "64mb", "--expire-keys-per-tick-max", "0")
+    try:
+        with reference_redis() as port:
+            with socket.create_connection(("127.0.0.1", port), timeout=10) as sock:
+                replies(sock, [cmd("DEBUG SET-ACTIVE-EXPIRE 0")])
+            theirs = _collection_branches(port, keys)
+        for _ in range(4):  # new connections: SO_REUSEPORT spreads them over both workers
+            assert _collection_branches(ours.port, keys) == theirs
+        with ours.raw() as sock:  # every block the changes freed is free again: an empty server holds none
+            assert replies(sock, [cmd("FLUSHALL")]) == [b"OK"]
+            info = replies(sock, [cmd("INFO memory")])[0]
+        assert isinstance(info, bytes) and b"used_memory_dataset:0\r\n" in info, info
+    finally:
+        ours.stop()

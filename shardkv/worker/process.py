@@ -163,6 +163,7 @@ class Worker:
         here = self.stats.base(self.id)
         self.fast = FastPath(self.store.index, self.store.allocator, self.counters, self.store.dbmap,
                              array.array("H", self.router.owners).tobytes(), self.id, self.limits.key_bytes_max,
+                             self.limits.value_bytes_max,
                              {name: self.command_stats_word[name] for name in FAST_COMMANDS}, here + W_HITS,
                              here + W_MISSES, self.peers, self.limits.inflight_per_client_max, self.fast_writes)
         self.scripts = Scripts(self)

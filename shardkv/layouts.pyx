@@ -1,0 +1,275 @@
+# cython: language_level=3, boundscheck=False, wraparound=False, cdivision=True
+"""The hot operations of the large collection layouts (collstore.py describes the layouts),
+compiled: a table probe, one field set in a table, one push onto a list's end chunk and one pop
+from it.  collstore.py's Table and Chunks call them for these cases and keep the rest (several
+fields at once, a rehash, a new chunk or directory, a list that empties), and the fast path
+(fast.pyx) calls the same functions, so each operation is written once.
+
+Each change here is one publishing store, like a string's: the new node is written first, then
+one release store of a table slot, a chunk slot or a chunk directory's window makes it visible,
+then the old node is freed and the counters follow (a restart derives them again).  Every offset
+read from the segment is checked against the heap before it is followed."""
+
+from cpython.bytes cimport PyBytes_AS_STRING, PyBytes_FromStringAndSize, PyBytes_GET_SIZE
+from cpython.list cimport PyList_GET_ITEM, PyList_GET_SIZE
+from libc.stdint cimport uint32_t, uint64_t
+from libc.string cimport memcmp, memcpy
+
+from shardkv.index cimport (
+    CHUNK_OFF_MASK,
+    H_DIRTY,
+    KLEN_MASK,
+    LAYOUT_CHUNKS,
+    LAYOUT_TABLE,
+    OFF_MASK,
+    RECORD_HEADER_BYTES,
+    STRUCT_WORDS,
+    TOMBSTONE,
+    TYPE_LIST,
+    TYPE_SET,
+    VLEN_MASK,
+    Index,
+    record_bytes,
+)
+
+from shardkv.index import SegmentCorrupt
+
+
+cdef extern from "zlib.h":
+    unsigned long crc32(unsigned long crc, const unsigned char *buf, unsigned int length) nogil
+
+
+cdef extern from *:
+    """
+    #ifndef SHARDKV_SOURCE_SHA256
+    #define SHARDKV_SOURCE_SHA256 ""
+    #endif
+    static inline void layouts_store_release(uint64_t *p, uint64_t v) { __atomic_store_n(p, v, __ATOMIC_RELEASE); }
+    static inline uint32_t layouts_u32(const unsigned char *p) { uint32_t v; memcpy(&v, p, 4); return v; }
+    static inline void layouts_put_u32(unsigned char *p, uint32_t v) { memcpy(p, &v, 4); }
+    """
+    const char *SHARDKV_SOURCE_SHA256
+    void layouts_store_release(uint64_t *p, uint64_t v) nogil
+    uint32_t layouts_u32(const unsigned char *p) nogil
+    void layouts_put_u32(unsigned char *p, uint32_t v) nogil
+
+
+SOURCE_SHA256 = SHARDKV_SOURCE_SHA256.decode()  # of layouts.pyx when it was compiled (native.py)
+CHUNK_ENTRIES_MAX = CHUNK_ENTRIES
+CHUNK_BYTES_MAX = CHUNK_BYTES
+TABLE_SLOTS_MAX_LOG2 = 24  # a slot's fp has 24 bits
+
+
+cdef inline int check_span(Index ix, uint64_t off, uint64_t n) except -1:
+    if off < ix.heap_lo or off + n > ix.heap_hi or off + n < off:
+        raise SegmentCorrupt(f"{n} bytes at {off} are outside the heap")
+    return 0
+
+
+cdef uint64_t structure(Index ix, uint64_t head, uint64_t kind, uint64_t layout) except? 0:
+    """The first word of the table or chunk directory of a large collection's head record of
+    this type and layout (0: another type, or the packed layout)."""
+    if ix.q == NULL:
+        raise ValueError("the index was released")
+    check_span(ix, head, RECORD_HEADER_BYTES)
+    cdef uint64_t info = ix.q[(head >> 3) + 2]
+    if (info >> 32) & 0xFF != kind:
+        return 0
+    cdef uint64_t start = head + RECORD_HEADER_BYTES + (info & KLEN_MASK)
+    check_span(ix, start, 16)
+    if ix.base[start] != layout:
+        return 0
+    cdef uint64_t s_off = ix.q[(start + 8) >> 3]  # the first aligned word after the layout byte
+    check_span(ix, s_off, RECORD_HEADER_BYTES + 8 * STRUCT_WORDS)
+    cdef uint64_t s = (s_off + RECORD_HEADER_BYTES) >> 3
+    if layout == LAYOUT_TABLE:
+        if ix.q[s + 2] > TABLE_SLOTS_MAX_LOG2:
+            raise SegmentCorrupt(f"table {s_off} claims 2**{ix.q[s + 2]} slots")
+        check_span(ix, s_off, RECORD_HEADER_BYTES + 8 * (STRUCT_WORDS + ((<uint64_t> 1) << ix.q[s + 2])))
+    else:
+        check_span(ix, s_off, RECORD_HEADER_BYTES + 8 * (STRUCT_WORDS + ix.q[s + 2]))
+        if (ix.q[s] >> 32) + (ix.q[s] & KLEN_MASK) > ix.q[s + 2] or not ix.q[s] & KLEN_MASK:
+            raise SegmentCorrupt(f"chunk directory {s_off}'s window is outside its slots")
+    return s
+
+
+cdef inline uint64_t field_fp(bytes field) noexcept:
+    return crc32(0, <const unsigned char *> PyBytes_AS_STRING(field), <unsigned int> PyBytes_GET_SIZE(field)) >> 8
+
+
+cdef Py_ssize_t probe(Index ix, uint64_t s, bytes field, uint64_t fp, set taken, Py_ssize_t *free_out) except -2:
+    """The slot of field in the table at word s (-1: absent); *free_out: the slot a new entry
+    for it would take.  Slots in `taken` (None: none) are spoken for by the same change and count
+    as occupied."""
+    cdef uint64_t log2 = ix.q[s + 2], size = (<uint64_t> 1) << log2
+    cdef uint64_t mask = size - 1, slot0 = s + STRUCT_WORDS, i = fp >> (24 - log2), w, off, _step
+    cdef Py_ssize_t free = -1, n = PyBytes_GET_SIZE(field)
+    for _step in range(size):
+        w = ix.q[slot0 + i]
+        if taken is not None and <Py_ssize_t> i in taken:
+            pass
+        elif w == 0:
+            free_out[0] = free if free >= 0 else <Py_ssize_t> i
+            return -1
+        elif w == TOMBSTONE:
+            if free < 0:
+                free = <Py_ssize_t> i
+        elif w >> 40 == fp:
+            off = (w & OFF_MASK) << 3
+            check_span(ix, off, RECORD_HEADER_BYTES + <uint64_t> n)
+            if ix.q[(off >> 3) + 2] & KLEN_MASK == <uint64_t> n and \
+                    memcmp(ix.base + off + RECORD_HEADER_BYTES, PyBytes_AS_STRING(field), n) == 0:
+                free_out[0] = free
+                return <Py_ssize_t> i
+        i = (i + 1) & mask
+    raise SegmentCorrupt(f"table at word {s} has no empty slot")
+
+
+def table_probe(Index ix not None, uint64_t s, bytes field not None, set taken):
+    """probe for Python: (slot of field or -1, the slot a new entry for it would take)."""
+    cdef Py_ssize_t free = -1
+    cdef Py_ssize_t at = probe(ix, s, field, field_fp(field), taken, &free)
+    return at, free
+
+
+cdef Py_ssize_t table_set(Index ix, uint64_t head, bytes field, bytes value) except -2:
+    """Set one field of the large hash or set whose head record is at head (a set's value is
+    empty): 1 if it is new, 0 if it was there (a set's member: nothing is written), -1 if the
+    table must grow first (nothing written).  A full heap raises the allocator's OOM error
+    before any change."""
+    cdef uint64_t info = ix.q[(head >> 3) + 2]
+    cdef uint64_t kind = (info >> 32) & 0xFF
+    cdef uint64_t s = structure(ix, head, kind, LAYOUT_TABLE)
+    cdef uint64_t log2, fp, off, old, slot0
+    cdef Py_ssize_t at, free = -1, slot
+    if not s:
+        raise ValueError(f"record {head} is not a large hash or set")
+    log2 = ix.q[s + 2]
+    if ix.q[s + 1] + 1 > (3 << log2) // 4:
+        return -1
+    fp = field_fp(field)
+    at = probe(ix, s, field, fp, None, &free)
+    if at >= 0 and kind == TYPE_SET:
+        return 0
+    slot = at if at >= 0 else free
+    slot0 = s + STRUCT_WORDS
+    off = ix.allocator.alloc(record_bytes(PyBytes_GET_SIZE(field), PyBytes_GET_SIZE(value)))
+    ix.write_record(off, (info >> 40) & 0xFF, field, kind, value, 0)
+    old = ix.q[slot0 + slot]
+    layouts_store_release(&ix.q[slot0 + slot], fp << 40 | off >> 3)  # publish
+    if at >= 0:
+        ix.allocator.free((old & OFF_MASK) << 3)
+    ix.q[H_DIRTY] += 1
+    if at < 0:
+        ix.q[s] += 1
+        if old == 0:
+            ix.q[s + 1] += 1
+    return 1 if at < 0 else 0
+
+
+def table_set_one(Index ix not None, uint64_t head, bytes field not None, bytes value not None):
+    """table_set for Python."""
+    return table_set(ix, head, field, value)
+
+
+cdef const unsigned char *chunk_payload(Index ix, uint64_t link, uint64_t *vlen) except NULL:
+    cdef uint64_t off = (link & CHUNK_OFF_MASK) << 3
+    check_span(ix, off, RECORD_HEADER_BYTES)
+    vlen[0] = ix.q[(off >> 3) + 3] & VLEN_MASK
+    check_span(ix, off, RECORD_HEADER_BYTES + vlen[0])
+    return ix.base + off + RECORD_HEADER_BYTES
+
+
+cdef unsigned char *new_chunk(Index ix, uint64_t head, uint64_t off, uint64_t vlen) except NULL:
+    """Write the header of a chunk of the list whose head record is at head (its stored db) into
+    the block at off: where its vlen payload bytes go."""
+    return ix.new_record(off, (ix.q[(head >> 3) + 2] >> 40) & 0xFF, <const unsigned char *> b"", 0, TYPE_LIST, vlen, 0)
+
+
+cdef Py_ssize_t chunks_push(Index ix, uint64_t head, list items, bint left) except -2:
+    """LPUSH (items in the order pushed) or RPUSH onto the large list whose head record is at
+    head, when its end chunk has room for them: the new length, or -1 (nothing written) when it
+    has not.  A full heap raises the allocator's OOM error before any change."""
+    cdef uint64_t s = structure(ix, head, TYPE_LIST, LAYOUT_CHUNKS)
+    cdef uint64_t window, first, n, word, link, entries, vlen, add = 0, off
+    cdef Py_ssize_t count = PyList_GET_SIZE(items), i
+    cdef const unsigned char *old
+    cdef unsigned char *at
+    cdef bytes x
+    if not s:
+        raise ValueError(f"record {head} is not a large list")
+    window = ix.q[s]
+    first, n = window >> 32, window & KLEN_MASK
+    word = s + STRUCT_WORDS + (first if left else first + n - 1)
+    link = ix.q[word]
+    entries = link >> 48
+    old = chunk_payload(ix, link, &vlen)
+    for i in range(count):
+        add += 8 + <uint64_t> PyBytes_GET_SIZE(<bytes> PyList_GET_ITEM(items, i))
+    if entries + <uint64_t> count > CHUNK_ENTRIES or vlen + add > CHUNK_BYTES:
+        return -1
+    off = ix.allocator.alloc(record_bytes(0, vlen + add))
+    at = new_chunk(ix, head, off, vlen + add)
+    if not left:
+        memcpy(at, old, vlen)
+        at += vlen
+    for i in range(count):  # LPUSH a b c: c, b, a, then what was there
+        x = <bytes> PyList_GET_ITEM(items, count - 1 - i if left else i)
+        layouts_put_u32(at, <uint32_t> PyBytes_GET_SIZE(x))
+        memcpy(at + 4, PyBytes_AS_STRING(x), PyBytes_GET_SIZE(x))
+        layouts_put_u32(at + 4 + PyBytes_GET_SIZE(x), <uint32_t> PyBytes_GET_SIZE(x))
+        at += 8 + PyBytes_GET_SIZE(x)
+    if left:
+        memcpy(at, old, vlen)
+    layouts_store_release(&ix.q[word], (entries + <uint64_t> count) << 48 | off >> 3)  # publish
+    ix.allocator.free((link & CHUNK_OFF_MASK) << 3)
+    ix.q[H_DIRTY] += 1
+    ix.q[s + 1] += <uint64_t> count
+    return <Py_ssize_t> ix.q[s + 1]
+
+
+def chunks_push_end(Index ix not None, uint64_t head, list items not None, bint left):
+    """chunks_push for Python."""
+    return chunks_push(ix, head, items, left)
+
+
+cdef object chunks_pop(Index ix, uint64_t head, bint left):
+    """LPOP / RPOP of one entry of the large list whose head record is at head: the entry, or
+    None (nothing written) when it is the list's last (the caller deletes the key).  The chunk
+    it leaves is written anew, or, if it was the chunk's last entry, the window moves past it."""
+    cdef uint64_t s = structure(ix, head, TYPE_LIST, LAYOUT_CHUNKS)
+    cdef uint64_t window, first, n, word, link, entries, vlen, m, off
+    cdef const unsigned char *p
+    cdef unsigned char *at
+    if not s:
+        raise ValueError(f"record {head} is not a large list")
+    window = ix.q[s]
+    first, n = window >> 32, window & KLEN_MASK
+    word = s + STRUCT_WORDS + (first if left else first + n - 1)
+    link = ix.q[word]
+    entries = link >> 48
+    if entries == 1 and n == 1:
+        return None
+    p = chunk_payload(ix, link, &vlen)
+    if vlen < 8:
+        raise SegmentCorrupt(f"chunk {(link & CHUNK_OFF_MASK) << 3} is empty")
+    m = layouts_u32(p if left else p + vlen - 4)
+    if m + 8 > vlen or not entries:
+        raise SegmentCorrupt(f"chunk {(link & CHUNK_OFF_MASK) << 3} holds an entry of {m} bytes in {vlen}")
+    value = PyBytes_FromStringAndSize(<const char *> (p + 4 if left else p + vlen - 4 - m), <Py_ssize_t> m)
+    if entries > 1:
+        off = ix.allocator.alloc(record_bytes(0, vlen - m - 8))
+        at = new_chunk(ix, head, off, vlen - m - 8)
+        memcpy(at, p + m + 8 if left else p, vlen - m - 8)
+        layouts_store_release(&ix.q[word], (entries - 1) << 48 | off >> 3)  # publish
+    else:
+        layouts_store_release(&ix.q[s], ((first + 1) << 32 | (n - 1)) if left else (first << 32 | (n - 1)))
+    ix.allocator.free((link & CHUNK_OFF_MASK) << 3)
+    ix.q[H_DIRTY] += 1
+    ix.q[s + 1] -= 1
+    return value
+
+
+def chunks_pop_end(Index ix not None, uint64_t head, bint left):
+    """chunks_pop for Python."""
+    return chunks_pop(ix, head, left)
