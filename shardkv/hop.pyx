@@ -422,11 +422,16 @@ cdef class Peers:
 
     def answer(self, int source, on_reset):
         """Take the replies from source and hand each to what waits for it; on_reset(source) is
-        called, in its place among them, for a message saying source restarted."""
+        called, in its place among them, for a message saying source restarted.  A client's
+        plain pending replies are resolved here and its connection told once, of all of them
+        (replies_ready), rather than once per reply."""
         cdef dict waiting
+        cdef dict told = {}  # connection -> [replies, bytes]
         cdef PyObject *found
+        cdef Pending pending
         for kind, rid, body in self.take(source, True):
             if kind == K_RESET:
+                tell(told)
                 on_reset(source)
                 continue
             waiting = <dict> PyList_GET_ITEM(self.waiting, source)
@@ -435,10 +440,22 @@ cdef class Peers:
                 continue  # failed earlier when the peer restarted
             waiter = <object> found
             del waiting[rid]
-            if type(waiter) is Pending:
-                (<Pending> waiter).resolve(body)
-            else:
+            if type(waiter) is not Pending:
                 waiter(body)
+                continue
+            pending = <Pending> waiter
+            if pending.value is None and pending.callback is None and pending.conn is not None and \
+                    not pending.barrier and body[:1] != b"\x00":  # (NUL: dispatch.CLIENT_CLOSE, for reply_ready)
+                pending.value = body
+                counts = told.get(pending.conn)
+                if counts is None:
+                    told[pending.conn] = [1, len(body)]
+                else:
+                    counts[0] += 1
+                    counts[1] += len(body)
+            else:
+                pending.resolve(body)
+        tell(told)
 
     def peer_restarted(self, int source):
         """Everything waiting on source fails: it may or may not have run."""
@@ -452,6 +469,13 @@ cdef class Peers:
                 (<Pending> waiter).resolve(self.restarted_reply)
             else:
                 waiter(None)
+
+
+cdef void tell(dict told) except *:
+    """Tell each connection how many of its replies came back (and how many bytes)."""
+    for conn, counts in told.items():
+        conn.replies_ready(counts[0], counts[1])
+    told.clear()
 
 
 def ring_index(int src, int dst, int workers, bint replies):

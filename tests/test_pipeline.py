@@ -301,13 +301,13 @@ def _collection_branches(port: int, keys: list[str]) -> tuple[list[object], dict
     big = "x" * 100
     setup = [cmd("FLUSHALL"), cmd("CONFIG RESETSTAT"), cmd("SET text abc"), cmd("RPUSH small a b"),
              cmd("SADD smallset a"), cmd("HSET smallhash f v")]
-    for name in (list0, list1, "{%s}gone" % list0):
+    for name in (list0, list1, f"{{{list0}}}gone"):
         setup.append([b"RPUSH", name.encode()] + [b"%s%d" % (big.encode(), i) for i in range(300)])
     setup.append(cmd("RPUSH pair p1 p2"))
     for name in ("set", f"{{{list1}}}set"):
         setup.append([b"SADD", name.encode()] + [b"m%d" % i for i in range(200)])
     setup.append([b"HSET", b"hash"] + [x for i in range(200) for x in (b"f%d" % i, b"v%d" % i)])
-    setup.append(cmd("PEXPIRE {%s}gone 1" % list0))
+    setup.append(cmd(f"PEXPIRE {{{list0}}}gone 1"))
     with socket.create_connection(("127.0.0.1", port), timeout=10) as sock:
         replies(sock, setup)
         deadline_s = time.time() + 0.02
@@ -318,10 +318,11 @@ def _collection_branches(port: int, keys: list[str]) -> tuple[list[object], dict
             pipeline += [cmd(f"LPUSH {name} {big}L{i}") for i in range(150)]  # fills the first chunk, then more
             pipeline += [cmd(f"RPUSH {name} r{i}") for i in range(5)]
             pipeline += [cmd(f"LPOP {name}") for _ in range(160)] + [cmd(f"rpop {name}") for _ in range(7)]
-            pipeline += [cmd(f"LPUSH {name} a b"), cmd(f"LPOP {name} 2"), cmd(f"LRANGE {name} 0 -1"), cmd(f"LLEN {name}")]
+            pipeline += [cmd(f"LPUSH {name} a b"), cmd(f"LPOP {name} 2"), cmd(f"LRANGE {name} 0 -1"),
+                         cmd(f"LLEN {name}")]
         pipeline += [cmd("LPUSH small c"), cmd("LPOP small"), cmd("RPUSH newlist n"), cmd("LPOP nokey"),
-                     cmd("LPUSH text x"), cmd("LPOP text"), cmd("LPUSH {%s}gone back" % list0),
-                     cmd("LRANGE {%s}gone 0 -1" % list0), cmd("LPOP pair"), cmd("RPOP pair"), cmd("EXISTS pair"),
+                     cmd("LPUSH text x"), cmd("LPOP text"), cmd(f"LPUSH {{{list0}}}gone back"),
+                     cmd(f"LRANGE {{{list0}}}gone 0 -1"), cmd("LPOP pair"), cmd("RPOP pair"), cmd("EXISTS pair"),
                      cmd("LPUSH"), cmd("LPOP")]
         for name in ("set", f"{{{list1}}}set"):
             pipeline += [cmd(f"SADD {name} n{i}") for i in range(150)]  # past 3/4 of the table: it grows
@@ -332,8 +333,10 @@ def _collection_branches(port: int, keys: list[str]) -> tuple[list[object], dict
                      cmd("SADD newset m"), cmd("HSET newhash f v"), cmd("HSET hash f"), cmd("SADD set"),
                      cmd("HSET hash a 1 b 2"), cmd("SADD set p q"), cmd("DBSIZE")]
         got = replies(sock, pipeline)
-        got += [sorted(replies(sock, [cmd("SMEMBERS set")])[0]), sorted(replies(sock, [cmd(f"SMEMBERS {{{list1}}}set")])[0]),
-                sorted(replies(sock, [cmd("HGETALL hash")])[0])]
+        for whole in ("SMEMBERS set", f"SMEMBERS {{{list1}}}set", "HGETALL hash"):
+            (items,) = replies(sock, [cmd(whole)])
+            assert isinstance(items, list)
+            got.append(sorted(items))
         stats, commandstats, keyspace = replies(sock, [cmd("INFO stats"), cmd("INFO commandstats"),
                                                        cmd("INFO keyspace")])
     assert isinstance(stats, bytes) and isinstance(commandstats, bytes) and isinstance(keyspace, bytes)

@@ -199,9 +199,13 @@ def test_messages_keep_their_order_across_wraps_fragments_and_a_full_ring(
 class Sink:
     def __init__(self) -> None:
         self.ready: list[bytes | None] = []
+        self.batches: list[tuple[int, int]] = []
 
     def reply_ready(self, pending: Pending) -> None:
         self.ready.append(pending.value)
+
+    def replies_ready(self, count: int, nbytes: int) -> None:
+        self.batches.append((count, nbytes))
 
 
 def test_replies_resolve_what_waits_and_a_restart_fails_the_rest(
@@ -220,13 +224,13 @@ def test_replies_resolve_what_waits_and_a_restart_fails_the_rest(
     b.flush()
     resets: list[int] = []
     a.answer(1, resets.append)
-    assert sink.ready == [b"+first\r\n"] and resets == [1] and called == []
+    assert pending.value == b"+first\r\n" and sink.batches == [(1, 8)] and resets == [1] and called == []
     a.peer_restarted(1)  # what a reset does: the second request fails
     assert called == [None]
     late = Pending(sink)
     a.request(1, K_REQ, b"three", late)
     a.peer_restarted(1)
-    assert late.value == b"-ERR restarted\r\n" and sink.ready[-1] == late.value
+    assert late.value == b"-ERR restarted\r\n" and sink.ready == [late.value]  # (told one by one)
 
 
 def test_a_damaged_ring_raises_rather_than_reads_outside_it(

@@ -44,6 +44,10 @@ REPLY_ON, REPLY_OFF, REPLY_SKIP = b"on", b"off", b"skip"
 class ReplySink(Protocol):
     def reply_ready(self, pending: Pending) -> None: ...
 
+    def replies_ready(self, count: int, nbytes: int) -> None:
+        """count replies from other shards (no barrier among them), nbytes in all, came back."""
+        ...
+
 
 Reply = bytes | Pending
 
@@ -205,6 +209,8 @@ class Client(Protocol):
     def client_info(self) -> str: ...
 
     def reply_ready(self, pending: Pending) -> None: ...
+
+    def replies_ready(self, count: int, nbytes: int) -> None: ...
 
     def push(self, data: bytes) -> None:
         """Send an out-of-band message (a published message), after the replies queued so far."""

@@ -183,9 +183,7 @@ class Connection(asyncio.BufferedProtocol):
                 # key of another worker's is sent there), up to the first request that is not one
                 # of them.
                 i = run_fast(self, requests, i)
-                if worker.fast.damaged:
-                    worker.fast.damaged = False
-                    worker.repair_shard("the fast path")
+                worker.repair_if_damaged()
                 if self.inflight >= inflight_max:
                     consumed, error, stopped = requests[i - 1][2], None, True
                     break
@@ -315,17 +313,28 @@ class Connection(asyncio.BufferedProtocol):
         assert pending.value is not None
         if pending.value == CLIENT_CLOSE:
             pending.value = CLIENT_CLOSE  # the one object flush() looks for
-        self.queued_bytes += len(pending.value)
         if pending is self.barrier:
+            self.queued_bytes += len(pending.value)
             self.barrier = None
             self.worker.loop.call_soon(self.resume)
+            self.worker.mark_dirty(self)
         elif not pending.barrier:
-            self.inflight -= 1
-            if self.inflight == lim_inflight(self) // 2:  # throttled: go on once half came back
-                self.worker.loop.call_soon(self.resume)
-            elif self.settling and not self.inflight:
-                self.settling = False
-                self.worker.loop.call_soon(self.resume)
+            self.replies_ready(1, len(pending.value))
+        else:
+            self.queued_bytes += len(pending.value)
+            self.worker.mark_dirty(self)
+
+    def replies_ready(self, count: int, nbytes: int) -> None:
+        """count replies from other shards (no barrier among them), nbytes in all, came back
+        (hop.pyx tells of a tick's worth at once)."""
+        self.queued_bytes += nbytes
+        before = self.inflight
+        self.inflight = after = before - count
+        if before > lim_inflight(self) // 2 >= after:  # throttled: go on once half came back
+            self.worker.loop.call_soon(self.resume)
+        elif self.settling and not after:
+            self.settling = False
+            self.worker.loop.call_soon(self.resume)
         self.worker.mark_dirty(self)
 
     def push(self, data: bytes) -> None:

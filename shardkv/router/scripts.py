@@ -81,6 +81,9 @@ class ScriptClient:
     def reply_ready(self, pending: Pending) -> None:
         pass
 
+    def replies_ready(self, count: int, nbytes: int) -> None:
+        pass
+
     def push(self, data: bytes) -> None:
         pass
 

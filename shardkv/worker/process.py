@@ -315,6 +315,13 @@ class Worker:
         self.busy_due_s = due_s
         self.busy_timer = self.loop.call_later(max(0.001, due_s - time.time()), wake)
 
+    def repair_if_damaged(self) -> None:
+        """The fast path gave up on a write half-way (a damaged segment): rebuild the shard before
+        the Python pipeline runs that command again."""
+        if self.fast.damaged:
+            self.fast.damaged = False
+            self.repair_shard("the fast path")
+
     def repair_shard(self, after: str) -> None:
         """A bug raised inside a write: leave the shard as a restart would, without the restart.
         A journal the write committed is published whole, one it had not committed is dropped,
@@ -616,6 +623,7 @@ class Worker:
 
     def serve_safely(self, src: int, kind: int, rid: int, body: bytes) -> bool:
         """Serve one message the fast path did not take; whether the shard is free after it."""
+        self.repair_if_damaged()  # (a forwarded write the fast path gave up half-way)
         try:
             self.serve(src, kind, rid, body)
         except Exception:  # a bug: say so loudly, but never leave the peer waiting
