@@ -186,24 +186,30 @@ cdef unsigned char *new_chunk(Index ix, uint64_t head, uint64_t off, uint64_t vl
     return ix.new_record(off, (ix.q[(head >> 3) + 2] >> 40) & 0xFF, <const unsigned char *> b"", 0, TYPE_LIST, vlen, 0)
 
 
+cdef uint64_t end_chunk(Index ix, uint64_t head, bint left, uint64_t *s_out, uint64_t *word_out) except? 0:
+    """The slot word of the first (left) or last chunk of the large list whose head record is at
+    head: its directory's first word in *s_out, the slot's word index in *word_out."""
+    cdef uint64_t s = structure(ix, head, TYPE_LIST, LAYOUT_CHUNKS)
+    if not s:
+        raise ValueError(f"record {head} is not a large list")
+    cdef uint64_t window = ix.q[s]
+    cdef uint64_t first = window >> 32, n = window & KLEN_MASK
+    s_out[0] = s
+    word_out[0] = s + STRUCT_WORDS + (first if left else first + n - 1)
+    return ix.q[word_out[0]]
+
+
 cdef Py_ssize_t chunks_push(Index ix, uint64_t head, list items, bint left) except -2:
     """LPUSH (items in the order pushed) or RPUSH onto the large list whose head record is at
     head, when its end chunk has room for them: the new length, or -1 (nothing written) when it
     has not.  A full heap raises the allocator's OOM error before any change."""
-    cdef uint64_t s = structure(ix, head, TYPE_LIST, LAYOUT_CHUNKS)
-    cdef uint64_t window, first, n, word, link, entries, vlen, add = 0, off
+    cdef uint64_t s, word, vlen, add = 0, off
+    cdef uint64_t link = end_chunk(ix, head, left, &s, &word)
+    cdef uint64_t entries = link >> 48
     cdef Py_ssize_t count = PyList_GET_SIZE(items), i
-    cdef const unsigned char *old
+    cdef const unsigned char *old = chunk_payload(ix, link, &vlen)
     cdef unsigned char *at
     cdef bytes x
-    if not s:
-        raise ValueError(f"record {head} is not a large list")
-    window = ix.q[s]
-    first, n = window >> 32, window & KLEN_MASK
-    word = s + STRUCT_WORDS + (first if left else first + n - 1)
-    link = ix.q[word]
-    entries = link >> 48
-    old = chunk_payload(ix, link, &vlen)
     for i in range(count):
         add += 8 + <uint64_t> PyBytes_GET_SIZE(<bytes> PyList_GET_ITEM(items, i))
     if entries + <uint64_t> count > CHUNK_ENTRIES or vlen + add > CHUNK_BYTES:
@@ -237,17 +243,11 @@ cdef object chunks_pop(Index ix, uint64_t head, bint left):
     """LPOP / RPOP of one entry of the large list whose head record is at head: the entry, or
     None (nothing written) when it is the list's last (the caller deletes the key).  The chunk
     it leaves is written anew, or, if it was the chunk's last entry, the window moves past it."""
-    cdef uint64_t s = structure(ix, head, TYPE_LIST, LAYOUT_CHUNKS)
-    cdef uint64_t window, first, n, word, link, entries, vlen, m, off
+    cdef uint64_t s, word, vlen, m, off
+    cdef uint64_t link = end_chunk(ix, head, left, &s, &word)
+    cdef uint64_t entries = link >> 48, first = ix.q[s] >> 32, n = ix.q[s] & KLEN_MASK
     cdef const unsigned char *p
     cdef unsigned char *at
-    if not s:
-        raise ValueError(f"record {head} is not a large list")
-    window = ix.q[s]
-    first, n = window >> 32, window & KLEN_MASK
-    word = s + STRUCT_WORDS + (first if left else first + n - 1)
-    link = ix.q[word]
-    entries = link >> 48
     if entries == 1 and n == 1:
         return None
     p = chunk_payload(ix, link, &vlen)

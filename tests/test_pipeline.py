@@ -9,7 +9,7 @@ import socket
 import subprocess
 import sys
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 
 import pytest
 
@@ -224,6 +224,24 @@ def test_database_indexes_are_read_as_redis_reads_them(srv: Server) -> None:
     assert got[6] == b"OK"
 
 
+def _matches_redis_on_both_workers(branches: Callable[[int, list[str]], object], keys: list[str]) -> Server:
+    """Run branches(port, keys) on redis-server (no active expiry), then four times on a new
+    2-shard shardkv (new connections: SO_REUSEPORT spreads them over both workers), which must
+    answer alike each time; the shardkv server, still running, for more checks."""
+    ours = start_server("--shards", "2", "--maxmemory", "64mb", "--expire-keys-per-tick-max", "0")
+    try:
+        with reference_redis() as port:
+            with socket.create_connection(("127.0.0.1", port), timeout=10) as sock:
+                replies(sock, [cmd("DEBUG SET-ACTIVE-EXPIRE 0")])
+            theirs = branches(port, keys)
+        for _ in range(4):
+            assert branches(ours.port, keys) == theirs
+    except BaseException:
+        ours.stop()
+        raise
+    return ours
+
+
 def _fast_branches(port: int, keys: list[str]) -> tuple[list[object], dict[str, str]]:
     """Pipelines of GETs, SETs and the INCR family through every branch of the compiled fast path
     (hits and misses on both shards, a hash tag, any case, a list, expired keys, times removed
@@ -269,14 +287,8 @@ def test_pipelined_fast_commands_match_redis_on_every_branch_of_the_fast_path() 
     with a time, calls, failed and rejected calls) are Redis's, whichever worker the connection
     lands on."""
     keys = [on_shard(0, "fast"), on_shard(1, "fast")]
-    ours = start_server("--shards", "2", "--maxmemory", "64mb", "--expire-keys-per-tick-max", "0")
+    ours = _matches_redis_on_both_workers(_fast_branches, keys)
     try:
-        with reference_redis() as port:
-            with socket.create_connection(("127.0.0.1", port), timeout=10) as sock:
-                replies(sock, [cmd("DEBUG SET-ACTIVE-EXPIRE 0")])
-            theirs = _fast_branches(port, keys)
-        for _ in range(4):  # new connections: SO_REUSEPORT spreads them over both workers
-            assert _fast_branches(ours.port, keys) == theirs
         with ours.raw() as sock:
             sock.sendall(encode_command([b"HELLO", b"3"]))
             assert sock.recv(65536).startswith(b"%")
@@ -351,15 +363,8 @@ def test_pipelined_collection_commands_match_redis_on_every_branch_of_the_fast_p
     """LPUSH, RPUSH, LPOP, RPOP, SADD and HSET on large collections run in C (one publishing
     store each), the rest in Python; replies, contents and counters are Redis's, whichever worker
     the connection lands on."""
-    keys = [on_shard(0, "flist"), on_shard(1, "flist")]
-    ours = start_server("--shards", "2", "--maxmemory", "64mb", "--expire-keys-per-tick-max", "0")
+    ours = _matches_redis_on_both_workers(_collection_branches, [on_shard(0, "flist"), on_shard(1, "flist")])
     try:
-        with reference_redis() as port:
-            with socket.create_connection(("127.0.0.1", port), timeout=10) as sock:
-                replies(sock, [cmd("DEBUG SET-ACTIVE-EXPIRE 0")])
-            theirs = _collection_branches(port, keys)
-        for _ in range(4):  # new connections: SO_REUSEPORT spreads them over both workers
-            assert _collection_branches(ours.port, keys) == theirs
         with ours.raw() as sock:  # every block the changes freed is free again: an empty server holds none
             assert replies(sock, [cmd("FLUSHALL")]) == [b"OK"]
             info = replies(sock, [cmd("INFO memory")])[0]
