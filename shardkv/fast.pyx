@@ -42,7 +42,7 @@ from shardkv.index cimport (
     record_bytes,
 )
 from shardkv.layouts cimport chunks_pop, chunks_push, structure, table_set
-from shardkv.resp cimport bulk, integer, string2ll
+from shardkv.resp cimport bulk, integer, integer_of, string2ll
 
 from shardkv.errors import CommandError
 from shardkv.index import EXPIRED, WRONG_TYPE
@@ -372,7 +372,7 @@ cdef class FastPath:
                 delta = -delta
             if self.index.incr(pdb, key, delta, now_ms, &result) > INCR_CREATED:
                 return None  # expired, or an error: nothing changed
-            return integer(result)
+            return integer_of(result)
         # A large collection's usual change (layouts.pyx), in place.
         off = self.index.walk(pdb, key, &link, &bucket)
         if not off:

@@ -46,6 +46,8 @@ cdef class Index:
                             uint64_t expire_ms) except *
     cpdef void publish(self, uint64_t off, int pdb, bytes key, uint64_t off_old, uint64_t link,
                        uint64_t bucket) except *
+    cdef int link_written(self, uint64_t off, int pdb, bytes key, uint64_t expire_ms, uint64_t off_old,
+                          uint64_t link, uint64_t bucket) except -1
     cpdef void put(self, uint64_t off, int pdb, bytes key, uint64_t kind, bytes value, uint64_t expire_ms,
                    uint64_t off_old, uint64_t link, uint64_t bucket) except *
     cdef int string_span(self, uint64_t off, uint64_t now_ms, uint64_t *start, uint64_t *length) except -1

@@ -13,7 +13,7 @@ from libc.stdio cimport snprintf
 from libc.stdint cimport INT64_MAX, INT64_MIN, int64_t, uint64_t
 from libc.string cimport memcmp, memcpy
 
-from shardkv.resp cimport bulk, string2ll
+from shardkv.resp cimport bulk_bytes, string2ll, write_bulk
 
 
 cdef extern from "zlib.h":
@@ -153,11 +153,17 @@ cdef class Index:
         """A write's core: the record into the block at off, counted as a change, published in
         place of off_old (reached through link) or as a new key at the head of bucket, and the
         db's key counts.  The caller allocated the block and frees off_old's after."""
+        self.write_record(off, pdb, key, kind, value, expire_ms)
+        self.link_written(off, pdb, key, expire_ms, off_old, link, bucket)
+
+    cdef int link_written(self, uint64_t off, int pdb, bytes key, uint64_t expire_ms, uint64_t off_old,
+                          uint64_t link, uint64_t bucket) except -1:
+        """put's second half: the record already written at off, counted as a change, published,
+        and the db's key counts."""
         cdef uint64_t old_exp
         if off_old and (off_old < self.heap_lo or off_old + RECORD_HEADER_BYTES > self.heap_hi):
             raise SegmentCorrupt(f"record {off_old} is outside the heap")
         old_exp = self.q[(off_old >> 3) + 1] if off_old else 0
-        self.write_record(off, pdb, key, kind, value, expire_ms)
         self.q[H_DIRTY] += 1
         self.publish(off, pdb, key, off_old, link, bucket)
         if not off_old:
@@ -166,6 +172,7 @@ cdef class Index:
                 self.q[H_EXPIRES + pdb] += 1
         elif (old_exp != 0) != (expire_ms != 0):
             self.q[H_EXPIRES + pdb] += 1 if expire_ms else <uint64_t> -1
+        return 0
 
     cdef int string_span(self, uint64_t off, uint64_t now_ms, uint64_t *start, uint64_t *length) except -1:
         """Whether the record at off is a live string (SPAN_STRING, its value's bytes at *start,
@@ -197,7 +204,6 @@ cdef class Index:
         cdef const unsigned char *v
         cdef char digits[24]
         cdef int n
-        cdef bytes framed
         if off_old:
             found = self.string_span(off_old, now_ms, &start, &length)
             if found == SPAN_EXPIRED:
@@ -215,9 +221,9 @@ cdef class Index:
             return INCR_OVERFLOW
         result[0] = current + delta
         n = snprintf(digits, sizeof(digits), "%lld", <long long> result[0])
-        framed = bulk(PyBytes_FromStringAndSize(digits, n))
-        off = self.allocator.alloc(record_bytes(len(key), len(framed)))
-        self.put(off, pdb, key, TYPE_STRING, framed, exp, off_old, link, bucket)
+        off = self.allocator.alloc(record_bytes(len(key), bulk_bytes(n)))
+        write_bulk(<char *> self.new_record(off, pdb, key, len(key), TYPE_STRING, bulk_bytes(n), exp), digits, n)
+        self.link_written(off, pdb, key, exp, off_old, link, bucket)
         if off_old:
             self.allocator.free(off_old)
         return INCR_DONE if off_old else INCR_CREATED

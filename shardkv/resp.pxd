@@ -3,5 +3,8 @@ from libc.stdint cimport int64_t
 
 
 cdef bint string2ll(const unsigned char *s, Py_ssize_t n, int64_t *out) noexcept
+cdef Py_ssize_t bulk_bytes(Py_ssize_t n) noexcept
+cdef Py_ssize_t write_bulk(char *dst, const char *src, Py_ssize_t n) noexcept
 cpdef bytes bulk(object value)
+cdef bytes integer_of(long long v)
 cpdef bytes integer(object n)

@@ -154,34 +154,50 @@ def parse(const unsigned char[::1] buf not None, Py_ssize_t end, Py_ssize_t args
 # ------------------------------------------------------------------------------ replies
 
 
+cdef Py_ssize_t bulk_bytes(Py_ssize_t n) noexcept:
+    """The bytes of n bytes framed as a RESP bulk string: `$<n>\\r\\n<n bytes>\\r\\n`."""
+    cdef Py_ssize_t digits = 1, rest = n
+    while rest >= 10:
+        rest //= 10
+        digits += 1
+    return 1 + digits + 2 + n + 2
+
+
+cdef Py_ssize_t write_bulk(char *dst, const char *src, Py_ssize_t n) noexcept:
+    """Frame n bytes at src as a RESP bulk string at dst (bulk_bytes(n) of room): how strings are
+    stored, and GET's reply.  The bytes written."""
+    cdef int h = snprintf(dst, 24, "$%zd\r\n", n)
+    memcpy(dst + h, src, n)
+    dst[h + n] = 13
+    dst[h + n + 1] = 10
+    return h + n + 2
+
+
 cpdef bytes bulk(object value):
-    """value (bytes, or any bytes-like object) as a RESP bulk string: how strings are stored,
-    and GET's reply (protocol.bulk)."""
+    """value (bytes, or any bytes-like object) as a RESP bulk string (protocol.bulk)."""
     if not PyBytes_CheckExact(value):
         value = bytes(value)
     cdef Py_ssize_t n = PyBytes_GET_SIZE(value)
-    cdef char head[24]
-    cdef int h = snprintf(head, sizeof(head), "$%zd\r\n", n)
-    cdef bytes out = PyBytes_FromStringAndSize(NULL, h + n + 2)
-    cdef char *p = PyBytes_AS_STRING(out)
-    memcpy(p, head, h)
-    memcpy(p + h, PyBytes_AS_STRING(value), n)
-    p[h + n] = 13
-    p[h + n + 1] = 10
+    cdef bytes out = PyBytes_FromStringAndSize(NULL, bulk_bytes(n))
+    write_bulk(PyBytes_AS_STRING(out), PyBytes_AS_STRING(value), n)
     return out
+
+
+cdef bytes integer_of(long long v):
+    """v as a RESP integer reply."""
+    cdef char text[32]
+    cdef int size = snprintf(text, sizeof(text), ":%lld\r\n", v)
+    return PyBytes_FromStringAndSize(text, size)
 
 
 cpdef bytes integer(object n):
     """n as a RESP integer reply (protocol.integer); any Python int, at C speed for a long long."""
-    cdef char text[32]
-    cdef int size
     cdef long long v
     try:
         v = n
     except OverflowError:
         return b":%d\r\n" % n
-    size = snprintf(text, sizeof(text), ":%lld\r\n", v)
-    return PyBytes_FromStringAndSize(text, size)
+    return integer_of(v)
 
 
 cdef tuple no_header_yet(const unsigned char *p, list out, Py_ssize_t start, Py_ssize_t pos, Py_ssize_t end,
