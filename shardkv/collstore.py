@@ -27,21 +27,24 @@ publishing store; a restart derives them again (Store.rebuild).
 from __future__ import annotations
 
 import random
-import struct
 import zlib
 from array import array
-from bisect import bisect_right
 from collections.abc import Callable
-from itertools import accumulate
 
 from shardkv.errors import OOM, CommandError
-from shardkv.native import (
+from shardkv.native import (  # compiled: layouts.pyx
     CHUNK_BYTES_MAX,
     CHUNK_ENTRIES_MAX,
+    chunk_locate,
     chunks_pop_end,
     chunks_push_end,
+    node_take,
+    pack_entries,
+    pack_node,
     table_probe,
     table_set_one,
+    unpack_entries,
+    unpack_node,
 )
 from shardkv.store import (
     CHUNK_OFF_MASK,
@@ -60,7 +63,6 @@ from shardkv.store import (
     word_journal_sizes,
 )
 
-_LEN = struct.Struct("<I")
 PACKED_ENTRIES_MAX = 128  # more entries (hash: fields) than this take the large layout
 PACKED_BYTES_MAX = 8192  # so does a packed value larger than this
 TABLE_SLOTS_MIN_LOG2 = 4
@@ -74,62 +76,8 @@ Entry = tuple[bytes, bytes]  # field and value (a set member's value is empty)
 # ---------------------------------------------------------------------- packed entries
 
 
-def pack_entries(items: list[bytes]) -> bytes:
-    pack_len = _LEN.pack
-    return b"".join([pack_len(len(x)) + x for x in items])
-
-
-def unpack_entries(buf: bytes, pos: int = 0) -> list[bytes]:
-    out = []
-    end = len(buf)
-    unpack_len = _LEN.unpack_from
-    while pos < end:
-        (n,) = unpack_len(buf, pos)
-        pos += 4
-        out.append(buf[pos : pos + n])
-        pos += n
-    return out
-
-
 def pack(items: list[bytes]) -> bytes:
     return bytes((LAYOUT_PACKED,)) + pack_entries(items)
-
-
-def pack_node(items: list[bytes]) -> bytes:
-    """A list chunk's entries: `[u32 length][bytes][u32 length]` each, so that either end can be
-    taken without reading the rest."""
-    pack_len = _LEN.pack
-    return b"".join([(n := pack_len(len(x))) + x + n for x in items])
-
-
-def unpack_node(buf: bytes) -> list[bytes]:
-    out = []
-    pos, end = 0, len(buf)
-    unpack_len = _LEN.unpack_from
-    while pos < end:
-        (n,) = unpack_len(buf, pos)
-        out.append(buf[pos + 4 : pos + 4 + n])
-        pos += n + 8
-    return out
-
-
-def node_take(buf: bytes, count: int, left: bool) -> tuple[list[bytes], bytes]:
-    """(the first or last `count` entries of a chunk, in the order popped; what remains)."""
-    unpack_len = _LEN.unpack_from
-    out = []
-    if left:
-        pos = 0
-        for _ in range(count):
-            (n,) = unpack_len(buf, pos)
-            out.append(buf[pos + 4 : pos + 4 + n])
-            pos += n + 8
-        return out, buf[pos:]
-    end = len(buf)
-    for _ in range(count):
-        (n,) = unpack_len(buf, end - 4)
-        out.append(buf[end - 4 - n : end - 4])
-        end -= n + 8
-    return out, buf[:end]
 
 
 def clamp_range(n: int, start: int, stop: int) -> tuple[int, int]:
@@ -481,15 +429,7 @@ class Chunks(_Large):
 
     def _locate(self, index: int) -> tuple[int, int]:
         """(position in the window, index in that node) of entry `index` (0 <= index < len)."""
-        slots = self._slots()
-        if index < slots[0] >> 48:
-            return 0, index
-        last = slots[-1] >> 48
-        if index >= len(self) - last:
-            return len(slots) - 1, index - (len(self) - last)
-        ends = list(accumulate([w >> 48 for w in slots]))
-        pos = bisect_right(ends, index)
-        return pos, index - (ends[pos - 1] if pos else 0)
+        return chunk_locate(self.store.index, self.head, index)
 
     def index(self, index: int) -> bytes:
         pos, at = self._locate(index)

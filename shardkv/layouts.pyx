@@ -273,3 +273,123 @@ cdef object chunks_pop(Index ix, uint64_t head, bint left):
 def chunks_pop_end(Index ix not None, uint64_t head, bint left):
     """chunks_pop for Python."""
     return chunks_pop(ix, head, left)
+
+
+# ---------------------------------------------------------------------- packed entries
+
+
+cdef inline uint32_t entry_length(const unsigned char *p, Py_ssize_t pos, Py_ssize_t end) except? 0xFFFFFFFF:
+    """The u32 length at pos, checked to fit before end."""
+    if end - pos < 4:
+        raise SegmentCorrupt(f"{end - pos} bytes at {pos} are not an entry's length")
+    cdef uint32_t n = layouts_u32(p + pos)
+    if <Py_ssize_t> n > end - pos - 4:
+        raise SegmentCorrupt(f"an entry of {n} bytes at {pos} runs past its {end}-byte area")
+    return n
+
+
+def pack_entries(list items not None):
+    """A packed collection's entries: `[u32 length][bytes]` each."""
+    cdef Py_ssize_t i, count = PyList_GET_SIZE(items), size = 0, n
+    for i in range(count):
+        size += 4 + PyBytes_GET_SIZE(<bytes> PyList_GET_ITEM(items, i))
+    cdef bytes out = PyBytes_FromStringAndSize(NULL, size)
+    cdef unsigned char *at = <unsigned char *> PyBytes_AS_STRING(out)
+    for i in range(count):
+        x = <bytes> PyList_GET_ITEM(items, i)
+        n = PyBytes_GET_SIZE(x)
+        layouts_put_u32(at, <uint32_t> n)
+        memcpy(at + 4, PyBytes_AS_STRING(x), n)
+        at += 4 + n
+    return out
+
+
+def unpack_entries(bytes buf not None, Py_ssize_t pos=0):
+    """The entries packed in buf from pos on (pack_entries' inverse)."""
+    cdef const unsigned char *p = <const unsigned char *> PyBytes_AS_STRING(buf)
+    cdef Py_ssize_t end = PyBytes_GET_SIZE(buf)
+    cdef uint32_t n
+    cdef list out = []
+    if pos < 0:
+        raise ValueError(f"position {pos}")
+    while pos < end:
+        n = entry_length(p, pos, end)
+        out.append(PyBytes_FromStringAndSize(<const char *> p + pos + 4, n))
+        pos += 4 + n
+    return out
+
+
+def pack_node(list items not None):
+    """A list chunk's entries: `[u32 length][bytes][u32 length]` each, so that either end can be
+    taken without reading the rest."""
+    cdef Py_ssize_t i, count = PyList_GET_SIZE(items), size = 0, n
+    for i in range(count):
+        size += 8 + PyBytes_GET_SIZE(<bytes> PyList_GET_ITEM(items, i))
+    cdef bytes out = PyBytes_FromStringAndSize(NULL, size)
+    cdef unsigned char *at = <unsigned char *> PyBytes_AS_STRING(out)
+    for i in range(count):
+        x = <bytes> PyList_GET_ITEM(items, i)
+        n = PyBytes_GET_SIZE(x)
+        layouts_put_u32(at, <uint32_t> n)
+        memcpy(at + 4, PyBytes_AS_STRING(x), n)
+        layouts_put_u32(at + 4 + n, <uint32_t> n)
+        at += 8 + n
+    return out
+
+
+def node_take(bytes buf not None, Py_ssize_t count, bint left):
+    """(the first (left) or last `count` entries of a chunk, in the order taken; the bytes of
+    what remains).  count -1: every entry."""
+    cdef const unsigned char *p = <const unsigned char *> PyBytes_AS_STRING(buf)
+    cdef Py_ssize_t pos = 0, end = PyBytes_GET_SIZE(buf), taken = 0
+    cdef uint32_t n
+    cdef list out = []
+    while taken != count and pos < end:
+        if left:
+            n = entry_length(p, pos, end - 4)
+            out.append(PyBytes_FromStringAndSize(<const char *> p + pos + 4, n))
+            pos += 8 + n
+        else:
+            if end - pos < 8:
+                raise SegmentCorrupt(f"{end - pos} bytes of a chunk are not an entry")
+            n = layouts_u32(p + end - 4)
+            if <Py_ssize_t> n > end - pos - 8 or layouts_u32(p + end - 8 - n) != n:
+                raise SegmentCorrupt(f"the last entry of a chunk ({n} bytes) does not fit it")
+            out.append(PyBytes_FromStringAndSize(<const char *> p + end - 4 - n, n))
+            end -= 8 + n
+        taken += 1
+    if taken != count and count >= 0:
+        raise SegmentCorrupt(f"a chunk holds {taken} entries, not {count}")
+    return out, buf[pos:end]
+
+
+def unpack_node(bytes buf not None):
+    """Every entry of a chunk, in order."""
+    return node_take(buf, -1, True)[0]
+
+
+def chunk_locate(Index ix not None, uint64_t head, uint64_t index):
+    """(position in the window, index in that chunk) of entry `index` (0 <= index < its length)
+    of the large list whose head record is at head, from the chunks' entry counts (from the end
+    nearer to it)."""
+    cdef uint64_t s = structure(ix, head, TYPE_LIST, LAYOUT_CHUNKS)
+    if not s:
+        raise ValueError(f"record {head} is not a large list")
+    cdef uint64_t first = ix.q[s] >> 32, n = ix.q[s] & KLEN_MASK, total = ix.q[s + 1], count, pos
+    cdef uint64_t slot0 = s + STRUCT_WORDS + first, behind
+    if index >= total:
+        raise IndexError(f"entry {index} of a list of {total}")
+    if index < total // 2:
+        for pos in range(n):
+            count = ix.q[slot0 + pos] >> 48
+            if index < count:
+                return pos, index
+            index -= count
+    else:
+        behind = total - 1 - index  # entries after it
+        for pos in range(n - 1, -1, -1):
+            count = ix.q[slot0 + pos] >> 48
+            if behind < count:
+                return pos, count - 1 - behind
+            behind -= count
+    raise SegmentCorrupt(f"list {head}'s chunks hold fewer entries than its length {total}")

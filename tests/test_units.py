@@ -13,7 +13,18 @@ import pytest
 from shardkv import protocol
 from shardkv.errors import CommandError
 from shardkv.limits import Footprint, Limits, LimitsError, parse_args, parse_memory
-from shardkv.native import Peers, Pending, RingDamaged, ring_index
+from shardkv.native import (
+    Peers,
+    Pending,
+    RingDamaged,
+    SegmentCorrupt,
+    node_take,
+    pack_entries,
+    pack_node,
+    ring_index,
+    unpack_entries,
+    unpack_node,
+)
 from shardkv.store import TYPE_STRING, InjectedFault, Store, resp_bulk
 from shardkv.worker.peers import K_REP, K_REQ, K_RESET
 
@@ -411,3 +422,31 @@ def test_the_access_clock_bits_change_no_length(store: Store) -> None:
         resp_bulk(b"v" * (i % 50)) for i in range(len(keys))]
     assert [store.string_value(store.lookup(0, key, 1000)) for key in keys[:3]] == [b"", b"v", b"vv"]
     store.check()
+
+
+def test_packed_entries_and_chunks_round_trip_and_refuse_damaged_lengths() -> None:
+    """The compiled codecs of small collections and list chunks (layouts.pyx): what one packs the
+    other reads back, from either end for a chunk; a length that runs past its area raises
+    SegmentCorrupt instead of reading beyond it."""
+    rng = random.Random(5)
+    for _ in range(200):
+        items = [rng.randbytes(rng.choice([0, 1, 5, 300])) for _ in range(rng.randrange(0, 20))]
+        assert unpack_entries(b"\x01" + pack_entries(items), 1) == items
+        node = pack_node(items)
+        assert unpack_node(node) == items
+        k = rng.randrange(0, len(items) + 1)
+        assert node_take(node, k, True) == (items[:k], pack_node(items[k:]))
+        assert node_take(node, k, False) == (items[::-1][:k], pack_node(items[: len(items) - k]))
+    good = pack_node([b"abc", b"de"])
+    for damaged in (pack_entries([b"abc"])[:-1], b"\xff\xff\xff\x7fxyz", b"\x05\x00"):
+        with pytest.raises(SegmentCorrupt):
+            unpack_entries(damaged)
+    cut, long_first = good[:-1], b"\x00\x01\x00\x00" + good[4:]
+    for damaged in (cut, long_first, b"\x01\x00\x00\x00x\x02\x00\x00\x00"):  # the last: its two lengths differ
+        with pytest.raises(SegmentCorrupt):
+            node_take(damaged, 2, False)
+    for damaged in (cut, long_first):
+        with pytest.raises(SegmentCorrupt):
+            unpack_node(damaged)
+    with pytest.raises(SegmentCorrupt):
+        node_take(good, 3, True)  # more entries than it holds
