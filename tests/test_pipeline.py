@@ -371,3 +371,31 @@ def test_pipelined_collection_commands_match_redis_on_every_branch_of_the_fast_p
         assert isinstance(info, bytes) and b"used_memory_dataset:0\r\n" in info, info
     finally:
         ours.stop()
+
+
+@pytest.mark.skipif(shutil.which("redis-server") is None, reason="redis-server not installed (CI installs it)")
+def test_a_read_the_fast_path_stops_half_way_through_is_answered_in_order() -> None:
+    """A read of fast commands only, on the worker's own keys, is run and answered by the fast
+    path in one go (Connection.buffer_updated); one that stops at a request it does not take
+    whole (an expired key, a wrong type, a value that is not an integer) hands that request and
+    the rest to the Python pipeline, which answers them after what already ran, as Redis does."""
+    def run(port: int) -> list[object]:
+        with socket.create_connection(("127.0.0.1", port), timeout=10) as sock:
+            replies(sock, [cmd("FLUSHALL"), cmd("SET gone v PX 1"), cmd("SET text abc"), cmd("RPUSH list a")])
+            deadline_s = time.time() + 0.02
+            while time.time() < deadline_s:  # wait for the key's time to pass (no active expiry removes it)
+                time.sleep(0.005)
+            got = []
+            for tail in ([cmd("GET gone")], [cmd("INCR text")], [cmd("GET list")], [cmd("SET k w")]):
+                got += replies(sock, [cmd("SET k v"), cmd("GET k"), *tail, cmd("INCR n"), cmd("GET k")])
+            return got + replies(sock, [cmd("DBSIZE"), cmd("GET n")])
+
+    ours = start_server("--shards", "1", "--maxmemory", "64mb", "--expire-keys-per-tick-max", "0")
+    try:
+        with reference_redis() as port:
+            with socket.create_connection(("127.0.0.1", port), timeout=10) as sock:
+                replies(sock, [cmd("DEBUG SET-ACTIVE-EXPIRE 0")])
+            theirs = run(port)
+        assert run(ours.port) == theirs
+    finally:
+        ours.stop()

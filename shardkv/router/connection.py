@@ -120,7 +120,32 @@ class Connection(asyncio.BufferedProtocol):
             return
         self.end += nbytes
         self.received += nbytes
-        self.worker.net_input += nbytes
+        worker = self.worker
+        worker.net_input += nbytes
+        if not self.replies and not self.unsent_bytes and self.barrier is None and not self.writing_paused \
+                and self.transport is not None and self.plain() and not worker.inbox_pending():
+            # Nothing is queued or waited for: a read of whole commands the fast path runs on this
+            # worker's keys is parsed, run and answered by it, and its replies written at once.
+            lim = worker.limits
+            done = worker.fast.express(self.buf, self.end, self.db, self.proto, lim.args_max, lim.value_bytes_max)
+            if done is not None:
+                consumed, data, self.last_command = done
+                worker.repair_if_damaged()
+                self.last_active = time.monotonic()
+                self._shift(consumed)
+                if self.end:  # one stopped the run: the pipeline answers it and what follows, in order
+                    self.replies.append(data)
+                    self.queued_bytes += len(data)
+                    self.process()
+                    return
+                self.wants_input = False
+                worker.net_output += len(data)
+                self.transport.write(data)
+                if self.transport.get_write_buffer_size():
+                    self._account_unsent()
+                if self.reading_paused:
+                    self._update_reading()
+                return
         self.process()
 
     def eof_received(self) -> bool | None:
@@ -232,7 +257,7 @@ class Connection(asyncio.BufferedProtocol):
                 consumed, error, stopped = end, None, True
                 worker.loop.call_soon(self.resume)
                 break
-        self.last_command = parsed.requests[-1][0][0].lower() if parsed.requests else self.last_command
+        self.last_command = parsed.requests[-1][0][0] if parsed.requests else self.last_command
         if error is not None:
             self.replies.append(protocol.protocol_error(error))
             self.closing = True
@@ -380,19 +405,27 @@ class Connection(asyncio.BufferedProtocol):
         if over_limit:  # a reply grew past the output limit while it was built: close, as Redis does
             self.close_for_output()
             return
+        if not self._account_unsent():
+            return
+        if self.closing and not replies:
+            self.transport.close()
+
+    def _account_unsent(self) -> bool:
+        """Count what is written but not yet sent, the connection's and the worker's, and close
+        the connection past its output limit (Redis closes such a client too), or the worker's
+        biggest clients past its budget; False if this connection is gone."""
+        assert self.transport is not None
         unsent = self.queued_bytes + self.transport.get_write_buffer_size()
         self.worker.unsent_bytes += unsent - self.unsent_bytes
         self.unsent_bytes = unsent
         limits = self.worker.limits
         if unsent > (limits.pubsub_output_bytes_max if self.subscribed else limits.output_buffer_bytes_max):
-            self.close_for_output()  # over the output buffer limit: Redis closes such a client too
-            return
+            self.close_for_output()
+            return False
         if self.worker.unsent_bytes > self.worker.limits.output_bytes_per_worker_max:
             self.worker.over_output_budget()
-            if self.transport is None:
-                return
-        if self.closing and not replies:
-            self.transport.close()
+            return self.transport is not None
+        return True
 
     def close_for_output(self) -> None:
         """Closed for the replies it does not read (counted in INFO)."""
@@ -423,7 +456,7 @@ class Connection(asyncio.BufferedProtocol):
             f"sub={len(self.channels)} psub={len(self.patterns)} ssub={len(self.shard_channels)} multi={multi} "
             f"qbuf={self.end} qbuf-free={len(self.buf) - self.end} "
             f"argv-mem=0 multi-mem=0 rbs={len(self.buf)} rbp={len(self.buf)} obl=0 oll={len(self.replies)} "
-            f"omem=0 tot-mem={len(self.buf)} events=r cmd={self.last_command.decode(errors='replace')} "
+            f"omem=0 tot-mem={len(self.buf)} events=r cmd={self.last_command.lower().decode(errors='replace')} "
             f"user=default redir={redir} resp={self.proto} lib-name={self.lib_name.decode(errors='replace')} "
             f"lib-ver={self.lib_ver.decode(errors='replace')}"
         )
