@@ -44,7 +44,7 @@ from shardkv.index cimport (
 from shardkv.layouts cimport chunks_pop, chunks_push, structure, table_set
 from shardkv.resp cimport bulk, integer, integer_of, string2ll
 
-from shardkv.errors import CommandError
+from shardkv.errors import CommandError, ProtocolError
 from shardkv.index import EXPIRED, WRONG_TYPE
 from shardkv.resp import parse as parse_frames
 
@@ -266,7 +266,7 @@ cdef class FastPath:
         cdef int c, can_write = -1
         cdef const uint16_t *owners = <const uint16_t *> (<const char *> self.owners)
         requests, consumed, _, error = parse_frames(buf, end, args_max, bulk_bytes_max, 1 << 30, False,
-                                                    self.split_inline, ValueError)
+                                                    self.split_inline, ProtocolError)
         if error is not None or consumed != end:
             return None
         n = PyList_GET_SIZE(requests)
@@ -453,7 +453,8 @@ cdef class FastPath:
         if PyBytes_GET_SIZE(body) < 3 or b[0] & 0xC0:
             return None
         frames = body[2:]
-        requests, _, _, error = parse_frames(frames, len(frames), 1 << 30, 1 << 40, 1, False, None, ValueError)
+        requests, _, _, error = parse_frames(frames, len(frames), 1 << 30, 1 << 40, 1, False, self.split_inline,
+                                             ProtocolError)
         if error is not None or len(requests) != 1:
             return None
         if self.run_some(requests, 0, b[1], b[0], out, None) != 1:

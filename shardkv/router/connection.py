@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import asyncio
 import time
+import traceback
 from collections import deque
 from typing import TYPE_CHECKING
 
@@ -127,7 +128,12 @@ class Connection(asyncio.BufferedProtocol):
             # Nothing is queued or waited for: a read of whole commands the fast path runs on this
             # worker's keys is parsed, run and answered by it, and its replies written at once.
             lim = worker.limits
-            done = worker.fast.express(self.buf, self.end, self.db, self.proto, lim.args_max, lim.value_bytes_max)
+            try:
+                done = worker.fast.express(self.buf, self.end, self.db, self.proto, lim.args_max,
+                                           lim.value_bytes_max)
+            except Exception:  # a bug: say so loudly, and let the pipeline answer the read
+                traceback.print_exc()  # noqa
+                done = None
             if done is not None:
                 consumed, data, self.last_command = done
                 worker.repair_if_damaged()
