@@ -209,7 +209,6 @@ cdef Py_ssize_t chunks_push(Index ix, uint64_t head, list items, bint left) exce
     cdef Py_ssize_t count = PyList_GET_SIZE(items), i
     cdef const unsigned char *old = chunk_payload(ix, link, &vlen)
     cdef unsigned char *at
-    cdef bytes x
     for i in range(count):
         add += 8 + <uint64_t> PyBytes_GET_SIZE(<bytes> PyList_GET_ITEM(items, i))
     if entries + <uint64_t> count > CHUNK_ENTRIES or vlen + add > CHUNK_BYTES:
@@ -220,11 +219,7 @@ cdef Py_ssize_t chunks_push(Index ix, uint64_t head, list items, bint left) exce
         memcpy(at, old, vlen)
         at += vlen
     for i in range(count):  # LPUSH a b c: c, b, a, then what was there
-        x = <bytes> PyList_GET_ITEM(items, count - 1 - i if left else i)
-        layouts_put_u32(at, <uint32_t> PyBytes_GET_SIZE(x))
-        memcpy(at + 4, PyBytes_AS_STRING(x), PyBytes_GET_SIZE(x))
-        layouts_put_u32(at + 4 + PyBytes_GET_SIZE(x), <uint32_t> PyBytes_GET_SIZE(x))
-        at += 8 + PyBytes_GET_SIZE(x)
+        at = put_entry(at, <bytes> PyList_GET_ITEM(items, count - 1 - i if left else i), True)
     if left:
         memcpy(at, old, vlen)
     layouts_store_release(&ix.q[word], (entries + <uint64_t> count) << 48 | off >> 3)  # publish
@@ -288,20 +283,32 @@ cdef inline uint32_t entry_length(const unsigned char *p, Py_ssize_t pos, Py_ssi
     return n
 
 
-def pack_entries(list items not None):
-    """A packed collection's entries: `[u32 length][bytes]` each."""
-    cdef Py_ssize_t i, count = PyList_GET_SIZE(items), size = 0, n
+cdef unsigned char *put_entry(unsigned char *at, bytes x, bint trailer) noexcept:
+    """Write one entry at `at`: its u32 length, its bytes, and for a list chunk (trailer) its
+    length again; where the next one goes."""
+    cdef Py_ssize_t n = PyBytes_GET_SIZE(x)
+    layouts_put_u32(at, <uint32_t> n)
+    memcpy(at + 4, PyBytes_AS_STRING(x), n)
+    if trailer:
+        layouts_put_u32(at + 4 + n, <uint32_t> n)
+        return at + 8 + n
+    return at + 4 + n
+
+
+cdef bytes pack(list items, bint trailer):
+    cdef Py_ssize_t i, count = PyList_GET_SIZE(items), size = 0
     for i in range(count):
-        size += 4 + PyBytes_GET_SIZE(<bytes> PyList_GET_ITEM(items, i))
+        size += (8 if trailer else 4) + PyBytes_GET_SIZE(<bytes> PyList_GET_ITEM(items, i))
     cdef bytes out = PyBytes_FromStringAndSize(NULL, size)
     cdef unsigned char *at = <unsigned char *> PyBytes_AS_STRING(out)
     for i in range(count):
-        x = <bytes> PyList_GET_ITEM(items, i)
-        n = PyBytes_GET_SIZE(x)
-        layouts_put_u32(at, <uint32_t> n)
-        memcpy(at + 4, PyBytes_AS_STRING(x), n)
-        at += 4 + n
+        at = put_entry(at, <bytes> PyList_GET_ITEM(items, i), trailer)
     return out
+
+
+def pack_entries(list items not None):
+    """A packed collection's entries: `[u32 length][bytes]` each."""
+    return pack(items, False)
 
 
 def unpack_entries(bytes buf not None, Py_ssize_t pos=0):
@@ -322,19 +329,7 @@ def unpack_entries(bytes buf not None, Py_ssize_t pos=0):
 def pack_node(list items not None):
     """A list chunk's entries: `[u32 length][bytes][u32 length]` each, so that either end can be
     taken without reading the rest."""
-    cdef Py_ssize_t i, count = PyList_GET_SIZE(items), size = 0, n
-    for i in range(count):
-        size += 8 + PyBytes_GET_SIZE(<bytes> PyList_GET_ITEM(items, i))
-    cdef bytes out = PyBytes_FromStringAndSize(NULL, size)
-    cdef unsigned char *at = <unsigned char *> PyBytes_AS_STRING(out)
-    for i in range(count):
-        x = <bytes> PyList_GET_ITEM(items, i)
-        n = PyBytes_GET_SIZE(x)
-        layouts_put_u32(at, <uint32_t> n)
-        memcpy(at + 4, PyBytes_AS_STRING(x), n)
-        layouts_put_u32(at + 4 + n, <uint32_t> n)
-        at += 8 + n
-    return out
+    return pack(items, True)
 
 
 def node_take(bytes buf not None, Py_ssize_t count, bint left):
