@@ -42,7 +42,7 @@ from shardkv.index cimport (
     record_bytes,
 )
 from shardkv.layouts cimport chunks_pop, chunks_push, structure, table_set
-from shardkv.resp cimport bulk, integer, integer_of, string2ll
+from shardkv.resp cimport bulk, integer_of, string2ll
 
 from shardkv.errors import CommandError, ProtocolError
 from shardkv.index import EXPIRED, WRONG_TYPE
@@ -207,13 +207,11 @@ cdef class FastPath:
     cdef Py_ssize_t words[C_COUNT]  # each command's first stats word
     cdef Peers peers
     cdef public object writes  # () -> bool: whether it may write (asked once per run, at its first write)
-    cdef object split_inline  # protocol.split_inline: how the parser splits an inline command
     cdef public bint damaged  # a write raised half-way (a damaged segment): the shard needs repair
 
     def __init__(self, Index index not None, allocator, Counters counters not None, bytearray dbmap not None,
                  bytes owners, int me, Py_ssize_t key_bytes_max, Py_ssize_t value_bytes_max, dict words not None,
-                 Py_ssize_t hits_word, Py_ssize_t misses_word, Peers peers not None, Py_ssize_t inflight_max, writes,
-                 split_inline):
+                 Py_ssize_t hits_word, Py_ssize_t misses_word, Peers peers not None, Py_ssize_t inflight_max, writes):
         if len(owners) != SLOTS * 2:
             raise ValueError("owners must hold one uint16 per slot")
         self.index = index
@@ -234,7 +232,6 @@ cdef class FastPath:
         self.peers = peers
         self.inflight_max = inflight_max
         self.writes = writes
-        self.split_inline = split_inline
         self.damaged = False
 
     def run(self, conn, list requests not None, Py_ssize_t i):
@@ -250,48 +247,14 @@ cdef class FastPath:
             self.hand_over(conn, out)
         return i
 
-    def express(self, bytearray buf not None, Py_ssize_t end, int db, int proto, Py_ssize_t args_max,
-                Py_ssize_t bulk_bytes_max):
-        """A read's whole path when it is simple (most clients send one command, or a pipeline of
-        these, and wait): buf[0:end] parses into complete requests with nothing left over, and
-        each is one the fast path takes on this worker's own keys (a write only when `writes()`).
-        Then they are run: (bytes consumed, their replies joined, the last request's name), where
-        fewer bytes than end were consumed if one stopped the run when it ran (an expired key, a
-        wrong type, OOM ...: the Python pipeline goes on from it).  None, having run nothing, when
-        the read is not that simple."""
+    def express(self, list requests not None, int db, int proto):
+        """Run a client's parsed requests from the first on, as far as the fast path takes them on
+        this worker's own keys, with no Python frame per request (the read's whole path, when a
+        client sends one command, or a pipeline of these, and waits): (how many ran, their replies
+        joined).  The Python pipeline answers the rest, after them."""
         cdef list out = []
-        cdef list argv
-        cdef bytes key
-        cdef Py_ssize_t i, n, done
-        cdef int c, can_write = -1
-        cdef const uint16_t *owners = <const uint16_t *> (<const char *> self.owners)
-        requests, consumed, _, error = parse_frames(buf, end, args_max, bulk_bytes_max, 1 << 30, False,
-                                                    self.split_inline, ProtocolError)
-        if error is not None or consumed != end:
-            return None
-        n = PyList_GET_SIZE(requests)
-        if not n:
-            return None
-        for i in range(n):
-            argv = <list> PyTuple_GET_ITEM(<tuple> PyList_GET_ITEM(requests, i), 0)
-            c = fast_command(name_code(<bytes> PyList_GET_ITEM(argv, 0)))
-            if c == C_NONE or PyList_GET_SIZE(argv) != ARITY[c]:
-                return None
-            key = <bytes> PyList_GET_ITEM(argv, 1)
-            if PyBytes_GET_SIZE(key) > self.key_bytes_max:
-                return None
-            if not self.single and owners[key_slot(key, PyBytes_GET_SIZE(key))] != self.me:
-                return None
-            if c != C_GET and can_write < 0:
-                can_write = 1 if self.writes() else 0
-                if not can_write:
-                    return None
-        done = self.run_some(requests, 0, db, proto, out, None)
-        if not done:
-            return None
-        last = <tuple> PyList_GET_ITEM(requests, done - 1)
-        return <object> PyTuple_GET_ITEM(last, 2), b"".join(out), <object> PyList_GET_ITEM(
-            <list> PyTuple_GET_ITEM(last, 0), 0)
+        cdef Py_ssize_t done = self.run_some(requests, 0, db, proto, out, None)
+        return done, b"".join(out)
 
     cdef void hand_over(self, conn, list out) except *:
         data = b"".join(out)
@@ -434,13 +397,13 @@ cdef class FastPath:
                 return None
             r = table_set(self.index, off, <bytes> PyList_GET_ITEM(argv, 2),
                           b"" if c == C_SADD else <bytes> PyList_GET_ITEM(argv, 3))
-            return None if r < 0 else integer(r)
+            return None if r < 0 else integer_of(r)
         if not structure(self.index, off, TYPE_LIST, LAYOUT_CHUNKS):
             return None
         if c == C_LPUSH or c == C_RPUSH:
             value = <bytes> PyList_GET_ITEM(argv, 2)
             r = chunks_push(self.index, off, [value], c == C_LPUSH)
-            return None if r < 0 else integer(r)
+            return None if r < 0 else integer_of(r)
         popped = chunks_pop(self.index, off, c == C_LPOP)
         return None if popped is None else bulk(popped)
 
@@ -453,8 +416,8 @@ cdef class FastPath:
         if PyBytes_GET_SIZE(body) < 3 or b[0] & 0xC0:
             return None
         frames = body[2:]
-        requests, _, _, error = parse_frames(frames, len(frames), 1 << 30, 1 << 40, 1, False, self.split_inline,
-                                             ProtocolError)
+        # (a forwarded command is always RESP multibulk: the router encodes an inline one)
+        requests, _, _, error = parse_frames(frames, len(frames), 1 << 30, 1 << 40, 1, False, None, ProtocolError)
         if error is not None or len(requests) != 1:
             return None
         if self.run_some(requests, 0, b[1], b[0], out, None) != 1:

@@ -19,6 +19,7 @@ from shardkv import errors, protocol
 from shardkv.commands.context import REPLY_ON, REPLY_SKIP, Pending
 from shardkv.commands.tracking import ClientTracking, client_list_fields
 from shardkv.native import fast_takes
+from shardkv.protocol import ParseResult
 from shardkv.router.dispatch import CLIENT_CLOSE, Router
 from shardkv.stats import W_OUTPUT_LIMIT
 
@@ -125,33 +126,39 @@ class Connection(asyncio.BufferedProtocol):
         worker.net_input += nbytes
         if not self.replies and not self.unsent_bytes and self.barrier is None and not self.writing_paused \
                 and self.transport is not None and self.plain() and not worker.inbox_pending():
-            # Nothing is queued or waited for: a read of whole commands the fast path runs on this
-            # worker's keys is parsed, run and answered by it, and its replies written at once.
+            # Nothing is queued or waited for: a read of whole commands is run from the first on
+            # by the fast path as far as it takes them (the usual client: one command, or a
+            # pipeline of these, on this worker's keys), and their replies written at once.
             lim = worker.limits
-            try:
-                done = worker.fast.express(self.buf, self.end, self.db, self.proto, lim.args_max,
-                                           lim.value_bytes_max)
-            except Exception:  # a bug: say so loudly, and let the pipeline answer the read
-                traceback.print_exc()  # noqa
-                done = None
-            if done is not None:
-                consumed, data, self.last_command = done
-                worker.repair_if_damaged()
-                self.last_active = time.monotonic()
-                self._shift(consumed)
-                if self.end:  # one stopped the run: the pipeline answers it and what follows, in order
-                    self.replies.append(data)
-                    self.queued_bytes += len(data)
-                    self.process()
+            parsed = protocol.parse_requests(self.buf, self.end, lim.args_max, lim.value_bytes_max)
+            requests = parsed.requests
+            if parsed.error is None and parsed.consumed == self.end and requests:
+                try:
+                    done, data = worker.fast.express(requests, self.db, self.proto)
+                except Exception:  # a bug: say so loudly, and let the pipeline answer the read
+                    traceback.print_exc()  # noqa
+                    done = 0
+                if done:
+                    argv, _, consumed = requests[done - 1]
+                    self.last_command = argv[0]
+                    worker.repair_if_damaged()
+                    self.last_active = time.monotonic()
+                    self._shift(consumed)
+                    if self.end:  # the rest goes through the pipeline, answered after these
+                        self.replies.append(data)
+                        self.queued_bytes += len(data)
+                        self.process()
+                        return
+                    self.wants_input = False
+                    worker.net_output += len(data)
+                    self.transport.write(data)
+                    if self.transport.get_write_buffer_size():
+                        self._account_unsent()
+                    if self.reading_paused:
+                        self._update_reading()
                     return
-                self.wants_input = False
-                worker.net_output += len(data)
-                self.transport.write(data)
-                if self.transport.get_write_buffer_size():
-                    self._account_unsent()
-                if self.reading_paused:
-                    self._update_reading()
-                return
+            self.process(parsed)  # (parsed with the limits the pipeline uses for this client)
+            return
         self.process()
 
     def eof_received(self) -> bool | None:
@@ -170,8 +177,9 @@ class Connection(asyncio.BufferedProtocol):
 
     # ------------------------------------------------------------------ commands
 
-    def process(self) -> None:
-        """Run every complete command in the buffer, unless waiting for a transaction or a lock."""
+    def process(self, parsed: ParseResult | None = None) -> None:
+        """Run every complete command in the buffer, unless waiting for a transaction or a lock;
+        `parsed`: the buffer as it is, already parsed (by buffer_updated, for a plain client)."""
         if self.transport is None or self.closing:
             return
         worker = self.worker
@@ -196,8 +204,9 @@ class Connection(asyncio.BufferedProtocol):
         if not self.authenticated and not worker.stats.password_set():
             self.authenticated = True  # CONFIG SET requirepass "" lets everyone in, as in Redis
         unauthenticated = not self.authenticated
-        parsed = protocol.parse_requests(self.buf, self.end, lim.args_max, lim.value_bytes_max,
-                                         unauthenticated=unauthenticated)
+        if parsed is None:
+            parsed = protocol.parse_requests(self.buf, self.end, lim.args_max, lim.value_bytes_max,
+                                             unauthenticated=unauthenticated)
         consumed = parsed.consumed
         error = parsed.error
         execute = self.router.execute

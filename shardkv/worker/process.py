@@ -165,8 +165,7 @@ class Worker:
                              array.array("H", self.router.owners).tobytes(), self.id, self.limits.key_bytes_max,
                              self.limits.value_bytes_max,
                              {name: self.command_stats_word[name] for name in FAST_COMMANDS}, here + W_HITS,
-                             here + W_MISSES, self.peers, self.limits.inflight_per_client_max, self.fast_writes,
-                             protocol.split_inline)
+                             here + W_MISSES, self.peers, self.limits.inflight_per_client_max, self.fast_writes)
         self.scripts = Scripts(self)
         self.blocking = Blocking(self)  # this worker's blocked clients
         self.watchers = Watchers(self, self.store)  # clients blocked on this shard's keys
