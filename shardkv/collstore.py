@@ -38,6 +38,7 @@ from shardkv.native import (  # compiled: layouts.pyx
     chunk_locate,
     chunks_pop_end,
     chunks_push_end,
+    field_of,
     node_take,
     pack_entries,
     pack_node,
@@ -109,6 +110,12 @@ def items_of(store: Store, off: int) -> list[bytes]:
     if store.mm[a] == LAYOUT_TABLE:
         return Table(store, off).flat_items()
     return Chunks(store, off).range(0, -1)
+
+
+def field_value(store: Store, off: int, field: bytes) -> bytes | None:
+    """One field's value in the hash or set record at off, either layout (a set member's is
+    empty), or None if absent: the compiled read (layouts.pyx) the fast path makes too."""
+    return field_of(store.index, off, field, store.type_of(off) == TYPE_HASH)
 
 
 def value_bytes(store: Store, off: int) -> bytes:
@@ -240,11 +247,10 @@ class Table(_Large):
         return (self.store.q[self.slot0 + i] & OFF_MASK) << 3
 
     def get(self, field: bytes) -> bytes | None:
-        i = self._probe(field)[0]
-        return None if i < 0 else self._entry(self.store.q[self.slot0 + i])[1]
+        return field_value(self.store, self.head, field)
 
     def contains(self, field: bytes) -> bool:
-        return self._probe(field)[0] >= 0
+        return field_value(self.store, self.head, field) is not None
 
     def set_many(self, entries: dict[bytes, bytes]) -> int:
         """Write entries (new or replacing) as one change; returns how many are new."""

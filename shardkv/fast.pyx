@@ -1,15 +1,16 @@
 # cython: language_level=3, boundscheck=False, wraparound=False, cdivision=True
 """The compiled front of a worker's pipeline: the stats counters a command adds to, and the fast
-path that runs the commonest one-key commands end to end (GET, plain SET, INCR, DECR, INCRBY,
-DECRBY; LPUSH, RPUSH, LPOP, RPOP, SADD and HSET of one element), without a Python frame per
-command: on a local key here, on another worker's key by sending it there (hop.pyx) and, there,
-running and answering it in C.
+path that runs the commonest commands end to end (PING; GET, EXISTS of one key, HGET, HEXISTS,
+SISMEMBER; plain SET, INCR, DECR, INCRBY, DECRBY; LPUSH, RPUSH, LPOP, RPOP, SADD and HSET of one
+element), without a Python frame per command: on a local key here, on another worker's key by
+sending it there (hop.pyx) and, there, running and answering it in C.
 
 The fast path is the router's pipeline for these cases only, in the same order (command lookup,
 arity, key size, the key's shard, then the command), and it calls the same compiled primitives as
-the handlers (Index.string_resp for GET; for SET, the allocator, Index.put and the RESP framing
-that Store.put uses; Index.incr for the INCR family; layouts.pyx's one-store changes of a large
-list, set or hash, which collstore.py calls too), so each command's semantics is written once.
+the handlers (Index.string_resp for GET; layouts.field_get for HGET, HEXISTS and SISMEMBER; for
+SET, the allocator, Index.put and the RESP framing that Store.put uses; Index.incr for the INCR
+family; layouts.pyx's one-store changes of a large list, set or hash, which collstore.py calls
+too), so each command's semantics is written once.
 It stops at the first request it does not take whole: another command or form, a long key or
 value, an inline command for another worker, a key whose time has passed (deleting it emits
 events), a new key or a small collection (the Python handlers write those), a key of another type
@@ -41,7 +42,7 @@ from shardkv.index cimport (
     Index,
     record_bytes,
 )
-from shardkv.layouts cimport chunks_pop, chunks_push, structure, table_set
+from shardkv.layouts cimport chunks_pop, chunks_push, field_get, structure, table_set
 from shardkv.resp cimport bulk, integer_of, string2ll
 
 from shardkv.errors import CommandError, ProtocolError
@@ -164,16 +165,22 @@ cdef inline uint64_t name_code(bytes name) noexcept:
     return code
 
 
-cdef enum:  # the commands the fast path takes, each in one form (its arity: ARITY)
-    C_NONE, C_GET, C_SET, C_INCR, C_DECR, C_INCRBY, C_DECRBY, C_LPUSH, C_RPUSH, C_LPOP, C_RPOP, C_SADD, C_HSET, C_COUNT
+cdef enum:  # the commands the fast path takes, each in one form (its arity: ARITY); reads first
+    C_NONE, C_GET, C_EXISTS, C_HGET, C_HEXISTS, C_SISMEMBER, C_PING,
+    C_SET, C_INCR, C_DECR, C_INCRBY, C_DECRBY, C_LPUSH, C_RPUSH, C_LPOP, C_RPOP, C_SADD, C_HSET, C_COUNT
 
 # Their names in C_ order from C_GET (FastPath wants each one's stats words).
-FAST_COMMANDS = ("get", "set", "incr", "decr", "incrby", "decrby", "lpush", "rpush", "lpop", "rpop", "sadd", "hset")
+FAST_COMMANDS = ("get", "exists", "hget", "hexists", "sismember", "ping",
+                 "set", "incr", "decr", "incrby", "decrby", "lpush", "rpush", "lpop", "rpop", "sadd", "hset")
 cdef Py_ssize_t ARITY[C_COUNT]
-ARITY[:] = [0, 2, 3, 2, 2, 3, 3, 3, 3, 2, 2, 3, 4]  # GET key, SET key value, ..., HSET key field value
+# GET key, EXISTS key, HGET key field, ..., PING; SET key value, ..., HSET key field value
+ARITY[:] = [0, 2, 2, 3, 3, 3, 1, 3, 2, 2, 3, 3, 3, 3, 2, 2, 3, 4]
 cdef uint64_t CODES[C_COUNT]
 CODES[:] = [0] + [name_code(name.encode()) for name in FAST_COMMANDS]
 cdef bytes OK = b"+OK\r\n"
+cdef bytes PONG = b"+PONG\r\n"
+cdef bytes ONE = b":1\r\n"
+cdef bytes ZERO = b":0\r\n"
 
 
 cdef inline int fast_command(uint64_t code) noexcept:
@@ -193,8 +200,8 @@ def takes(bytes name not None):
 
 
 cdef class FastPath:
-    """Plain GETs, SETs, INCRs, DECRs, INCRBYs and DECRBYs, run in C: this worker's own keys end
-    to end, another worker's sent to it; see the module's docstring."""
+    """The commands of FAST_COMMANDS in their one form, run in C: this worker's own keys end to
+    end, another worker's sent to it; see the module's docstring."""
 
     cdef Index index
     cdef object allocator  # alloc.Allocator: alloc(bytes) and free(offset)
@@ -277,6 +284,8 @@ cdef class FastPath:
         cdef object reply
         cdef bytearray buf = None
         cdef Pending pending
+        cdef object found
+        cdef bint hit
         null = b"_\r\n" if proto == 3 else b"$-1\r\n"
         while i < n:
             request = <tuple> PyList_GET_ITEM(requests, i)
@@ -284,6 +293,12 @@ cdef class FastPath:
             c = fast_command(name_code(<bytes> PyList_GET_ITEM(argv, 0)))
             if PyList_GET_SIZE(argv) != ARITY[c]:  # another command (C_NONE), or another form of this one
                 break
+            if c == C_PING:  # (a plain client's: a subscribed one's differs)
+                t0 = shardkv_monotonic_ns()
+                out.append(PONG)
+                self.counters.command(self.words[c], shardkv_monotonic_ns() - t0, False)
+                i += 1
+                continue
             key = <bytes> PyList_GET_ITEM(argv, 1)
             if PyBytes_GET_SIZE(key) > self.key_bytes_max:
                 break
@@ -311,7 +326,7 @@ cdef class FastPath:
                 if inflight >= self.inflight_max:
                     break
                 continue
-            if c != C_GET:
+            if c >= C_SET:
                 if can_write < 0:
                     can_write = 1 if self.writes() else 0
                 if not can_write:
@@ -329,6 +344,18 @@ cdef class FastPath:
                     reply = null
                 else:
                     hits += 1
+            elif c < C_SET:
+                try:
+                    found = self.read(c, pdb, key, argv, now_ms, null)
+                except Exception:  # a damaged segment (SegmentCorrupt): the router's path answers it
+                    break
+                if found is None:
+                    break
+                reply, hit = found
+                if hit:
+                    hits += 1
+                else:
+                    misses += 1
             else:
                 try:
                     reply = self.write(c, pdb, key, argv, now_ms)
@@ -347,6 +374,27 @@ cdef class FastPath:
         if misses:
             self.counters.add(self.misses_word, misses)
         return i
+
+    cdef object read(self, int c, int pdb, bytes key, list argv, uint64_t now_ms, bytes null):
+        """Run read command c (not GET) on local key: (its reply, whether the key was there: a
+        keyspace hit), or None (the router's path answers it: a key whose time has passed, which
+        deleting emits events for, or a key of another type, an error reply)."""
+        cdef uint64_t link, bucket, exp, kind
+        cdef uint64_t off = self.index.walk(pdb, key, &link, &bucket)
+        if not off:
+            return (ZERO if c != C_HGET else null), False
+        exp = self.index.q[(off >> 3) + 1]
+        if exp and exp <= now_ms:
+            return None
+        if c == C_EXISTS:
+            return ONE, True
+        kind = (self.index.q[(off >> 3) + 2] >> 32) & 0xFF
+        if kind != (TYPE_SET if c == C_SISMEMBER else TYPE_HASH):
+            return None
+        value = field_get(self.index, off, <bytes> PyList_GET_ITEM(argv, 2), c != C_SISMEMBER)
+        if c == C_HGET:
+            return (null if value is None else bulk(value)), True
+        return (ZERO if value is None else ONE), True
 
     cdef object write(self, int c, int pdb, bytes key, list argv, uint64_t now_ms):
         """Run write command c on local key: its reply, or None having changed nothing (the

@@ -10,6 +10,7 @@ cdef enum:
 
 
 cdef uint64_t structure(Index ix, uint64_t head, uint64_t kind, uint64_t layout) except? 0
+cdef object field_get(Index ix, uint64_t head, bytes field, bint pairs)
 cdef Py_ssize_t table_set(Index ix, uint64_t head, bytes field, bytes value) except -2
 cdef Py_ssize_t chunks_push(Index ix, uint64_t head, list items, bint left) except -2
 cdef object chunks_pop(Index ix, uint64_t head, bint left)

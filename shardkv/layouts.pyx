@@ -1,9 +1,10 @@
 # cython: language_level=3, boundscheck=False, wraparound=False, cdivision=True
 """The hot operations of the large collection layouts (collstore.py describes the layouts),
-compiled: a table probe, one field set in a table, one push onto a list's end chunk and one pop
-from it.  collstore.py's Table and Chunks call them for these cases and keep the rest (several
-fields at once, a rehash, a new chunk or directory, a list that empties), and the fast path
-(fast.pyx) calls the same functions, so each operation is written once.
+compiled: a table probe, one field read from a hash or set of either layout, one field set in a
+table, one push onto a list's end chunk and one pop from it.  collstore.py's Table and Chunks
+(and the HGET, HEXISTS and SISMEMBER handlers) call them for these cases and keep the rest
+(several fields at once, a rehash, a new chunk or directory, a list that empties), and the fast
+path (fast.pyx) calls the same functions, so each operation is written once.
 
 Each change here is one publishing store, like a string's: the new node is written first, then
 one release store of a table slot, a chunk slot or a chunk directory's window makes it visible,
@@ -20,6 +21,7 @@ from shardkv.index cimport (
     H_DIRTY,
     KLEN_MASK,
     LAYOUT_CHUNKS,
+    LAYOUT_PACKED,
     LAYOUT_TABLE,
     OFF_MASK,
     RECORD_HEADER_BYTES,
@@ -130,6 +132,59 @@ def table_probe(Index ix not None, uint64_t s, bytes field not None, set taken):
     cdef Py_ssize_t free = -1
     cdef Py_ssize_t at = probe(ix, s, field, field_fp(field), taken, &free)
     return at, free
+
+
+cdef object field_get(Index ix, uint64_t head, bytes field, bint pairs):
+    """The value of field in the hash (pairs) or set whose head record is at head, packed or a
+    table: its bytes (a set member's are empty), or None if there is no such field."""
+    cdef uint64_t info, vlen, start, s, w, off, nk, nv
+    cdef Py_ssize_t at, free = -1, pos = 1, n = PyBytes_GET_SIZE(field), end
+    cdef uint32_t m
+    cdef bint match
+    cdef const unsigned char *p
+    if ix.q == NULL:
+        raise ValueError("the index was released")
+    check_span(ix, head, RECORD_HEADER_BYTES)
+    info = ix.q[(head >> 3) + 2]
+    vlen = ix.q[(head >> 3) + 3] & VLEN_MASK
+    start = head + RECORD_HEADER_BYTES + (info & KLEN_MASK)
+    check_span(ix, start, vlen)
+    if vlen == 0:
+        raise SegmentCorrupt(f"collection {head} has no layout byte")
+    p = ix.base + start
+    if p[0] == LAYOUT_TABLE:
+        s = structure(ix, head, (info >> 32) & 0xFF, LAYOUT_TABLE)
+        at = probe(ix, s, field, field_fp(field), None, &free)
+        if at < 0:
+            return None
+        w = ix.q[s + STRUCT_WORDS + <uint64_t> at]
+        off = (w & OFF_MASK) << 3
+        check_span(ix, off, RECORD_HEADER_BYTES)
+        nk = ix.q[(off >> 3) + 2] & KLEN_MASK
+        nv = ix.q[(off >> 3) + 3] & VLEN_MASK
+        check_span(ix, off, RECORD_HEADER_BYTES + nk + nv)
+        return PyBytes_FromStringAndSize(<const char *> ix.base + off + RECORD_HEADER_BYTES + nk, <Py_ssize_t> nv)
+    if p[0] != LAYOUT_PACKED:
+        raise SegmentCorrupt(f"collection {head} has layout {p[0]}")
+    end = <Py_ssize_t> vlen
+    while pos < end:
+        m = entry_length(p, pos, end)
+        match = m == n and memcmp(p + pos + 4, PyBytes_AS_STRING(field), n) == 0
+        pos += 4 + m
+        if not pairs:
+            if match:
+                return b""
+            continue
+        m = entry_length(p, pos, end)  # the field's value
+        if match:
+            return PyBytes_FromStringAndSize(<const char *> p + pos + 4, m)
+        pos += 4 + m
+    return None
+
+
+def field_of(Index ix not None, uint64_t head, bytes field not None, bint pairs):
+    """field_get for Python."""
+    return field_get(ix, head, field, pairs)
 
 
 cdef Py_ssize_t table_set(Index ix, uint64_t head, bytes field, bytes value) except -2:

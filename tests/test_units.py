@@ -450,3 +450,32 @@ def test_packed_entries_and_chunks_round_trip_and_refuse_damaged_lengths() -> No
             unpack_node(damaged)
     with pytest.raises(SegmentCorrupt):
         node_take(good, 3, True)  # more entries than it holds
+
+
+def test_one_field_is_read_from_either_layout_and_a_damaged_entry_raises(store: Store) -> None:
+    """HGET, HEXISTS and SISMEMBER's compiled read (layouts.field_of, the fast path's and the
+    handlers'): a packed hash or set and a table answer every field and member present, and None
+    for one absent; a packed entry whose length runs past its record raises SegmentCorrupt."""
+    from shardkv.collstore import field_value, pack, write_table
+    from shardkv.store import TYPE_HASH, TYPE_SET
+
+    pairs = [(b"f%d" % i, b"v" * (i % 7)) for i in range(300)]
+    store.put(0, b"small", TYPE_HASH, pack([x for f, v in pairs[:5] for x in (f, v)]), 0, store.find(0, b"small", 1))
+    store.put(0, b"sset", TYPE_SET, pack([f for f, _ in pairs[:5]]), 0, store.find(0, b"sset", 1))
+    write_table(store, 0, b"large", TYPE_HASH, pairs, 0, store.find(0, b"large", 1))
+    write_table(store, 0, b"lset", TYPE_SET, [(f, b"") for f, _ in pairs], 0, store.find(0, b"lset", 1))
+    for key, n, is_hash in ((b"small", 5, True), (b"sset", 5, False), (b"large", 300, True), (b"lset", 300, False)):
+        off = store.lookup(0, key, 1)
+        for f, v in pairs[:n]:
+            assert field_value(store, off, f) == (v if is_hash else b"")
+        for absent in (b"nope", b"v", b"", pairs[n - 1][0] + b"x"):
+            assert field_value(store, off, absent) is None
+    store.check()
+    off = store.lookup(0, b"small", 1)
+    a, _ = store.value_span(off)
+    at = a + 1 + (4 + 2) + 4  # past the layout byte, f0 and its empty value: f1's length
+    assert store.mm[at : at + 4] == (2).to_bytes(4, "little")
+    store.mm[at : at + 4] = (1 << 20).to_bytes(4, "little")
+    with pytest.raises(SegmentCorrupt):
+        field_value(store, off, b"f4")
+    assert field_value(store, off, b"f0") == b""  # (read before the damaged entry)

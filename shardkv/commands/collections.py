@@ -10,7 +10,7 @@ import random
 from collections.abc import Iterable
 
 from shardkv import collstore, errors
-from shardkv.collstore import Chunks, Entry, Table, items_of, pack, wants_large
+from shardkv.collstore import Chunks, Entry, Table, field_value, items_of, pack, wants_large
 from shardkv.commands.args import ShardCtx
 from shardkv.commands.notify import GENERIC, NEW, notify
 from shardkv.errors import CommandError, ReplyTooLarge
@@ -58,6 +58,13 @@ def find_typed(ctx: ShardCtx, key: bytes, kind: int) -> Found:
     if found[0] and ctx.store.type_of(found[0]) != kind:
         raise CommandError(errors.WRONGTYPE)
     return found
+
+
+def field_in(ctx: ShardCtx, key: bytes, kind: int, field: bytes) -> bytes | None:
+    """One field of a hash or member of a set (kind): its value (a member's is empty), None if
+    it or the key is absent; WRONGTYPE for another type.  (The fast path reads it the same way.)"""
+    off = find_typed(ctx, key, kind)[0]
+    return field_value(ctx.store, off, field) if off else None
 
 
 def load(ctx: ShardCtx, key: bytes, kind: int) -> tuple[Found, list[bytes] | None]:

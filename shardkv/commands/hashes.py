@@ -13,7 +13,7 @@ from shardkv.commands.args import (
     parse_int,
     parse_long_double,
 )
-from shardkv.commands.collections import Fields, reply_budget
+from shardkv.commands.collections import Fields, field_in, reply_budget
 from shardkv.commands.notify import GENERIC, HASH, notify
 from shardkv.commands.sets import random_count, scan_step
 from shardkv.commands.table import command
@@ -58,7 +58,7 @@ def hsetnx(ctx: ShardCtx, argv: list[bytes]) -> bytes:
 
 @command("hget", 3, "readonly fast", keys=(1, 1, 1), group="hash", summary="Get the value of a hash field")
 def hget(ctx: ShardCtx, argv: list[bytes]) -> bytes:
-    value = _fields(ctx, argv[1]).get(argv[2])
+    value = field_in(ctx, argv[1], TYPE_HASH, argv[2])
     return protocol.bulk(value) if value is not None else protocol.null(ctx.proto)
 
 
@@ -87,12 +87,12 @@ def hlen(ctx: ShardCtx, argv: list[bytes]) -> bytes:
 
 @command("hstrlen", 3, "readonly fast", keys=(1, 1, 1), group="hash", summary="Length of a hash field's value")
 def hstrlen(ctx: ShardCtx, argv: list[bytes]) -> bytes:
-    return protocol.integer(len(_fields(ctx, argv[1]).get(argv[2]) or b""))
+    return protocol.integer(len(field_in(ctx, argv[1], TYPE_HASH, argv[2]) or b""))
 
 
 @command("hexists", 3, "readonly fast", keys=(1, 1, 1), group="hash", summary="Does a hash field exist")
 def hexists(ctx: ShardCtx, argv: list[bytes]) -> bytes:
-    return protocol.ONE if _fields(ctx, argv[1]).contains(argv[2]) else protocol.ZERO
+    return protocol.ONE if field_in(ctx, argv[1], TYPE_HASH, argv[2]) is not None else protocol.ZERO
 
 
 @command("hkeys", 2, "readonly", keys=(1, 1, 1), group="hash", summary="All the fields of a hash")

@@ -9,7 +9,16 @@ from shardkv import errors, protocol
 from shardkv.collstore import Entry
 from shardkv.commands.across import CrossShard, is_error
 from shardkv.commands.args import INT64_MAX, INT64_MIN, ShardCtx, glob_matcher, maybe_int, parse_cursor, parse_int
-from shardkv.commands.collections import Fields, batch_op, load, notify_new, replace, reply_budget, take_events
+from shardkv.commands.collections import (
+    Fields,
+    batch_op,
+    field_in,
+    load,
+    notify_new,
+    replace,
+    reply_budget,
+    take_events,
+)
 from shardkv.commands.notify import GENERIC, SET, notify
 from shardkv.commands.table import Where, command
 from shardkv.errors import CommandError
@@ -58,7 +67,7 @@ def scard(ctx: ShardCtx, argv: list[bytes]) -> bytes:
 
 @command("sismember", 3, "readonly fast", keys=(1, 1, 1), group="set", summary="Is member in the set")
 def sismember(ctx: ShardCtx, argv: list[bytes]) -> bytes:
-    return protocol.ONE if Fields(ctx, argv[1], TYPE_SET).contains(argv[2]) else protocol.ZERO
+    return protocol.ONE if field_in(ctx, argv[1], TYPE_SET, argv[2]) is not None else protocol.ZERO
 
 
 @command("smismember", -3, "readonly fast", keys=(1, 1, 1), group="set", summary="Are members in the set")

@@ -219,7 +219,7 @@ class Connection(asyncio.BufferedProtocol):
         i = 0
         while i < count:
             if takes_fast(requests[i][0][0]) and not busy and self.plain():
-                # The commonest one-key commands run in C (fast.pyx: GET, SET, the INCR family; a
+                # The commonest commands run in C (fast.pyx's FAST_COMMANDS: GET, SET, HGET ...; a
                 # key of another worker's is sent there), up to the first request that is not one
                 # of them.
                 i = run_fast(self, requests, i)
