@@ -1,10 +1,11 @@
 """Per-operation cost of list, hash and set commands on small and large collections.
 
-    .venv/bin/python bench/collection_ops.py [--elements 100000] [--ops 200]
+    .venv/bin/python bench/collection_ops.py [--elements 100000] [--ops 1000]
 
 Starts redis-server (no persistence) and shardkv (--shards 1) on free ports, fills one 10-element
 and one N-element collection of each type in each server, then times each command on both sizes
-(one command per round trip, median of --ops calls) and prints the microseconds per call, the
+(one command per round trip, median of --ops calls, each server's calls alternating with the
+other's so that both see the same moments of a noisy host) and prints the microseconds per call, the
 large/small ratio (the issue's target: at most 3x) and, for LINDEX/LSET in the middle, the ratio
 to redis-server.  Needs redis-server on PATH.
 """
@@ -47,13 +48,18 @@ def fill(r: redis.Redis, name: str, n: int) -> None:
         r.sadd(f"s:{name}", *[f"m{i}" for i in chunk])
 
 
-def timed(fn: Callable[[], object], ops: int) -> float:
-    samples = []
+def timed(fns: dict[str, Callable[[], object]], ops: int) -> dict[str, float]:
+    """Median microseconds per call of each server's fn, ops calls each. The servers' calls
+    alternate one by one: on a VM a round trip costs 40 or 100+ us by whether the host keeps the
+    idle vCPU polling, which changes by the second, so timing one server's calls and then the
+    other's compares moments, not servers."""
+    samples: dict[str, list[int]] = {label: [] for label in fns}
     for _ in range(ops):
-        t0 = time.perf_counter_ns()
-        fn()
-        samples.append(time.perf_counter_ns() - t0)
-    return statistics.median(samples) / 1000
+        for label, fn in fns.items():
+            t0 = time.perf_counter_ns()
+            fn()
+            samples[label].append(time.perf_counter_ns() - t0)
+    return {label: statistics.median(xs) / 1000 for label, xs in samples.items()}
 
 
 def cases(r: redis.Redis, name: str, n: int) -> dict[str, Callable[[], object]]:
@@ -84,7 +90,7 @@ def cases(r: redis.Redis, name: str, n: int) -> dict[str, Callable[[], object]]:
 def main() -> None:
     ap = argparse.ArgumentParser()
     ap.add_argument("--elements", type=int, default=100000)
-    ap.add_argument("--ops", type=int, default=200)
+    ap.add_argument("--ops", type=int, default=1000)
     opts = ap.parse_args()
     if shutil.which("redis-server") is None:
         raise SystemExit("redis-server is not installed (apt-get install redis-server)")
@@ -98,13 +104,16 @@ def main() -> None:
     try:
         servers = {"redis": redis.Redis(port=rport), "shardkv": redis.Redis(port=sport)}
         results: dict[tuple[str, str, str], float] = {}
-        for label, r in servers.items():
+        for r in servers.values():
             wait(r)
             fill(r, "small", 10)
             fill(r, "large", opts.elements)
-            for size, n in (("small", 10), ("large", opts.elements)):
-                for case, fn in cases(r, size, n).items():
-                    results[(label, case, size)] = timed(fn, opts.ops)
+        for size, n in (("small", 10), ("large", opts.elements)):
+            each = {label: cases(r, size, n) for label, r in servers.items()}
+            for case in each["redis"]:
+                medians = timed({label: fns[case] for label, fns in each.items()}, opts.ops)
+                for label, median in medians.items():
+                    results[(label, case, size)] = median
         print(f"# {time.strftime('%Y-%m-%d')}: median microseconds per call (one call per round trip), "
               f"10 vs {opts.elements} elements, --shards 1")
         print(f"{'command':<15} {'redis 10':>9} {'redis N':>9} {'shardkv 10':>11} {'shardkv N':>10} "
