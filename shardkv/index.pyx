@@ -9,11 +9,10 @@ read from the segment is checked against the heap before it is followed: a bad o
 SegmentCorrupt, never a stray read."""
 
 from cpython.bytes cimport PyBytes_FromStringAndSize
-from libc.stdio cimport snprintf
 from libc.stdint cimport INT64_MAX, INT64_MIN, int64_t, uint64_t
 from libc.string cimport memcmp, memcpy
 
-from shardkv.resp cimport bulk_bytes, string2ll, write_bulk
+from shardkv.resp cimport bulk_bytes, ll_digits, string2ll, write_bulk
 
 
 cdef extern from "zlib.h":
@@ -220,7 +219,7 @@ cdef class Index:
         if (delta > 0 and current > INT64_MAX - delta) or (delta < 0 and current < INT64_MIN - delta):
             return INCR_OVERFLOW
         result[0] = current + delta
-        n = snprintf(digits, sizeof(digits), "%lld", <long long> result[0])
+        n = ll_digits(digits, <long long> result[0])
         off = self.allocator.alloc(record_bytes(len(key), bulk_bytes(n)))
         write_bulk(<char *> self.new_record(off, pdb, key, len(key), TYPE_STRING, bulk_bytes(n), exp), digits, n)
         self.link_written(off, pdb, key, exp, off_old, link, bucket)

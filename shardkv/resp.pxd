@@ -3,6 +3,7 @@ from libc.stdint cimport int64_t
 
 
 cdef bint string2ll(const unsigned char *s, Py_ssize_t n, int64_t *out) noexcept
+cdef int ll_digits(char *dst, long long v) noexcept
 cdef Py_ssize_t bulk_bytes(Py_ssize_t n) noexcept
 cdef Py_ssize_t write_bulk(char *dst, const char *src, Py_ssize_t n) noexcept
 cpdef bytes bulk(object value)

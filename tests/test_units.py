@@ -83,6 +83,18 @@ def test_encoders_resp2_and_resp3() -> None:
     assert protocol.read_reply(b"*2\r\n$1\r\na\r\n_\r\n") == ([b"a", None], 14)
 
 
+def test_numbers_print_in_decimal_at_every_width_and_both_ends() -> None:
+    """Integer replies, bulk headers and INCR's stored digits share one compiled printer
+    (resp.ll_digits): every power of ten and its neighbours, and the int64 ends."""
+    values = [0, -(1 << 63), (1 << 63) - 1, -(1 << 63) + 1]
+    for e in range(19):
+        values += [10**e - 1, 10**e, 10**e + 1, -(10**e) - 1, -(10**e), -(10**e) + 1]
+    for v in values:
+        assert protocol.integer(v) == b":%d\r\n" % v
+    for n in (0, 1, 9, 10, 11, 99, 100, 101, 999, 1000, 65535, 65536):
+        assert protocol.bulk(b"x" * n) == b"$%d\r\n" % n + b"x" * n + b"\r\n"
+
+
 # ------------------------------------------------------------------ store
 
 
