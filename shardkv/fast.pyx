@@ -178,6 +178,8 @@ ARITY[:] = [0, 2, 2, 3, 3, 3, 1, 3, 2, 2, 3, 3, 3, 3, 2, 2, 3, 4]
 cdef uint64_t CODES[C_COUNT]
 CODES[:] = [0] + [name_code(name.encode()) for name in FAST_COMMANDS]
 cdef bytes OK = b"+OK\r\n"
+cdef enum:
+    PREFETCH_AHEAD = 16  # a pipeline's keys whose index words are asked for at once
 cdef bytes PONG = b"+PONG\r\n"
 cdef bytes ONE = b":1\r\n"
 cdef bytes ZERO = b":0\r\n"
@@ -286,8 +288,11 @@ cdef class FastPath:
         cdef Pending pending
         cdef object found
         cdef bint hit
+        cdef Py_ssize_t ahead = i  # the requests before this one had their keys prefetched
         null = b"_\r\n" if proto == 3 else b"$-1\r\n"
         while i < n:
+            if i == ahead and n - i > 1:
+                ahead = self.prefetch(requests, i, n, pdb)
             request = <tuple> PyList_GET_ITEM(requests, i)
             argv = <list> PyTuple_GET_ITEM(request, 0)
             c = fast_command(name_code(<bytes> PyList_GET_ITEM(argv, 0)))
@@ -374,6 +379,22 @@ cdef class FastPath:
         if misses:
             self.counters.add(self.misses_word, misses)
         return i
+
+    cdef Py_ssize_t prefetch(self, list requests, Py_ssize_t i, Py_ssize_t n, int pdb) noexcept:
+        """Ask the CPU for the index words of the keys of requests[i:] (up to PREFETCH_AHEAD of
+        them), their buckets first, then the records those point to, before any is walked: a
+        pipeline's cache misses overlap instead of following one another.  Where it stopped."""
+        cdef uint64_t buckets[PREFETCH_AHEAD]
+        cdef Py_ssize_t k = 0, j, end = min(n, i + PREFETCH_AHEAD)
+        cdef list argv
+        for j in range(i, end):
+            argv = <list> PyTuple_GET_ITEM(<tuple> PyList_GET_ITEM(requests, j), 0)
+            if PyList_GET_SIZE(argv) >= 2:
+                buckets[k] = self.index.bucket_prefetched(pdb, <bytes> PyList_GET_ITEM(argv, 1))
+                k += 1
+        for j in range(k):
+            self.index.first_prefetched(buckets[j])
+        return end
 
     cdef object read(self, int c, int pdb, bytes key, list argv, uint64_t now_ms, bytes null):
         """Run read command c (not GET) on local key: (its reply, whether the key was there: a

@@ -39,6 +39,8 @@ cdef class Index:
     cdef uint64_t bucket_word, mask, heap_lo, heap_hi
     cdef public object allocator  # alloc.Allocator: alloc(bytes) and free(offset), for writes that allocate
 
+    cdef uint64_t bucket_prefetched(self, int pdb, bytes key) noexcept
+    cdef void first_prefetched(self, uint64_t bucket) noexcept
     cdef uint64_t walk(self, int pdb, bytes key, uint64_t *link_out, uint64_t *bucket_out) except? 0
     cdef unsigned char *new_record(self, uint64_t off, int pdb, const unsigned char *key, uint64_t klen,
                                    uint64_t kind, uint64_t vlen, uint64_t expire_ms) except NULL

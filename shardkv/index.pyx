@@ -30,10 +30,16 @@ cdef extern from *:
     static inline void shardkv_store_release(uint64_t *p, uint64_t v) {
         __atomic_store_n(p, v, __ATOMIC_RELEASE);
     }
+    static inline uint64_t shardkv_load_relaxed(const uint64_t *p) {
+        return __atomic_load_n(p, __ATOMIC_RELAXED);
+    }
+    static inline void shardkv_prefetch(const void *p) { __builtin_prefetch(p, 0, 3); }
     """
     const char *SHARDKV_SOURCE_SHA256
     uint64_t shardkv_load_acquire(const uint64_t *p) nogil
     void shardkv_store_release(uint64_t *p, uint64_t v) nogil
+    uint64_t shardkv_load_relaxed(const uint64_t *p) nogil
+    void shardkv_prefetch(const void *p) nogil
 
 
 SOURCE_SHA256 = SHARDKV_SOURCE_SHA256.decode()  # of index.pyx when it was compiled (native.py)
@@ -78,6 +84,24 @@ cdef class Index:
         self.segment = None
         self.base = NULL
         self.q = NULL
+
+    cdef uint64_t bucket_prefetched(self, int pdb, bytes key) noexcept:
+        """Ask the CPU for key's bucket word ahead of the walk (a pipeline's keys are asked for
+        together, so their cache misses overlap): the bucket's word index, for first_prefetched."""
+        cdef uint64_t bucket = self.bucket_word + (
+            crc32(<unsigned long> pdb, <const unsigned char *> key, <unsigned int> len(key)) & self.mask)
+        if self.q != NULL:
+            shardkv_prefetch(&self.q[bucket])
+        return bucket
+
+    cdef void first_prefetched(self, uint64_t bucket) noexcept:
+        """Ask for the header of the first record in a bucket bucket_prefetched asked for (a hint:
+        a link outside the heap is left for the walk to report)."""
+        if self.q == NULL:
+            return
+        cdef uint64_t off = (shardkv_load_relaxed(&self.q[bucket]) & OFF_MASK) << 3
+        if off >= self.heap_lo and off + RECORD_HEADER_BYTES <= self.heap_hi:
+            shardkv_prefetch(self.base + off)
 
     cdef uint64_t walk(self, int pdb, bytes key, uint64_t *link_out, uint64_t *bucket_out) except? 0:
         """The record of key in stored db pdb (0: none); the word linking to it and its bucket."""
