@@ -43,11 +43,10 @@ from shardkv.index cimport (
     record_bytes,
 )
 from shardkv.layouts cimport chunks_pop, chunks_push, field_get, structure, table_set
-from shardkv.resp cimport bulk, integer_of, string2ll
+from shardkv.resp cimport bulk, integer_of, parse_at, string2ll
 
 from shardkv.errors import CommandError, ProtocolError
 from shardkv.index import EXPIRED, WRONG_TYPE
-from shardkv.resp import parse as parse_frames
 
 
 cdef extern from *:
@@ -484,9 +483,9 @@ cdef class FastPath:
         cdef list out = []
         if PyBytes_GET_SIZE(body) < 3 or b[0] & 0xC0:
             return None
-        frames = body[2:]
         # (a forwarded command is always RESP multibulk: the router encodes an inline one)
-        requests, _, _, error = parse_frames(frames, len(frames), 1 << 30, 1 << 40, 1, False, None, ProtocolError)
+        requests, _, _, error = parse_at(b + 2, PyBytes_GET_SIZE(body) - 2, 1 << 30, 1 << 40, 1, False, None,
+                                         ProtocolError)
         if error is not None or len(requests) != 1:
             return None
         if self.run_some(requests, 0, b[1], b[0], out, None) != 1:

@@ -17,6 +17,9 @@ class Pending:
     def __init__(self, conn: Any, barrier: bool = False) -> None: ...
     def resolve(self, value: bytes) -> None: ...
 
+def take_ready(replies: Any, out: list[bytes], errors: list[bytes], close: bytes,
+               silenced: set[Any] | None) -> tuple[bool, int]: ...
+
 class Ring:
     capacity: int
     fragment_bytes_max: int

@@ -26,7 +26,7 @@ supplies, which keeps its place in the client's queue) is resolved here; any oth
 Python callback, called with the reply, or with None if the peer restarted.
 """
 
-from cpython.bytes cimport PyBytes_FromStringAndSize, PyBytes_GET_SIZE
+from cpython.bytes cimport PyBytes_CheckExact, PyBytes_FromStringAndSize, PyBytes_GET_SIZE
 from cpython.dict cimport PyDict_GetItem, PyDict_SetItem
 from cpython.list cimport PyList_GET_ITEM
 from cpython.mem cimport PyMem_Free, PyMem_Realloc
@@ -90,6 +90,37 @@ cdef class Pending:
             self.callback(value)
         if self.conn is not None:
             self.conn.reply_ready(self)
+
+
+def take_ready(replies not None, list out not None, list errors not None, bytes close not None, set silenced):
+    """A client's flush: move the replies ready at the head of its queue (bytes, or a Pending
+    answered) to out, in order, up to the first still awaited, and the error replies among them
+    to errors too (INFO errorstats); drop those whose Pending is in silenced (CLIENT REPLY OFF).
+    (whether it stopped at `close`, the reply that closes the client, which stays queued; the
+    bytes dropped)."""
+    cdef object head, value
+    cdef Py_ssize_t dropped = 0
+    popleft = replies.popleft
+    while replies:
+        head = replies[0]
+        if PyBytes_CheckExact(head):
+            value = head
+        else:
+            value = (<Pending?> head).value
+            if value is None:
+                break
+        if value is close:
+            return True, dropped
+        if silenced and head in silenced:
+            silenced.discard(head)
+            popleft()
+            dropped += PyBytes_GET_SIZE(<bytes> value)
+            continue
+        if PyBytes_GET_SIZE(<bytes> value) and (<const char *> (<bytes> value))[0] == 45:  # '-': an error
+            errors.append(value)
+        out.append(value)
+        popleft()
+    return False, dropped
 
 
 cdef class Ring:

@@ -52,6 +52,7 @@ FAST_COMMANDS: tuple[str, ...] = fast.FAST_COMMANDS
 fast_takes = fast.takes
 Peers = hop.Peers
 Pending = hop.Pending
+take_ready = hop.take_ready
 Ring = hop.Ring
 RingDamaged = hop.RingDamaged
 ring_index = hop.ring_index

@@ -92,13 +92,19 @@ def parse(const unsigned char[::1] buf not None, Py_ssize_t end, Py_ssize_t args
     the whole size of the incomplete command at `consumed` when its header told it (else 0), and
     `error` an error_type(why) for broken framing at `consumed` (else None).  An `unauthenticated`
     client gets Redis's smaller limits on argument counts and lengths."""
-    cdef const unsigned char *p = &buf[0] if buf.shape[0] else NULL
+    if end > buf.shape[0]:
+        raise ValueError("end is past the buffer")
+    return parse_at(&buf[0] if buf.shape[0] else NULL, end, args_max, bulk_bytes_max, requests_max, unauthenticated,
+                    split_inline, error_type)
+
+
+cdef tuple parse_at(const unsigned char *p, Py_ssize_t end, Py_ssize_t args_max, Py_ssize_t bulk_bytes_max,
+                    Py_ssize_t requests_max, bint unauthenticated, object split_inline, object error_type):
+    """parse of the end bytes at p (a compiled caller's buffer, which it keeps alive)."""
     cdef list out = []
     cdef list argv
     cdef Py_ssize_t pos = 0, start, nl, cr, data, _arg
     cdef int64_t count, size
-    if end > buf.shape[0]:
-        raise ValueError("end is past the buffer")
     while pos < end and PyList_GET_SIZE(out) < requests_max:
         start = pos
         if p[pos] != 42:  # not '*': an inline command

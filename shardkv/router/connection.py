@@ -18,7 +18,7 @@ from typing import TYPE_CHECKING
 from shardkv import errors, protocol
 from shardkv.commands.context import REPLY_ON, REPLY_SKIP, Pending
 from shardkv.commands.tracking import ClientTracking, client_list_fields
-from shardkv.native import fast_takes
+from shardkv.native import fast_takes, take_ready
 from shardkv.protocol import ParseResult
 from shardkv.router.dispatch import CLIENT_CLOSE, Router
 from shardkv.stats import W_OUTPUT_LIMIT
@@ -390,28 +390,14 @@ class Connection(asyncio.BufferedProtocol):
 
     def flush(self) -> None:
         """Write the replies that are ready, in order, up to the first that is not."""
-        replies = self.replies
         if self.transport is None:
             return
-        out = []
-        over_limit = False
-        while replies:
-            head = replies[0]
-            value = head if isinstance(head, bytes) else head.value
-            if value is None:
-                break
-            if value is CLIENT_CLOSE:
-                over_limit = True
-                break
-            if self.silenced and head in self.silenced:
-                self.silenced.discard(head)
-                replies.popleft()
-                self.queued_bytes -= len(value)
-                continue
-            if value[:1] == b"-":  # '-': an error reply, counted in INFO errorstats
-                self.worker.count_error(value)
-            out.append(value)
-            replies.popleft()
+        out: list[bytes] = []
+        errors: list[bytes] = []
+        over_limit, dropped = take_ready(self.replies, out, errors, CLIENT_CLOSE, self.silenced)  # compiled: hop.pyx
+        self.queued_bytes -= dropped
+        for value in errors:  # counted in INFO errorstats
+            self.worker.count_error(value)
         if out:
             data = out[0] if len(out) == 1 else b"".join(out)
             self.queued_bytes -= len(data)
@@ -422,7 +408,7 @@ class Connection(asyncio.BufferedProtocol):
             return
         if not self._account_unsent():
             return
-        if self.closing and not replies:
+        if self.closing and not self.replies:
             self.transport.close()
 
     def _account_unsent(self) -> bool:
