@@ -39,6 +39,7 @@ from shardkv.native import (  # compiled: layouts.pyx
     chunks_pop_end,
     chunks_push_end,
     field_of,
+    list_entry,
     node_take,
     pack_entries,
     pack_node,
@@ -116,6 +117,12 @@ def field_value(store: Store, off: int, field: bytes) -> bytes | None:
     """One field's value in the hash or set record at off, either layout (a set member's is
     empty), or None if absent: the compiled read (layouts.pyx) the fast path makes too."""
     return field_of(store.index, off, field, store.type_of(off) == TYPE_HASH)
+
+
+def list_value(store: Store, off: int, index: int) -> bytes | None:
+    """LINDEX: entry `index` (negative: from the end) of the list record at off, either layout,
+    or None past either end: the compiled read (layouts.pyx) the fast path makes too."""
+    return list_entry(store.index, off, index)
 
 
 def value_bytes(store: Store, off: int) -> bytes:
@@ -438,9 +445,9 @@ class Chunks(_Large):
         return chunk_locate(self.store.index, self.head, index)
 
     def index(self, index: int) -> bytes:
-        pos, at = self._locate(index)
-        first, _ = self._window()
-        return self._node_items(self.store.q[self.slot0 + first + pos])[at]
+        value = list_value(self.store, self.head, index)
+        assert value is not None, f"entry {index} of a list of {len(self)}"
+        return value
 
     def range(self, start: int, stop: int, pay: Callable[[list[bytes]], list[bytes]] | None = None) -> list[bytes]:
         """Entries start..stop inclusive, Python-style negative indexes, clamped (LRANGE).  `pay`

@@ -1,13 +1,13 @@
 # cython: language_level=3, boundscheck=False, wraparound=False, cdivision=True
 """The compiled front of a worker's pipeline: the stats counters a command adds to, and the fast
 path that runs the commonest commands end to end (PING; GET, EXISTS of one key, HGET, HEXISTS,
-SISMEMBER; plain SET, INCR, DECR, INCRBY, DECRBY; LPUSH, RPUSH, LPOP, RPOP, SADD and HSET of one
+SISMEMBER, LINDEX; plain SET, INCR, DECR, INCRBY, DECRBY; LPUSH, RPUSH, LPOP, RPOP, SADD and HSET of one
 element), without a Python frame per command: on a local key here, on another worker's key by
 sending it there (hop.pyx) and, there, running and answering it in C.
 
 The fast path is the router's pipeline for these cases only, in the same order (command lookup,
 arity, key size, the key's shard, then the command), and it calls the same compiled primitives as
-the handlers (Index.string_resp for GET; layouts.field_get for HGET, HEXISTS and SISMEMBER; for
+the handlers (Index.string_resp for GET; layouts.field_get and list_get for the other reads; for
 SET, the allocator, Index.put and the RESP framing that Store.put uses; Index.incr for the INCR
 family; layouts.pyx's one-store changes of a large list, set or hash, which collstore.py calls
 too), so each command's semantics is written once.
@@ -42,7 +42,7 @@ from shardkv.index cimport (
     Index,
     record_bytes,
 )
-from shardkv.layouts cimport chunks_pop, chunks_push, field_get, structure, table_set
+from shardkv.layouts cimport chunks_pop, chunks_push, field_get, list_get, structure, table_set
 from shardkv.resp cimport bulk, integer_of, parse_at, string2ll
 
 from shardkv.errors import CommandError, ProtocolError
@@ -165,15 +165,15 @@ cdef inline uint64_t name_code(bytes name) noexcept:
 
 
 cdef enum:  # the commands the fast path takes, each in one form (its arity: ARITY); reads first
-    C_NONE, C_GET, C_EXISTS, C_HGET, C_HEXISTS, C_SISMEMBER, C_PING,
+    C_NONE, C_GET, C_EXISTS, C_HGET, C_HEXISTS, C_SISMEMBER, C_LINDEX, C_PING,
     C_SET, C_INCR, C_DECR, C_INCRBY, C_DECRBY, C_LPUSH, C_RPUSH, C_LPOP, C_RPOP, C_SADD, C_HSET, C_COUNT
 
 # Their names in C_ order from C_GET (FastPath wants each one's stats words).
-FAST_COMMANDS = ("get", "exists", "hget", "hexists", "sismember", "ping",
+FAST_COMMANDS = ("get", "exists", "hget", "hexists", "sismember", "lindex", "ping",
                  "set", "incr", "decr", "incrby", "decrby", "lpush", "rpush", "lpop", "rpop", "sadd", "hset")
 cdef Py_ssize_t ARITY[C_COUNT]
-# GET key, EXISTS key, HGET key field, ..., PING; SET key value, ..., HSET key field value
-ARITY[:] = [0, 2, 2, 3, 3, 3, 1, 3, 2, 2, 3, 3, 3, 3, 2, 2, 3, 4]
+# GET key, EXISTS key, HGET key field, ..., LINDEX key index, PING; SET key value, ..., HSET key field value
+ARITY[:] = [0, 2, 2, 3, 3, 3, 3, 1, 3, 2, 2, 3, 3, 3, 3, 2, 2, 3, 4]
 cdef uint64_t CODES[C_COUNT]
 CODES[:] = [0] + [name_code(name.encode()) for name in FAST_COMMANDS]
 cdef bytes OK = b"+OK\r\n"
@@ -400,18 +400,26 @@ cdef class FastPath:
         keyspace hit), or None (the router's path answers it: a key whose time has passed, which
         deleting emits events for, or a key of another type, an error reply)."""
         cdef uint64_t link, bucket, exp, kind
+        cdef int64_t at
+        cdef bytes arg
         cdef uint64_t off = self.index.walk(pdb, key, &link, &bucket)
         if not off:
-            return (ZERO if c != C_HGET else null), False
+            return (null if c == C_HGET or c == C_LINDEX else ZERO), False
         exp = self.index.q[(off >> 3) + 1]
         if exp and exp <= now_ms:
             return None
         if c == C_EXISTS:
             return ONE, True
         kind = (self.index.q[(off >> 3) + 2] >> 32) & 0xFF
+        arg = <bytes> PyList_GET_ITEM(argv, 2)
+        if c == C_LINDEX:  # (as in Redis, the key's type before its index)
+            if kind != TYPE_LIST or not string2ll(arg, PyBytes_GET_SIZE(arg), &at):
+                return None
+            value = list_get(self.index, off, at)
+            return (null if value is None else bulk(value)), True
         if kind != (TYPE_SET if c == C_SISMEMBER else TYPE_HASH):
             return None
-        value = field_get(self.index, off, <bytes> PyList_GET_ITEM(argv, 2), c != C_SISMEMBER)
+        value = field_get(self.index, off, arg, c != C_SISMEMBER)
         if c == C_HGET:
             return (null if value is None else bulk(value)), True
         return (ZERO if value is None else ONE), True

@@ -1,5 +1,5 @@
 # The compiled collection layouts' declarations (layouts.pyx), for other compiled modules (fast.pyx).
-from libc.stdint cimport uint64_t
+from libc.stdint cimport int64_t, uint64_t
 
 from shardkv.index cimport Index
 
@@ -11,6 +11,7 @@ cdef enum:
 
 cdef uint64_t structure(Index ix, uint64_t head, uint64_t kind, uint64_t layout) except? 0
 cdef object field_get(Index ix, uint64_t head, bytes field, bint pairs)
+cdef object list_get(Index ix, uint64_t head, int64_t index)
 cdef Py_ssize_t table_set(Index ix, uint64_t head, bytes field, bytes value) except -2
 cdef Py_ssize_t chunks_push(Index ix, uint64_t head, list items, bint left) except -2
 cdef object chunks_pop(Index ix, uint64_t head, bint left)

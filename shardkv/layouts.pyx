@@ -13,7 +13,7 @@ read from the segment is checked against the heap before it is followed."""
 
 from cpython.bytes cimport PyBytes_AS_STRING, PyBytes_FromStringAndSize, PyBytes_GET_SIZE
 from cpython.list cimport PyList_GET_ITEM, PyList_GET_SIZE
-from libc.stdint cimport uint32_t, uint64_t
+from libc.stdint cimport int64_t, uint32_t, uint64_t
 from libc.string cimport memcmp, memcpy
 
 from shardkv.index cimport (
@@ -418,17 +418,71 @@ def unpack_node(bytes buf not None):
     return node_take(buf, -1, True)[0]
 
 
-def chunk_locate(Index ix not None, uint64_t head, uint64_t index):
-    """(position in the window, index in that chunk) of entry `index` (0 <= index < its length)
-    of the large list whose head record is at head, from the chunks' entry counts (from the end
-    nearer to it)."""
-    cdef uint64_t s = structure(ix, head, TYPE_LIST, LAYOUT_CHUNKS)
-    if not s:
-        raise ValueError(f"record {head} is not a large list")
+cdef object list_get(Index ix, uint64_t head, int64_t index):
+    """LINDEX: entry `index` (negative: from the end) of the list whose head record is at head,
+    packed or in chunks, or None past either end."""
+    cdef uint64_t info, vlen, start, s, total, pos, at, link, nlen
+    cdef Py_ssize_t p_at = 1, end
+    cdef int64_t length, k, _entry
+    cdef uint32_t m
+    cdef const unsigned char *p
+    if ix.q == NULL:
+        raise ValueError("the index was released")
+    check_span(ix, head, RECORD_HEADER_BYTES)
+    info = ix.q[(head >> 3) + 2]
+    vlen = ix.q[(head >> 3) + 3] & VLEN_MASK
+    start = head + RECORD_HEADER_BYTES + (info & KLEN_MASK)
+    check_span(ix, start, vlen)
+    if vlen == 0:
+        raise SegmentCorrupt(f"list {head} has no layout byte")
+    p = ix.base + start
+    if p[0] == LAYOUT_CHUNKS:
+        s = structure(ix, head, TYPE_LIST, LAYOUT_CHUNKS)
+        total = ix.q[s + 1]
+        if index < 0:
+            index += <int64_t> total
+        if index < 0 or <uint64_t> index >= total:
+            return None
+        pos, at = locate(ix, head, s, <uint64_t> index)
+        link = ix.q[s + STRUCT_WORDS + (ix.q[s] >> 32) + pos]
+        p = chunk_payload(ix, link, &nlen)
+        end = <Py_ssize_t> nlen
+        p_at = 0
+        for _entry in range(<int64_t> at):
+            p_at += 8 + entry_length(p, p_at, end)
+        m = entry_length(p, p_at, end)
+        return PyBytes_FromStringAndSize(<const char *> p + p_at + 4, m)
+    if p[0] != LAYOUT_PACKED:
+        raise SegmentCorrupt(f"list {head} has layout {p[0]}")
+    end = <Py_ssize_t> vlen
+    if index < 0:  # count the entries first
+        length = 0
+        while p_at < end:
+            p_at += 4 + entry_length(p, p_at, end)
+            length += 1
+        index += length
+        if index < 0:
+            return None
+        p_at = 1
+    k = 0
+    while p_at < end:
+        m = entry_length(p, p_at, end)
+        if k == index:
+            return PyBytes_FromStringAndSize(<const char *> p + p_at + 4, m)
+        p_at += 4 + m
+        k += 1
+    return None
+
+
+def list_entry(Index ix not None, uint64_t head, int64_t index):
+    """list_get for Python."""
+    return list_get(ix, head, index)
+
+
+cdef (uint64_t, uint64_t) locate(Index ix, uint64_t head, uint64_t s, uint64_t index) except *:
+    """chunk_locate's search, in the directory at word s (index < its total)."""
     cdef uint64_t first = ix.q[s] >> 32, n = ix.q[s] & KLEN_MASK, total = ix.q[s + 1], count, pos
     cdef uint64_t slot0 = s + STRUCT_WORDS + first, behind
-    if index >= total:
-        raise IndexError(f"entry {index} of a list of {total}")
     if index < total // 2:
         for pos in range(n):
             count = ix.q[slot0 + pos] >> 48
@@ -443,3 +497,15 @@ def chunk_locate(Index ix not None, uint64_t head, uint64_t index):
                 return pos, count - 1 - behind
             behind -= count
     raise SegmentCorrupt(f"list {head}'s chunks hold fewer entries than its length {total}")
+
+
+def chunk_locate(Index ix not None, uint64_t head, uint64_t index):
+    """(position in the window, index in that chunk) of entry `index` (0 <= index < its length)
+    of the large list whose head record is at head, from the chunks' entry counts (from the end
+    nearer to it)."""
+    cdef uint64_t s = structure(ix, head, TYPE_LIST, LAYOUT_CHUNKS)
+    if not s:
+        raise ValueError(f"record {head} is not a large list")
+    if index >= ix.q[s + 1]:
+        raise IndexError(f"entry {index} of a list of {ix.q[s + 1]}")
+    return locate(ix, head, s, index)

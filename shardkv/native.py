@@ -62,4 +62,4 @@ chunks_push_end, chunks_pop_end = layouts.chunks_push_end, layouts.chunks_pop_en
 CHUNK_ENTRIES_MAX, CHUNK_BYTES_MAX = layouts.CHUNK_ENTRIES_MAX, layouts.CHUNK_BYTES_MAX
 pack_entries, unpack_entries = layouts.pack_entries, layouts.unpack_entries
 pack_node, unpack_node, node_take = layouts.pack_node, layouts.unpack_node, layouts.node_take
-chunk_locate = layouts.chunk_locate
+chunk_locate, list_entry = layouts.chunk_locate, layouts.list_entry

@@ -374,17 +374,22 @@ def test_pipelined_collection_commands_match_redis_on_every_branch_of_the_fast_p
 
 
 def _read_branches(port: int, keys: list[str]) -> tuple[list[object], dict[str, str]]:
-    """Pipelines of PING, EXISTS, HGET, HEXISTS and SISMEMBER through every branch of the fast
-    path's reads, in RESP2 and RESP3: small (packed) and large (table) hashes and sets on both
-    shards, fields and members present and absent, missing keys, an expired key, other types and
-    other forms; then the hits, misses and calls they counted."""
+    """Pipelines of PING, EXISTS, HGET, HEXISTS, SISMEMBER and LINDEX through every branch of the
+    fast path's reads, in RESP2 and RESP3: small (packed) and large (table, chunks) hashes, sets
+    and lists on both shards, indexes from both ends and past them, fields and members present
+    and absent, missing keys, an expired key, other types and other forms; then the hits,
+    misses and calls they counted."""
     h0, h1 = keys
     setup = [cmd("FLUSHALL"), cmd("CONFIG RESETSTAT"), cmd("SET text abc"), cmd("HSET smallhash f v e w"),
-             cmd("SADD smallset a b"), cmd("RPUSH list x"), cmd("HSET gonehash f v"), cmd("PEXPIRE gonehash 1")]
+             cmd("SADD smallset a b"), cmd("RPUSH list x"), cmd("HSET gonehash f v"), cmd("PEXPIRE gonehash 1"),
+             cmd("RPUSH gonelist a"), cmd("PEXPIRE gonelist 1")]
     for name in (h0, h1):
         setup.append([b"HSET", name.encode()] + [x for i in range(200) for x in (b"f%d" % i, b"v%d" % i)])
         setup.append([b"SADD", f"{{{name}}}set".encode()] + [b"m%d" % i for i in range(200)])
     setup.append([b"HSET", b"emptyval", b"f", b""])
+    setup.append([b"RPUSH", b"smalllist", b"a", b"", b"c"])
+    for name in (h0, h1):
+        setup.append([b"RPUSH", f"{{{name}}}list".encode()] + [b"e%d" % i + b"x" * (i % 90) for i in range(400)])
     with socket.create_connection(("127.0.0.1", port), timeout=10) as sock:
         replies(sock, setup)
         deadline_s = time.time() + 0.02
@@ -400,27 +405,35 @@ def _read_branches(port: int, keys: list[str]) -> tuple[list[object], dict[str, 
                         cmd("HEXISTS smallhash x"), cmd("HEXISTS nokey f"), cmd("HEXISTS text f"),
                         cmd("SISMEMBER smallset a"), cmd("SISMEMBER smallset f"), cmd("SISMEMBER nokey a"),
                         cmd("SISMEMBER smallhash f"), cmd("SISMEMBER smallset"), cmd("HGET emptyval f"),
-                        cmd("HGET emptyval g")]
+                        cmd("HGET emptyval g"), cmd("LINDEX smalllist 0"), cmd("LINDEX smalllist 1"),
+                        cmd("LINDEX smalllist -1"), cmd("LINDEX smalllist -3"), cmd("LINDEX smalllist -4"),
+                        cmd("LINDEX smalllist 3"), cmd("LINDEX nokey 0"), cmd("LINDEX nokey x"),
+                        cmd("LINDEX smalllist x"), cmd("LINDEX smalllist 1.5"), cmd("LINDEX text 0"),
+                        cmd("LINDEX smallhash 0"), cmd("LINDEX smalllist"), cmd("LINDEX smalllist 0 1"),
+                        cmd("LINDEX smalllist 99999999999999999999"), cmd("LINDEX smalllist -0")]
             for name in (h0, h1):
                 pipeline += [cmd(f"HGET {name} f{i}") for i in (0, 7, 199, 200)]
                 pipeline += [cmd(f"HEXISTS {name} f{i}") for i in (3, 250)]
                 pipeline += [cmd(f"SISMEMBER {{{name}}}set m{i}") for i in (0, 150, 300)]
                 pipeline += [cmd(f"EXISTS {name}"), cmd(f"HGET {{{name}}}set m0"), cmd(f"SISMEMBER {name} f0")]
+                pipeline += [cmd(f"LINDEX {{{name}}}list {i}") for i in (0, 1, 127, 128, 200, 399, 400, -1, -400, -401)]
+                pipeline += [cmd(f"LINDEX {name} 0"), cmd(f"LINDEX {{{name}}}list nan")]
             if proto == "3":  # the expired key, once: reading it deletes it
-                pipeline += [cmd("HGET gonehash f"), cmd("EXISTS gonehash"), cmd("HEXISTS gonehash f")]
+                pipeline += [cmd("HGET gonehash f"), cmd("EXISTS gonehash"), cmd("HEXISTS gonehash f"),
+                             cmd("LINDEX gonelist 0"), cmd("LLEN gonelist")]
             got += replies(sock, pipeline)
         stats, commandstats = replies(sock, [cmd("INFO stats"), cmd("INFO commandstats")])
     assert isinstance(stats, bytes) and isinstance(commandstats, bytes)
     fields = dict(line.split(":", 1) for line in (stats + commandstats).decode().splitlines() if ":" in line)
     return got, {k: fields[k] for k in ("keyspace_hits", "keyspace_misses", "expired_keys")} | {
         name: ",".join(p for p in fields[f"cmdstat_{name}"].split(",") if "usec" not in p)
-        for name in ("ping", "exists", "hget", "hexists", "sismember")}
+        for name in ("ping", "exists", "hget", "hexists", "sismember", "lindex")}
 
 
 @pytest.mark.skipif(shutil.which("redis-server") is None, reason="redis-server not installed (CI installs it)")
 def test_pipelined_reads_match_redis_on_every_branch_of_the_fast_path() -> None:
-    """PING, EXISTS, HGET, HEXISTS and SISMEMBER run in C on small and large hashes and sets (the
-    handlers read a field with the same compiled function), the rest in Python; replies and
+    """PING, EXISTS, HGET, HEXISTS, SISMEMBER and LINDEX run in C on small and large hashes, sets
+    and lists (the handlers read with the same compiled functions), the rest in Python; replies and
     counters are Redis's in RESP2 and RESP3, whichever worker the connection lands on."""
     ours = _matches_redis_on_both_workers(_read_branches, [on_shard(0, "fread"), on_shard(1, "fread")])
     ours.stop()

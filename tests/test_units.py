@@ -491,3 +491,21 @@ def test_one_field_is_read_from_either_layout_and_a_damaged_entry_raises(store: 
     with pytest.raises(SegmentCorrupt):
         field_value(store, off, b"f4")
     assert field_value(store, off, b"f0") == b""  # (read before the damaged entry)
+
+
+def test_an_entry_is_read_by_index_from_either_layout(store: Store) -> None:
+    """LINDEX's compiled read (layouts.list_entry, the fast path's and the handler's): every
+    index, negative ones and those past either end, of a packed list and of one in chunks."""
+    from shardkv.collstore import list_value, pack, write_chunks
+    from shardkv.store import TYPE_LIST
+
+    items = [b"e%d" % i + b"x" * (i % 300) for i in range(1000)]
+    store.put(0, b"small", TYPE_LIST, pack(items[:7]), 0, store.find(0, b"small", 1))
+    write_chunks(store, 0, b"large", items, 0, store.find(0, b"large", 1))
+    for key, held in ((b"small", items[:7]), (b"large", items)):
+        off = store.lookup(0, key, 1)
+        n = len(held)
+        for index in [*range(-n - 2, n + 2, 1 if n < 10 else 37), -1, 0, n - 1, n, -n, -n - 1, 1 << 40, -(1 << 40)]:
+            want = held[index] if -n <= index < n else None
+            assert list_value(store, off, index) == want, (key, index)
+    store.check()

@@ -7,7 +7,7 @@ from __future__ import annotations
 import math
 
 from shardkv import errors, protocol
-from shardkv.collstore import Chunks, clamp_range, items_of
+from shardkv.collstore import Chunks, clamp_range, items_of, list_value
 from shardkv.commands.across import CrossShard, is_error
 from shardkv.commands.args import INT64_MAX, INT64_MIN, ShardCtx, maybe_int, parse_int, parse_long_double
 from shardkv.commands.collections import (
@@ -164,17 +164,11 @@ def lrange(ctx: ShardCtx, argv: list[bytes]) -> bytes:
 
 @command("lindex", 3, "readonly", keys=(1, 1, 1), group="list", summary="Get an element by its index")
 def lindex(ctx: ShardCtx, argv: list[bytes]) -> bytes:
-    found, large = _open(ctx, argv[1])  # as in Redis: a missing key or WRONGTYPE before the index
-    if not found[0]:
+    off = find_typed(ctx, argv[1], TYPE_LIST)[0]  # as in Redis: a missing key or WRONGTYPE before the index
+    if not off:
         return protocol.null(ctx.proto)
-    index = parse_int(argv[2])
-    if large is not None:
-        index += len(large) if index < 0 else 0
-        return protocol.bulk(large.index(index)) if 0 <= index < len(large) else protocol.null(ctx.proto)
-    items = items_of(ctx.store, found[0]) if found[0] else []
-    if index < 0:
-        index += len(items)
-    return protocol.bulk(items[index]) if 0 <= index < len(items) else protocol.null(ctx.proto)
+    value = list_value(ctx.store, off, parse_int(argv[2]))  # (the fast path reads it the same way)
+    return protocol.bulk(value) if value is not None else protocol.null(ctx.proto)
 
 
 @command("lset", 4, "write denyoom", keys=(1, 1, 1), group="list", summary="Set an element by its index")
