@@ -134,26 +134,30 @@ def table_probe(Index ix not None, uint64_t s, bytes field not None, set taken):
     return at, free
 
 
-cdef object field_get(Index ix, uint64_t head, bytes field, bint pairs):
-    """The value of field in the hash (pairs) or set whose head record is at head, packed or a
-    table: its bytes (a set member's are empty), or None if there is no such field."""
-    cdef uint64_t info, vlen, start, s, w, off, nk, nv
-    cdef Py_ssize_t at, free = -1, pos = 1, n = PyBytes_GET_SIZE(field), end
-    cdef uint32_t m
-    cdef bint match
-    cdef const unsigned char *p
+cdef const unsigned char *value_area(Index ix, uint64_t head, uint64_t *vlen) except NULL:
+    """The value area of the collection record at head (its layout byte first), checked to lie
+    in the heap and to hold that byte; its bytes in *vlen."""
     if ix.q == NULL:
         raise ValueError("the index was released")
     check_span(ix, head, RECORD_HEADER_BYTES)
-    info = ix.q[(head >> 3) + 2]
-    vlen = ix.q[(head >> 3) + 3] & VLEN_MASK
-    start = head + RECORD_HEADER_BYTES + (info & KLEN_MASK)
-    check_span(ix, start, vlen)
-    if vlen == 0:
+    cdef uint64_t start = head + RECORD_HEADER_BYTES + (ix.q[(head >> 3) + 2] & KLEN_MASK)
+    vlen[0] = ix.q[(head >> 3) + 3] & VLEN_MASK
+    check_span(ix, start, vlen[0])
+    if vlen[0] == 0:
         raise SegmentCorrupt(f"collection {head} has no layout byte")
-    p = ix.base + start
+    return ix.base + start
+
+
+cdef object field_get(Index ix, uint64_t head, bytes field, bint pairs):
+    """The value of field in the hash (pairs) or set whose head record is at head, packed or a
+    table: its bytes (a set member's are empty), or None if there is no such field."""
+    cdef uint64_t vlen, s, w, off, nk, nv
+    cdef Py_ssize_t at, free = -1, pos = 1, n = PyBytes_GET_SIZE(field), end
+    cdef uint32_t m
+    cdef bint match
+    cdef const unsigned char *p = value_area(ix, head, &vlen)
     if p[0] == LAYOUT_TABLE:
-        s = structure(ix, head, (info >> 32) & 0xFF, LAYOUT_TABLE)
+        s = structure(ix, head, (ix.q[(head >> 3) + 2] >> 32) & 0xFF, LAYOUT_TABLE)
         at = probe(ix, s, field, field_fp(field), None, &free)
         if at < 0:
             return None
@@ -421,21 +425,11 @@ def unpack_node(bytes buf not None):
 cdef object list_get(Index ix, uint64_t head, int64_t index):
     """LINDEX: entry `index` (negative: from the end) of the list whose head record is at head,
     packed or in chunks, or None past either end."""
-    cdef uint64_t info, vlen, start, s, total, pos, at, link, nlen
+    cdef uint64_t vlen, s, total, pos, at, link, nlen
     cdef Py_ssize_t p_at = 1, end
     cdef int64_t length, k, _entry
     cdef uint32_t m
-    cdef const unsigned char *p
-    if ix.q == NULL:
-        raise ValueError("the index was released")
-    check_span(ix, head, RECORD_HEADER_BYTES)
-    info = ix.q[(head >> 3) + 2]
-    vlen = ix.q[(head >> 3) + 3] & VLEN_MASK
-    start = head + RECORD_HEADER_BYTES + (info & KLEN_MASK)
-    check_span(ix, start, vlen)
-    if vlen == 0:
-        raise SegmentCorrupt(f"list {head} has no layout byte")
-    p = ix.base + start
+    cdef const unsigned char *p = value_area(ix, head, &vlen)
     if p[0] == LAYOUT_CHUNKS:
         s = structure(ix, head, TYPE_LIST, LAYOUT_CHUNKS)
         total = ix.q[s + 1]
