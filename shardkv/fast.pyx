@@ -1,8 +1,8 @@
 # cython: language_level=3, boundscheck=False, wraparound=False, cdivision=True
 """The compiled front of a worker's pipeline: the stats counters a command adds to, and the fast
 path that runs the commonest commands end to end (PING; GET, EXISTS of one key, HGET, HEXISTS,
-SISMEMBER, LINDEX; plain SET, INCR, DECR, INCRBY, DECRBY; LPUSH, RPUSH, LPOP, RPOP, SADD and HSET of one
-element), without a Python frame per command: on a local key here, on another worker's key by
+SISMEMBER, LINDEX; plain SET, INCR, DECR, INCRBY, DECRBY; LPUSH, RPUSH, LPOP, RPOP, SADD and HSET
+of one element), without a Python frame per command: on a local key here, on another worker's key by
 sending it there (hop.pyx) and, there, running and answering it in C.
 
 The fast path is the router's pipeline for these cases only, in the same order (command lookup,
