@@ -161,8 +161,7 @@ cdef tuple parse_at(const unsigned char *p, Py_ssize_t end, Py_ssize_t args_max,
 
 cdef int ll_digits(char *dst, long long v) noexcept:
     """v in decimal at dst (20 bytes of room at most: "-9223372036854775808"): how many written.
-    (Every number a reply or a stored integer prints goes through here; snprintf cost a tenth
-    of an INCR.)"""
+    Integer replies, bulk headers and the digits INCR stores are all printed here."""
     cdef unsigned long long u = <unsigned long long> v
     cdef char tmp[20]
     cdef int n = 0, i, sign = 0
