@@ -49,7 +49,7 @@ sys.path.append(ROOT)  # after the installed shardkv (a non-editable install has
 
 from bench.lean import frame, free_port, info_of, load, preload  # noqa: E402
 from shardkv.limits import Footprint, Limits  # noqa: E402
-from shardkv.store import TYPE_STRING, Store, resp_bulk  # noqa: E402
+from shardkv.store import TYPE_STRING, Store  # noqa: E402
 
 CPUS = os.cpu_count() or 1
 PIN = CPUS >= 4
@@ -385,7 +385,7 @@ def _store_row(n: int) -> str:
     fp = Footprint(limits)
     st = Store(mmap.mmap(-1, fp.shard_segment_bytes), fp, format_segment=True)
     keys = [b"key:%010d" % i for i in range(n)]
-    value = resp_bulk(b"v" * 100)
+    value = b"v" * 100
     for k in keys:
         st.put(0, k, TYPE_STRING, value, 0, st._find_stored(0, k))
     sample = random.sample(keys, min(n, 200_000))

@@ -432,15 +432,15 @@ cdef class FastPath:
         cdef uint64_t off, off_old, link, bucket, start, length, exp
         cdef int64_t delta, result
         cdef Py_ssize_t r
-        cdef bytes framed, raw, value
+        cdef bytes raw, value
         cdef object popped
         if c == C_SET:
             off_old = self.index.walk(pdb, key, &link, &bucket)
             if off_old and self.index.string_span(off_old, now_ms, &start, &length) != SPAN_STRING:
                 return None  # expired, or a collection (the store frees its blocks)
-            framed = bulk(<bytes> PyList_GET_ITEM(argv, 2))
-            off = self.allocator.alloc(record_bytes(PyBytes_GET_SIZE(key), PyBytes_GET_SIZE(framed)))
-            self.index.put(off, pdb, key, TYPE_STRING, framed, 0, off_old, link, bucket)
+            value = <bytes> PyList_GET_ITEM(argv, 2)
+            off = self.allocator.alloc(record_bytes(PyBytes_GET_SIZE(key), PyBytes_GET_SIZE(value)))
+            self.index.put(off, pdb, key, TYPE_STRING, value, 0, off_old, link, bucket)
             if off_old:
                 self.allocator.free(off_old)
             return OK

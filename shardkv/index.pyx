@@ -8,7 +8,7 @@ acquire loads, as the publishing stores that make them visible are release store
 read from the segment is checked against the heap before it is followed: a bad one raises
 SegmentCorrupt, never a stray read."""
 
-from cpython.bytes cimport PyBytes_FromStringAndSize
+from cpython.bytes cimport PyBytes_AS_STRING, PyBytes_FromStringAndSize
 from libc.stdint cimport INT64_MAX, INT64_MIN, int64_t, uint64_t
 from libc.string cimport memcmp, memcpy
 
@@ -223,8 +223,6 @@ cdef class Index:
         cdef uint64_t off_old = self.walk(pdb, key, &link, &bucket)
         cdef int found
         cdef int64_t current = 0
-        cdef Py_ssize_t head
-        cdef const unsigned char *v
         cdef char digits[24]
         cdef int n
         if off_old:
@@ -234,18 +232,14 @@ cdef class Index:
             if found == SPAN_WRONG_TYPE:
                 return INCR_WRONG_TYPE
             exp = self.q[(off_old >> 3) + 1]
-            v = self.base + start  # "$<n>\r\n<n bytes>\r\n"
-            head = 1
-            while head < <Py_ssize_t> length and v[head] != 10:
-                head += 1
-            if not string2ll(v + head + 1, <Py_ssize_t> length - head - 3, &current):
+            if not string2ll(self.base + start, <Py_ssize_t> length, &current):
                 return INCR_NOT_INTEGER
         if (delta > 0 and current > INT64_MAX - delta) or (delta < 0 and current < INT64_MIN - delta):
             return INCR_OVERFLOW
         result[0] = current + delta
         n = ll_digits(digits, <long long> result[0])
-        off = self.allocator.alloc(record_bytes(len(key), bulk_bytes(n)))
-        write_bulk(<char *> self.new_record(off, pdb, key, len(key), TYPE_STRING, bulk_bytes(n), exp), digits, n)
+        off = self.allocator.alloc(record_bytes(len(key), n))
+        memcpy(self.new_record(off, pdb, key, len(key), TYPE_STRING, n, exp), digits, n)
         self.link_written(off, pdb, key, exp, off_old, link, bucket)
         if off_old:
             self.allocator.free(off_old)
@@ -258,11 +252,13 @@ cdef class Index:
         return status, result
 
     cpdef object string_resp(self, int pdb, bytes key, uint64_t now_ms):
-        """GET's path: the RESP-encoded value of key's string, None if there is none, EXPIRED if
-        its time has passed (nothing is deleted here), WRONG_TYPE for another type."""
+        """GET's path: the value of key's string framed as a RESP bulk string, None if there is
+        none, EXPIRED if its time has passed (nothing is deleted here), WRONG_TYPE for another
+        type."""
         cdef uint64_t link, bucket, start, length
         cdef uint64_t off = self.walk(pdb, key, &link, &bucket)
         cdef int found
+        cdef bytes reply
         if not off:
             return None
         found = self.string_span(off, now_ms, &start, &length)
@@ -270,7 +266,9 @@ cdef class Index:
             return EXPIRED
         if found == SPAN_WRONG_TYPE:
             return WRONG_TYPE
-        return PyBytes_FromStringAndSize(<char *> self.base + start, <Py_ssize_t> length)
+        reply = PyBytes_FromStringAndSize(NULL, bulk_bytes(<Py_ssize_t> length))
+        write_bulk(PyBytes_AS_STRING(reply), <const char *> self.base + start, <Py_ssize_t> length)
+        return reply
 
     cpdef tuple find(self, int pdb, bytes key):
         """(record offset or 0, word index of the link to it, word index of its bucket) of key

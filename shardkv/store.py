@@ -16,7 +16,7 @@ A record is 8-byte aligned:
     +16 info: key length (32 bits) | type << 32 | db << 40 | flags << 48
     +24 value bytes (40 bits) | 24 bits reserved for the access clock / LFU counter (eviction,
         OBJECT IDLETIME / FREQ; 0 until then: every reader masks with VLEN_MASK)
-    +32 key, then the value (a string is kept RESP-encoded: `$<n>\\r\\n<bytes>\\r\\n`)
+    +32 key, then the value (a string's bytes as they are; GET frames them as it copies them)
 
 Crash consistency: a worker can die between any two statements.  Every change to the index is
 one aligned 8-byte store of a link, made after the record it points to is complete (insert,
@@ -54,7 +54,7 @@ if TYPE_CHECKING:
     from shardkv.tracking import TrackingTable
 
 MAGIC = 0x5348_4B56_0001  # "SHKV" v1
-VERSION = 2  # 2: the access clock's bits reserved in the value-bytes word
+VERSION = 3  # 2: the access clock's bits reserved in the value-bytes word; 3: strings stored unframed
 RECORD_HEADER_BYTES = 32
 SMALL_RECORD_BYTES_MAX = PAGE_BYTES // 4
 
@@ -138,13 +138,11 @@ ALLOCATOR_LAYOUT = (P_CLASS, P_LIVE, P_FREE, P_BUMP, P_PREV, P_NEXT, P_RUN, PAGE
                     H_USED_BYTES, H_PAGES_USED, H_PARTIAL, PAGE_BYTES, SMALL_RECORD_BYTES_MAX)
 
 
-# record_bytes(klen, vlen): the block bytes of a record (compiled: index.pyx); resp_bulk(value):
-# a string value as it is stored, RESP-encoded (the same function as protocol.bulk).
+# record_bytes(klen, vlen): the block bytes of a record (compiled: index.pyx).
 INDEX_LAYOUT = (OFF_MASK, KLEN_MASK, VLEN_MASK, RECORD_HEADER_BYTES, TYPE_STRING, H_DIRTY, H_KEYS, H_EXPIRES,
                 TYPE_LIST, TYPE_SET, TYPE_HASH, LAYOUT_PACKED, LAYOUT_TABLE, LAYOUT_CHUNKS, STRUCT_WORDS, TOMBSTONE,
                 CHUNK_OFF_MASK)
 record_bytes = native.record_bytes
-resp_bulk = native.bulk
 INCR_CREATED, INCR_EXPIRED = native.INCR_STATUS["created"], native.INCR_STATUS["expired"]
 _INCR_ERRORS = {native.INCR_STATUS["wrong_type"]: WRONGTYPE, native.INCR_STATUS["not_integer"]: NOT_INTEGER,
                 native.INCR_STATUS["overflow"]: INCR_OVERFLOW}
@@ -423,17 +421,15 @@ class Store:
     def string_resp(self, off: int) -> bytes:
         """The stored value as a RESP bulk string, ready to send."""
         a, b = self.value_span(off)
-        return self.mm[a:b]
+        return native.bulk(self.mm[a:b])
 
     def string_value(self, off: int) -> bytes:
         a, b = self.value_span(off)
-        nl = self.mm.find(b"\r\n", a, b)
-        return self.mm[nl + 2 : b - 2]
+        return self.mm[a:b]
 
     def string_length(self, off: int) -> int:
         a, b = self.value_span(off)
-        nl = self.mm.find(b"\r\n", a, b)
-        return b - 2 - (nl + 2)
+        return b - a
 
     # ------------------------------------------------------------------ large collections
 
@@ -1110,12 +1106,6 @@ class Store:
                 counters = q[s], q[s + 1]
                 self._recount(off)
                 assert counters == (q[s], q[s + 1]), f"{key!r}: counters {counters} != {(q[s], q[s + 1])}"
-            if self.type_of(off) == TYPE_STRING:
-                a, z = self.value_span(off)
-                v = self.mm[a:z]
-                assert v.startswith(b"$") and v.endswith(b"\r\n"), f"torn string at {off}"
-                n = int(v[1 : v.index(b"\r\n")])
-                assert len(v) == n + len(str(n)) + 5, f"torn string at {off}"
         for db in range(DATABASES_MAX):
             assert q[H_KEYS + db] == keys[db], f"db {db} counts {q[H_KEYS + db]} keys, index has {keys[db]}"
         assert q[H_USED_BYTES] == used, f"used bytes {q[H_USED_BYTES]} != {used}"

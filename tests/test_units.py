@@ -25,7 +25,7 @@ from shardkv.native import (
     unpack_entries,
     unpack_node,
 )
-from shardkv.store import TYPE_STRING, InjectedFault, Store, resp_bulk
+from shardkv.store import TYPE_STRING, InjectedFault, Store
 from shardkv.worker.peers import K_REP, K_REQ, K_RESET
 
 # ------------------------------------------------------------------ protocol
@@ -105,7 +105,7 @@ def store() -> Store:
 
 
 def put(s: Store, key: bytes, value: bytes, db: int = 0, expire_ms: int = 0) -> None:
-    s.put(db, key, TYPE_STRING, resp_bulk(value), expire_ms, s.find(db, key, 1000))
+    s.put(db, key, TYPE_STRING, value, expire_ms, s.find(db, key, 1000))
 
 
 def test_store_put_get_replace_delete(store: Store) -> None:
@@ -324,8 +324,8 @@ def test_batch_cut_short_after_commit_is_finished_at_restart(store: Store) -> No
 
     store.fault_steps = {"batch:publish"}  # the first change is published, then the worker "dies"
     with pytest.raises(InjectedFault):
-        store.write_batch([(0, b"a", TYPE_STRING, resp_bulk(b"new"), 0),
-                           (0, b"b", TYPE_STRING, resp_bulk(b"bee"), 0),
+        store.write_batch([(0, b"a", TYPE_STRING, b"new", 0),
+                           (0, b"b", TYPE_STRING, b"bee", 0),
                            (0, b"gone", TYPE_STRING, None, 0)])
     assert store.q[H_JOURNAL] and store.lookup(0, b"b", 0) == 0
     restarted = Store(store.mm, Footprint(Limits(shards=1, maxmemory=16 * 1024 * 1024).resolved()),
@@ -341,7 +341,7 @@ def test_batch_cut_short_after_commit_is_finished_at_restart(store: Store) -> No
 def test_batch_redo_is_idempotent_with_repeated_keys(store: Store) -> None:
     from shardkv.store import H_JOURNAL
 
-    store.write_batch([(0, b"k", TYPE_STRING, resp_bulk(b"1"), 0), (0, b"k", TYPE_STRING, resp_bulk(b"2"), 0)])
+    store.write_batch([(0, b"k", TYPE_STRING, b"1", 0), (0, b"k", TYPE_STRING, b"2", 0)])
     assert store.string_value(store.lookup(0, b"k", 0)) == b"2" and store.keys_in(0) == 1
     assert store.q[H_JOURNAL] == 0
     store.check()
@@ -352,8 +352,8 @@ def test_flush_cut_short_is_finished_at_restart(store: Store, every_db: bool) ->
     """A worker killed in the middle of FLUSHDB / FLUSHALL: the restart finishes it, so the
     database is either as it was or empty, never half flushed; other databases keep their keys."""
     for i in range(3000):
-        store.put(0, b"k%d" % i, TYPE_STRING, resp_bulk(b"v"), 0, store.find(0, b"k%d" % i, 0))
-        store.put(1, b"k%d" % i, TYPE_STRING, resp_bulk(b"w"), 0, store.find(1, b"k%d" % i, 0))
+        store.put(0, b"k%d" % i, TYPE_STRING, b"v", 0, store.find(0, b"k%d" % i, 0))
+        store.put(1, b"k%d" % i, TYPE_STRING, b"w", 0, store.find(1, b"k%d" % i, 0))
 
     class Crash(Exception):
         pass
@@ -431,7 +431,7 @@ def test_the_access_clock_bits_change_no_length(store: Store) -> None:
     for key in keys:
         store.q[(store.lookup(0, key, 1000) >> 3) + 3] |= 0xABCDEF << 40
     assert [store.string_resp_of(0, key, 1000) for key in keys] == [
-        resp_bulk(b"v" * (i % 50)) for i in range(len(keys))]
+        protocol.bulk(b"v" * (i % 50)) for i in range(len(keys))]
     assert [store.string_value(store.lookup(0, key, 1000)) for key in keys[:3]] == [b"", b"v", b"vv"]
     store.check()
 

@@ -14,7 +14,7 @@ from shardkv.commands.args import ShardCtx, parse_int
 from shardkv.commands.notify import GENERIC, STRING, notify
 from shardkv.commands.table import command
 from shardkv.errors import CommandError
-from shardkv.store import STRING_RAW, TYPE_STRING, resp_bulk
+from shardkv.store import STRING_RAW, TYPE_STRING
 
 BIT_OFFSET_ERROR = "ERR bit offset is not an integer or out of range"
 BITFIELD_TYPE_ERROR = ("ERR Invalid bitfield type. Use something like i16 u8. Note that u64 is not supported "
@@ -32,7 +32,7 @@ def _value(ctx: ShardCtx, key: bytes) -> tuple[tuple[int, int, int], bytes | Non
 
 def _store(ctx: ShardCtx, key: bytes, value: bytes, found: tuple[int, int, int]) -> None:
     expire_ms = ctx.store.expire_of(found[0]) if found[0] else 0
-    ctx.store.put(ctx.db, key, TYPE_STRING | STRING_RAW, resp_bulk(value), expire_ms, found)  # edited in place
+    ctx.store.put(ctx.db, key, TYPE_STRING | STRING_RAW, value, expire_ms, found)  # edited in place
 
 
 def bit_offset(ctx: ShardCtx, raw: bytes, hash_bits: int = 0) -> int:
@@ -196,7 +196,7 @@ def bitop(ctx: ShardCtx, argv: list[bytes]) -> bytes:
             ctx.store.delete(ctx.db, argv[2], ctx.now_ms)
             notify(ctx, GENERIC, b"del", argv[2])
         return protocol.ZERO
-    ctx.store.put(ctx.db, argv[2], TYPE_STRING | STRING_RAW, resp_bulk(result), 0, dest)  # built in place
+    ctx.store.put(ctx.db, argv[2], TYPE_STRING | STRING_RAW, result, 0, dest)  # built in place
     notify(ctx, STRING, b"set", argv[2])
     return protocol.integer(len(result))
 

@@ -20,7 +20,7 @@ from shardkv.commands.notify import GENERIC, STRING, notify
 from shardkv.commands.table import Merge, command
 from shardkv.errors import CommandError
 from shardkv.protocol import ReplyError, read_reply
-from shardkv.store import STRING_NOT_INT, STRING_RAW, TYPE_STRING, BatchOp, batch_sizes, resp_bulk
+from shardkv.store import STRING_NOT_INT, STRING_RAW, TYPE_STRING, BatchOp, batch_sizes
 
 
 def _string_off(ctx: ShardCtx, key: bytes) -> int:
@@ -60,7 +60,7 @@ def set_(ctx: ShardCtx, argv: list[bytes]) -> bytes:
     key, value = argv[1], argv[2]
     store = ctx.store
     if len(argv) == 3:  # plain SET, the common case
-        store.put(ctx.db, key, TYPE_STRING, resp_bulk(value), 0, store.find(ctx.db, key, ctx.now_ms))
+        store.put(ctx.db, key, TYPE_STRING, value, 0, store.find(ctx.db, key, ctx.now_ms))
         notify(ctx, STRING, b"set", key)
         return protocol.OK
     nx = xx = get_old = keepttl = False
@@ -96,7 +96,7 @@ def set_(ctx: ShardCtx, argv: list[bytes]) -> bytes:
         return old if get_old else protocol.null(ctx.proto)
     if keepttl and off:
         expire_ms = store.expire_of(off)
-    store.put(ctx.db, key, TYPE_STRING, resp_bulk(value), expire_ms, found)
+    store.put(ctx.db, key, TYPE_STRING, value, expire_ms, found)
     notify(ctx, STRING, b"set", key)
     if expire_unit:
         notify(ctx, GENERIC, b"expire", key)
@@ -116,7 +116,7 @@ def mget(ctx: ShardCtx, argv: list[bytes]) -> bytes:
 
 
 def _mset_ops(db: int, argv: list[bytes]) -> list[BatchOp]:
-    return [(db, k, TYPE_STRING, resp_bulk(v), 0) for k, v in zip(argv[1::2], argv[2::2], strict=True)]
+    return [(db, k, TYPE_STRING, v, 0) for k, v in zip(argv[1::2], argv[2::2], strict=True)]
 
 
 def mset_sizes(argv: list[bytes]) -> list[int]:
@@ -180,7 +180,7 @@ def _put_string(ctx: ShardCtx, key: bytes, value: bytes, expire_ms: int,
     """edited: a value changed in place, which Redis then reports as "raw"."""
     if len(value) > ctx.limits.value_bytes_max:
         raise CommandError(errors.STRING_TOO_LONG)
-    ctx.store.put(ctx.db, key, TYPE_STRING | (STRING_RAW if edited else 0), resp_bulk(value), expire_ms, found)
+    ctx.store.put(ctx.db, key, TYPE_STRING | (STRING_RAW if edited else 0), value, expire_ms, found)
 
 
 def _find_string(ctx: ShardCtx, key: bytes) -> tuple[tuple[int, int, int], bytes | None]:
@@ -378,7 +378,7 @@ def incrbyfloat(ctx: ShardCtx, argv: list[bytes]) -> bytes:
     if len(text) > ctx.limits.value_bytes_max:
         raise CommandError(errors.STRING_TOO_LONG)
     # Redis keeps the result as a plain string (embstr), even one that reads as an integer.
-    ctx.store.put(ctx.db, argv[1], TYPE_STRING | STRING_NOT_INT, resp_bulk(text),
+    ctx.store.put(ctx.db, argv[1], TYPE_STRING | STRING_NOT_INT, text,
                   ctx.store.expire_of(found[0]) if found[0] else 0, found)
     notify(ctx, STRING, b"incrbyfloat", argv[1])
     return protocol.bulk(text)
