@@ -55,6 +55,7 @@ from shardkv.store import (
     LAYOUT_PACKED,
     LAYOUT_TABLE,
     OFF_MASK,
+    RECORD_HEADER_BYTES,
     STRUCT_WORDS,
     TOMBSTONE,
     TYPE_HASH,
@@ -135,12 +136,12 @@ def value_bytes(store: Store, off: int) -> bytes:
 
 
 def _head_value(klen: int, layout: int, struct_off: int) -> bytes:
-    pad = -(klen + 1) % 8  # the value area starts at a record offset + 32 + klen
+    pad = -(klen + 1) % 8  # the value area starts at a record offset + RECORD_HEADER_BYTES + klen
     return bytes((layout,)) + bytes(pad) + struct_off.to_bytes(8, "little")
 
 
 def _pointer_word(store: Store, head: int) -> int:
-    start = head + 32 + (store.q[(head >> 3) + 2] & KLEN_MASK)
+    start = head + RECORD_HEADER_BYTES + (store.q[(head >> 3) + 2] & KLEN_MASK)
     return (start + 8) >> 3
 
 
@@ -219,7 +220,7 @@ class _Large:
 
     def _attach(self, structure: int) -> None:
         self.structure = structure
-        self.s = (structure + 32) >> 3
+        self.s = (structure + RECORD_HEADER_BYTES) >> 3
         self.slot0 = self.s + STRUCT_WORDS
 
     def _replace_structure(self, words: list[int], slots: array[int]) -> None:
@@ -332,8 +333,8 @@ class Table(_Large):
         off = (link & OFF_MASK) << 3
         w = off >> 3
         klen = q[w + 2] & KLEN_MASK
-        start = off + 32 + klen
-        return mm[off + 32 : start], mm[start : start + (q[w + 3] & VLEN_MASK)]
+        start = off + RECORD_HEADER_BYTES + klen
+        return mm[off + RECORD_HEADER_BYTES : start], mm[start : start + (q[w + 3] & VLEN_MASK)]
 
     def links(self) -> list[int]:
         return [w for w in self.store.q[self.slot0 : self.slot0 + (1 << self.log2)] if w > TOMBSTONE]
@@ -434,7 +435,7 @@ class Chunks(_Large):
 
     def _payload(self, slot_word: int) -> bytes:
         off = (slot_word & CHUNK_OFF_MASK) << 3
-        start = off + 32
+        start = off + RECORD_HEADER_BYTES
         return self.store.mm[start : start + (self.store.q[(off >> 3) + 3] & VLEN_MASK)]
 
     def _node_items(self, slot_word: int) -> list[bytes]:

@@ -39,7 +39,9 @@ from shardkv.index cimport (
     TYPE_LIST,
     TYPE_SET,
     TYPE_STRING,
+    HASH_SLOTS,
     Index,
+    key_slot,
     record_bytes,
 )
 from shardkv.layouts cimport chunks_pop, chunks_push, field_get, list_get, structure, table_set
@@ -77,46 +79,7 @@ cdef extern from *:
 
 SOURCE_SHA256 = SHARDKV_SOURCE_SHA256.decode()  # of fast.pyx when it was compiled (native.py)
 
-cdef Py_ssize_t SLOTS = 16384
-cdef uint16_t CRC16_TABLE[256]
-
-
-cdef void crc16_table() noexcept:
-    """CRC-16/XMODEM (polynomial 0x1021), the hash of Redis Cluster's key slots."""
-    cdef uint16_t c
-    cdef int i, _bit
-    for i in range(256):
-        c = <uint16_t> (i << 8)
-        for _bit in range(8):
-            c = <uint16_t> ((c << 1) ^ 0x1021) if c & 0x8000 else <uint16_t> (c << 1)
-        CRC16_TABLE[i] = c
-
-
-crc16_table()
-
-
-cdef Py_ssize_t key_slot(const unsigned char *k, Py_ssize_t n) noexcept:
-    """The key's hash slot: CRC16 of the key, or of its non-empty {hash tag}."""
-    cdef Py_ssize_t i, open_at = -1, start = 0, end = n
-    cdef uint16_t crc = 0
-    for i in range(n):
-        if k[i] == 123:  # '{'
-            open_at = i
-            break
-    if open_at >= 0:
-        for i in range(open_at + 1, n):
-            if k[i] == 125:  # '}'
-                if i > open_at + 1:
-                    start, end = open_at + 1, i
-                break
-    for i in range(start, end):
-        crc = <uint16_t> ((crc << 8) ^ CRC16_TABLE[((crc >> 8) ^ k[i]) & 0xFF])
-    return crc & (SLOTS - 1)
-
-
-def slot_of(const unsigned char[::1] key not None):
-    """The Redis Cluster hash slot of key."""
-    return key_slot(&key[0] if key.shape[0] else NULL, key.shape[0])
+cdef Py_ssize_t SLOTS = HASH_SLOTS
 
 
 cdef class Counters:

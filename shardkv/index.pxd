@@ -17,7 +17,8 @@ cdef extern from *:
 
 
 cdef enum:
-    RECORD_HEADER_BYTES = 32  # next link, expire at, info (key bytes, type, stored db), value bytes
+    RECORD_HEADER_BYTES = 40  # next link, expire at, info (key bytes, type, stored db), value bytes, slot links
+    HASH_SLOTS = 16384  # Redis Cluster's key slots: the key-slot index has a word per slot
     H_DIRTY = 12  # header words: changes since start, then keys and keys with a time, per db
     H_KEYS = 64
     H_EXPIRES = 64 + 256
@@ -37,6 +38,8 @@ cdef class Index:
     cdef uint8_t *base
     cdef uint64_t *q
     cdef uint64_t bucket_word, mask, heap_lo, heap_hi
+    cdef uint64_t *slots  # the key-slot index: per slot, keys << 32 | its first record's offset / 16
+    cdef public bint slots_live  # whether the key-slot index is kept (not while a restart replays journals)
     cdef public object allocator  # alloc.Allocator: alloc(bytes) and free(offset), for writes that allocate
 
     cdef uint64_t bucket_prefetched(self, int pdb, bytes key) noexcept
@@ -52,6 +55,11 @@ cdef class Index:
                           uint64_t link, uint64_t bucket) except -1
     cpdef void put(self, uint64_t off, int pdb, bytes key, uint64_t kind, bytes value, uint64_t expire_ms,
                    uint64_t off_old, uint64_t link, uint64_t bucket) except *
+    cdef uint64_t slot_record(self, uint64_t unit) except? 0
+    cdef Py_ssize_t record_slot(self, uint64_t off) except -1
+    cdef int slot_insert(self, uint64_t off) except -1
+    cdef int slot_replace(self, uint64_t off_old, uint64_t off) except -1
+    cpdef void slot_remove(self, uint64_t off) except *
     cdef int string_span(self, uint64_t off, uint64_t now_ms, uint64_t *start, uint64_t *length) except -1
     cdef int incr(self, int pdb, bytes key, int64_t delta, uint64_t now_ms, int64_t *result) except -1
     cpdef object string_resp(self, int pdb, bytes key, uint64_t now_ms)
@@ -59,6 +67,7 @@ cdef class Index:
 
 
 cpdef uint64_t record_bytes(uint64_t klen, uint64_t vlen) noexcept
+cdef Py_ssize_t key_slot(const unsigned char *k, Py_ssize_t n) noexcept
 
 
 cdef enum:  # what Index.string_span found

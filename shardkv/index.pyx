@@ -9,7 +9,8 @@ read from the segment is checked against the heap before it is followed: a bad o
 SegmentCorrupt, never a stray read."""
 
 from cpython.bytes cimport PyBytes_AS_STRING, PyBytes_FromStringAndSize
-from libc.stdint cimport INT64_MAX, INT64_MIN, int64_t, uint64_t
+from libc.stdint cimport INT64_MAX, INT64_MIN, int64_t, uint16_t, uint64_t
+from libc.string cimport memset
 from libc.string cimport memcmp, memcpy
 
 from shardkv.resp cimport bulk_bytes, ll_digits, string2ll, write_bulk
@@ -56,6 +57,47 @@ cpdef uint64_t record_bytes(uint64_t klen, uint64_t vlen) noexcept:
     return (RECORD_HEADER_BYTES + klen + vlen + 7) & ~(<uint64_t> 7)
 
 
+cdef uint16_t CRC16_TABLE[256]
+
+
+cdef void crc16_table() noexcept:
+    """CRC-16/XMODEM (polynomial 0x1021), the hash of Redis Cluster's key slots."""
+    cdef uint16_t c
+    cdef int i, _bit
+    for i in range(256):
+        c = <uint16_t> (i << 8)
+        for _bit in range(8):
+            c = <uint16_t> ((c << 1) ^ 0x1021) if c & 0x8000 else <uint16_t> (c << 1)
+        CRC16_TABLE[i] = c
+
+
+crc16_table()
+
+
+cdef Py_ssize_t key_slot(const unsigned char *k, Py_ssize_t n) noexcept:
+    """The key's hash slot: CRC16 of the key, or of its non-empty {hash tag}."""
+    cdef Py_ssize_t i, open_at = -1, start = 0, end = n
+    cdef uint16_t crc = 0
+    for i in range(n):
+        if k[i] == 123:  # '{'
+            open_at = i
+            break
+    if open_at >= 0:
+        for i in range(open_at + 1, n):
+            if k[i] == 125:  # '}'
+                if i > open_at + 1:
+                    start, end = open_at + 1, i
+                break
+    for i in range(start, end):
+        crc = <uint16_t> ((crc << 8) ^ CRC16_TABLE[((crc >> 8) ^ k[i]) & 0xFF])
+    return crc & (HASH_SLOTS - 1)
+
+
+def slot_of(const unsigned char[::1] key not None):
+    """The Redis Cluster hash slot of key."""
+    return key_slot(&key[0] if key.shape[0] else NULL, key.shape[0])
+
+
 EXPIRED = object()  # string_resp: the key's time has passed (find deletes it)
 WRONG_TYPE = object()  # string_resp: the key holds another type
 
@@ -68,7 +110,7 @@ cdef class Index:
     """The chain walk over one shard segment's buckets (its fields: index.pxd)."""
 
     def __init__(self, segment, uint64_t bucket_word, uint64_t buckets, uint64_t heap_off,
-                 uint64_t heap_bytes, layout):
+                 uint64_t heap_bytes, uint64_t slots_word, layout):
         if tuple(layout) != LAYOUT:
             raise AssertionError(f"store.py's record layout {tuple(layout)} is not index.pyx's {LAYOUT}")
         self.segment = segment
@@ -78,12 +120,17 @@ cdef class Index:
         self.mask = buckets - 1
         self.heap_lo = heap_off
         self.heap_hi = heap_off + heap_bytes
+        if heap_off & 15 or self.heap_hi > (<uint64_t> 1) << 36:
+            raise AssertionError("slot links need a 16-byte aligned heap below 64 GiB")
+        self.slots = self.q + slots_word
+        self.slots_live = False
 
     def release(self):
         """Let go of the mapping (so it can be closed); the index is unusable after."""
         self.segment = None
         self.base = NULL
         self.q = NULL
+        self.slots = NULL
 
     cdef uint64_t bucket_prefetched(self, int pdb, bytes key) noexcept:
         """Ask the CPU for key's bucket word ahead of the walk (a pipeline's keys are asked for
@@ -146,6 +193,7 @@ cdef class Index:
         self.q[w + 1] = expire_ms
         self.q[w + 2] = klen | kind << 32 | (<uint64_t> pdb) << 40
         self.q[w + 3] = vlen
+        self.q[w + 4] = 0
         memcpy(self.base + off + RECORD_HEADER_BYTES, key, klen)
         return self.base + off + RECORD_HEADER_BYTES + klen
 
@@ -167,9 +215,13 @@ cdef class Index:
         if off_old:
             self.q[off >> 3] = self.q[off_old >> 3]
             shardkv_store_release(&self.q[link], new_link)
+            if self.slots_live:
+                self.slot_replace(off_old, off)
         else:
             self.q[off >> 3] = self.q[bucket]
             shardkv_store_release(&self.q[bucket], new_link)
+            if self.slots_live:
+                self.slot_insert(off)
 
     cpdef void put(self, uint64_t off, int pdb, bytes key, uint64_t kind, bytes value, uint64_t expire_ms,
                    uint64_t off_old, uint64_t link, uint64_t bucket) except *:
@@ -196,6 +248,106 @@ cdef class Index:
         elif (old_exp != 0) != (expire_ms != 0):
             self.q[H_EXPIRES + pdb] += 1 if expire_ms else <uint64_t> -1
         return 0
+
+    # The key-slot index: every key's record is on its hash slot's list (all dbs together; a
+    # cluster has db 0 only), linked by its fifth word, next << 32 | prev (offsets / 16, 0 = none),
+    # and the slot's word holds its key count << 32 | its first record.  It is derived state, like
+    # the allocator's: a restart rebuilds it from the index (slots_reset, then slot_insert of every
+    # record), so its updates need no ordering and no journal.
+
+    cdef uint64_t slot_record(self, uint64_t unit) except? 0:
+        """The offset of the record a slot link names, checked against the heap."""
+        cdef uint64_t off = unit << 4
+        if off < self.heap_lo or off + RECORD_HEADER_BYTES > self.heap_hi:
+            raise SegmentCorrupt(f"slot link {unit:#x} points outside the heap")
+        return off
+
+    cdef Py_ssize_t record_slot(self, uint64_t off) except -1:
+        cdef uint64_t klen = self.q[(off >> 3) + 2] & KLEN_MASK
+        if off + RECORD_HEADER_BYTES + klen > self.heap_hi:
+            raise SegmentCorrupt(f"record {off} runs past the heap")
+        return key_slot(self.base + off + RECORD_HEADER_BYTES, <Py_ssize_t> klen)
+
+    cdef int slot_insert(self, uint64_t off) except -1:
+        """Put the just-published record at off first on its slot's list."""
+        cdef Py_ssize_t s = self.record_slot(off)
+        cdef uint64_t head = self.slots[s] & 0xFFFFFFFF
+        cdef uint64_t h
+        self.q[(off >> 3) + 4] = head << 32
+        if head:
+            h = (self.slot_record(head) >> 3) + 4
+            self.q[h] = (self.q[h] & ~(<uint64_t> 0xFFFFFFFF)) | off >> 4
+        self.slots[s] = ((self.slots[s] >> 32) + 1) << 32 | off >> 4
+        return 0
+
+    cdef int slot_replace(self, uint64_t off_old, uint64_t off) except -1:
+        """The record at off took the place of off_old's (the same key): take its place on the list."""
+        cdef uint64_t links = self.q[(off_old >> 3) + 4]
+        cdef uint64_t prev = links & 0xFFFFFFFF, nxt = links >> 32, w
+        cdef Py_ssize_t s
+        self.q[(off >> 3) + 4] = links
+        if prev:
+            w = (self.slot_record(prev) >> 3) + 4
+            self.q[w] = (self.q[w] & 0xFFFFFFFF) | (off >> 4) << 32
+        else:
+            s = self.record_slot(off)
+            self.slots[s] = (self.slots[s] & ~(<uint64_t> 0xFFFFFFFF)) | off >> 4
+        if nxt:
+            w = (self.slot_record(nxt) >> 3) + 4
+            self.q[w] = (self.q[w] & ~(<uint64_t> 0xFFFFFFFF)) | off >> 4
+        return 0
+
+    cpdef void slot_remove(self, uint64_t off) except *:
+        """Take the record at off, being unlinked from the index, off its slot's list."""
+        cdef uint64_t links, prev, nxt, w
+        cdef Py_ssize_t s
+        if not self.slots_live:
+            return
+        links = self.q[(off >> 3) + 4]
+        prev, nxt = links & 0xFFFFFFFF, links >> 32
+        s = self.record_slot(off)
+        if prev:
+            w = (self.slot_record(prev) >> 3) + 4
+            self.q[w] = (self.q[w] & 0xFFFFFFFF) | nxt << 32
+        else:
+            self.slots[s] = (self.slots[s] & ~(<uint64_t> 0xFFFFFFFF)) | nxt
+        if nxt:
+            w = (self.slot_record(nxt) >> 3) + 4
+            self.q[w] = (self.q[w] & ~(<uint64_t> 0xFFFFFFFF)) | prev
+        self.slots[s] -= (<uint64_t> 1) << 32
+
+    def slots_reset(self):
+        """Empty every slot's list and keep the index from now on (a flush of everything, or
+        the start of a rebuild, which then adds every record with slot_add)."""
+        if self.q == NULL:
+            raise ValueError("the index was released")
+        memset(self.slots, 0, HASH_SLOTS * 8)
+        self.slots_live = True
+
+    def slot_add(self, uint64_t off):
+        """rebuild(): put a record found in the index on its slot's list."""
+        if off < self.heap_lo or off + RECORD_HEADER_BYTES > self.heap_hi:
+            raise SegmentCorrupt(f"record {off} is outside the heap")
+        self.slot_insert(off)
+
+    def slot_keys(self, Py_ssize_t slot):
+        """How many keys slot has here, across every db."""
+        if not 0 <= slot < HASH_SLOTS:
+            raise ValueError(f"slot {slot} is not in 0..{HASH_SLOTS - 1}")
+        return self.slots[slot] >> 32
+
+    def slot_records(self, Py_ssize_t slot, Py_ssize_t count):
+        """The offsets of up to count records of slot, first to last on its list."""
+        cdef list out = []
+        cdef uint64_t unit, off
+        if not 0 <= slot < HASH_SLOTS:
+            raise ValueError(f"slot {slot} is not in 0..{HASH_SLOTS - 1}")
+        unit = self.slots[slot] & 0xFFFFFFFF
+        while unit and len(out) < count:
+            off = self.slot_record(unit)
+            out.append(off)
+            unit = self.q[(off >> 3) + 4] >> 32
+        return out
 
     cdef int string_span(self, uint64_t off, uint64_t now_ms, uint64_t *start, uint64_t *length) except -1:
         """Whether the record at off is a live string (SPAN_STRING, its value's bytes at *start,

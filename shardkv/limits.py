@@ -18,6 +18,10 @@ PAGE_BYTES = 64 * 1024  # allocator page: the unit a shard heap is carved into
 SEGMENT_HEADER_BYTES = 8192  # shard segment header (counters, allocator roots)
 PAGE_ENTRY_BYTES = 32  # allocator page table entry (8 x u32)
 HEAP_BYTES_PER_BUCKET = 256  # one index bucket (8 bytes) per this many heap bytes
+HASH_SLOTS = 16384  # Redis Cluster's key slots
+SLOT_INDEX_BYTES = HASH_SLOTS * 8  # per shard: each slot's key count and first record
+# A record links its slot's neighbours by offset / 16 in 32 bits, so a shard segment is at most 64 GiB.
+SHARD_BYTES_MAX = 64 * 1024 * 1024 * 1024
 RING_HEADER_BYTES = 128  # head and tail on separate cache lines
 DATABASES_MAX = 256  # the shard header has room for this many per-db key counters
 SHARDS_MAX = 256
@@ -104,6 +108,11 @@ class Limits:
                 f"maxmemory {self.maxmemory} gives {shard_bytes} bytes per shard; "
                 f"each of the {self.shards} shards needs at least {SHARD_BYTES_MIN}"
             )
+        if Footprint(self).shard_segment_bytes > SHARD_BYTES_MAX:
+            raise LimitsError(
+                f"maxmemory {self.maxmemory} gives {shard_bytes} bytes per shard; "
+                f"a shard holds at most {SHARD_BYTES_MAX} (64 GiB): use more shards"
+            )
         heap = Footprint(self).heap_bytes_per_shard
         if self.value_bytes_max + self.key_bytes_max > heap // 2:
             raise LimitsError(
@@ -184,7 +193,7 @@ class Footprint:
 
     @property
     def pages_per_shard(self) -> int:
-        room = self.shard_segment_bytes - SEGMENT_HEADER_BYTES - 8 * self.buckets_per_shard
+        room = self.shard_segment_bytes - SEGMENT_HEADER_BYTES - self.index_bytes_per_shard
         return room // (PAGE_BYTES + PAGE_ENTRY_BYTES + 1)
 
     @property
@@ -193,7 +202,8 @@ class Footprint:
 
     @property
     def index_bytes_per_shard(self) -> int:
-        return 8 * self.buckets_per_shard
+        """The buckets, and the key-slot index (each slot's keys: COUNTKEYSINSLOT, GETKEYSINSLOT)."""
+        return 8 * self.buckets_per_shard + SLOT_INDEX_BYTES
 
     @property
     def allocator_bytes_per_shard(self) -> int:
@@ -263,7 +273,8 @@ class Footprint:
         lim = self.limits
         s = lim.shards
         rows = [
-            ("shard index", f"{s} x {self.buckets_per_shard} buckets", s * self.index_bytes_per_shard),
+            ("shard index", f"{s} x ({self.buckets_per_shard} buckets + {HASH_SLOTS} key slots)",
+             s * self.index_bytes_per_shard),
             ("shard heap", f"{s} x {self.pages_per_shard} pages of {PAGE_BYTES}", s * self.heap_bytes_per_shard),
             ("shard header + page table", f"{s} x {self.allocator_bytes_per_shard}",
              s * self.allocator_bytes_per_shard),

@@ -3,6 +3,7 @@
 Layout of a segment (all offsets in bytes, all words little-endian u64 unless said):
 
     header   8192 B   magic, geometry, counters, allocator roots (see H_* below)
+    slots    8 B each the key-slot index, one word per hash slot
     buckets  8 B each a power-of-two array of chain heads ("links")
     pages    32 B each allocator page table: 8 x u32 per heap page
     pagemap  1 B each 0 = page free, 1 = page in use (searched with mmap.find)
@@ -16,7 +17,13 @@ A record is 8-byte aligned:
     +16 info: key length (32 bits) | type << 32 | db << 40 | flags << 48
     +24 value bytes (40 bits) | 24 bits reserved for the access clock / LFU counter (eviction,
         OBJECT IDLETIME / FREQ; 0 until then: every reader masks with VLEN_MASK)
-    +32 key, then the value (a string's bytes as they are; GET frames them as it copies them)
+    +32 key-slot links: the next and previous record of the key's hash slot, offset / 16 each
+        (index.pyx; 0 in a collection's other blocks, which are not keys)
+    +40 key, then the value (a string's bytes as they are; GET frames them as it copies them)
+
+The key-slot index (16384 words after the header: a slot's key count << 32 | its first record)
+lists every key of a hash slot, so COUNTKEYSINSLOT, GETKEYSINSLOT and moving a slot to another
+shard never walk the whole index.  Like the allocator's state it is derived: a restart rebuilds it.
 
 Crash consistency: a worker can die between any two statements.  Every change to the index is
 one aligned 8-byte store of a link, made after the record it points to is complete (insert,
@@ -47,15 +54,23 @@ from typing import TYPE_CHECKING
 from shardkv import native
 from shardkv.errors import INCR_OVERFLOW, NOT_INTEGER, OOM, WRONGTYPE, CommandError
 from shardkv.keywatch import NOTE_CHANGED, NOTE_SWAPPED, KeyWatches
-from shardkv.limits import DATABASES_MAX, PAGE_BYTES, PAGE_ENTRY_BYTES, SEGMENT_HEADER_BYTES, Footprint
+from shardkv.limits import (
+    DATABASES_MAX,
+    HASH_SLOTS,
+    PAGE_BYTES,
+    PAGE_ENTRY_BYTES,
+    SEGMENT_HEADER_BYTES,
+    SLOT_INDEX_BYTES,
+    Footprint,
+)
 from shardkv.native import EXPIRED, WRONG_TYPE, Allocator, Index
 
 if TYPE_CHECKING:
     from shardkv.tracking import TrackingTable
 
 MAGIC = 0x5348_4B56_0001  # "SHKV" v1
-VERSION = 3  # 2: the access clock's bits reserved in the value-bytes word; 3: strings stored unframed
-RECORD_HEADER_BYTES = 32
+VERSION = 4  # 2: the access clock's bits reserved in the value-bytes word; 3: strings stored unframed; 4: slot links
+RECORD_HEADER_BYTES = 40
 SMALL_RECORD_BYTES_MAX = PAGE_BYTES // 4
 
 # Header words.
@@ -67,6 +82,7 @@ H_PAGES_USED = 11
 H_DIRTY = 12  # changes since start (INFO rdb_changes_since_last_save)
 H_JOURNAL = 13  # offset of a batch's redo journal while the batch is being published, else 0
 H_WORD_JOURNAL = 14  # offset of a word journal (commit_words) while it is being applied, else 0
+H_SLOTS_OFF = 15  # where the key-slot index starts
 H_PARTIAL = 16  # per size class: 1 + index of a page with free blocks, 0 = none
 H_KEYS = 64  # per db: number of keys
 H_EXPIRES = H_KEYS + DATABASES_MAX  # per db: number of keys with an expire time
@@ -220,7 +236,11 @@ class Store:
         self._push_partial: Callable[[int, int], None] = self.allocator.push_partial
         # The chain walk of find() (compiled: index.pyx), by stored db, expired or not, changing
         # nothing: (record offset or 0, word index of the link to it, word index of its bucket).
-        self.index = Index(mm, self.bucket_word, self.buckets, self.heap_off, self.heap_bytes, INDEX_LAYOUT)
+        self.index = Index(mm, self.bucket_word, self.buckets, self.heap_off, self.heap_bytes, q[H_SLOTS_OFF] >> 3,
+                           INDEX_LAYOUT)
+        # The key-slot index is kept from the start on a new segment; an attached one's is rebuilt
+        # by rebuild(), after the journals a crash left are replayed.
+        self.index.slots_live = format_segment
         self._find_stored: Callable[[int, bytes], tuple[int, int, int]] = self.index.find
         self._string_resp = self.index.string_resp
         # write_record(off, pdb, key, kind, value, expire_ms): a whole record into a block, unlinked;
@@ -278,7 +298,8 @@ class Store:
 
     def _format(self, fp: Footprint) -> None:
         q = self.q
-        buckets_off = SEGMENT_HEADER_BYTES
+        slots_off = SEGMENT_HEADER_BYTES
+        buckets_off = slots_off + SLOT_INDEX_BYTES
         pages_off = buckets_off + 8 * fp.buckets_per_shard
         map_off = pages_off + PAGE_ENTRY_BYTES * fp.pages_per_shard
         heap_off = (map_off + fp.pages_per_shard + PAGE_BYTES - 1) // PAGE_BYTES * PAGE_BYTES
@@ -288,6 +309,7 @@ class Store:
         q[H_BUCKETS] = fp.buckets_per_shard
         q[H_PAGES] = pages
         q[H_BUCKETS_OFF] = buckets_off
+        q[H_SLOTS_OFF] = slots_off
         q[H_PAGES_OFF] = pages_off
         q[H_MAP_OFF] = map_off
         q[H_HEAP_OFF] = heap_off
@@ -411,11 +433,11 @@ class Store:
 
     def key_of(self, off: int) -> bytes:
         klen = self.q[(off >> 3) + 2] & KLEN_MASK
-        return self.mm[off + 32 : off + 32 + klen]
+        return self.mm[off + RECORD_HEADER_BYTES : off + RECORD_HEADER_BYTES + klen]
 
     def value_span(self, off: int) -> tuple[int, int]:
         w = off >> 3
-        start = off + 32 + (self.q[w + 2] & KLEN_MASK)
+        start = off + RECORD_HEADER_BYTES + (self.q[w + 2] & KLEN_MASK)
         return start, start + (self.q[w + 3] & VLEN_MASK)
 
     def string_resp(self, off: int) -> bytes:
@@ -440,7 +462,7 @@ class Store:
         info = q[w + 2]
         if (info >> 32) & 0xFF not in COLLECTION_TYPES:
             return 0
-        start = off + 32 + (info & KLEN_MASK)
+        start = off + RECORD_HEADER_BYTES + (info & KLEN_MASK)
         if self.mm[start] == LAYOUT_PACKED:
             return 0
         return q[(start + 8) >> 3]  # the first aligned word after the layout byte
@@ -452,8 +474,8 @@ class Store:
         if not sp:
             return 0, 0, []
         q = self.q
-        s = (sp + 32) >> 3
-        layout = self.mm[off + 32 + (q[(off >> 3) + 2] & KLEN_MASK)]
+        s = (sp + RECORD_HEADER_BYTES) >> 3
+        layout = self.mm[off + RECORD_HEADER_BYTES + (q[(off >> 3) + 2] & KLEN_MASK)]
         if layout == LAYOUT_TABLE:
             return layout, s, list(q[s + STRUCT_WORDS : s + STRUCT_WORDS + (1 << q[s + 2])])
         assert layout == LAYOUT_CHUNKS, f"record {off}: unknown collection layout {layout}"
@@ -465,7 +487,7 @@ class Store:
         layout, s, slots = self._large_slots(off)
         if not layout:
             return []
-        structure = (s << 3) - 32
+        structure = (s << 3) - RECORD_HEADER_BYTES
         if layout == LAYOUT_TABLE:
             return [structure] + [(w & OFF_MASK) << 3 for w in slots if w > TOMBSTONE]
         return [structure] + [(w & CHUNK_OFF_MASK) << 3 for w in slots]
@@ -819,6 +841,7 @@ class Store:
             self.note_record(off)
         q = self.q
         q[link] = q[off >> 3]  # publish the removal
+        self.index.slot_remove(off)
         q[H_DIRTY] += 1
         q[H_KEYS + db] -= 1
         if q[(off >> 3) + 1]:
@@ -844,6 +867,7 @@ class Store:
         if db is None:
             q[H_DIRTY] += sum(q[H_KEYS + i] for i in range(DATABASES_MAX))
             self._unlink_all()
+            self.index.slots_reset()
             for i in range(DATABASES_MAX):
                 q[H_KEYS + i] = 0
                 q[H_EXPIRES + i] = 0
@@ -888,6 +912,14 @@ class Store:
             self.q[H_FLUSH_JOURNAL] = 0
 
     # ------------------------------------------------------------------ walking
+
+    def keys_in_slot(self, slot: int) -> int:
+        """How many keys of hash slot `slot` this shard holds, of every db (COUNTKEYSINSLOT)."""
+        return self.index.slot_keys(slot)
+
+    def slot_keys(self, slot: int, count: int) -> list[bytes]:
+        """Up to count keys of hash slot `slot` (GETKEYSINSLOT), without walking other slots'."""
+        return [bytes(self.key_of(off)) for off in self.index.slot_records(slot, count)]
 
     def bucket_keys(self, bucket: int, db: int, now_ms: int) -> list[bytes]:
         """Live keys of db in one bucket (SCAN's unit of work; buckets never move)."""
@@ -997,6 +1029,7 @@ class Store:
             self._redo(self.q[H_JOURNAL], live=False)
             self.q[H_JOURNAL] = 0
         self._reset_allocator()
+        self.index.slots_reset()
         q = self.q
         for i in range(DATABASES_MAX):
             q[H_KEYS + i] = 0
@@ -1012,6 +1045,7 @@ class Store:
             if q[w + 1]:
                 q[H_EXPIRES + db] += 1
             self._recount(head)
+            self.index.slot_add(head)
             for i, off in enumerate([head] + self.children(head)):
                 if i and not i & (PROGRESS_EVERY - 1):  # a large collection's nodes
                     self.progress()
@@ -1102,10 +1136,30 @@ class Store:
                 used += self.block_bytes(block)
             sp = self.struct_of(off)
             if sp:
-                s = (sp + 32) >> 3
+                s = (sp + RECORD_HEADER_BYTES) >> 3
                 counters = q[s], q[s + 1]
                 self._recount(off)
                 assert counters == (q[s], q[s + 1]), f"{key!r}: counters {counters} != {(q[s], q[s + 1])}"
         for db in range(DATABASES_MAX):
             assert q[H_KEYS + db] == keys[db], f"db {db} counts {q[H_KEYS + db]} keys, index has {keys[db]}"
         assert q[H_USED_BYTES] == used, f"used bytes {q[H_USED_BYTES]} != {used}"
+        self._check_slots(sum(keys))
+
+    def _check_slots(self, records: int) -> None:
+        """check(): every slot's list links both ways, holds its count of keys of that slot, and
+        together they hold every record of the index."""
+        q = self.q
+        listed = 0
+        for slot in range(HASH_SLOTS):
+            prev = 0
+            offs = self.index.slot_records(slot, records + 1)
+            for off in offs:
+                links = q[(off >> 3) + 4]
+                assert links & 0xFFFFFFFF == prev >> 4, f"slot {slot}: record {off} links back to {links:#x}"
+                assert native.slot_of(self.key_of(off)) == slot, f"record {off} on the list of slot {slot}"
+                assert self._find_stored((q[(off >> 3) + 2] >> 40) & 0xFF, self.key_of(off))[0] == off, \
+                    f"slot {slot} lists record {off}, which is not in the index"
+                prev = off
+            assert len(offs) == self.index.slot_keys(slot), f"slot {slot} counts {self.index.slot_keys(slot)}"
+            listed += len(offs)
+        assert listed == records, f"the slot lists hold {listed} records, the index {records}"

@@ -176,6 +176,84 @@ def test_store_rebuild_reclaims_unpublished_blocks(store: Store) -> None:
         assert store.string_value(store.lookup(0, b"k%d" % i, 0)) == b"v" * (i % 300)
 
 
+def test_the_key_slot_index_follows_every_change_and_a_restart_rebuilds_it(store: Store) -> None:
+    """Every key is on its hash slot's list (COUNTKEYSINSLOT, GETKEYSINSLOT and slot migration
+    read it): through new keys, overwrites, deletes, expiry, batches and flushes, with one hot
+    hash tag holding most keys, and after a restart that finds the lists scrambled."""
+    from shardkv.native import slot_of
+
+    rng = random.Random(7)
+    model: dict[tuple[int, bytes], bytes] = {}
+    keys = [b"{hot}%d" % i for i in range(1500)] + [b"k%d" % i for i in range(500)]
+
+    def agrees(s: Store) -> None:
+        s.check()
+        by_slot: dict[int, set[bytes]] = {}
+        for _, key in model:
+            by_slot.setdefault(slot_of(key), set()).add(key)
+        for slot in set(by_slot) | {slot_of(k) for k in keys[::50]}:
+            want = sorted(k for (_, k) in model if slot_of(k) == slot)
+            assert s.keys_in_slot(slot) == len(want), slot
+            assert sorted(s.slot_keys(slot, len(want) + 5)) == want, slot
+        assert len(store.slot_keys(slot_of(b"{hot}"), 10)) == min(10, sum(1 for (_, k) in model if b"{hot}" in k))
+
+    for step in range(6000):
+        key, db = rng.choice(keys), rng.choice((0, 0, 1))
+        roll = rng.random()
+        if roll < 0.5:
+            value = b"v" * rng.randrange(0, 200)
+            put(store, key, value, db=db, expire_ms=1500 if rng.random() < 0.1 else 0)
+            model[(db, key)] = value
+        elif roll < 0.8:
+            store.delete(db, key, 1000)
+            model.pop((db, key), None)
+        elif roll < 0.9:
+            batch = [(db, k, TYPE_STRING, (b"b" if rng.random() < 0.7 else None), 0) for k in rng.sample(keys, 3)]
+            store.write_batch(batch)  # type: ignore[arg-type]
+            for _, k, _, v, _ in batch:
+                if v is None:
+                    model.pop((db, k), None)
+                else:
+                    model[(db, k)] = v
+        else:  # keys whose time has passed go when read
+            for (d, k) in [dk for dk in model if store.expire_of(store.lookup(*dk, 1000))][:5]:
+                assert store.lookup(d, k, 2000) == 0
+                del model[(d, k)]
+        if step % 1500 == 0:
+            agrees(store)
+    agrees(store)
+
+    store.flush(1)
+    model = {dk: v for dk, v in model.items() if dk[0] != 1}
+    agrees(store)
+
+    from shardkv.store import H_SLOTS_OFF
+    slots_off = store.q[H_SLOTS_OFF]
+    store.mm[slots_off : slots_off + 4096] = bytes(range(256)) * 16  # as if a worker died mid-update
+    restarted = Store(store.mm, Footprint(Limits(shards=1, maxmemory=16 * 1024 * 1024).resolved()),
+                      format_segment=False)
+    restarted.rebuild()
+    store = restarted
+    agrees(restarted)
+
+    restarted.flush(None)
+    model = {}
+    agrees(restarted)
+
+
+def test_a_damaged_slot_link_raises_instead_of_being_followed(store: Store) -> None:
+    from shardkv.native import slot_of
+
+    for i in range(3):
+        put(store, b"{t}%d" % i, b"v")
+    first = store.index.slot_records(slot_of(b"{t}"), 1)[0]
+    store.q[(first >> 3) + 4] |= 0xFFFFFFF0 << 32  # its next: far past the heap
+    with pytest.raises(SegmentCorrupt):
+        store.slot_keys(slot_of(b"{t}"), 3)
+    with pytest.raises(SegmentCorrupt):
+        store.delete(0, b"{t}2", 0)  # taking it off the list reads the same link
+
+
 # ------------------------------------------------------------------ rings
 
 
@@ -297,6 +375,16 @@ def test_footprint_fits_maxmemory() -> None:
     assert per_shard <= fp.shard_segment_bytes
     assert lim.shards * fp.shard_segment_bytes <= lim.maxmemory
     assert fp.total_bytes == fp.shm_bytes + 3 * fp.worker_bytes
+
+
+def test_a_shard_segment_is_at_most_64_gib() -> None:
+    """Records link their slot neighbours by offset / 16 in 32 bits."""
+    from shardkv.limits import PAGE_BYTES, SHARD_BYTES_MAX
+
+    Limits(shards=1, maxmemory=SHARD_BYTES_MAX).check()
+    Limits(shards=2, maxmemory=2 * SHARD_BYTES_MAX + PAGE_BYTES - 1).check()
+    with pytest.raises(LimitsError, match="a shard holds at most"):
+        Limits(shards=1, maxmemory=SHARD_BYTES_MAX + PAGE_BYTES).check()
 
 
 def test_swapdb_interrupted_half_way_is_redone_at_restart(store: Store) -> None:

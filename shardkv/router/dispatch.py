@@ -43,7 +43,7 @@ from shardkv.commands.multi import reset_multi, unwatch_all
 from shardkv.commands.pubsub import Subscriptions
 from shardkv.commands.table import COMMANDS, Command, Merge, Where, lookup
 from shardkv.errors import CommandError, ReplyTooLarge
-from shardkv.limits import Limits
+from shardkv.limits import HASH_SLOTS, Limits
 from shardkv.native import slot_of
 from shardkv.protocol import read_reply
 from shardkv.stats import G_SCRIPT_FUNCTION, G_SUPERVISOR_PID, W_TRACKING_CLIENTS, W_TXN_DECIDED, Stats
@@ -55,7 +55,7 @@ if TYPE_CHECKING:
     from shardkv.router.scripts import Scripts
     from shardkv.worker.process import Worker
 
-SLOTS = 16384
+SLOTS = HASH_SLOTS
 # The shards an EXEC holds locked, in its task and the tasks it starts (a FLUSHALL queued in
 # MULTI runs its parts on them without locking again); None elsewhere.
 HOLDING: ContextVar[frozenset[int] | None] = ContextVar("HOLDING", default=None)
