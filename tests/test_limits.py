@@ -26,7 +26,8 @@ def boot_refusal(*args: str) -> tuple[int, str]:
     (["--maxmemory", "16mb", "--shards", "1"], "exceed half of a shard's heap"),
     (["--proto-max-bulk-len", "20mb", "--maxmemory", "1gb", "--shards", "1"],
      "client-query-buffer-limit 16777216 is below"),
-    (["--maxmemory", "100000gb", "--shards", "1"], "/dev/shm has"),
+    (["--maxmemory", "65gb", "--shards", "1"], "a shard holds at most 68719476736 (64 GiB)"),
+    (["--maxmemory", "10000gb", "--shards", "200"], "/dev/shm has"),
 ])
 def test_inconsistent_limits_refused_with_one_line(args: list[str], reason: str) -> None:
     code, err = boot_refusal(*args)
