@@ -11,6 +11,21 @@ from libc.stdint cimport int64_t, uint8_t, uint16_t, uint32_t, uint64_t
 from libc.stdlib cimport free as free_memory, malloc
 from libc.string cimport memchr, memset
 
+from shardkv.index cimport (
+    H_EXPIRES,
+    H_KEYS,
+    KLEN_MASK,
+    LAYOUT_PACKED,
+    OFF_MASK,
+    RECORD_HEADER_BYTES,
+    TYPE_HASH,
+    TYPE_LIST,
+    TYPE_SET,
+    VLEN_MASK,
+    Index,
+    record_bytes,
+)
+
 from shardkv.index import SegmentCorrupt
 
 
@@ -42,6 +57,7 @@ cdef enum:
     H_PARTIAL = 16
     PAGE_BYTES = 65536
     SMALL_RECORD_BYTES_MAX = PAGE_BYTES // 4
+    PROGRESS_EVERY = 4096  # rebuild calls its progress callback once per this many records
 
 LAYOUT = (P_CLASS, P_LIVE, P_FREE, P_BUMP, P_PREV, P_NEXT, P_RUN, PAGE_FREE, PAGE_RUN_HEAD, PAGE_RUN_TAIL,
           H_USED_BYTES, H_PAGES_USED, H_PARTIAL, PAGE_BYTES, SMALL_RECORD_BYTES_MAX)
@@ -233,3 +249,112 @@ cdef class Allocator:
             self.entry(p)[P_CLASS] = PAGE_RUN_TAIL
         self.q[H_USED_BYTES] += n * PAGE_BYTES
         return self.heap_off + page * PAGE_BYTES
+
+    # ---------------------------------------------------------------- rebuild (a worker's restart)
+
+    def rebuild_from(self, Index ix, uint8_t[::1] live_bits not None, progress):
+        """Derive the allocator's state, the per-db key counts and the key-slot index from the
+        index, after the page table, counters and slot index were reset: every record found is
+        marked live in live_bits and accounted.  (records found, the large collections' head
+        records), whose other blocks the caller marks (store.children)."""
+        cdef uint64_t b, w, off, info, klen, vlen, kind, start, pdb, found = 0
+        cdef list large = []
+        if self.q == NULL or ix.q == NULL:
+            raise ValueError("the allocator or the index was released")
+        for b in range(ix.mask + 1):
+            w = ix.q[ix.bucket_word + b]
+            while w:
+                off = (w & OFF_MASK) << 3
+                if off < ix.heap_lo or off + RECORD_HEADER_BYTES > ix.heap_hi:
+                    raise SegmentCorrupt(f"link {w:#x} in bucket {b} points outside the heap")
+                info = ix.q[(off >> 3) + 2]
+                klen, kind, pdb = info & KLEN_MASK, (info >> 32) & 0xFF, (info >> 40) & 0xFF
+                start = off + RECORD_HEADER_BYTES + klen
+                vlen = ix.q[(off >> 3) + 3] & VLEN_MASK
+                if start + vlen > ix.heap_hi:
+                    raise SegmentCorrupt(f"record {off} runs past the heap")
+                found += 1
+                if not found & (PROGRESS_EVERY - 1):
+                    progress()
+                ix.q[H_KEYS + pdb] += 1
+                if ix.q[(off >> 3) + 1]:
+                    ix.q[H_EXPIRES + pdb] += 1
+                ix.slot_insert(off)
+                self.mark_live(off, record_bytes(klen, vlen), live_bits)
+                if (kind == TYPE_LIST or kind == TYPE_SET or kind == TYPE_HASH) and vlen and \
+                        ix.base[start] != LAYOUT_PACKED:
+                    large.append(off)
+                w = ix.q[off >> 3]
+        return found, large
+
+    cpdef void mark_live(self, uint64_t off, uint64_t size, uint8_t[::1] live_bits) except *:
+        """rebuild: account one block of size bytes at off found in use."""
+        cdef uint64_t page, n, p, cls, bsize, idx, bit
+        cdef uint32_t *e
+        if off < self.heap_off or off + size > self.heap_off + self.pages * PAGE_BYTES:
+            raise SegmentCorrupt(f"a block of {size} bytes at {off} is outside the heap")
+        page = (off - self.heap_off) // PAGE_BYTES
+        e = self.entry(page)
+        if size > SMALL_RECORD_BYTES_MAX:
+            n = (size + PAGE_BYTES - 1) // PAGE_BYTES
+            memset(self.map + page, 1, n)
+            e[P_CLASS] = PAGE_RUN_HEAD
+            e[P_RUN] = <uint32_t> n
+            for p in range(page + 1, page + n):
+                self.entry(p)[P_CLASS] = PAGE_RUN_TAIL
+            self.q[H_USED_BYTES] += n * PAGE_BYTES
+            self.q[H_PAGES_USED] += n
+            return
+        cls = self.class_of[(size + 15) >> 4]
+        if e[P_CLASS] == PAGE_FREE:
+            self.map[page] = 1
+            e[P_CLASS] = <uint32_t> cls
+            self.q[H_PAGES_USED] += 1
+        if e[P_CLASS] != cls:
+            raise SegmentCorrupt(f"record at {off} of class {cls} in a page of class {e[P_CLASS]}")
+        bsize = self.class_bytes[cls]
+        idx = (off - self.heap_off - page * PAGE_BYTES) // bsize
+        e[P_LIVE] += 1
+        if e[P_BUMP] < idx + 1:
+            e[P_BUMP] = <uint32_t> (idx + 1)
+        bit = (off - self.heap_off) >> 4
+        if (bit >> 3) >= <uint64_t> live_bits.shape[0]:
+            raise AssertionError("live_bits is smaller than the heap")
+        live_bits[bit >> 3] |= 1 << (bit & 7)
+        self.q[H_USED_BYTES] += bsize
+
+    cpdef bint marked(self, uint64_t off, uint64_t size, uint8_t[::1] live_bits) except -1:
+        """Whether rebuild has accounted the block of size bytes at off already."""
+        cdef uint64_t bit
+        if off < self.heap_off or off + size > self.heap_off + self.pages * PAGE_BYTES:
+            raise SegmentCorrupt(f"a block of {size} bytes at {off} is outside the heap")
+        if size > SMALL_RECORD_BYTES_MAX:
+            return self.map[(off - self.heap_off) // PAGE_BYTES] != 0
+        bit = (off - self.heap_off) >> 4
+        return (live_bits[bit >> 3] >> (bit & 7)) & 1
+
+    def free_holes(self, uint8_t[::1] live_bits not None, progress):
+        """rebuild's last pass: each slab page's free list, of the holes below its highest live
+        block, and the pages with room on their class's list."""
+        cdef uint64_t page, cls, bsize, base, bit
+        cdef int64_t idx
+        cdef uint32_t head
+        cdef uint32_t *e
+        for page in range(self.pages):
+            if not page & 63:
+                progress()
+            e = self.entry(page)
+            cls = e[P_CLASS]
+            if not 0 < cls <= self.classes:
+                continue
+            bsize = self.class_bytes[cls]
+            base = self.heap_off + page * PAGE_BYTES
+            head = 0
+            for idx in range(<int64_t> e[P_BUMP] - 1, -1, -1):
+                bit = (base + idx * bsize - self.heap_off) >> 4
+                if not (live_bits[bit >> 3] >> (bit & 7)) & 1:
+                    self.q[(base + idx * bsize) >> 3] = head
+                    head = <uint32_t> (idx + 1)
+            e[P_FREE] = head
+            if e[P_LIVE] < PAGE_BYTES // bsize:
+                self.push_partial(cls, page)

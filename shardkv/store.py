@@ -233,7 +233,6 @@ class Store:
                                    lambda: CommandError(OOM), ALLOCATOR_LAYOUT)
         self._alloc: Callable[[int], int] = self.allocator.alloc
         self._free: Callable[[int], None] = self.allocator.free
-        self._push_partial: Callable[[int, int], None] = self.allocator.push_partial
         # The chain walk of find() (compiled: index.pyx), by stored db, expired or not, changing
         # nothing: (record offset or 0, word index of the link to it, word index of its bucket).
         self.index = Index(mm, self.bucket_word, self.buckets, self.heap_off, self.heap_bytes, q[H_SLOTS_OFF] >> 3,
@@ -1034,88 +1033,25 @@ class Store:
         for i in range(DATABASES_MAX):
             q[H_KEYS + i] = 0
             q[H_EXPIRES + i] = 0
-        # Pass 1: mark pages and count live blocks; remember the highest live block per page.
+        # Pass 1 (compiled: Allocator.rebuild_from): every record of the index marks its block
+        # live, is counted in its db and goes on its slot's list; then a large collection's
+        # other blocks, and a transaction's undo records.
         live_bits = bytearray(self.heap_bytes // 16 // 8 + 1)
-        found = 0
-        for _, head in self.records():
-            found += 1
-            w = head >> 3
-            db = (q[w + 2] >> 40) & 0xFF
-            q[H_KEYS + db] += 1
-            if q[w + 1]:
-                q[H_EXPIRES + db] += 1
+        found, large = self.allocator.rebuild_from(self.index, live_bits, self.progress)
+        for head in large:
             self._recount(head)
-            self.index.slot_add(head)
-            for i, off in enumerate([head] + self.children(head)):
-                if i and not i & (PROGRESS_EVERY - 1):  # a large collection's nodes
+            for i, off in enumerate(self.children(head)):
+                if i and not i & (PROGRESS_EVERY - 1):
                     self.progress()
-                self._mark_live(off, live_bits)
+                self.allocator.mark_live(off, self.record_size(off), live_bits)
         for off in self.undo_records():  # a transaction's undo log, resolved after the restart
-            if not self._marked(off, live_bits):  # (one being put back may be in the index already)
-                self._mark_live(off, live_bits)
+            if not self.allocator.marked(off, self.record_size(off), live_bits):  # (one being put back
+                self.allocator.mark_live(off, self.record_size(off), live_bits)  # may be in the index)
         if not q[H_UNDO_TXN]:
             q[H_UNDO_HEAD] = q[H_UNDO_CURRENT] = 0
-        self._free_holes(live_bits)
+        # Pass 2: each slab page's free list, of the holes below its highest live block.
+        self.allocator.free_holes(live_bits, self.progress)
         return found
-
-    def _marked(self, off: int, live_bits: bytearray) -> bool:
-        page = (off - self.heap_off) // PAGE_BYTES
-        if self.record_size(off) > SMALL_RECORD_BYTES_MAX:
-            return bool(self.mm[self.map_off + page])
-        bit = (off - self.heap_off) >> 4
-        return bool(live_bits[bit >> 3] & (1 << (bit & 7)))
-
-    def _mark_live(self, off: int, live_bits: bytearray) -> None:
-        """rebuild(): account one block found in use."""
-        q, u = self.q, self.u32
-        size = self.record_size(off)
-        page = (off - self.heap_off) // PAGE_BYTES
-        e = self.page_u32 + page * 8
-        if size > SMALL_RECORD_BYTES_MAX:
-            n = -(-size // PAGE_BYTES)
-            self.mm[self.map_off + page : self.map_off + page + n] = b"\x01" * n
-            u[e + P_CLASS] = PAGE_RUN_HEAD
-            u[e + P_RUN] = n
-            for p in range(page + 1, page + n):
-                u[self.page_u32 + p * 8 + P_CLASS] = PAGE_RUN_TAIL
-            q[H_USED_BYTES] += n * PAGE_BYTES
-            q[H_PAGES_USED] += n
-            return
-        cls = _CLASS_OF[(size + 15) >> 4]
-        if u[e + P_CLASS] == PAGE_FREE:
-            self.mm[self.map_off + page] = 1
-            u[e + P_CLASS] = cls
-            q[H_PAGES_USED] += 1
-        assert u[e + P_CLASS] == cls, f"record at {off} of class {cls} in a page of class {u[e + P_CLASS]}"
-        bsize = CLASS_BYTES[cls]
-        idx = (off - self.heap_off - page * PAGE_BYTES) // bsize
-        u[e + P_LIVE] += 1
-        u[e + P_BUMP] = max(u[e + P_BUMP], idx + 1)
-        bit = (off - self.heap_off) >> 4
-        live_bits[bit >> 3] |= 1 << (bit & 7)
-        q[H_USED_BYTES] += bsize
-
-    def _free_holes(self, live_bits: bytearray) -> None:
-        """rebuild(), pass 2: free lists of the holes below each slab page's highest live block."""
-        q, u = self.q, self.u32
-        for page in range(self.pages):
-            if not page & 63:  # up to 4096 blocks a page
-                self.progress()
-            e = self.page_u32 + page * 8
-            cls = u[e + P_CLASS]
-            if not 0 < cls <= CLASSES:
-                continue
-            bsize = CLASS_BYTES[cls]
-            base = self.heap_off + page * PAGE_BYTES
-            head = 0
-            for idx in range(u[e + P_BUMP] - 1, -1, -1):
-                bit = (base + idx * bsize - self.heap_off) >> 4
-                if not live_bits[bit >> 3] & (1 << (bit & 7)):
-                    q[(base + idx * bsize) >> 3] = head
-                    head = idx + 1
-            u[e + P_FREE] = head
-            if u[e + P_LIVE] < PAGE_BYTES // bsize:
-                self._push_partial(cls, page)
 
     def check(self) -> None:
         """Walk the whole structure and assert its invariants (tests, after crashes)."""

@@ -25,7 +25,7 @@ from shardkv.native import (
     unpack_entries,
     unpack_node,
 )
-from shardkv.store import TYPE_STRING, InjectedFault, Store
+from shardkv.store import H_PAGES_USED, TYPE_STRING, InjectedFault, Store
 from shardkv.worker.peers import K_REP, K_REQ, K_RESET
 
 # ------------------------------------------------------------------ protocol
@@ -167,13 +167,22 @@ def test_store_large_values_use_page_runs(store: Store) -> None:
 def test_store_rebuild_reclaims_unpublished_blocks(store: Store) -> None:
     for i in range(1000):
         put(store, b"k%d" % i, b"v" * (i % 300))
+    for i in range(0, 1000, 3):
+        store.delete(0, b"k%d" % i, 0)  # holes in the slab pages, for the rebuilt free lists
+    for i in range(5):
+        put(store, b"run%d" % i, b"r" * (20_000 + i * 70_000))  # runs of pages
+    used, pages_used = store.used_bytes, store.q[H_PAGES_USED]
     store.reserve([100, 200, 70000])  # allocated, never published: as if the worker died here
-    used_before = store.used_bytes
-    assert store.rebuild() == 1000
-    assert store.used_bytes < used_before
+    assert store.rebuild() == 1000 - 334 + 5
+    assert (store.used_bytes, store.q[H_PAGES_USED]) == (used, pages_used)
     store.check()
     for i in range(1000):
-        assert store.string_value(store.lookup(0, b"k%d" % i, 0)) == b"v" * (i % 300)
+        off = store.lookup(0, b"k%d" % i, 0)
+        assert (store.string_value(off) if off else None) == (b"v" * (i % 300) if i % 3 else None)
+    for i in range(0, 1000, 3):  # the rebuilt free lists hand out the holes, and nothing twice
+        put(store, b"k%d" % i, b"w" * (i % 300))
+    assert store.used_bytes == used + sum(store.block_bytes(store.lookup(0, b"k%d" % i, 0)) for i in range(0, 1000, 3))
+    store.check()
 
 
 def test_the_key_slot_index_follows_every_change_and_a_restart_rebuilds_it(store: Store) -> None:
