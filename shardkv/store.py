@@ -237,9 +237,10 @@ class Store:
         # nothing: (record offset or 0, word index of the link to it, word index of its bucket).
         self.index = Index(mm, self.bucket_word, self.buckets, self.heap_off, self.heap_bytes, q[H_SLOTS_OFF] >> 3,
                            INDEX_LAYOUT)
-        # The key-slot index is kept from the start on a new segment; an attached one's is rebuilt
-        # by rebuild(), after the journals a crash left are replayed.
-        self.index.slots_live = format_segment
+        # The key-slot index is kept from the start on a segment no worker has attached yet (its
+        # lists are empty); on one a worker attached before, rebuild() rebuilds it, after the
+        # journals a crash left are replayed.
+        self.index.slots_live = format_segment or not q[H_GENERATION]
         self._find_stored: Callable[[int, bytes], tuple[int, int, int]] = self.index.find
         self._string_resp = self.index.string_resp
         # write_record(off, pdb, key, kind, value, expire_ms): a whole record into a block, unlinked;
@@ -1021,6 +1022,7 @@ class Store:
 
         Returns the number of records found.  Blocks that were allocated but never published,
         or unlinked but never freed, become free again."""
+        self.index.slots_live = False  # the lists may be half updated: rebuilt below, after the journals
         self._redo_swap()
         self._redo_flush()
         self._redo_words(live=False)

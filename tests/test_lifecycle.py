@@ -10,7 +10,7 @@ import time
 import pytest
 import redis
 
-from conftest import Crew, Outcome, Server, exchange, hops_drained, start_server
+from conftest import Crew, Outcome, Server, exchange, hops_drained, start_server, wait_until
 from shardkv import segments
 from shardkv.errors import SHARD_RESTARTED
 from shardkv.limits import Footprint, Limits
@@ -240,6 +240,56 @@ def test_kill_loop_leaves_every_shard_consistent() -> None:
         assert r.dbsize() > 0
         r.set("after", "ok")
         assert r.get("after") == b"ok"
+    finally:
+        assert srv.stop() == 0
+
+
+def test_a_running_server_keeps_every_key_on_its_slot_list() -> None:
+    """The key-slot index (what COUNTKEYSINSLOT and GETKEYSINSLOT will read) follows every kind of
+    write on a server whose workers never restarted: each segment, read from here, lists every
+    key on its hash slot, and no other."""
+    srv = start_server("--shards", "2", "--maxmemory", "48mb")
+    lim = Limits(port=srv.port, shards=2, maxmemory=48 * 1024 * 1024, name=srv.name)
+    try:
+        r = srv.client()
+        rng = random.Random(3)
+        for i in range(3000):
+            r.set(f"s{i}", "v" * rng.randrange(0, 300))
+        r.mset({f"{{tag}}{i}": i for i in range(500)})  # one hot slot
+        r.delete(*[f"s{i}" for i in range(0, 3000, 3)], *[f"{{tag}}{i}" for i in range(0, 500, 2)])
+        for i in range(200):
+            r.incr(f"n{i}")  # the fast path's writes
+            r.set(f"s{i + 1}", "overwritten")
+        r.rename("s1", "renamed")
+        r.hset("small", mapping={"a": 1})
+        r.hset("large", mapping={f"f{i}": i for i in range(300)})
+        r.sadd("set", *range(200))
+        r.rpush("list", *range(1000))
+        r.lpop("list", 10)
+        r.pexpire("s2", 1)
+        wait_until(lambda: not r.exists("s2"), 5, "s2 to expire")  # a read deletes it once due
+        r.select(1)
+        r.mset({f"db1:{i}": i for i in range(100)})
+        r.swapdb(0, 1)
+        r.flushdb()  # db 1, which now holds what was db 0's
+        r.select(0)
+        r.set("after", "flush")
+        keys: set[bytes] = set(r.keys("*"))
+        assert len(keys) == 101
+        fp = Footprint(lim)
+        listed: set[bytes] = set()
+        for shard in range(2):
+            mm = segments.attach(segments.segment_name(srv.name, srv.port, f"shard{shard}"))
+            store = Store(mm, fp, format_segment=False)
+            store.check()  # every slot's list links both ways and holds exactly its keys
+            for key in keys:
+                slot = key_slot(key)
+                if slot_owners(2)[slot] == shard:
+                    assert key in store.slot_keys(slot, 1000), key
+            listed |= {k for slot in {key_slot(k) for k in keys} for k in store.slot_keys(slot, 1000)}
+            store.close()
+            mm.close()
+        assert listed == keys
     finally:
         assert srv.stop() == 0
 
