@@ -55,6 +55,7 @@ cdef class Index:
                           uint64_t link, uint64_t bucket) except -1
     cpdef void put(self, uint64_t off, int pdb, bytes key, uint64_t kind, bytes value, uint64_t expire_ms,
                    uint64_t off_old, uint64_t link, uint64_t bucket) except *
+    cdef void prefetch_slot_neighbours(self, uint64_t off) noexcept
     cdef uint64_t slot_record(self, uint64_t unit) except? 0
     cdef Py_ssize_t record_slot(self, uint64_t off) except -1
     cdef int slot_insert(self, uint64_t off) except -1

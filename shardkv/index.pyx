@@ -35,12 +35,14 @@ cdef extern from *:
         return __atomic_load_n(p, __ATOMIC_RELAXED);
     }
     static inline void shardkv_prefetch(const void *p) { __builtin_prefetch(p, 0, 3); }
+    static inline void shardkv_prefetch_write(const void *p) { __builtin_prefetch(p, 1, 3); }
     """
     const char *SHARDKV_SOURCE_SHA256
     uint64_t shardkv_load_acquire(const uint64_t *p) nogil
     void shardkv_store_release(uint64_t *p, uint64_t v) nogil
     uint64_t shardkv_load_relaxed(const uint64_t *p) nogil
     void shardkv_prefetch(const void *p) nogil
+    void shardkv_prefetch_write(const void *p) nogil
 
 
 SOURCE_SHA256 = SHARDKV_SOURCE_SHA256.decode()  # of index.pyx when it was compiled (native.py)
@@ -228,6 +230,8 @@ cdef class Index:
         """A write's core: the record into the block at off, counted as a change, published in
         place of off_old (reached through link) or as a new key at the head of bucket, and the
         db's key counts.  The caller allocated the block and frees off_old's after."""
+        if off_old:
+            self.prefetch_slot_neighbours(off_old)  # their misses overlap the record's writing
         self.write_record(off, pdb, key, kind, value, expire_ms)
         self.link_written(off, pdb, key, expire_ms, off_old, link, bucket)
 
@@ -254,6 +258,19 @@ cdef class Index:
     # and the slot's word holds its key count << 32 | its first record.  It is derived state, like
     # the allocator's: a restart rebuilds it from the index (slots_reset, then slot_insert of every
     # record), so its updates need no ordering and no journal.
+
+    cdef void prefetch_slot_neighbours(self, uint64_t off) noexcept:
+        """Ask the CPU for the slot-list neighbours of the record at off (a hint: a replace or a
+        delete of it will write their links; one outside the heap is left for slot_record)."""
+        cdef uint64_t links, prev, nxt
+        if not self.slots_live or off < self.heap_lo or off + RECORD_HEADER_BYTES > self.heap_hi:
+            return
+        links = self.q[(off >> 3) + 4]
+        prev, nxt = (links & 0xFFFFFFFF) << 4, (links >> 32) << 4
+        if prev >= self.heap_lo and prev + RECORD_HEADER_BYTES <= self.heap_hi:
+            shardkv_prefetch_write(self.base + prev + 32)
+        if nxt >= self.heap_lo and nxt + RECORD_HEADER_BYTES <= self.heap_hi:
+            shardkv_prefetch_write(self.base + nxt + 32)
 
     cdef uint64_t slot_record(self, uint64_t unit) except? 0:
         """The offset of the record a slot link names, checked against the heap."""
@@ -386,6 +403,7 @@ cdef class Index:
             exp = self.q[(off_old >> 3) + 1]
             if not string2ll(self.base + start, <Py_ssize_t> length, &current):
                 return INCR_NOT_INTEGER
+            self.prefetch_slot_neighbours(off_old)
         if (delta > 0 and current > INT64_MAX - delta) or (delta < 0 and current < INT64_MIN - delta):
             return INCR_OVERFLOW
         result[0] = current + delta
