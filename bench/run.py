@@ -48,8 +48,9 @@ ROOT = os.path.dirname(HERE)
 sys.path.append(ROOT)  # after the installed shardkv (a non-editable install has no sources built)
 
 from bench.lean import frame, free_port, info_of, load, preload  # noqa: E402
+from shardkv.layout import TYPE_STRING  # noqa: E402
 from shardkv.limits import Footprint, Limits  # noqa: E402
-from shardkv.store import TYPE_STRING, Store  # noqa: E402
+from shardkv.store import Store  # noqa: E402
 
 CPUS = os.cpu_count() or 1
 PIN = CPUS >= 4

@@ -5,7 +5,7 @@ The page table has one entry of eight u32 words per page (class, live blocks, he
 list as block index + 1, bump index, previous and next page + 1 in its class's list of pages with
 room, run length); the page map has one byte per page (1: in use); the segment header holds, per
 class, the first page with room (+ 1), the bytes handed out and the pages in use.  store.py
-passes its copy of these numbers in, and they are checked against this module's at start."""
+passes layout.py's copy of these numbers in, and they are checked against this module's at start."""
 
 from libc.stdint cimport int64_t, uint8_t, uint16_t, uint32_t, uint64_t
 from libc.stdlib cimport free as free_memory, malloc
@@ -78,7 +78,7 @@ cdef class Allocator:
     def __init__(self, segment, uint64_t heap_off, uint64_t pages, uint64_t page_u32, uint64_t map_off,
                  class_bytes, class_of, oom, layout):
         if tuple(layout) != LAYOUT:
-            raise AssertionError(f"store.py's allocator layout {tuple(layout)} is not alloc.pyx's {LAYOUT}")
+            raise AssertionError(f"layout.py's allocator layout {tuple(layout)} is not alloc.pyx's {LAYOUT}")
         self.segment = segment
         self.q = <uint64_t *> &self.segment[0]
         self.u = <uint32_t *> &self.segment[0]

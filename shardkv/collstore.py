@@ -32,6 +32,22 @@ from array import array
 from collections.abc import Callable
 
 from shardkv.errors import OOM, CommandError
+from shardkv.journal import word_journal_sizes
+from shardkv.layout import (
+    CHUNK_OFF_MASK,
+    KLEN_MASK,
+    LAYOUT_CHUNKS,
+    LAYOUT_PACKED,
+    LAYOUT_TABLE,
+    OFF_MASK,
+    RECORD_HEADER_BYTES,
+    STRUCT_WORDS,
+    TOMBSTONE,
+    TYPE_HASH,
+    TYPE_LIST,
+    VLEN_MASK,
+    record_bytes,
+)
 from shardkv.native import (  # compiled: layouts.pyx
     CHUNK_BYTES_MAX,
     CHUNK_ENTRIES_MAX,
@@ -48,23 +64,7 @@ from shardkv.native import (  # compiled: layouts.pyx
     unpack_entries,
     unpack_node,
 )
-from shardkv.store import (
-    CHUNK_OFF_MASK,
-    KLEN_MASK,
-    LAYOUT_CHUNKS,
-    LAYOUT_PACKED,
-    LAYOUT_TABLE,
-    OFF_MASK,
-    RECORD_HEADER_BYTES,
-    STRUCT_WORDS,
-    TOMBSTONE,
-    TYPE_HASH,
-    TYPE_LIST,
-    VLEN_MASK,
-    Store,
-    record_bytes,
-    word_journal_sizes,
-)
+from shardkv.store import Store
 
 PACKED_ENTRIES_MAX = 128  # more entries (hash: fields) than this take the large layout
 PACKED_BYTES_MAX = 8192  # so does a packed value larger than this

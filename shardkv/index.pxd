@@ -9,7 +9,7 @@ cdef extern from *:
     #define SHARDKV_VLEN_MASK ((((uint64_t) 1) << 40) - 1)
     #define SHARDKV_CHUNK_OFF_MASK ((((uint64_t) 1) << 48) - 1)
     """
-    # The segment's layout, one spelling for every compiled module (Index checks it against store.py's).
+    # The segment's layout, one spelling for every compiled module (Index checks it against layout.py's).
     const uint64_t OFF_MASK "SHARDKV_OFF_MASK"  # a link's offset / 8
     const uint64_t KLEN_MASK "SHARDKV_KLEN_MASK"  # a record's info word: its key bytes
     const uint64_t VLEN_MASK "SHARDKV_VLEN_MASK"  # its value-bytes word (the rest: the access clock's)

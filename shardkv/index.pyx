@@ -1,9 +1,9 @@
 # cython: language_level=3, boundscheck=False, wraparound=False, cdivision=True
-"""The shard index's chain walk, compiled: the first piece of the data plane in C (store.py
-keeps the rest for now).
+"""The shard index, compiled: the chain walk, writing and publishing records, GET's and INCRBY's
+whole paths, and the key-slot index (layout.py describes the segment; store.py calls these).
 
 A bucket word and every link are `fingerprint(24 bits) << 40 | offset / 8`; a record's header is
-four words (next link, expire at, info, value bytes) and its key follows.  Links are read with
+five words (next link, expire at, info, value bytes, slot links) and its key follows.  Links are read with
 acquire loads, as the publishing stores that make them visible are release stores.  Every offset
 read from the segment is checked against the heap before it is followed: a bad one raises
 SegmentCorrupt, never a stray read."""
@@ -49,7 +49,7 @@ SOURCE_SHA256 = SHARDKV_SOURCE_SHA256.decode()  # of index.pyx when it was compi
 
 INCR_STATUS = {"done": INCR_DONE, "created": INCR_CREATED, "expired": INCR_EXPIRED, "wrong_type": INCR_WRONG_TYPE,
                "not_integer": INCR_NOT_INTEGER, "overflow": INCR_OVERFLOW}
-# The segment layout as index.pxd spells it, which Index checks against store.py's when a store opens.
+# The segment layout as index.pxd spells it, which Index checks against layout.py's when a store opens.
 LAYOUT = (OFF_MASK, KLEN_MASK, VLEN_MASK, RECORD_HEADER_BYTES, TYPE_STRING, H_DIRTY, H_KEYS, H_EXPIRES, TYPE_LIST,
           TYPE_SET, TYPE_HASH, LAYOUT_PACKED, LAYOUT_TABLE, LAYOUT_CHUNKS, STRUCT_WORDS, TOMBSTONE, CHUNK_OFF_MASK)
 
@@ -114,7 +114,7 @@ cdef class Index:
     def __init__(self, segment, uint64_t bucket_word, uint64_t buckets, uint64_t heap_off,
                  uint64_t heap_bytes, uint64_t slots_word, layout):
         if tuple(layout) != LAYOUT:
-            raise AssertionError(f"store.py's record layout {tuple(layout)} is not index.pyx's {LAYOUT}")
+            raise AssertionError(f"layout.py's record layout {tuple(layout)} is not index.pyx's {LAYOUT}")
         self.segment = segment
         self.base = &self.segment[0]
         self.q = <uint64_t *> self.base

@@ -11,8 +11,10 @@ import pytest
 from shardkv import collstore
 from shardkv.collstore import Chunks, Table, write_chunks, write_table
 from shardkv.errors import CommandError
+from shardkv.journal import InjectedFault
+from shardkv.layout import H_WORD_JOURNAL, TYPE_HASH, TYPE_LIST, TYPE_SET
 from shardkv.limits import Footprint, Limits
-from shardkv.store import H_WORD_JOURNAL, TYPE_HASH, TYPE_LIST, TYPE_SET, InjectedFault, Store
+from shardkv.store import Store
 
 LIMITS = Limits(shards=1, maxmemory=32 * 1024 * 1024).resolved()
 

@@ -16,7 +16,7 @@ import pytest
 import redis
 
 from conftest import Server, client_on, key_on, start_server, wait_until
-from shardkv.store import (
+from shardkv.journal import (
     BATCH_STEPS_AFTER_COMMIT,
     BATCH_STEPS_BEFORE_COMMIT,
     WORD_STEPS_AFTER_COMMIT,

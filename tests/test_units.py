@@ -12,6 +12,8 @@ import pytest
 
 from shardkv import protocol
 from shardkv.errors import CommandError
+from shardkv.journal import InjectedFault
+from shardkv.layout import H_PAGES_USED, TYPE_STRING
 from shardkv.limits import Footprint, Limits, LimitsError, parse_args, parse_memory
 from shardkv.native import (
     Peers,
@@ -25,7 +27,7 @@ from shardkv.native import (
     unpack_entries,
     unpack_node,
 )
-from shardkv.store import H_PAGES_USED, TYPE_STRING, InjectedFault, Store
+from shardkv.store import Store
 from shardkv.worker.peers import K_REP, K_REQ, K_RESET
 
 # ------------------------------------------------------------------ protocol
@@ -236,7 +238,7 @@ def test_the_key_slot_index_follows_every_change_and_a_restart_rebuilds_it(store
     model = {dk: v for dk, v in model.items() if dk[0] != 1}
     agrees(store)
 
-    from shardkv.store import H_SLOTS_OFF
+    from shardkv.layout import H_SLOTS_OFF
     slots_off = store.q[H_SLOTS_OFF]
     store.mm[slots_off : slots_off + 4096] = bytes(range(256)) * 16  # as if a worker died mid-update
     restarted = Store(store.mm, Footprint(Limits(shards=1, maxmemory=16 * 1024 * 1024).resolved()),
@@ -397,7 +399,7 @@ def test_a_shard_segment_is_at_most_64_gib() -> None:
 
 
 def test_swapdb_interrupted_half_way_is_redone_at_restart(store: Store) -> None:
-    from shardkv.store import DBMAP_BYTE, H_SWAP_JOURNAL
+    from shardkv.layout import DBMAP_BYTE, H_SWAP_JOURNAL
 
     put(store, b"k", b"db0")
     put(store, b"k", b"db1", db=1)
@@ -414,7 +416,7 @@ def test_swapdb_interrupted_half_way_is_redone_at_restart(store: Store) -> None:
 def test_batch_cut_short_after_commit_is_finished_at_restart(store: Store) -> None:
     """A worker dies after a batch's journal was committed but before every key was published:
     the restart publishes the rest, so the batch is all there (the write is never half-done)."""
-    from shardkv.store import H_JOURNAL
+    from shardkv.layout import H_JOURNAL
 
     put(store, b"a", b"old")
     put(store, b"gone", b"x")
@@ -436,7 +438,7 @@ def test_batch_cut_short_after_commit_is_finished_at_restart(store: Store) -> No
 
 
 def test_batch_redo_is_idempotent_with_repeated_keys(store: Store) -> None:
-    from shardkv.store import H_JOURNAL
+    from shardkv.layout import H_JOURNAL
 
     store.write_batch([(0, b"k", TYPE_STRING, b"1", 0), (0, b"k", TYPE_STRING, b"2", 0)])
     assert store.string_value(store.lookup(0, b"k", 0)) == b"2" and store.keys_in(0) == 1
@@ -566,7 +568,7 @@ def test_one_field_is_read_from_either_layout_and_a_damaged_entry_raises(store: 
     handlers'): a packed hash or set and a table answer every field and member present, and None
     for one absent; a packed entry whose length runs past its record raises SegmentCorrupt."""
     from shardkv.collstore import field_value, pack, write_table
-    from shardkv.store import TYPE_HASH, TYPE_SET
+    from shardkv.layout import TYPE_HASH, TYPE_SET
 
     pairs = [(b"f%d" % i, b"v" * (i % 7)) for i in range(300)]
     store.put(0, b"small", TYPE_HASH, pack([x for f, v in pairs[:5] for x in (f, v)]), 0, store.find(0, b"small", 1))
@@ -594,7 +596,7 @@ def test_an_entry_is_read_by_index_from_either_layout(store: Store) -> None:
     """LINDEX's compiled read (layouts.list_entry, the fast path's and the handler's): every
     index, negative ones and those past either end, of a packed list and of one in chunks."""
     from shardkv.collstore import list_value, pack, write_chunks
-    from shardkv.store import TYPE_LIST
+    from shardkv.layout import TYPE_LIST
 
     items = [b"e%d" % i + b"x" * (i % 300) for i in range(1000)]
     store.put(0, b"small", TYPE_LIST, pack(items[:7]), 0, store.find(0, b"small", 1))

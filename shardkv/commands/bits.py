@@ -14,7 +14,7 @@ from shardkv.commands.args import ShardCtx, parse_int
 from shardkv.commands.notify import GENERIC, STRING, notify
 from shardkv.commands.table import command
 from shardkv.errors import CommandError
-from shardkv.store import STRING_RAW, TYPE_STRING
+from shardkv.layout import STRING_RAW, TYPE_STRING
 
 BIT_OFFSET_ERROR = "ERR bit offset is not an integer or out of range"
 BITFIELD_TYPE_ERROR = ("ERR Invalid bitfield type. Use something like i16 u8. Note that u64 is not supported "

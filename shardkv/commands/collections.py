@@ -14,7 +14,8 @@ from shardkv.collstore import Chunks, Entry, Table, field_value, items_of, pack,
 from shardkv.commands.args import ShardCtx
 from shardkv.commands.notify import GENERIC, NEW, notify
 from shardkv.errors import CommandError, ReplyTooLarge
-from shardkv.store import TYPE_HASH, TYPE_LIST, BatchOp
+from shardkv.journal import BatchOp
+from shardkv.layout import TYPE_HASH, TYPE_LIST
 
 Found = tuple[int, int, int]
 

@@ -18,8 +18,8 @@ from shardkv.commands.notify import GENERIC, HASH, notify
 from shardkv.commands.sets import random_count, scan_step
 from shardkv.commands.table import command
 from shardkv.errors import CommandError
+from shardkv.layout import TYPE_HASH
 from shardkv.native import is_infinite
-from shardkv.store import TYPE_HASH
 
 
 def _fields(ctx: ShardCtx, key: bytes) -> Fields:

@@ -25,8 +25,7 @@ from shardkv.commands.notify import GENERIC, notify
 from shardkv.commands.sets import set_encoding
 from shardkv.commands.table import Merge, Where, command
 from shardkv.errors import CommandError
-from shardkv.protocol import read_reply
-from shardkv.store import (
+from shardkv.layout import (
     STRING_NOT_INT,
     STRING_OWN_INT,
     STRING_RAW,
@@ -36,6 +35,7 @@ from shardkv.store import (
     TYPE_SET,
     TYPE_STRING,
 )
+from shardkv.protocol import read_reply
 
 
 @command("del", -2, "write", keys=(1, -1, 1), merge=Merge.SUM, group="generic", summary="Delete keys")

@@ -25,8 +25,8 @@ from shardkv.commands.context import BlockPlan
 from shardkv.commands.notify import GENERIC, LIST, notify
 from shardkv.commands.table import command
 from shardkv.errors import CommandError
+from shardkv.layout import TYPE_LIST
 from shardkv.protocol import read_reply
-from shardkv.store import TYPE_LIST
 
 POSITIVE = "ERR value is out of range, must be positive"
 

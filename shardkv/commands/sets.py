@@ -22,8 +22,8 @@ from shardkv.commands.collections import (
 from shardkv.commands.notify import GENERIC, SET, notify
 from shardkv.commands.table import Where, command
 from shardkv.errors import CommandError
+from shardkv.layout import TYPE_SET
 from shardkv.protocol import read_reply
-from shardkv.store import TYPE_SET
 
 
 def _members(ctx: ShardCtx, key: bytes) -> list[bytes]:

@@ -22,8 +22,8 @@ from shardkv.commands.collections import Fields, ReplyBudget, replace
 from shardkv.commands.notify import LIST
 from shardkv.commands.table import Where, command
 from shardkv.errors import CommandError
+from shardkv.layout import TYPE_HASH, TYPE_LIST, TYPE_SET, TYPE_STRING
 from shardkv.protocol import read_reply
-from shardkv.store import TYPE_HASH, TYPE_LIST, TYPE_SET, TYPE_STRING
 
 SCORES_ERROR = "ERR One or more scores can't be converted into double"
 NULL_BYTES_MIN = 3  # RESP3's null "_\r\n": the least an element of SORT's reply (or a stored one) takes

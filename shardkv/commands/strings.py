@@ -19,8 +19,9 @@ from shardkv.commands.collections import notify_new
 from shardkv.commands.notify import GENERIC, STRING, notify
 from shardkv.commands.table import Merge, command
 from shardkv.errors import CommandError
+from shardkv.journal import BatchOp, batch_sizes
+from shardkv.layout import STRING_NOT_INT, STRING_RAW, TYPE_STRING
 from shardkv.protocol import ReplyError, read_reply
-from shardkv.store import STRING_NOT_INT, STRING_RAW, TYPE_STRING, BatchOp, batch_sizes
 
 
 def _string_off(ctx: ShardCtx, key: bytes) -> int:

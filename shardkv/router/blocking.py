@@ -32,10 +32,11 @@ from typing import TYPE_CHECKING, Any
 from shardkv import protocol
 from shardkv.commands.context import BlockPlan, Pending
 from shardkv.commands.table import Command
+from shardkv.layout import TYPE_LIST
 from shardkv.protocol import read_reply
 from shardkv.router.dispatch import LOOKER, error_reply
 from shardkv.stats import W_BLOCKED
-from shardkv.store import TYPE_LIST, Store
+from shardkv.store import Store
 from shardkv.worker.peers import K_READY, K_UNWATCH, K_WATCH
 
 if TYPE_CHECKING:

@@ -43,11 +43,12 @@ from shardkv.commands.multi import reset_multi, unwatch_all
 from shardkv.commands.pubsub import Subscriptions
 from shardkv.commands.table import COMMANDS, Command, Merge, Where, lookup
 from shardkv.errors import CommandError, ReplyTooLarge
+from shardkv.layout import TXN_ID_MASK, UNDO_ABSENT
 from shardkv.limits import HASH_SLOTS, Limits
 from shardkv.native import slot_of
 from shardkv.protocol import read_reply
 from shardkv.stats import G_SCRIPT_FUNCTION, G_SUPERVISOR_PID, W_TRACKING_CLIENTS, W_TXN_DECIDED, Stats
-from shardkv.store import TXN_ID_MASK, UNDO_ABSENT, Store
+from shardkv.store import Store
 from shardkv.worker.peers import K_APPLY, K_LOCK, K_REQ, K_UNLOCK, Callback, PeerReset
 
 if TYPE_CHECKING:

@@ -25,10 +25,10 @@ from shardkv import errors, protocol
 from shardkv.commands.across import CrossShard
 from shardkv.commands.context import BlockPlan, Client, Reply
 from shardkv.commands.table import Command, Merge, Where, lookup
+from shardkv.layout import TXN_ID_MASK
 from shardkv.protocol import read_reply
 from shardkv.router.dispatch import CLIENT_CLOSE, HOLDING, error_reply, merge_replies
 from shardkv.stats import W_TXN_ACTIVE, W_TXN_DECIDED
-from shardkv.store import TXN_ID_MASK
 from shardkv.worker.peers import PeerReset
 
 if TYPE_CHECKING:

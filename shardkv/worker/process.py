@@ -34,7 +34,9 @@ from shardkv.commands import notify, tracking
 from shardkv.commands.multi import reset_multi, unwatch_all
 from shardkv.commands.pubsub import Subscriptions
 from shardkv.commands.table import Command, command_index, load_all, lookup
+from shardkv.journal import FAULT_STEPS
 from shardkv.keywatch import KeyWatches
+from shardkv.layout import H_GENERATION, TXN_ID_MASK
 from shardkv.limits import Footprint, Limits
 from shardkv.native import FAST_COMMANDS, Counters, FastPath
 from shardkv.router.blocking import Blocking, Ready, Unwatch, Watch, Watchers
@@ -72,7 +74,7 @@ from shardkv.stats import (
     W_TXN_LAST,
     Stats,
 )
-from shardkv.store import FAULT_STEPS, H_GENERATION, TXN_ID_MASK, Store
+from shardkv.store import Store
 from shardkv.tracking import EVERY_KEY, TrackingTable
 from shardkv.worker.peers import (
     K_APPLY,
