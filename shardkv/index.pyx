@@ -36,6 +36,7 @@ cdef extern from *:
     }
     static inline void shardkv_prefetch(const void *p) { __builtin_prefetch(p, 0, 3); }
     static inline void shardkv_prefetch_write(const void *p) { __builtin_prefetch(p, 1, 3); }
+    #define SHARDKV_LOW32 ((uint64_t) 0xFFFFFFFFu)
     """
     const char *SHARDKV_SOURCE_SHA256
     uint64_t shardkv_load_acquire(const uint64_t *p) nogil
@@ -43,6 +44,7 @@ cdef extern from *:
     uint64_t shardkv_load_relaxed(const uint64_t *p) nogil
     void shardkv_prefetch(const void *p) nogil
     void shardkv_prefetch_write(const void *p) nogil
+    const uint64_t LOW32 "SHARDKV_LOW32"  # (a literal this wide would be a Python int in Cython)
 
 
 SOURCE_SHA256 = SHARDKV_SOURCE_SHA256.decode()  # of index.pyx when it was compiled (native.py)
@@ -266,7 +268,7 @@ cdef class Index:
         if not self.slots_live or off < self.heap_lo or off + RECORD_HEADER_BYTES > self.heap_hi:
             return
         links = self.q[(off >> 3) + 4]
-        prev, nxt = (links & 0xFFFFFFFF) << 4, (links >> 32) << 4
+        prev, nxt = (links & LOW32) << 4, (links >> 32) << 4
         if prev >= self.heap_lo and prev + RECORD_HEADER_BYTES <= self.heap_hi:
             shardkv_prefetch_write(self.base + prev + 32)
         if nxt >= self.heap_lo and nxt + RECORD_HEADER_BYTES <= self.heap_hi:
@@ -288,30 +290,30 @@ cdef class Index:
     cdef int slot_insert(self, uint64_t off) except -1:
         """Put the just-published record at off first on its slot's list."""
         cdef Py_ssize_t s = self.record_slot(off)
-        cdef uint64_t head = self.slots[s] & 0xFFFFFFFF
+        cdef uint64_t head = self.slots[s] & LOW32
         cdef uint64_t h
         self.q[(off >> 3) + 4] = head << 32
         if head:
             h = (self.slot_record(head) >> 3) + 4
-            self.q[h] = (self.q[h] & ~(<uint64_t> 0xFFFFFFFF)) | off >> 4
+            self.q[h] = (self.q[h] & ~LOW32) | off >> 4
         self.slots[s] = ((self.slots[s] >> 32) + 1) << 32 | off >> 4
         return 0
 
     cdef int slot_replace(self, uint64_t off_old, uint64_t off) except -1:
         """The record at off took the place of off_old's (the same key): take its place on the list."""
         cdef uint64_t links = self.q[(off_old >> 3) + 4]
-        cdef uint64_t prev = links & 0xFFFFFFFF, nxt = links >> 32, w
+        cdef uint64_t prev = links & LOW32, nxt = links >> 32, w
         cdef Py_ssize_t s
         self.q[(off >> 3) + 4] = links
         if prev:
             w = (self.slot_record(prev) >> 3) + 4
-            self.q[w] = (self.q[w] & 0xFFFFFFFF) | (off >> 4) << 32
+            self.q[w] = (self.q[w] & LOW32) | (off >> 4) << 32
         else:
             s = self.record_slot(off)
-            self.slots[s] = (self.slots[s] & ~(<uint64_t> 0xFFFFFFFF)) | off >> 4
+            self.slots[s] = (self.slots[s] & ~LOW32) | off >> 4
         if nxt:
             w = (self.slot_record(nxt) >> 3) + 4
-            self.q[w] = (self.q[w] & ~(<uint64_t> 0xFFFFFFFF)) | off >> 4
+            self.q[w] = (self.q[w] & ~LOW32) | off >> 4
         return 0
 
     cpdef void slot_remove(self, uint64_t off) except *:
@@ -321,16 +323,16 @@ cdef class Index:
         if not self.slots_live:
             return
         links = self.q[(off >> 3) + 4]
-        prev, nxt = links & 0xFFFFFFFF, links >> 32
+        prev, nxt = links & LOW32, links >> 32
         s = self.record_slot(off)
         if prev:
             w = (self.slot_record(prev) >> 3) + 4
-            self.q[w] = (self.q[w] & 0xFFFFFFFF) | nxt << 32
+            self.q[w] = (self.q[w] & LOW32) | nxt << 32
         else:
-            self.slots[s] = (self.slots[s] & ~(<uint64_t> 0xFFFFFFFF)) | nxt
+            self.slots[s] = (self.slots[s] & ~LOW32) | nxt
         if nxt:
             w = (self.slot_record(nxt) >> 3) + 4
-            self.q[w] = (self.q[w] & ~(<uint64_t> 0xFFFFFFFF)) | prev
+            self.q[w] = (self.q[w] & ~LOW32) | prev
         self.slots[s] -= (<uint64_t> 1) << 32
 
     def slots_reset(self):
@@ -359,7 +361,7 @@ cdef class Index:
         cdef uint64_t unit, off
         if not 0 <= slot < HASH_SLOTS:
             raise ValueError(f"slot {slot} is not in 0..{HASH_SLOTS - 1}")
-        unit = self.slots[slot] & 0xFFFFFFFF
+        unit = self.slots[slot] & LOW32
         while unit and len(out) < count:
             off = self.slot_record(unit)
             out.append(off)
