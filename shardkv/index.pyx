@@ -11,7 +11,7 @@ SegmentCorrupt, never a stray read."""
 from cpython.bytes cimport PyBytes_AS_STRING, PyBytes_FromStringAndSize
 from libc.stdint cimport INT64_MAX, INT64_MIN, int64_t, uint16_t, uint64_t
 from libc.string cimport memset
-from libc.string cimport memcmp, memcpy
+from libc.string cimport memcpy
 
 from shardkv.resp cimport bulk_bytes, ll_digits, string2ll, write_bulk
 
@@ -176,7 +176,7 @@ cdef class Index:
                 if (info & KLEN_MASK) == <uint64_t> klen and ((info >> 40) & 0xFF) == <uint64_t> pdb:
                     if off + RECORD_HEADER_BYTES + klen > self.heap_hi:
                         raise SegmentCorrupt(f"record {off} runs past the heap")
-                    if memcmp(self.base + off + RECORD_HEADER_BYTES, k, klen) == 0:
+                    if key_equal(self.base + off + RECORD_HEADER_BYTES, k, <size_t> klen):
                         link_out[0] = link
                         return off
             link = off >> 3

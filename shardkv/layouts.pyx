@@ -31,6 +31,7 @@ from shardkv.index cimport (
     TYPE_SET,
     VLEN_MASK,
     Index,
+    key_equal,
     record_bytes,
 )
 
@@ -120,7 +121,7 @@ cdef Py_ssize_t probe(Index ix, uint64_t s, bytes field, uint64_t fp, set taken,
             off = (w & OFF_MASK) << 3
             check_span(ix, off, RECORD_HEADER_BYTES + <uint64_t> n)
             if ix.q[(off >> 3) + 2] & KLEN_MASK == <uint64_t> n and \
-                    memcmp(ix.base + off + RECORD_HEADER_BYTES, PyBytes_AS_STRING(field), n) == 0:
+                    key_equal(ix.base + off + RECORD_HEADER_BYTES, <const unsigned char *> PyBytes_AS_STRING(field), n):
                 free_out[0] = free
                 return <Py_ssize_t> i
         i = (i + 1) & mask

@@ -122,6 +122,40 @@ def test_store_put_get_replace_delete(store: Store) -> None:
     store.check()
 
 
+def test_keys_of_every_length_match_only_themselves(store: Store) -> None:
+    """The index compares keys a word at a time (index.pxd's key_equal, not libc's memcmp): a
+    key of each length up to past the word loop is found, and one differing in any single byte
+    is not."""
+    for n in range(0, 72):
+        key = bytes(range(65, 65 + n))
+        put(store, key, b"%d" % n)
+    for n in range(0, 72):
+        key = bytes(range(65, 65 + n))
+        assert store.string_value(store.lookup(0, key, 0)) == b"%d" % n
+        for j in range(n):
+            other = key[:j] + b"\x00" + key[j + 1 :]
+            assert store.lookup(0, other, 0) == 0, (n, j)
+    # The hash rejects almost every other key before its bytes are compared: two keys of one
+    # length with the same CRC-32 (bucket and fingerprint alike) reach the comparison.  (CRC-32
+    # is one-to-one on 4 bytes or fewer, so shorter keys never get there.)
+    import hashlib
+    import zlib
+    for n in (6, 8, 13, 16, 24, 40, 64):
+        seen: dict[int, bytes] = {}
+        i = 0
+        while True:
+            key = hashlib.blake2b(i.to_bytes(8, "little"), digest_size=n).digest()
+            twin = seen.setdefault(zlib.crc32(key), key)
+            if twin != key:
+                break
+            i += 1
+        put(store, twin, b"twin")
+        assert store.lookup(0, key, 0) == 0, (n, twin, key)
+        put(store, key, b"key")
+        assert store.string_value(store.lookup(0, twin, 0)) == b"twin"
+    store.check()
+
+
 def test_store_expiry_on_access_and_active(store: Store) -> None:
     put(store, b"t", b"v", expire_ms=1500)
     assert store.lookup(0, b"t", 1000)
