@@ -182,12 +182,7 @@ def write_batch(store: Store, ops: list[BatchOp], blocks: list[int] | None = Non
         pdb = store.dbmap[db]
         new_off = 0
         if value is not None:
-            if store.watched and (db, key) in store.watched:
-                store.touched.append((db, key))
-            if store.cas and (db, key) in store.cas:
-                store.noted.append((NOTE_CHANGED, db, key))
-            if store.tracking:
-                store.modified.append(bytes(key))
+            store._note_write(db, key)
             new_off = next(record_blocks)
             store.write_record(new_off, pdb, key, kind, value, expire_ms)
         _JOURNAL_ENTRY.pack_into(mm, at, value is not None, pdb, len(key), new_off)
