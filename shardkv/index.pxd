@@ -48,6 +48,7 @@ cdef extern from *:
 
 cdef enum:
     RECORD_HEADER_BYTES = 40  # next link, expire at, info (key bytes, type, stored db), value bytes, slot links
+    SLOT_LINKS_WORD = 4  # a record's word that links it into its slot's list: next << 32 | prev (offsets / 16)
     HASH_SLOTS = 16384  # Redis Cluster's key slots: the key-slot index has a word per slot
     H_DIRTY = 12  # header words: changes since start, then keys and keys with a time, per db
     H_KEYS = 64

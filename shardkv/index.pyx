@@ -53,7 +53,8 @@ INCR_STATUS = {"done": INCR_DONE, "created": INCR_CREATED, "expired": INCR_EXPIR
                "not_integer": INCR_NOT_INTEGER, "overflow": INCR_OVERFLOW}
 # The segment layout as index.pxd spells it, which Index checks against layout.py's when a store opens.
 LAYOUT = (OFF_MASK, KLEN_MASK, VLEN_MASK, RECORD_HEADER_BYTES, TYPE_STRING, H_DIRTY, H_KEYS, H_EXPIRES, TYPE_LIST,
-          TYPE_SET, TYPE_HASH, LAYOUT_PACKED, LAYOUT_TABLE, LAYOUT_CHUNKS, STRUCT_WORDS, TOMBSTONE, CHUNK_OFF_MASK)
+          TYPE_SET, TYPE_HASH, LAYOUT_PACKED, LAYOUT_TABLE, LAYOUT_CHUNKS, STRUCT_WORDS, TOMBSTONE, CHUNK_OFF_MASK,
+          SLOT_LINKS_WORD)
 
 
 cpdef uint64_t record_bytes(uint64_t klen, uint64_t vlen) noexcept:
@@ -197,7 +198,7 @@ cdef class Index:
         self.q[w + 1] = expire_ms
         self.q[w + 2] = klen | kind << 32 | (<uint64_t> pdb) << 40
         self.q[w + 3] = vlen
-        self.q[w + 4] = 0
+        self.q[w + SLOT_LINKS_WORD] = 0
         memcpy(self.base + off + RECORD_HEADER_BYTES, key, klen)
         return self.base + off + RECORD_HEADER_BYTES + klen
 
@@ -267,12 +268,12 @@ cdef class Index:
         cdef uint64_t links, prev, nxt
         if not self.slots_live or off < self.heap_lo or off + RECORD_HEADER_BYTES > self.heap_hi:
             return
-        links = self.q[(off >> 3) + 4]
+        links = self.q[(off >> 3) + SLOT_LINKS_WORD]
         prev, nxt = (links & LOW32) << 4, (links >> 32) << 4
         if prev >= self.heap_lo and prev + RECORD_HEADER_BYTES <= self.heap_hi:
-            shardkv_prefetch_write(self.base + prev + 32)
+            shardkv_prefetch_write(self.base + prev + 8 * SLOT_LINKS_WORD)
         if nxt >= self.heap_lo and nxt + RECORD_HEADER_BYTES <= self.heap_hi:
-            shardkv_prefetch_write(self.base + nxt + 32)
+            shardkv_prefetch_write(self.base + nxt + 8 * SLOT_LINKS_WORD)
 
     cdef uint64_t slot_record(self, uint64_t unit) except? 0:
         """The offset of the record a slot link names, checked against the heap."""
@@ -292,27 +293,27 @@ cdef class Index:
         cdef Py_ssize_t s = self.record_slot(off)
         cdef uint64_t head = self.slots[s] & LOW32
         cdef uint64_t h
-        self.q[(off >> 3) + 4] = head << 32
+        self.q[(off >> 3) + SLOT_LINKS_WORD] = head << 32
         if head:
-            h = (self.slot_record(head) >> 3) + 4
+            h = (self.slot_record(head) >> 3) + SLOT_LINKS_WORD
             self.q[h] = (self.q[h] & ~LOW32) | off >> 4
         self.slots[s] = ((self.slots[s] >> 32) + 1) << 32 | off >> 4
         return 0
 
     cdef int slot_replace(self, uint64_t off_old, uint64_t off) except -1:
         """The record at off took the place of off_old's (the same key): take its place on the list."""
-        cdef uint64_t links = self.q[(off_old >> 3) + 4]
+        cdef uint64_t links = self.q[(off_old >> 3) + SLOT_LINKS_WORD]
         cdef uint64_t prev = links & LOW32, nxt = links >> 32, w
         cdef Py_ssize_t s
-        self.q[(off >> 3) + 4] = links
+        self.q[(off >> 3) + SLOT_LINKS_WORD] = links
         if prev:
-            w = (self.slot_record(prev) >> 3) + 4
+            w = (self.slot_record(prev) >> 3) + SLOT_LINKS_WORD
             self.q[w] = (self.q[w] & LOW32) | (off >> 4) << 32
         else:
             s = self.record_slot(off)
             self.slots[s] = (self.slots[s] & ~LOW32) | off >> 4
         if nxt:
-            w = (self.slot_record(nxt) >> 3) + 4
+            w = (self.slot_record(nxt) >> 3) + SLOT_LINKS_WORD
             self.q[w] = (self.q[w] & ~LOW32) | off >> 4
         return 0
 
@@ -322,16 +323,16 @@ cdef class Index:
         cdef Py_ssize_t s
         if not self.slots_live:
             return
-        links = self.q[(off >> 3) + 4]
+        links = self.q[(off >> 3) + SLOT_LINKS_WORD]
         prev, nxt = links & LOW32, links >> 32
         s = self.record_slot(off)
         if prev:
-            w = (self.slot_record(prev) >> 3) + 4
+            w = (self.slot_record(prev) >> 3) + SLOT_LINKS_WORD
             self.q[w] = (self.q[w] & LOW32) | nxt << 32
         else:
             self.slots[s] = (self.slots[s] & ~LOW32) | nxt
         if nxt:
-            w = (self.slot_record(nxt) >> 3) + 4
+            w = (self.slot_record(nxt) >> 3) + SLOT_LINKS_WORD
             self.q[w] = (self.q[w] & ~LOW32) | prev
         self.slots[s] -= (<uint64_t> 1) << 32
 
@@ -365,7 +366,7 @@ cdef class Index:
         while unit and len(out) < count:
             off = self.slot_record(unit)
             out.append(off)
-            unit = self.q[(off >> 3) + 4] >> 32
+            unit = self.q[(off >> 3) + SLOT_LINKS_WORD] >> 32
         return out
 
     cdef int string_span(self, uint64_t off, uint64_t now_ms, uint64_t *start, uint64_t *length) except -1:

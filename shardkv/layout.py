@@ -55,6 +55,7 @@ from shardkv.limits import DATABASES_MAX, PAGE_BYTES, SEGMENT_HEADER_BYTES
 MAGIC = 0x5348_4B56_0001  # "SHKV" v1
 VERSION = 4  # 2: the access clock's bits reserved in the value-bytes word; 3: strings stored unframed; 4: slot links
 RECORD_HEADER_BYTES = 40
+SLOT_LINKS_WORD = 4  # a record's word linking it into its hash slot's list (index.pyx)
 SMALL_RECORD_BYTES_MAX = PAGE_BYTES // 4
 
 # Header words.
@@ -140,7 +141,7 @@ ALLOCATOR_LAYOUT = (P_CLASS, P_LIVE, P_FREE, P_BUMP, P_PREV, P_NEXT, P_RUN, PAGE
 
 INDEX_LAYOUT = (OFF_MASK, KLEN_MASK, VLEN_MASK, RECORD_HEADER_BYTES, TYPE_STRING, H_DIRTY, H_KEYS, H_EXPIRES,
                 TYPE_LIST, TYPE_SET, TYPE_HASH, LAYOUT_PACKED, LAYOUT_TABLE, LAYOUT_CHUNKS, STRUCT_WORDS, TOMBSTONE,
-                CHUNK_OFF_MASK)
+                CHUNK_OFF_MASK, SLOT_LINKS_WORD)
 record_bytes = native.record_bytes  # (klen, vlen) -> the block bytes of a record (compiled: index.pyx)
 
 PROGRESS_EVERY = 4096  # a long loop calls Store.progress once per this many steps (a power of two)

@@ -27,6 +27,7 @@ from shardkv.layout import (
     PAGE_RUN_TAIL,
     PROGRESS_EVERY,
     RECORD_HEADER_BYTES,
+    SLOT_LINKS_WORD,
 )
 from shardkv.limits import DATABASES_MAX, HASH_SLOTS, PAGE_BYTES
 
@@ -111,7 +112,7 @@ def check_slots(store: Store, records: int) -> None:
         prev = 0
         offs = store.index.slot_records(slot, records + 1)
         for off in offs:
-            links = q[(off >> 3) + 4]
+            links = q[(off >> 3) + SLOT_LINKS_WORD]
             assert links & 0xFFFFFFFF == prev >> 4, f"slot {slot}: record {off} links back to {links:#x}"
             assert native.slot_of(store.key_of(off)) == slot, f"record {off} on the list of slot {slot}"
             assert store._find_stored((q[(off >> 3) + 2] >> 40) & 0xFF, store.key_of(off))[0] == off, \
