@@ -350,7 +350,7 @@ cdef class Index:
             raise SegmentCorrupt(f"record {off} is outside the heap")
         self.slot_insert(off)
 
-    def slot_keys(self, Py_ssize_t slot):
+    def keys_in_slot(self, Py_ssize_t slot):
         """How many keys slot has here, across every db."""
         if not 0 <= slot < HASH_SLOTS:
             raise ValueError(f"slot {slot} is not in 0..{HASH_SLOTS - 1}")

@@ -118,6 +118,6 @@ def check_slots(store: Store, records: int) -> None:
             assert store._find_stored((q[(off >> 3) + 2] >> 40) & 0xFF, store.key_of(off))[0] == off, \
                 f"slot {slot} lists record {off}, which is not in the index"
             prev = off
-        assert len(offs) == store.index.slot_keys(slot), f"slot {slot} counts {store.index.slot_keys(slot)}"
+        assert len(offs) == store.index.keys_in_slot(slot), f"slot {slot} counts {store.index.keys_in_slot(slot)}"
         listed += len(offs)
     assert listed == records, f"the slot lists hold {listed} records, the index {records}"

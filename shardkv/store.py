@@ -524,7 +524,7 @@ class Store:
 
     def keys_in_slot(self, slot: int) -> int:
         """How many keys of hash slot `slot` this shard holds, of every db (COUNTKEYSINSLOT)."""
-        return self.index.slot_keys(slot)
+        return self.index.keys_in_slot(slot)
 
     def slot_keys(self, slot: int, count: int) -> list[bytes]:
         """Up to count keys of hash slot `slot` (GETKEYSINSLOT), without walking other slots'."""
