@@ -317,11 +317,16 @@ cdef class Allocator:
         e[P_LIVE] += 1
         if e[P_BUMP] < idx + 1:
             e[P_BUMP] = <uint32_t> (idx + 1)
-        bit = (off - self.heap_off) >> 4
-        if (bit >> 3) >= <uint64_t> live_bits.shape[0]:
-            raise AssertionError("live_bits is smaller than the heap")
+        bit = self.live_bit(off, live_bits)
         live_bits[bit >> 3] |= 1 << (bit & 7)
         self.q[H_USED_BYTES] += bsize
+
+    cdef uint64_t live_bit(self, uint64_t off, uint8_t[::1] live_bits) except? 0:
+        """The bit of live_bits (one per 16 heap bytes) for the block at off, which is in the heap."""
+        cdef uint64_t bit = (off - self.heap_off) >> 4
+        if (bit >> 3) >= <uint64_t> live_bits.shape[0]:
+            raise AssertionError("live_bits is smaller than the heap")
+        return bit
 
     cpdef bint marked(self, uint64_t off, uint64_t size, uint8_t[::1] live_bits) except -1:
         """Whether rebuild has accounted the block of size bytes at off already."""
@@ -330,7 +335,7 @@ cdef class Allocator:
             raise SegmentCorrupt(f"a block of {size} bytes at {off} is outside the heap")
         if size > SMALL_RECORD_BYTES_MAX:
             return self.map[(off - self.heap_off) // PAGE_BYTES] != 0
-        bit = (off - self.heap_off) >> 4
+        bit = self.live_bit(off, live_bits)
         return (live_bits[bit >> 3] >> (bit & 7)) & 1
 
     def free_holes(self, uint8_t[::1] live_bits not None, progress):
