@@ -79,8 +79,6 @@ cdef extern from *:
 
 SOURCE_SHA256 = SHARDKV_SOURCE_SHA256.decode()  # of fast.pyx when it was compiled (native.py)
 
-cdef Py_ssize_t SLOTS = HASH_SLOTS
-
 
 cdef class Counters:
     """The stats segment's words, as this worker adds to them (one writer per word; other
@@ -183,7 +181,7 @@ cdef class FastPath:
     def __init__(self, Index index not None, allocator, Counters counters not None, bytearray dbmap not None,
                  bytes owners, int me, Py_ssize_t key_bytes_max, Py_ssize_t value_bytes_max, dict words not None,
                  Py_ssize_t hits_word, Py_ssize_t misses_word, Peers peers not None, Py_ssize_t inflight_max, writes):
-        if len(owners) != SLOTS * 2:
+        if len(owners) != HASH_SLOTS * 2:
             raise ValueError("owners must hold one uint16 per slot")
         self.index = index
         self.allocator = allocator

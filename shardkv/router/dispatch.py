@@ -56,7 +56,6 @@ if TYPE_CHECKING:
     from shardkv.router.scripts import Scripts
     from shardkv.worker.process import Worker
 
-SLOTS = HASH_SLOTS
 # The shards an EXEC holds locked, in its task and the tasks it starts (a FLUSHALL queued in
 # MULTI runs its parts on them without locking again); None elsewhere.
 HOLDING: ContextVar[frozenset[int] | None] = ContextVar("HOLDING", default=None)
@@ -144,7 +143,7 @@ key_slot = slot_of
 
 def slot_owners(shards: int) -> list[int]:
     """The fixed slot -> shard map: contiguous ranges, as cluster nodes would own them."""
-    return [slot * shards // SLOTS for slot in range(SLOTS)]
+    return [slot * shards // HASH_SLOTS for slot in range(HASH_SLOTS)]
 
 
 def merge_replies(cmd: Command, argv: list[bytes], parts: dict[int, list[int]], replies: dict[int, bytes],
